@@ -1,4 +1,4 @@
-"""Embedding interfaces and the storage-mode mechanism shared by all embeddings.
+"""Embedding interfaces, the config registry and the storage-mode mechanism shared by all embeddings.
 
 Contract (every embedding is an ``nn.Module``):
 - ``embedding_length``: output width.
@@ -8,16 +8,22 @@ Contract (every embedding is an ``nn.Module``):
 - ``is_static``: the output is a pure function of the text (no gradient flows into it), so it
   may be computed once and kept on the sentence (``Sentence.embeddings[self.name]``) when the
   storage mode is ``cpu`` or ``gpu``. Embeddings that need gradients are never kept.
-- ``to_config()`` -> JSON-able dict with a ``"type"`` key; ``engine.embeddings.from_config``
+- ``to_config()`` -> JSON-able dict with a ``"type"`` key; ``engine.embeddings.embeddings_from_config``
   rebuilds the module (weights come from the model's safetensors). ``save_resources(dir)`` writes
-  extra files a model folder needs (tokenizer, vocabulary); ``from_config(config, resource_dir)``
-  reads them back.
+  extra files a model folder needs (tokenizer, vocabulary) into ``resource_subdir(dir)``;
+  ``from_config(config, resource_dir)`` reads them back.
+
+Extending: decorate a subclass with ``@register_embedding("my_type")`` and implement
+``from_config``; ``embeddings_from_config({"type": "my_type", ...}, dir)`` then finds it.
 """
 
 from __future__ import annotations
 
+import abc
+import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import nn
@@ -26,9 +32,14 @@ from torch.nn.utils.rnn import pad_sequence
 from engine.data import Sentence
 
 StorageMode = Literal["none", "cpu", "gpu"]
+STORAGE_MODES: tuple[str, ...] = ("none", "cpu", "gpu")
 
 
-class Embeddings(nn.Module):
+class EmbeddingConfigError(ValueError):
+    """An embedding config (or constructor argument) is invalid; the message names the field."""
+
+
+class Embeddings(nn.Module, abc.ABC):
     embedding_type: str = ""  # registry key, also the config "type"
 
     def __init__(self) -> None:
@@ -37,8 +48,9 @@ class Embeddings(nn.Module):
         self.storage_mode: StorageMode = "none"
 
     @property
+    @abc.abstractmethod
     def embedding_length(self) -> int:
-        raise NotImplementedError
+        """Width of one output vector."""
 
     @property
     def is_static(self) -> bool:
@@ -52,16 +64,30 @@ class Embeddings(nn.Module):
             return tensor.device
         return torch.device("cpu")
 
+    @abc.abstractmethod
     def to_config(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """JSON-able description with ``"type"``; enough (with the resources) to rebuild."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, config: dict[str, Any], resource_dir: Path | None = None) -> Embeddings:
+        """Rebuild from ``to_config()``'s output (weights are loaded afterwards by the caller)."""
 
     def save_resources(self, directory: Path) -> None:
         """Write files (beyond tensors) that ``from_config`` needs. Default: none."""
 
+    def resource_subdir(self, directory: Path) -> Path:
+        """This embedding's own folder inside a model's resource directory (names are unique
+        within a model, so stacked embeddings never overwrite each other's files)."""
+        return resource_folder(directory, self.name)
+
+    @abc.abstractmethod
     def _embed(self, sentences: list[Sentence]) -> list[torch.Tensor] | torch.Tensor:
         """Compute embeddings: a list of per-sentence tensors ([len, D] or [D]) or a stacked
         tensor ([B, T, D] / [B, D])."""
-        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, length={self.embedding_length}, static={self.is_static}"
 
 
 class TokenEmbeddings(Embeddings):
@@ -101,6 +127,8 @@ def _with_storage(module: Embeddings, sentences: list[Sentence]) -> list[torch.T
 
 def set_storage_mode(module: nn.Module, mode: StorageMode) -> None:
     """Set the storage mode on every embedding inside ``module``."""
+    if mode not in STORAGE_MODES:
+        raise ValueError(f"embeddings storage mode must be one of {STORAGE_MODES}, got {mode!r}")
     for sub in module.modules():
         if isinstance(sub, Embeddings):
             sub.storage_mode = mode
@@ -111,3 +139,35 @@ def clear_stored_embeddings(sentences: list[Sentence], mode: StorageMode) -> Non
     if mode == "none":
         for sentence in sentences:
             sentence.embeddings.clear()
+
+
+# registry -------------------------------------------------------------------------------------
+EMBEDDING_TYPES: dict[str, type[Embeddings]] = {}
+
+E = TypeVar("E", bound=type[Embeddings])
+
+
+def register_embedding(type_name: str) -> Callable[[E], E]:
+    """Class decorator: make ``cls`` buildable by ``embeddings_from_config`` under ``type_name``
+    (also sets ``cls.embedding_type``, the config's ``"type"``)."""
+
+    def decorate(cls: E) -> E:
+        existing = EMBEDDING_TYPES.get(type_name)
+        if existing is not None and existing.__qualname__ != cls.__qualname__:
+            raise ValueError(f"embedding type {type_name!r} is already registered by {existing.__qualname__}")
+        cls.embedding_type = type_name
+        EMBEDDING_TYPES[type_name] = cls
+        return cls
+
+    return decorate
+
+
+def resource_folder(directory: Path, name: str) -> Path:
+    """The folder for the resources of the embedding called ``name`` (a file-system-safe name)."""
+    return Path(directory) / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def sanitize_name(text: str) -> str:
+    """A short, readable name part derived from a path or model name."""
+    path = Path(str(text).rstrip("/\\"))
+    return path.name or str(text)

@@ -1,0 +1,136 @@
+"""Character-level token embeddings: a BiLSTM over each token's characters (Lample et al. 2016).
+
+A token's vector is the final forward state concatenated with the final backward state. A batch
+runs the LSTM once over the distinct token strings of all its sentences (packed sequences), then
+scatters the vectors back to the token positions.
+
+Character dictionary: given, built from sentences (``CharacterEmbeddings.from_sentences``), or by
+default printable ASCII, Latin-1 letters and common typographic punctuation. Characters outside
+it share one ``<unk>`` vector. The dictionary is part of the config (a few hundred characters).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from engine.data import Dictionary, Sentence
+from engine.embeddings.base import EmbeddingConfigError, TokenEmbeddings, register_embedding
+
+PAD = 0  # character index 0 pads; dictionary index i maps to i + 1 (so <unk> is 1)
+
+
+def default_characters() -> list[str]:
+    ascii_chars = [chr(c) for c in range(33, 127)]
+    latin1 = [chr(c) for c in range(161, 256) if c != 173]  # 173: soft hyphen, invisible
+    typographic = list("–—‘’‚“”„†•…‰€™")
+    return ascii_chars + latin1 + typographic
+
+
+@register_embedding("character")
+class CharacterEmbeddings(TokenEmbeddings):
+    def __init__(
+        self,
+        char_dictionary: Dictionary | Iterable[str] | None = None,
+        char_embedding_dim: int = 25,
+        hidden_size_char: int = 25,
+        name: str = "char",
+    ) -> None:
+        super().__init__()
+        if char_embedding_dim < 1 or hidden_size_char < 1:
+            raise EmbeddingConfigError("char_embedding_dim and hidden_size_char must be positive")
+        if char_dictionary is None:
+            chars = default_characters()
+        elif isinstance(char_dictionary, Dictionary):
+            chars = [c for c in char_dictionary.get_items() if c != Dictionary.UNK]
+        else:
+            chars = [c for c in char_dictionary if c != Dictionary.UNK]
+        self.char_dictionary = Dictionary(add_unk=True)
+        for char in chars:
+            if len(char) != 1:
+                raise EmbeddingConfigError(
+                    f"character dictionary items must be single characters, got {char!r}"
+                )
+            self.char_dictionary.add_item(char)
+        self.char_embedding_dim = char_embedding_dim
+        self.hidden_size_char = hidden_size_char
+        self.name = name
+        self.char_embedding = nn.Embedding(len(self.char_dictionary) + 1, char_embedding_dim, padding_idx=PAD)
+        self.char_rnn = nn.LSTM(char_embedding_dim, hidden_size_char, batch_first=True, bidirectional=True)
+
+    @classmethod
+    def from_sentences(
+        cls, sentences: Iterable[Sentence], min_count: int = 1, **kwargs: Any
+    ) -> CharacterEmbeddings:
+        """A dictionary of the characters occurring at least ``min_count`` times (most frequent first)."""
+        counts: Counter[str] = Counter()
+        for sentence in sentences:
+            for token in sentence.tokens:
+                counts.update(token.text)
+        chars = [c for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_count]
+        return cls(chars, **kwargs)
+
+    @property
+    def embedding_length(self) -> int:
+        return 2 * self.hidden_size_char
+
+    def _char_ids(self, text: str) -> list[int]:
+        item2idx = self.char_dictionary.item2idx
+        # .get(c, 0) + 1: unknown characters land on <unk> (dictionary index 0)
+        return [item2idx.get(c, 0) + 1 for c in text] or [1]
+
+    def _embed(self, sentences: list[Sentence]) -> torch.Tensor:
+        device = self.device
+        unique: dict[str, int] = {}
+        positions: list[list[int]] = []
+        for sentence in sentences:
+            positions.append([unique.setdefault(t.text, len(unique)) + 1 for t in sentence.tokens])
+        max_len = max((len(p) for p in positions), default=0)
+        if not unique:
+            return torch.zeros(len(sentences), max_len, self.embedding_length, device=device)
+
+        ids = [self._char_ids(text) for text in unique]
+        lengths = torch.tensor([len(i) for i in ids])
+        chars = torch.full((len(ids), int(lengths.max())), PAD, dtype=torch.long)
+        for row, char_ids in enumerate(ids):
+            chars[row, : len(char_ids)] = torch.tensor(char_ids)
+        packed = pack_padded_sequence(
+            self.char_embedding(chars.to(device)), lengths, batch_first=True, enforce_sorted=False
+        )
+        _, (final_hidden, _) = self.char_rnn(packed)
+        per_word = torch.cat([final_hidden[0], final_hidden[1]], dim=-1)  # [unique words, 2H]
+        table = torch.cat([per_word.new_zeros(1, per_word.shape[1]), per_word])  # row 0: padding
+
+        index = torch.zeros(len(sentences), max_len, dtype=torch.long)
+        for row, pos in enumerate(positions):
+            index[row, : len(pos)] = torch.tensor(pos, dtype=torch.long)
+        return table[index.to(device)]
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "type": self.embedding_type,
+            "name": self.name,
+            "chars": [c for c in self.char_dictionary.get_items() if c != Dictionary.UNK],
+            "char_embedding_dim": self.char_embedding_dim,
+            "hidden_size_char": self.hidden_size_char,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], resource_dir: Path | None = None) -> CharacterEmbeddings:
+        chars = config.get("chars")
+        if chars is not None and not isinstance(chars, list):
+            raise EmbeddingConfigError(
+                f"character embeddings 'chars' must be a list of characters: {chars!r}"
+            )
+        return cls(
+            chars,
+            char_embedding_dim=int(config.get("char_embedding_dim", 25)),
+            hidden_size_char=int(config.get("hidden_size_char", 25)),
+            name=config.get("name", "char"),
+        )

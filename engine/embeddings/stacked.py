@@ -1,0 +1,74 @@
+"""Concatenation of several token embeddings (e.g. GloVe + character + Flair)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.data import Sentence
+from engine.embeddings.base import EmbeddingConfigError, TokenEmbeddings, register_embedding
+
+
+@register_embedding("stacked")
+class StackedEmbeddings(TokenEmbeddings):
+    """Concatenates its children's outputs along the feature axis. Each child keeps its own
+    storage (a static child's vectors may be kept while a trainable sibling is recomputed)."""
+
+    def __init__(self, embeddings: Sequence[TokenEmbeddings], name: str = "stacked") -> None:
+        super().__init__()
+        if not embeddings:
+            raise EmbeddingConfigError("StackedEmbeddings needs at least one embedding")
+        seen: set[str] = set()
+        for child in embeddings:
+            if not isinstance(child, TokenEmbeddings):
+                raise EmbeddingConfigError(
+                    f"StackedEmbeddings stacks token embeddings; got {type(child).__name__}"
+                )
+            if child.name in seen:
+                raise EmbeddingConfigError(
+                    f"two stacked embeddings are both named {child.name!r}; pass a distinct name= to one"
+                )
+            seen.add(child.name)
+        self.embeddings = nn.ModuleList(embeddings)
+        self.name = name
+
+    @property
+    def embedding_length(self) -> int:
+        return sum(child.embedding_length for child in self.embeddings)
+
+    @property
+    def is_static(self) -> bool:
+        return all(child.is_static for child in self.embeddings)
+
+    def embed(self, sentences: list[Sentence]) -> torch.Tensor:
+        return torch.cat([child.embed(sentences) for child in self.embeddings], dim=-1)
+
+    def _embed(self, sentences: list[Sentence]) -> torch.Tensor:
+        return self.embed(sentences)
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "type": self.embedding_type,
+            "name": self.name,
+            "embeddings": [child.to_config() for child in self.embeddings],
+        }
+
+    def save_resources(self, directory: Path) -> None:
+        for child in self.embeddings:
+            child.save_resources(directory)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], resource_dir: Path | None = None) -> StackedEmbeddings:
+        from engine.embeddings import embeddings_from_config
+
+        children = config.get("embeddings")
+        if not isinstance(children, list) or not children:
+            raise EmbeddingConfigError(
+                f"stacked embeddings config needs a non-empty 'embeddings' list: {config!r}"
+            )
+        built = [embeddings_from_config(child, resource_dir) for child in children]
+        return cls(built, name=config.get("name", "stacked"))  # type: ignore[arg-type]

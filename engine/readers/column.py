@@ -1,0 +1,366 @@
+"""Column files (CoNLL-2003, WNUT-17 style): one token a line, blank lines between sentences.
+
+Layout rules, all per file:
+
+- Separator: tab when the first token line holds a tab, otherwise runs of spaces.
+- Every token line has the same number of columns as the first token line.
+- ``column_map`` names columns by index, e.g. ``{0: "text", 1: "pos", 3: "ner"}``; negative
+  indices count from the last column (the default is ``{0: "text", -1: "ner"}``). Exactly one
+  column is ``"text"``; unmapped columns are ignored.
+- ``-DOCSTART-`` lines start a document: the following sentences get a ``document_id`` and are
+  linked through ``previous_sentence``/``next_sentence``. Without such lines there is no document
+  structure (``document_id`` None, no links).
+- Comment lines start with ``comment_prefix`` (``"# "``) and are kept, in order, in
+  ``sentence.metadata["comments"]`` of the sentence that follows; ``# sent_id = X`` and
+  ``# text = X`` also set ``Sentence.id`` and ``Sentence.text``. In a space-separated file, a line
+  starting with ``"# "`` that has exactly the file's number of columns is a token line for the
+  token ``#``, not a comment (a tab-separated token ``#`` is written ``#\\t...`` and never
+  collides).
+- Span columns: a column whose values are tags of a span scheme (``O``, ``B-X``, ``I-X``,
+  ``E-X``, ``S-X``) is decoded into spans ``sentence.spans[name]`` (by the rule documented in
+  :mod:`engine.tag_schemes`; IOB1 is told from BIO by where spans start). ``span_columns`` turns
+  detection off: a list of names, or a map name -> scheme (``"BIO"``, ``"IOB1"``, ``"BIOES"``,
+  ``"plain"``; None detects). Every other mapped column becomes token labels ``token.labels[name]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import NoReturn
+
+from engine.data import Corpus, Label, Sentence, Span, Token
+from engine.readers.errors import CorpusFormatError, ReaderOptionError
+from engine.readers.files import find_split_files, read_text
+from engine.tag_schemes import (
+    PLAIN,
+    detect_scheme,
+    detect_scheme_from_sequences,
+    is_prefixed_tag,
+    normalize_scheme,
+    tags_to_spans,
+)
+
+DEFAULT_COLUMN_MAP: dict[int, str] = {0: "text", -1: "ner"}
+SpanColumns = Mapping[str, str | None] | Iterable[str] | None
+
+
+def normalize_column_map(column_map: Mapping[int | str, str] | None) -> dict[int, str]:
+    """Validate a column map (JSON-style string keys like ``"0"`` are accepted)."""
+    if column_map is None:
+        return dict(DEFAULT_COLUMN_MAP)
+    result: dict[int, str] = {}
+    for key, name in column_map.items():
+        try:
+            index = int(key)
+        except (TypeError, ValueError):
+            raise ReaderOptionError(f"column map key {key!r} is not a column index") from None
+        if not isinstance(name, str) or not name:
+            raise ReaderOptionError(f"column {index} needs a non-empty label name, got {name!r}")
+        result[index] = name
+    names = list(result.values())
+    if names.count("text") != 1:
+        raise ReaderOptionError(f"the column map needs exactly one 'text' column, got {column_map!r}")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ReaderOptionError(f"column names used twice in the column map: {', '.join(duplicates)}")
+    return result
+
+
+def _min_columns(column_map: dict[int, str]) -> int:
+    """The fewest columns a line may have so that every mapped index is a distinct column."""
+    for n in range(1, 1000):
+        resolved = {i if i >= 0 else n + i for i in column_map}
+        if len(resolved) == len(column_map) and all(0 <= i < n for i in resolved):
+            return n
+    raise ReaderOptionError(f"column map {column_map!r} cannot fit any line")
+
+
+def _span_column_schemes(span_columns: SpanColumns, names: Iterable[str]) -> dict[str, str | None] | None:
+    if span_columns is None:
+        return None
+    if isinstance(span_columns, str):
+        span_columns = [span_columns]
+    if isinstance(span_columns, Mapping):
+        wanted = {n: (normalize_scheme(s) if s else None) for n, s in span_columns.items()}
+    else:
+        wanted = dict.fromkeys(span_columns)
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise ReaderOptionError(f"span columns {', '.join(unknown)} are not in the column map")
+    if "text" in wanted:
+        raise ReaderOptionError("the 'text' column cannot be a span column")
+    return wanted
+
+
+class _RawSentence:
+    __slots__ = ("rows", "lines", "document", "comments")
+
+    def __init__(self, document: int, comments: list[str] | None) -> None:
+        self.rows: list[list[str]] = []
+        self.lines: list[int] = []
+        self.document = document
+        self.comments = comments
+
+
+def _parse(
+    path: str | Path, text: str, column_map: dict[int, str], comment_prefix: str | None, document_separator: str
+) -> tuple[list[_RawSentence], dict[int, str], int]:
+    """Split the file into sentences of raw rows; returns them, the resolved map and the width."""
+    sentences: list[_RawSentence] = []
+    sep: str | None = None
+    width = 0
+    min_width = _min_columns(column_map)
+    resolved: dict[int, str] = {}
+    document = 0
+    documents = 0
+    comments: list[str] | None = None
+    current: _RawSentence | None = None
+    for lineno, line in enumerate(text.split("\n"), 1):
+        line = line.rstrip(" \t")
+        if not line:
+            current = None
+            continue
+        if line.startswith(document_separator) and (
+            len(line) == len(document_separator) or line[len(document_separator)] in " \t"
+        ):
+            current = None
+            documents += 1
+            document = documents
+            continue
+        if comment_prefix and line.startswith(comment_prefix) and (
+            sep != " " or len(line.split()) != width
+        ):
+            if current is not None:
+                current = None
+            if comments is None:
+                comments = []
+            comments.append(line)
+            continue
+        if sep is None:
+            sep = "\t" if "\t" in line else " "
+        if sep == "\t":
+            fields = line.split("\t")
+        else:
+            fields = line.split(" ")
+            if "" in fields:
+                fields = [f for f in fields if f]
+        if len(fields) != width or "" in fields:
+            if width == 0:
+                if len(fields) < min_width:
+                    raise CorpusFormatError(path, lineno, _too_few(fields, min_width))
+                width = len(fields)
+                resolved = {(i if i >= 0 else width + i): name for i, name in column_map.items()}
+            if len(fields) != width:
+                if len(fields) == 1:
+                    raise CorpusFormatError(
+                        path, lineno, f"token {fields[0]!r} without a tag (expected {width} columns, got 1)"
+                    )
+                raise CorpusFormatError(
+                    path, lineno, f"wrong number of columns (expected {width}, got {len(fields)})"
+                )
+            if "" in fields:
+                column = fields.index("")
+                if column == 0:
+                    raise CorpusFormatError(path, lineno, "empty token text in column 0")
+                raise CorpusFormatError(path, lineno, f"token {fields[0]!r} without a tag in column {column}")
+        if current is None:
+            current = _RawSentence(document, comments)
+            comments = None
+            sentences.append(current)
+        current.rows.append(fields)
+        current.lines.append(lineno)
+    if not sentences:
+        raise CorpusFormatError(path, 1, "empty file: no token lines")
+    return sentences, resolved, width
+
+
+def _too_few(fields: list[str], min_width: int) -> str:
+    if len(fields) == 1:
+        return f"token {fields[0]!r} without a tag (the column map needs {min_width} columns, got 1)"
+    return f"wrong number of columns (the column map needs at least {min_width}, got {len(fields)})"
+
+
+def _decide_span_columns(
+    path: str | Path,
+    raw: list[_RawSentence],
+    label_columns: dict[int, str],
+    wanted: dict[str, str | None] | None,
+) -> dict[int, str]:
+    """Column index -> tag scheme for every column read as spans."""
+    result: dict[int, str] = {}
+    for column, name in label_columns.items():
+        if wanted is not None and name not in wanted:
+            continue
+        values = {row[column] for sentence in raw for row in sentence.rows}
+        forced = wanted.get(name) if wanted is not None else None
+        scheme = forced or detect_scheme(values)
+        if wanted is None:
+            if scheme is None or scheme == PLAIN:
+                continue
+        elif scheme is None or (forced is not None and forced != PLAIN and not all(map(is_prefixed_tag, values))):
+            # Named as a span column but holding tags of no scheme: point at the first bad tag.
+            _raise_first_unprefixed(path, raw, column, name)
+        if scheme in ("BIO", "IOB1") and forced is None:
+            scheme = detect_scheme_from_sequences([row[column] for row in s.rows] for s in raw)
+        result[column] = scheme or PLAIN
+    return result
+
+
+def _raise_first_unprefixed(path: str | Path, raw: list[_RawSentence], column: int, name: str) -> NoReturn:
+    for sentence in raw:
+        for row, lineno in zip(sentence.rows, sentence.lines, strict=True):
+            if not is_prefixed_tag(row[column]):
+                raise CorpusFormatError(
+                    path,
+                    lineno,
+                    f"invalid tag {row[column]!r} in span column {name!r} "
+                    "(expected O or B-/I-/E-/S- tags with a type)",
+                )
+    raise AssertionError("called only for a column with an unprefixed tag")
+
+
+def read_column_file(
+    path: str | Path,
+    column_map: Mapping[int | str, str] | None = None,
+    *,
+    span_columns: SpanColumns = None,
+    comment_prefix: str | None = "# ",
+    document_separator: str = "-DOCSTART-",
+    schemes: dict[str, str] | None = None,
+) -> tuple[list[Sentence], int]:
+    """Read a column file into sentences; returns ``(sentences, skipped)``.
+
+    ``column_map``: index -> label name (see the module docstring), ``{0: "text", -1: "ner"}`` by
+    default. ``span_columns``: None detects span columns; otherwise the names (or name -> scheme)
+    of the columns to decode into spans. ``comment_prefix``: None disables comments.
+    ``document_separator``: the first field of a line that starts a document.
+    ``schemes``: a dict that receives the scheme of every span column (name -> scheme).
+    Column files have no empty sentences, so ``skipped`` is always 0. Raises CorpusFormatError.
+    """
+    cmap = normalize_column_map(column_map)
+    wanted = _span_column_schemes(span_columns, cmap.values())
+    text = read_text(path)
+    raw, resolved, _ = _parse(path, text, cmap, comment_prefix, document_separator)
+    text_column = next(i for i, name in resolved.items() if name == "text")
+    label_columns = {i: name for i, name in resolved.items() if name != "text"}
+    span_schemes = _decide_span_columns(path, raw, label_columns, wanted)
+    if schemes is not None:
+        schemes.update({label_columns[c]: s for c, s in span_schemes.items()})
+    token_columns = [(c, name) for c, name in label_columns.items() if c not in span_schemes]
+    span_specs = [(c, label_columns[c], s) for c, s in span_schemes.items()]
+    doc_prefix = Path(path).name
+    sentences: list[Sentence] = []
+    previous: Sentence | None = None
+    for item in raw:
+        sentence = Sentence()
+        tokens = sentence.tokens
+        for i, row in enumerate(item.rows):
+            token = Token(row[text_column], i)
+            if token_columns:
+                labels = token.labels
+                for c, name in token_columns:
+                    labels[name] = Label(row[c])
+            tokens.append(token)
+        for c, name, scheme in span_specs:
+            tags = [row[c] for row in item.rows]
+            sentence.spans[name] = [
+                Span(sentence, start, end, Label(kind)) for start, end, kind in tags_to_spans(tags, scheme)
+            ]
+        if item.comments is not None:
+            _apply_comments(sentence, item.comments)
+        if item.document:
+            sentence.document_id = f"{doc_prefix}#{item.document}"
+            if previous is not None and previous.document_id == sentence.document_id:
+                previous.next_sentence = sentence
+                sentence.previous_sentence = previous
+        previous = sentence
+        sentences.append(sentence)
+    return sentences, 0
+
+
+def _apply_comments(sentence: Sentence, comments: list[str]) -> None:
+    sentence.metadata["comments"] = comments
+    for comment in comments:
+        key, eq, value = comment.lstrip("#").partition("=")
+        if not eq:
+            continue
+        key = key.strip()
+        if key == "sent_id":
+            sentence.id = value.strip()
+        elif key == "text":
+            sentence.text = value.strip()
+
+
+class ColumnCorpus(Corpus):
+    """A corpus of column files: a ``data_folder`` with train/dev/test files found by name
+    (see :func:`engine.readers.files.find_split_files`) or explicit ``train_file`` etc.
+
+    Span columns are detected on the training file; dev and test are read with the same
+    columns and schemes, so all splits agree. ``tag_schemes`` records them (name -> scheme).
+    Without a dev file, a seeded 10% of train becomes dev (``sample_missing_splits``).
+    """
+
+    def __init__(
+        self,
+        data_folder: str | Path | None = None,
+        column_map: Mapping[int | str, str] | None = None,
+        *,
+        train_file: str | Path | None = None,
+        dev_file: str | Path | None = None,
+        test_file: str | Path | None = None,
+        span_columns: SpanColumns = None,
+        comment_prefix: str | None = "# ",
+        document_separator: str = "-DOCSTART-",
+        name: str | None = None,
+        sample_missing_splits: bool = True,
+        seed: int = 42,
+    ) -> None:
+        files = _resolve_files(data_folder, train_file, dev_file, test_file)
+        schemes: dict[str, str] = {}
+        options = {"comment_prefix": comment_prefix, "document_separator": document_separator}
+        train, skipped = read_column_file(
+            files["train"], column_map, span_columns=span_columns, schemes=schemes, **options
+        )
+        # dev/test: exactly the span columns found in train, with train's schemes.
+        fixed = dict(schemes)
+        splits: dict[str, list[Sentence] | None] = {"dev": None, "test": None}
+        for split in ("dev", "test"):
+            if split in files:
+                splits[split], n = read_column_file(files[split], column_map, span_columns=fixed, **options)
+                skipped += n
+        self.tag_schemes = schemes
+        super().__init__(
+            train,
+            splits["dev"],
+            splits["test"],
+            name=name or _corpus_name(data_folder, files["train"]),
+            sample_missing_splits=sample_missing_splits,
+            seed=seed,
+            skipped=skipped,
+        )
+
+
+def _resolve_files(
+    data_folder: str | Path | None,
+    train_file: str | Path | None,
+    dev_file: str | Path | None,
+    test_file: str | Path | None,
+) -> dict[str, Path]:
+    files: dict[str, Path] = find_split_files(data_folder) if data_folder is not None else {}
+    for split, given in (("train", train_file), ("dev", dev_file), ("test", test_file)):
+        if given is not None:
+            path = Path(given)
+            if data_folder is not None and not path.is_absolute() and not path.exists():
+                path = Path(data_folder) / path
+            files[split] = path
+    if "train" not in files:
+        raise ReaderOptionError("a corpus needs a training file: pass data_folder or train_file")
+    for split, path in files.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"{split} file {path} does not exist")
+    return files
+
+
+def _corpus_name(data_folder: str | Path | None, train: Path) -> str:
+    return Path(data_folder).name if data_folder is not None else train.stem

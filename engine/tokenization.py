@@ -1,0 +1,94 @@
+"""Sentence splitting and tokenization of raw text, with exact character offsets.
+
+Both are built on ``segtok`` (``segtok.segmenter.split_single`` and
+``segtok.tokenizer.word_tokenizer`` + ``split_contractions``), as Flair's default tokenizer is.
+segtok returns strings, not offsets; this module aligns them back onto the input so that for
+every token ``text[start:end] == word`` holds. segtok joins a word hyphenated across a line break
+(``"Hel-\\n lo"`` -> ``"Hel-lo"``); such a token is returned as its pieces between the
+whitespace, so offsets stay exact.
+"""
+
+from __future__ import annotations
+
+from segtok.segmenter import split_single
+from segtok.tokenizer import split_contractions, word_tokenizer
+
+TokenTuple = tuple[str, int, int, bool]
+
+
+def split_sentences(text: str) -> list[tuple[str, int]]:
+    """Split ``text`` into sentences: ``[(sentence_text, start_offset), ...]``.
+
+    Sentences end at sentence terminals (segtok's rules, which avoid splitting at common
+    abbreviations) and at every line break. Sentence texts are stripped of surrounding
+    whitespace, and ``text[start:start + len(sentence_text)] == sentence_text``.
+    """
+    result: list[tuple[str, int]] = []
+    pos = 0
+    for piece in split_single(text):
+        stripped = piece.strip()
+        if not stripped:
+            continue
+        start = text.find(stripped, pos)
+        if start < 0:
+            # segtok never rewrites characters here; if it did, keep the rest of the text whole.
+            rest = text[pos:].strip()
+            if rest:
+                result.append((rest, text.index(rest, pos)))
+            return result
+        result.append((stripped, start))
+        pos = start + len(stripped)
+    return result
+
+
+def _tokenize_sentence(sentence: str) -> list[str]:
+    return split_contractions(word_tokenizer(sentence))
+
+
+def _align(text: str, words: list[str], offset: int, pos: int, out: list[TokenTuple]) -> int:
+    """Append ``words`` (found in order in ``text`` from ``pos``) to ``out`` with offsets."""
+    n = len(text)
+    for word in words:
+        while pos < n and text[pos].isspace():
+            pos += 1
+        if text.startswith(word, pos):
+            out.append((word, offset + pos, offset + pos + len(word), False))
+            pos += len(word)
+            continue
+        # The word was glued across whitespace by segtok: emit its pieces.
+        i = 0
+        piece_start = pos
+        while i < len(word) and pos < n:
+            if text[pos].isspace():
+                if pos > piece_start:
+                    out.append((text[piece_start:pos], offset + piece_start, offset + pos, False))
+                while pos < n and text[pos].isspace():
+                    pos += 1
+                piece_start = pos
+                continue
+            if text[pos] != word[i]:
+                # Unalignable (segtok rewrote characters): fall back to whitespace tokens.
+                for piece in text[piece_start:].split():
+                    start = text.index(piece, piece_start)
+                    out.append((piece, offset + start, offset + start + len(piece), False))
+                    piece_start = start + len(piece)
+                return n
+            i += 1
+            pos += 1
+        if pos > piece_start:
+            out.append((text[piece_start:pos], offset + piece_start, offset + pos, False))
+    return pos
+
+
+def tokenize(text: str) -> list[TokenTuple]:
+    """Tokenize raw text: ``[(word, start, end, whitespace_after), ...]``.
+
+    Offsets index into ``text`` (``text[start:end] == word``); ``whitespace_after`` is True when
+    whitespace follows the token in ``text``. The text is split into sentences first because
+    segtok detaches a sentence's final period only at the end of a sentence.
+    """
+    out: list[TokenTuple] = []
+    for sentence, start in split_sentences(text):
+        _align(sentence, _tokenize_sentence(sentence), start, 0, out)
+    n = len(text)
+    return [(word, s, e, e < n and text[e].isspace()) for word, s, e, _ in out]

@@ -1,0 +1,85 @@
+"""API keys: bearer tokens, stored as SHA-256 hashes (the keys are 256-bit random, so a fast
+hash is enough). Plain functions over a session; ``service.deps`` wires them into FastAPI."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.db.models import ApiKey, Owner, utcnow
+
+KEY_PREFIX = "tsk_"
+# The owner every request acts as in open (single-user) mode.
+OPEN_MODE_OWNER_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    owner_id: str | None  # None for the admin key
+    is_admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    id: str
+    owner_id: str
+    owner_name: str
+    key: str
+    prefix: str
+
+
+def create_key(session: Session, owner_name: str | None = None, owner_id: str | None = None) -> CreatedKey:
+    """A new key for the existing owner ``owner_id``, or for a new owner named ``owner_name``."""
+    if owner_id is not None:
+        owner = session.get(Owner, owner_id)
+        if owner is None:
+            raise LookupError(owner_id)
+    else:
+        owner = Owner(name=owner_name or "owner")
+        session.add(owner)
+        session.flush()
+    key = generate_key()
+    row = ApiKey(owner_id=owner.id, key_hash=hash_key(key), prefix=key[: len(KEY_PREFIX) + 6])
+    session.add(row)
+    session.flush()
+    return CreatedKey(id=row.id, owner_id=owner.id, owner_name=owner.name, key=key, prefix=row.prefix)
+
+
+def revoke_key(session: Session, key_id: str) -> bool:
+    row = session.get(ApiKey, key_id)
+    if row is None or row.revoked_at is not None:
+        return False
+    row.revoked_at = utcnow()
+    return True
+
+
+def owner_for_key(session: Session, key: str) -> str | None:
+    """The owner of an active key, or None."""
+    row = session.execute(
+        select(ApiKey.owner_id).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+    ).first()
+    return row[0] if row else None
+
+
+def is_admin_key(key: str, admin_key: str) -> bool:
+    return bool(admin_key) and hmac.compare_digest(key.encode("utf-8"), admin_key.encode("utf-8"))
+
+
+def ensure_open_mode_owner(session: Session) -> str:
+    if session.get(Owner, OPEN_MODE_OWNER_ID) is None:
+        session.add(Owner(id=OPEN_MODE_OWNER_ID, name="default"))
+        session.flush()
+    return OPEN_MODE_OWNER_ID

@@ -1,0 +1,200 @@
+"""SQLAlchemy 2 tables: the system of record shared by the API and the worker.
+
+Ids are UUID strings, times timezone-aware UTC. JSON columns hold what the contract
+(docs/CONTRACTS.md) names; the Alembic migration in ``service/db/migrations`` creates the same
+schema. Imported by the worker: no FastAPI here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+JOB_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+FINISHED_STATUSES = ("completed", "failed", "cancelled")
+JOB_KINDS = ("train", "language_model")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone; put it back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Owner(Base):
+    __tablename__ = "owners"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(
+        ForeignKey("owners.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Corpus(Base):
+    __tablename__ = "corpora"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(
+        ForeignKey("owners.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    task: Mapped[str] = mapped_column(String(40), nullable=False)
+    format: Mapped[str] = mapped_column(String(20), nullable=False)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    files: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False, default=dict)
+    statistics: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    label_types: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False, default=dict)
+    has_documents: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(
+        ForeignKey("owners.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False, default="train")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, default="queued", index=True)
+    queue: Mapped[str] = mapped_column(String(20), nullable=False, default="cpu")
+    celery_task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    checkpoint_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    epoch: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    max_epochs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    batch: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    batches_per_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    percent: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    eta_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    learning_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    train_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    best_dev_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    device: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    worker_host: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # No FK: a model row is created at the end of its job, and deleting a model keeps the job's history.
+    model_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow
+    )
+
+
+class JobEpochMetric(Base):
+    __tablename__ = "job_epoch_metrics"
+    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_job_epoch_metrics_job_epoch"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
+    epoch: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    learning_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    train_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    dev_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    dev_main_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    dev_precision: Mapped[float | None] = mapped_column(Float, nullable=True)
+    dev_recall: Mapped[float | None] = mapped_column(Float, nullable=True)
+    dev_f1: Mapped[float | None] = mapped_column(Float, nullable=True)
+    dev_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    test_main_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    test_f1: Mapped[float | None] = mapped_column(Float, nullable=True)
+    test_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    bad_epochs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    is_best: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class JobBatchLoss(Base):
+    __tablename__ = "job_batch_losses"
+    __table_args__ = (Index("ix_job_batch_losses_job_epoch_batch", "job_id", "epoch", "batch"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
+    epoch: Mapped[int] = mapped_column(Integer, nullable=False)
+    batch: Mapped[int] = mapped_column(Integer, nullable=False)
+    loss: Mapped[float] = mapped_column(Float, nullable=False)
+    learning_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+class Model(Base):
+    __tablename__ = "models"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(
+        ForeignKey("owners.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    task: Mapped[str] = mapped_column(String(40), nullable=False)
+    label_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    labels: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    storage_key: Mapped[str] = mapped_column(String(300), nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    dev_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    test_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    spec: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+# Aliases for code that also imports the engine's Corpus and Model classes.
+CorpusRow = Corpus
+ModelRow = Model

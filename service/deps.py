@@ -1,0 +1,95 @@
+"""FastAPI dependencies: a database session per request and the caller's identity.
+
+Key lookups are cached for a few seconds (hash -> owner) because predict is called at high rates;
+a revoked key therefore stops working within ``AUTH_CACHE_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from service import auth
+from service.db.session import session_scope
+from service.errors import Forbidden, Unauthorized
+from service.settings import get_settings
+
+AUTH_CACHE_SECONDS = 5.0
+_cache_lock = threading.Lock()
+_key_cache: dict[str, tuple[str, float]] = {}
+_open_owner_ready: set[str] = set()
+
+
+def get_db() -> Iterator[Session]:
+    with session_scope() as session:
+        yield session
+
+
+def clear_auth_cache() -> None:
+    with _cache_lock:
+        _key_cache.clear()
+        _open_owner_ready.clear()
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header must be 'Bearer <API key>'")
+    return token.strip()
+
+
+def _owner_for(token: str) -> str | None:
+    digest = auth.hash_key(token)
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _key_cache.get(digest)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+    with session_scope() as session:
+        owner_id = auth.owner_for_key(session, token)
+    if owner_id is not None:
+        with _cache_lock:
+            if len(_key_cache) > 10_000:
+                _key_cache.clear()
+            _key_cache[digest] = (owner_id, now + AUTH_CACHE_SECONDS)
+    return owner_id
+
+
+def get_principal(request: Request) -> auth.Principal:
+    settings = get_settings()
+    token = _bearer(request)
+    if token is None:
+        if settings.open_mode:
+            url = settings.resolved_database_url
+            if url not in _open_owner_ready:
+                with session_scope() as session:
+                    auth.ensure_open_mode_owner(session)
+                _open_owner_ready.add(url)
+            return auth.Principal(owner_id=auth.OPEN_MODE_OWNER_ID)
+        raise Unauthorized("an API key is required (Authorization: Bearer <key>)")
+    if auth.is_admin_key(token, settings.admin_key):
+        return auth.Principal(owner_id=None, is_admin=True)
+    owner_id = _owner_for(token)
+    if owner_id is None:
+        raise Unauthorized("unknown or revoked API key")
+    return auth.Principal(owner_id=owner_id)
+
+
+def current_owner(principal: auth.Principal = Depends(get_principal)) -> str:
+    """The owner id every resource endpoint acts for."""
+    if principal.owner_id is None:
+        raise Forbidden("the admin key manages API keys only; use an owner's key for resources")
+    return principal.owner_id
+
+
+def require_admin(principal: auth.Principal = Depends(get_principal)) -> auth.Principal:
+    if not principal.is_admin:
+        raise Forbidden("only the admin key may manage API keys")
+    return principal

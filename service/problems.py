@@ -1,0 +1,139 @@
+"""RFC 9457 problem details (``application/problem+json``) for every error the API answers.
+
+A problem has ``type``, ``title``, ``status``, ``detail``, ``instance`` and, for input errors,
+``errors``: one entry per bad field with its path (``loc`` and dotted ``field``) and a message.
+Corpus format errors also name ``file``, ``line`` and ``reason``. Unexpected exceptions answer 500
+without internals (they are logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import FieldError, ServiceError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE_BASE = "https://tagsmith.dev/problems/"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class ProblemFieldError(BaseModel):
+    loc: list[str | int]
+    field: str
+    message: str
+    type: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, Any]] = []
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str,
+    slug: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + slug if slug else "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        loc = [p for p in err.get("loc", ()) if isinstance(p, str | int)]
+        message = str(err.get("msg", "invalid value"))
+        message = message.removeprefix("Value error, ")
+        out.append(FieldError(loc=loc, message=message, type=str(err.get("type", "invalid"))).to_dict())
+    return out
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return problem_response(
+        request,
+        exc.status,
+        exc.title,
+        exc.detail,
+        slug=exc.slug,
+        errors=[e.to_dict() for e in exc.errors],
+        headers=exc.headers,
+    )
+
+
+async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _validation_errors(exc)
+    first = errors[0] if errors else None
+    detail = f"{len(errors)} invalid field(s)"
+    if first is not None:
+        detail += f"; first: {first['field'] or 'body'}: {first['message']}"
+    return problem_response(request, 422, "Invalid input", detail, slug="validation-error", errors=errors)
+
+
+async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    try:
+        title = HTTPStatus(exc.status_code).phrase
+    except ValueError:
+        title = "Error"
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    return problem_response(request, exc.status_code, title, detail, headers=getattr(exc, "headers", None))
+
+
+async def _corpus_format_error(request: Request, exc: Exception) -> JSONResponse:
+    file = str(getattr(exc, "file", "") or "")
+    line = getattr(exc, "line", None)
+    reason = str(getattr(exc, "reason", exc))
+    where = f"{file}, line {line}" if line is not None else file
+    error = FieldError(
+        loc=["files", file] if file else ["files"],
+        message=reason,
+        type="corpus_format",
+        extra={"file": file, "line": line, "reason": reason},
+    )
+    return problem_response(
+        request, 422, "Invalid corpus file", f"{where}: {reason}", slug="corpus-format", errors=[error.to_dict()]
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(request, 500, "Internal server error", "an unexpected error occurred; it was logged")
+
+
+def install(app: FastAPI) -> None:
+    from engine.readers.errors import CorpusFormatError
+
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(CorpusFormatError, _corpus_format_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,215 @@
+"""Request and response bodies of the REST API (the spec itself is in ``spec.py``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.schemas.spec import TrainingSpec
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# -- keys ---------------------------------------------------------------------------------------
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, min_length=1, max_length=200, description="Name of a new owner.")
+    owner_id: str | None = Field(None, description="Add a key to this existing owner instead.")
+
+
+class KeyCreated(BaseModel):
+    id: str
+    owner_id: str
+    owner_name: str
+    key: str = Field(description="The bearer token. Shown once; only its hash is stored.")
+    prefix: str
+
+
+# -- corpora ------------------------------------------------------------------------------------
+class SplitStatistics(BaseModel):
+    sentences: int
+    tokens: int
+    labels: dict[str, dict[str, int]] = Field(description="label type -> label value -> count")
+
+
+class CorpusOut(_Out):
+    id: str
+    name: str
+    task: str
+    format: str
+    options: dict[str, Any]
+    label_types: dict[str, str] = Field(description="label type -> kind (`token`, `span` or `sentence`)")
+    has_documents: bool
+    statistics: dict[str, Any]
+    splits: list[str]
+    created_at: datetime
+
+
+class CorpusList(BaseModel):
+    items: list[CorpusOut]
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+class JobOut(_Out):
+    id: str
+    name: str
+    kind: str
+    status: Literal["queued", "running", "completed", "failed", "cancelled"]
+    queue: str
+    spec: dict[str, Any]
+    attempts: int
+    cancel_requested: bool
+    epoch: int = Field(description="Epochs completed.")
+    max_epochs: int | None
+    batch: int = Field(description="Batches done in the running epoch.")
+    batches_per_epoch: int | None
+    percent: float = Field(description="0-100 over the whole run.")
+    eta_seconds: float | None
+    learning_rate: float | None
+    train_loss: float | None
+    best_dev_score: float | None
+    error: str | None
+    device: str | None
+    worker_host: str | None
+    model_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    url: str = ""
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+
+
+class EpochMetricOut(_Out):
+    epoch: int
+    learning_rate: float | None
+    train_loss: float | None
+    dev_loss: float | None
+    dev_main_score: float | None
+    dev_precision: float | None
+    dev_recall: float | None
+    dev_f1: float | None
+    dev_accuracy: float | None
+    test_main_score: float | None
+    test_f1: float | None
+    test_accuracy: float | None
+    bad_epochs: int | None
+    is_best: bool
+    seconds: float | None
+    created_at: datetime
+
+
+class BatchLossOut(_Out):
+    epoch: int
+    batch: int
+    loss: float
+    learning_rate: float | None
+
+
+class JobMetrics(BaseModel):
+    job_id: str
+    epochs: list[EpochMetricOut]
+    batches: list[BatchLossOut]
+
+
+# -- models -------------------------------------------------------------------------------------
+class ModelOut(_Out):
+    id: str
+    name: str
+    task: str
+    label_type: str
+    labels: list[str]
+    job_id: str | None
+    spec: dict[str, Any] | None
+    dev_metrics: dict[str, Any] | None
+    test_metrics: dict[str, Any] | None
+    size_bytes: int
+    created_at: datetime
+
+
+class ModelList(BaseModel):
+    items: list[ModelOut]
+
+
+# -- predict ------------------------------------------------------------------------------------
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: list[str] | None = Field(
+        None, description="Raw texts: split into sentences (taggers) and tokenized; offsets are characters."
+    )
+    sentences: list[list[str]] | None = Field(None, description="Pre-tokenized sentences (one list of tokens each).")
+    split_sentences: bool | None = Field(
+        None, description="Split raw texts into sentences. Default: yes for taggers, no for classifiers."
+    )
+    return_probabilities_for_all_classes: bool = Field(False, description="Also return every class's score.")
+    task: Literal["sequence_tagging", "text_classification"] | None = Field(
+        None, description="Optional guard: fail with 422 when the model has another task."
+    )
+
+    @model_validator(mode="after")
+    def _one_input(self) -> PredictRequest:
+        if (self.texts is None) == (self.sentences is None):
+            raise ValueError("give exactly one of 'texts' (raw) or 'sentences' (pre-tokenized)")
+        return self
+
+
+class ScoreOut(BaseModel):
+    value: str
+    score: float
+
+
+class TokenOut(BaseModel):
+    text: str
+    start: int | None
+    end: int | None
+    tag: str | None = None
+    confidence: float | None = None
+    all_tags: list[ScoreOut] | None = None
+
+
+class SpanOut(BaseModel):
+    text: str
+    start: int | None = Field(description="Character offset in the input text (raw input only).")
+    end: int | None
+    start_token: int
+    end_token: int
+    label: str
+    confidence: float
+
+
+class SentenceOut(BaseModel):
+    index: int = Field(description="Which input text/sentence this sentence came from.")
+    text: str
+    start: int | None = Field(description="Character offset of the sentence in its input text.")
+    end: int | None
+    tokens: list[TokenOut]
+    spans: list[SpanOut] | None = None
+    labels: list[ScoreOut] | None = None
+    all_labels: list[ScoreOut] | None = None
+
+
+class PredictResponse(BaseModel):
+    model_id: str
+    task: str
+    label_type: str
+    sentences: list[SentenceOut]
+
+
+# -- jobs submit --------------------------------------------------------------------------------
+JobSubmit = TrainingSpec
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str]

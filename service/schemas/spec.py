@@ -1,0 +1,274 @@
+"""The training spec: what ``POST /jobs`` validates and the worker builds a run from.
+
+It mirrors the Flair training tutorial; every field has the tutorial's default. Checks that need
+only the spec itself live here (e.g. document embeddings for a tagger); checks that need the
+corpora (label type present, document boundaries for ``use_context``) run in
+``service.logic.jobs`` when the job is submitted, and the stored spec is fully resolved
+(``name`` and ``label_type`` filled in). Imported by the worker: no FastAPI here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+Task = Literal["sequence_tagging", "text_classification"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- token embeddings ---------------------------------------------------------------------------
+class WordEmbeddingSpec(_Strict):
+    """Static word vectors (the tutorial's ``WordEmbeddings('glove')``)."""
+
+    type: Literal["word"] = "word"
+    name: Literal["glove"] = Field("glove", description="Pre-trained vectors: `glove` (GloVe 6B, 50d).")
+    fine_tune: bool = Field(False, description="Update the vectors during training.")
+
+
+class CharacterEmbeddingSpec(_Strict):
+    """A character BiLSTM per word, trained with the model (``CharacterEmbeddings()``)."""
+
+    type: Literal["character"] = "character"
+    char_embedding_dim: int = Field(25, ge=1, le=1024)
+    hidden_size_char: int = Field(25, ge=1, le=1024)
+
+
+class FlairEmbeddingSpec(_Strict):
+    """Contextual string embeddings from a character language model trained by a
+    `language_model` job (``FlairEmbeddings``)."""
+
+    type: Literal["flair"] = "flair"
+    model_id: str = Field(description="Id of a language model (a model whose task is `language_model`).")
+    fine_tune: bool = False
+
+
+class TransformerWordEmbeddingSpec(_Strict):
+    """Token embeddings from a Hugging Face transformer (``TransformerWordEmbeddings``)."""
+
+    type: Literal["transformer"] = "transformer"
+    model: str = Field("all-MiniLM-L6-v2", min_length=1, description="A transformer available offline.")
+    layers: str = Field("-1", pattern=r"^(all|-?\d+(,-?\d+)*)$", description="`-1`, `-1,-2,-3,-4` or `all`.")
+    subtoken_pooling: Literal["first", "last", "first_last", "mean"] = "first"
+    layer_mean: bool = True
+    fine_tune: bool = True
+    use_context: bool | int = Field(
+        False, description="Add neighbouring sentences of the same document as context (needs documents)."
+    )
+
+
+TokenEmbeddingSpec = Annotated[
+    WordEmbeddingSpec | CharacterEmbeddingSpec | FlairEmbeddingSpec | TransformerWordEmbeddingSpec,
+    Field(discriminator="type"),
+]
+
+
+# -- document embeddings ------------------------------------------------------------------------
+class TransformerDocumentEmbeddingSpec(_Strict):
+    """A whole-text transformer embedding (``TransformerDocumentEmbeddings``)."""
+
+    type: Literal["transformer_document"] = "transformer_document"
+    model: str = Field("all-MiniLM-L6-v2", min_length=1)
+    layers: str = Field("-1", pattern=r"^(all|-?\d+(,-?\d+)*)$")
+    cls_pooling: Literal["cls", "mean", "max"] = "cls"
+    fine_tune: bool = True
+
+
+class DocumentPoolEmbeddingSpec(_Strict):
+    """Pooled token embeddings (``DocumentPoolEmbeddings``)."""
+
+    type: Literal["document_pool"] = "document_pool"
+    embeddings: list[TokenEmbeddingSpec] = Field(
+        default_factory=lambda: [WordEmbeddingSpec()], min_length=1, max_length=8
+    )
+    pooling: Literal["mean", "min", "max"] = "mean"
+    fine_tune_mode: Literal["none", "linear", "nonlinear"] = "none"
+
+
+class DocumentRNNEmbeddingSpec(_Strict):
+    """An RNN over token embeddings (``DocumentRNNEmbeddings``)."""
+
+    type: Literal["document_rnn"] = "document_rnn"
+    embeddings: list[TokenEmbeddingSpec] = Field(
+        default_factory=lambda: [WordEmbeddingSpec()], min_length=1, max_length=8
+    )
+    hidden_size: int = Field(128, ge=1, le=8192)
+    rnn_layers: int = Field(1, ge=1, le=8)
+    rnn_type: Literal["GRU", "LSTM"] = "GRU"
+    bidirectional: bool = False
+    reproject_words: bool = True
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    word_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    locked_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+DocumentEmbeddingSpec = (
+    TransformerDocumentEmbeddingSpec | DocumentPoolEmbeddingSpec | DocumentRNNEmbeddingSpec
+)
+EmbeddingSpec = Annotated[
+    WordEmbeddingSpec
+    | CharacterEmbeddingSpec
+    | FlairEmbeddingSpec
+    | TransformerWordEmbeddingSpec
+    | TransformerDocumentEmbeddingSpec
+    | DocumentPoolEmbeddingSpec
+    | DocumentRNNEmbeddingSpec,
+    Field(discriminator="type"),
+]
+TOKEN_EMBEDDING_TYPES = frozenset({"word", "character", "flair", "transformer"})
+DOCUMENT_EMBEDDING_TYPES = frozenset({"transformer_document", "document_pool", "document_rnn"})
+
+
+# -- the rest of the spec -----------------------------------------------------------------------
+class CorpusSelection(_Strict):
+    ids: list[str] = Field(
+        min_length=1, max_length=32, description="Corpus ids; several make a multi-corpus."
+    )
+    downsample: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Keep this fraction of every split (seeded), like `corpus.downsample(0.1)`.",
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> CorpusSelection:
+        if len(set(self.ids)) != len(self.ids):
+            raise ValueError("corpus ids must be distinct")
+        return self
+
+
+class ModelOptions(_Strict):
+    """``SequenceTagger`` options (taggers) and ``TextClassifier`` options (classifiers)."""
+
+    hidden_size: int = Field(256, ge=1, le=8192, description="Tagger: BiLSTM hidden size.")
+    use_crf: bool = Field(True, description="Tagger: CRF output layer.")
+    use_rnn: bool = Field(True, description="Tagger: BiLSTM over the embeddings.")
+    rnn_layers: int = Field(1, ge=1, le=8, description="Tagger: BiLSTM layers.")
+    reproject_embeddings: bool = Field(
+        True, description="Tagger: a linear map over the stacked embeddings first."
+    )
+    tag_format: Literal["BIOES", "BIO"] = Field(
+        "BIOES", description="Tagger, span labels: the tag scheme trained."
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    word_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    locked_dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    multi_label: bool | None = Field(
+        None, description="Classifier: several labels per text. Default: detected from the corpus."
+    )
+    multi_label_threshold: float = Field(
+        0.5, gt=0.0, lt=1.0, description="Classifier, multi-label: decision threshold."
+    )
+
+
+class TrainerOptions(_Strict):
+    """``ModelTrainer.train`` / ``fine_tune`` options."""
+
+    mode: Literal["train", "fine_tune"] = Field(
+        "train",
+        description="`train` (SGD + annealing, the tutorial's default) or `fine_tune` (AdamW + linear warmup).",
+    )
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    learning_rate: float = Field(0.1, gt=0.0, le=10.0)
+    mini_batch_size: int = Field(32, ge=1, le=4096)
+    mini_batch_chunk_size: int | None = Field(None, ge=1, le=4096)
+    max_epochs: int = Field(10, ge=1, le=1000)
+    scheduler: Literal["anneal_on_plateau", "linear_warmup", "none"] = "anneal_on_plateau"
+    anneal_factor: float = Field(0.5, gt=0.0, lt=1.0)
+    patience: int = Field(3, ge=0, le=100)
+    min_learning_rate: float = Field(0.0001, ge=0.0)
+    warmup_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    embeddings_storage_mode: Literal["none", "cpu", "gpu"] = "cpu"
+    train_with_dev: bool = False
+    shuffle: bool = True
+    checkpoint: bool = True
+    write_weights: bool = False
+    seed: int = Field(42, ge=0)
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="`gpu` sends the job to the GPU queue; `auto` uses the server's default queue."
+    )
+
+    @field_validator("mini_batch_chunk_size")
+    @classmethod
+    def _chunk_fits(cls, value: int | None, info: ValidationInfo) -> int | None:
+        size = info.data.get("mini_batch_size")
+        if value is not None and size is not None and value > size:
+            raise ValueError(f"must not exceed mini_batch_size ({size})")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device_fits_storage(cls, value: str, info: ValidationInfo) -> str:
+        if value == "cpu" and info.data.get("embeddings_storage_mode") == "gpu":
+            raise ValueError("embeddings_storage_mode 'gpu' needs device 'gpu' or 'auto'")
+        return value
+
+
+def _default_embeddings(task: object) -> list[dict[str, Any]]:
+    if task == "text_classification":
+        return [{"type": "document_pool", "embeddings": [{"type": "word", "name": "glove"}]}]
+    return [{"type": "word", "name": "glove"}, {"type": "character"}]
+
+
+class TrainingSpec(_Strict):
+    name: str | None = Field(
+        None, max_length=200, description="Job and model name. Default: `<task>-<label_type>`."
+    )
+    task: Task = "sequence_tagging"
+    corpus: CorpusSelection
+    label_type: str | None = Field(
+        None,
+        max_length=100,
+        description="Label type to learn (e.g. `ner`, `upos`, `class`). Default: the corpus's only fitting type.",
+    )
+    embeddings: list[EmbeddingSpec] = Field(
+        min_length=1,
+        max_length=8,
+        description="Stacked embeddings. Default: GloVe + characters (tagger), pooled GloVe (classifier).",
+    )
+    model: ModelOptions = Field(default_factory=ModelOptions)
+    trainer: TrainerOptions = Field(default_factory=TrainerOptions)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_default_embeddings(cls, data: Any) -> Any:
+        # The default depends on the task, so it is filled in before field validation.
+        if isinstance(data, dict) and data.get("embeddings") is None:
+            data = {**data, "embeddings": _default_embeddings(data.get("task", "sequence_tagging"))}
+        return data
+
+    @field_validator("embeddings")
+    @classmethod
+    def _embeddings_fit_task(cls, value: list[Any], info: ValidationInfo) -> list[Any]:
+        types = [e.type for e in value]
+        if info.data.get("task", "sequence_tagging") == "sequence_tagging":
+            wrong = [t for t in types if t in DOCUMENT_EMBEDDING_TYPES]
+            if wrong:
+                raise ValueError(
+                    f"a sequence tagger needs token embeddings; {', '.join(wrong)} are document embeddings"
+                )
+        else:
+            documents = [t for t in types if t in DOCUMENT_EMBEDDING_TYPES]
+            if len(documents) != 1 or len(types) != 1:
+                raise ValueError(
+                    "a text classifier needs exactly one document embedding "
+                    "(transformer_document, document_pool or document_rnn); token embeddings go inside it"
+                )
+        return value
+
+    def token_embeddings(self) -> list[Any]:
+        """Every token embedding, including those nested in document embeddings."""
+        found: list[Any] = []
+        for emb in self.embeddings:
+            if isinstance(emb, DocumentPoolEmbeddingSpec | DocumentRNNEmbeddingSpec):
+                found.extend(emb.embeddings)
+            elif emb.type in TOKEN_EMBEDDING_TYPES:
+                found.append(emb)
+        return found
+
+    def queue(self, default_queue: str) -> str:
+        return "gpu" if self.trainer.device == "gpu" else default_queue

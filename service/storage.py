@@ -1,0 +1,196 @@
+"""Artifact storage addressed by keys the service generates (``corpora/<id>/train.txt``,
+``models/<id>/...``, ``jobs/<id>/checkpoint/...``). Never built from user file names.
+
+``Storage`` is deliberately small (put/get/open/delete/list/exists + whole folders) so an
+object-store backend can replace ``LocalStorage`` later. Writes are atomic: a file is written
+to a temporary name and renamed into place; ``put_dir`` replaces a whole prefix the same way.
+Imported by the worker: no FastAPI here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import BinaryIO
+
+from service.settings import get_settings
+
+_KEY_PART = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+class InvalidStorageKey(ValueError):
+    pass
+
+
+def check_key(key: str) -> str:
+    """A key is ``/``-separated parts of letters, digits, ``._-``; no ``.``/``..`` parts, no
+    leading slash: it can never leave the storage root."""
+    parts = key.split("/")
+    if not key or any(p in ("", ".", "..") or not _KEY_PART.match(p) for p in parts):
+        raise InvalidStorageKey(f"invalid storage key {key!r}")
+    return key
+
+
+def check_prefix(prefix: str) -> str:
+    return check_key(prefix.rstrip("/")) if prefix.strip("/") else ""
+
+
+class Storage(ABC):
+    @abstractmethod
+    def put(self, key: str, data: bytes | BinaryIO) -> None: ...
+
+    @abstractmethod
+    def get(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def open(self, key: str) -> BinaryIO: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete ``key``, or every key under it when it names a folder prefix. Missing: no error."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """All keys under ``prefix`` (recursive), sorted."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def put_dir(self, prefix: str, local_dir: Path) -> None:
+        """Replace everything under ``prefix`` by the files of ``local_dir`` (recursively)."""
+
+    @abstractmethod
+    def get_dir(self, prefix: str, local_dir: Path) -> Path:
+        """Copy every key under ``prefix`` into ``local_dir`` (relative paths kept)."""
+
+    @abstractmethod
+    def size(self, prefix: str) -> int:
+        """Total bytes stored under ``prefix`` (a key or a folder prefix)."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise when the storage cannot be written (readiness probe)."""
+
+
+class LocalStorage(Storage):
+    """Keys are paths under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.root / ".tmp"
+        self._tmp.mkdir(exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put(self, key: str, data: bytes | BinaryIO) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                if isinstance(data, bytes | bytearray | memoryview):
+                    out.write(data)
+                else:
+                    shutil.copyfileobj(data, out, 1024 * 1024)
+            os.replace(tmp_name, target)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes:
+        path = self.path(key)
+        if not path.is_file():
+            raise FileNotFoundError(key)
+        return path.read_bytes()
+
+    def open(self, key: str) -> BinaryIO:
+        path = self.path(key)
+        if not path.is_file():
+            raise FileNotFoundError(key)
+        return path.open("rb")
+
+    def delete(self, key: str) -> None:
+        path = self.path(key)
+        if path.is_dir():
+            # Rename first so readers never see a half-deleted folder.
+            doomed = self._tmp / f"del-{uuid.uuid4().hex}"
+            os.replace(path, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+    def list(self, prefix: str = "") -> list[str]:
+        prefix = check_prefix(prefix)
+        base = self.root / prefix if prefix else self.root
+        if base.is_file():
+            return [prefix]
+        if not base.is_dir():
+            return []
+        keys = []
+        for path in base.rglob("*"):
+            rel = path.relative_to(self.root).as_posix()
+            if path.is_file() and not rel.startswith(".tmp/"):
+                keys.append(rel)
+        return sorted(keys)
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def put_dir(self, prefix: str, local_dir: Path) -> None:
+        target = self.path(prefix.rstrip("/"))
+        staging = Path(tempfile.mkdtemp(dir=self._tmp))
+        try:
+            shutil.copytree(local_dir, staging, dirs_exist_ok=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            old = None
+            if target.exists():
+                old = self._tmp / f"old-{uuid.uuid4().hex}"
+                os.replace(target, old)
+            os.replace(staging, target)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def get_dir(self, prefix: str, local_dir: Path) -> Path:
+        source = self.path(prefix.rstrip("/"))
+        if not source.is_dir():
+            raise FileNotFoundError(prefix)
+        local_dir = Path(local_dir)
+        shutil.copytree(source, local_dir, dirs_exist_ok=True)
+        return local_dir
+
+    def size(self, prefix: str) -> int:
+        path = self.path(prefix.rstrip("/"))
+        if path.is_file():
+            return path.stat().st_size
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+    def check(self) -> None:
+        probe = self._tmp / f"probe-{uuid.uuid4().hex}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+
+
+_lock = threading.Lock()
+_storages: dict[Path, Storage] = {}
+
+
+def get_storage() -> Storage:
+    """The storage named by the settings (one instance per location)."""
+    root = get_settings().storage_root
+    with _lock:
+        storage = _storages.get(root)
+        if storage is None:
+            storage = _storages[root] = LocalStorage(root)
+        return storage

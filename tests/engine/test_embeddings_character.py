@@ -1,0 +1,50 @@
+"""CharacterEmbeddings: batched char BiLSTM, dictionaries, <unk> characters, config round trip."""
+
+from __future__ import annotations
+
+import torch
+
+from engine.data import Sentence
+from engine.embeddings import embeddings_from_config
+from engine.embeddings.character import CharacterEmbeddings
+
+
+def test_shapes_padding_and_same_word_same_vector() -> None:
+    torch.manual_seed(0)
+    emb = CharacterEmbeddings(char_embedding_dim=8, hidden_size_char=5)
+    out = emb.embed([Sentence(["Hello", "world", "Hello"]), Sentence(["x"])])
+    assert out.shape == (2, 3, 10) and emb.embedding_length == 10
+    assert torch.equal(out[0, 0], out[0, 2])
+    assert not torch.equal(out[0, 0], out[0, 1])
+    assert torch.equal(out[1, 1:], torch.zeros(2, 10))
+
+
+def test_batched_equals_one_token_at_a_time() -> None:
+    torch.manual_seed(0)
+    emb = CharacterEmbeddings(char_embedding_dim=6, hidden_size_char=4)
+    words = ["a", "longer", "tokens", "of-different", "lengths"]
+    batched = emb.embed([Sentence(words)])[0]
+    single = torch.stack([emb.embed([Sentence([w])])[0, 0] for w in words])
+    assert torch.allclose(batched, single, atol=1e-6)
+
+
+def test_dictionary_from_sentences_and_unknown_chars() -> None:
+    emb = CharacterEmbeddings.from_sentences([Sentence(["abc", "cab"])], hidden_size_char=3)
+    assert emb.char_dictionary.get_items() == ["<unk>", "a", "b", "c"]
+    out = emb.embed([Sentence(["xy", "zq"])])
+    assert torch.allclose(out[0, 0], out[0, 1])  # both all-<unk>, same length
+    assert not emb.is_static
+
+
+def test_gradients_reach_the_character_lstm() -> None:
+    emb = CharacterEmbeddings(hidden_size_char=3)
+    emb.embed([Sentence(["gradient"])]).sum().backward()
+    assert emb.char_rnn.weight_ih_l0.grad.abs().sum() > 0
+
+
+def test_config_round_trip() -> None:
+    emb = CharacterEmbeddings(["a", "b", "ü"], char_embedding_dim=4, hidden_size_char=3)
+    rebuilt = embeddings_from_config(emb.to_config(), None)
+    rebuilt.load_state_dict(emb.state_dict())
+    sentences = [Sentence(["abü", "ba", "zz"])]
+    assert torch.equal(rebuilt.embed(sentences), emb.embed(sentences))

@@ -1,0 +1,257 @@
+"""The trainer callback that reports a run to the database and checks for cancellation.
+
+Writes are cheap and bounded: the job row and the buffered per-batch losses go out together at
+most once per ``progress_interval`` (plus once at the first batch, so a watcher sees training
+start at once); the cancel flag is read at most once per ``cancel_interval``. Every write is
+fenced by the run's lease (``lease_owner = owner``): a run that lost its lease stops at the next
+batch boundary and changes nothing more.
+
+Epoch rows are upserts on UNIQUE(job_id, epoch): an epoch retrained after a crash (its checkpoint
+never made it to storage) replaces its row instead of adding a second one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from engine.training.callbacks import BatchEnded, EpochEnded, TrainerCallback, TrainingEnded, TrainingStarted
+from service.db.models import Job, JobBatchLoss, JobEpochMetric, utcnow
+from service.db.session import session_scope
+from service.storage import Storage
+from worker.lease import update_owned_in
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_key(job_id: str, epoch: int) -> str:
+    """Each epoch's checkpoint gets its own prefix: the job row points to a complete upload only."""
+    return f"jobs/{job_id}/checkpoints/epoch-{epoch:04d}"
+
+
+def checkpoint_epoch(key: str) -> int:
+    return int(key.rsplit("epoch-", 1)[1])
+
+
+def _scores(scores: dict[str, float] | None, prefix: str) -> dict[str, float | None]:
+    scores = scores or {}
+    if prefix == "dev":
+        return {
+            "dev_main_score": scores.get("main_score"),
+            "dev_precision": scores.get("micro_precision"),
+            "dev_recall": scores.get("micro_recall"),
+            "dev_f1": scores.get("micro_f1"),
+            "dev_accuracy": scores.get("accuracy"),
+        }
+    return {
+        "test_main_score": scores.get("main_score"),
+        "test_f1": scores.get("micro_f1"),
+        "test_accuracy": scores.get("accuracy"),
+    }
+
+
+def upsert_epoch_metric(session: Any, values: dict[str, Any]) -> None:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(JobEpochMetric).values(**values)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(JobEpochMetric).values(**values)
+    else:
+        raise RuntimeError(f"epoch metric upsert: unsupported database dialect {dialect!r}")
+    changed = {k: v for k, v in values.items() if k not in ("job_id", "epoch")}
+    session.execute(stmt.on_conflict_do_update(index_elements=["job_id", "epoch"], set_=changed))
+
+
+class JobProgress(TrainerCallback):
+    """Reports one run of job ``job_id`` held under lease ``owner``.
+
+    ``lease_lost`` is shared with the lease heartbeat; ``stop_reason`` says why ``should_stop``
+    fired (``"cancelled"`` or ``"lease_lost"``), None while the run may go on.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        owner: str,
+        storage: Storage,
+        lease_lost: threading.Event,
+        *,
+        progress_interval: float = 0.5,
+        cancel_interval: float = 0.5,
+        batch_sleep: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.job_id = job_id
+        self.owner = owner
+        self.storage = storage
+        self.lease_lost = lease_lost
+        self.progress_interval = progress_interval
+        self.cancel_interval = cancel_interval
+        self.batch_sleep = batch_sleep
+        self.clock = clock
+        self.stop_reason: str | None = None
+        self.best_dev_scores: dict[str, float] | None = None
+        self.first_batch_at: float | None = None
+        self._losses: list[dict[str, Any]] = []
+        self._progress: dict[str, Any] = {}
+        self._last_flush = float("-inf")
+        self._last_cancel_check = float("-inf")
+        self._max_epochs = 1
+        self._batches_per_epoch = 1
+        self._run_started = clock()
+        self._batches_this_run = 0
+
+    # -- writes ---------------------------------------------------------------------------------
+    def _write(self, work: Callable[[Any], None], **job_values: Any) -> bool:
+        """One transaction: the fenced job update, then ``work`` only if we still hold the lease."""
+        with session_scope() as session:
+            if not update_owned_in(session, self.job_id, self.owner, **job_values):
+                self.lease_lost.set()
+                return False
+            work(session)
+            return True
+
+    def _flush(self) -> None:
+        losses, self._losses = self._losses, []
+        self._last_flush = self.clock()
+
+        def insert_losses(session: Any) -> None:
+            if losses:
+                session.execute(insert(JobBatchLoss), losses)
+
+        self._write(insert_losses, **self._progress)
+
+    # -- callback -------------------------------------------------------------------------------
+    def on_train_start(self, info: TrainingStarted) -> None:
+        self._max_epochs = max(1, info.max_epochs)
+        self._batches_per_epoch = max(1, info.batches_per_epoch)
+        self._run_started = self.clock()
+        self._batches_this_run = 0
+        done = info.start_epoch - 1
+        self._write(
+            lambda _s: None,
+            max_epochs=info.max_epochs,
+            batches_per_epoch=info.batches_per_epoch,
+            device=info.device,
+            epoch=done,
+            batch=0,
+            percent=100.0 * done / self._max_epochs,
+        )
+
+    def on_batch_end(self, info: BatchEnded) -> None:
+        now = self.clock()
+        self._batches_this_run += 1
+        bpe = max(1, info.batches_per_epoch)
+        done = (info.epoch - 1) * bpe + info.batch
+        total = self._max_epochs * bpe
+        rate = self._batches_this_run / max(now - self._run_started, 1e-9)
+        self._losses.append(
+            {
+                "job_id": self.job_id,
+                "epoch": info.epoch,
+                "batch": info.batch,
+                "loss": float(info.loss),
+                "learning_rate": float(info.learning_rate),
+                "created_at": utcnow(),
+            }
+        )
+        self._progress = {
+            "epoch": info.epoch,
+            "batch": info.batch,
+            "batches_per_epoch": info.batches_per_epoch,
+            "percent": min(100.0, 100.0 * done / total),
+            "eta_seconds": max(0.0, (total - done) / rate),
+            "learning_rate": float(info.learning_rate),
+        }
+        if self.first_batch_at is None:
+            self.first_batch_at = now
+            self._flush()
+        elif now - self._last_flush >= self.progress_interval:
+            self._flush()
+        if self.batch_sleep:
+            time.sleep(self.batch_sleep)
+
+    def on_epoch_end(self, info: EpochEnded) -> None:
+        if info.is_best and info.dev_scores:
+            self.best_dev_scores = dict(info.dev_scores)
+        losses, self._losses = self._losses, []
+        self._last_flush = self.clock()
+        row = {
+            "job_id": self.job_id,
+            "epoch": info.epoch,
+            "created_at": utcnow(),
+            "learning_rate": info.learning_rate,
+            "train_loss": info.train_loss,
+            "dev_loss": info.dev_loss,
+            **_scores(info.dev_scores, "dev"),
+            **_scores(info.test_scores, "test"),
+            "bad_epochs": info.bad_epochs,
+            "is_best": info.is_best,
+            "seconds": info.seconds,
+        }
+
+        def write_epoch(session: Any) -> None:
+            if losses:
+                session.execute(insert(JobBatchLoss), losses)
+            upsert_epoch_metric(session, row)
+
+        job_values: dict[str, Any] = {
+            **self._progress,
+            "epoch": info.epoch,
+            "batch": self._batches_per_epoch,
+            "percent": min(100.0, 100.0 * info.epoch / self._max_epochs),
+            "learning_rate": info.learning_rate,
+            "train_loss": info.train_loss,
+        }
+        if info.is_best and info.dev_scores and info.dev_scores.get("main_score") is not None:
+            job_values["best_dev_score"] = info.dev_scores["main_score"]
+        self._write(write_epoch, **job_values)
+
+    def on_checkpoint(self, path: Path, epoch: int) -> None:
+        key = checkpoint_key(self.job_id, epoch)
+        self.storage.put_dir(key, Path(path))
+        previous: list[str | None] = [None]
+
+        def read_previous(session: Any) -> None:
+            previous[0] = session.execute(select(Job.checkpoint_key).where(Job.id == self.job_id)).scalar_one()
+
+        # Read the old key and point to the new one in the same fenced transaction.
+        with session_scope() as session:
+            read_previous(session)
+            owned = update_owned_in(session, self.job_id, self.owner, checkpoint_key=key)
+        if not owned:
+            self.lease_lost.set()
+            self.storage.delete(key)
+            return
+        if previous[0] and previous[0] != key:
+            self.storage.delete(previous[0])
+
+    def on_train_end(self, info: TrainingEnded) -> None:
+        if self._losses:
+            self._flush()
+
+    def should_stop(self) -> bool:
+        if self.lease_lost.is_set():
+            self.stop_reason = "lease_lost"
+            return True
+        now = self.clock()
+        if now - self._last_cancel_check < self.cancel_interval:
+            return self.stop_reason is not None
+        self._last_cancel_check = now
+        with session_scope() as session:
+            row = session.execute(
+                select(Job.cancel_requested, Job.lease_owner).where(Job.id == self.job_id)
+            ).one_or_none()
+        if row is None or row.lease_owner != self.owner:
+            self.lease_lost.set()
+            self.stop_reason = "lease_lost"
+        elif row.cancel_requested:
+            self.stop_reason = "cancelled"
+        return self.stop_reason is not None

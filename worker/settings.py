@@ -1,0 +1,62 @@
+"""Worker-only settings (environment variables, prefix ``TAGSMITH_``), next to the service's.
+
+The lease length is the service's ``TAGSMITH_LEASE_SECONDS`` (the API reads it too); what only
+the worker and its Celery app need lives here. ``get_worker_settings()`` caches;
+``reset_worker_settings()`` forgets (tests change the environment, then reset).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TAGSMITH_", extra="ignore")
+
+    visibility_timeout_seconds: int = Field(
+        default=3600,
+        ge=1,
+        description="Redis broker visibility timeout: an unacknowledged message (its worker died) is delivered "
+        "again after this long. The job lease, not this timeout, keeps a redelivery from starting a second run.",
+    )
+    reaper_interval_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often each worker looks for jobs to re-enqueue: `running` with an expired lease, "
+        "or `queued` with no message in the broker.",
+    )
+    queued_lost_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="A `queued` job unchanged for this long and absent from the broker's queues counts as "
+        "lost (e.g. Redis restarted without persistence) and is sent again.",
+    )
+    progress_interval_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="Least time between two progress writes (job row + buffered batch losses) of a training run.",
+    )
+    cancel_check_interval_seconds: float = Field(
+        default=0.5, gt=0, description="Least time between two reads of a running job's cancel flag."
+    )
+    worker_concurrency: int = Field(
+        default=1, ge=1, description="Training processes per worker (`celery worker -c` overrides it)."
+    )
+    test_batch_sleep_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="TEST ONLY: sleep this long after every training batch, so that fault-injection tests "
+        "can hit a run at a known point. Leave 0 in production.",
+    )
+
+
+@lru_cache(maxsize=1)
+def get_worker_settings() -> WorkerSettings:
+    return WorkerSettings()
+
+
+def reset_worker_settings() -> None:
+    get_worker_settings.cache_clear()

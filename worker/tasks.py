@@ -1,0 +1,222 @@
+"""The training task ``tagsmith.train_job(job_id)``: one delivery, at most one run.
+
+A delivery first claims the job's lease (``worker.lease``). Without the lease it does nothing:
+the job finished, was cancelled, or is trained by a live run elsewhere (a redelivery). With it,
+the run trains from scratch or, when the job has a checkpoint, resumes from it; then it ends the
+job ``completed`` (model saved, model row created), ``cancelled`` (checkpoint kept) or
+``failed`` (the error stored; no retry: a deterministic error would only fail again). A run that
+loses its lease stops and leaves the job to the new holder.
+
+The task itself always returns normally, so its message is acknowledged: the database, not
+Celery, says what happens next (the reaper re-sends jobs whose run vanished).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete
+
+from service.db.models import Job, JobBatchLoss, JobEpochMetric, utcnow
+from service.db.session import session_scope
+from service.queue import TRAIN_TASK
+from service.settings import get_settings
+from service.storage import get_storage
+from worker.celery_app import app
+from worker.lease import Claim, Heartbeat, claim, new_owner_id, release, update_owned_in
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """Our lease went to another worker: this run must change nothing more."""
+
+
+@app.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def train_job(job_id: str) -> str:
+    return run_job(job_id)
+
+
+def error_message(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
+
+
+def run_job(job_id: str, owner: str | None = None) -> str:
+    """Claim and run job ``job_id``; returns what happened (``completed``, ``cancelled``,
+    ``failed``, ``lease_lost``, or the claim outcome when nothing ran)."""
+    owner = owner or new_owner_id()
+    lease_seconds = get_settings().lease_seconds
+    granted = claim(job_id, owner, lease_seconds)
+    if not granted.claimed:
+        log.info("job %s: delivery dropped (%s)", job_id, granted.outcome)
+        return granted.outcome
+    heartbeat = Heartbeat(job_id, owner, lease_seconds).start()
+    workdir = Path(tempfile.mkdtemp(prefix=f"tagsmith-job-{job_id[:8]}-"))
+    try:
+        return _run(job_id, owner, granted, heartbeat, workdir)
+    except LeaseLost:
+        log.warning("job %s: lease lost, this run stops without writing", job_id)
+        return "lease_lost"
+    except Exception as exc:
+        heartbeat.stop()
+        if heartbeat.lost.is_set():
+            return "lease_lost"
+        log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+        release(job_id, owner, status="failed", error=error_message(exc), finished_at=utcnow(), eta_seconds=None)
+        return "failed"
+    finally:
+        heartbeat.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir: Path) -> str:
+    # Heavy imports (torch, the engine) stay out of the API process that imports this module's app.
+    from service.schemas.spec import TrainingSpec
+    from worker import build
+    from worker.progress import JobProgress, checkpoint_epoch
+    from worker.settings import get_worker_settings
+
+    storage = get_storage()
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise LeaseLost(job_id)
+        spec = TrainingSpec.model_validate(job.spec)
+        job_name, owner_id, raw_spec = job.name, job.owner_id, dict(job.spec)
+    device = build.choose_device(spec)
+    corpus = build.load_corpus(spec, storage, workdir / "corpus")
+    resume_epoch = checkpoint_epoch(granted.resumed_from) if granted.resumed_from else 0
+    _forget_epochs_after(job_id, owner, resume_epoch)
+    if granted.resumed_from:
+        checkpoint_dir = storage.get_dir(granted.resumed_from, workdir / "resume-checkpoint")
+        trainer = build.resume_trainer(checkpoint_dir, corpus)
+    else:
+        trainer = build.new_trainer(spec, corpus)
+    settings = get_worker_settings()
+    progress = JobProgress(
+        job_id,
+        owner,
+        storage,
+        heartbeat.lost,
+        progress_interval=settings.progress_interval_seconds,
+        cancel_interval=settings.cancel_check_interval_seconds,
+        batch_sleep=settings.test_batch_sleep_seconds,
+    )
+    if not update_owned(job_id, owner, device=device):
+        raise LeaseLost(job_id)
+    ended = build.train(trainer, spec, workdir / "run", device, progress)
+    heartbeat.stop()
+    if progress.stop_reason == "lease_lost" or heartbeat.lost.is_set():
+        raise LeaseLost(job_id)
+    if progress.stop_reason == "cancelled" or ended.status == "cancelled":
+        if not release(job_id, owner, status="cancelled", finished_at=utcnow(), eta_seconds=None):
+            raise LeaseLost(job_id)
+        return "cancelled"
+    model_dir = ended.model_path or build.save_final_model(trainer, workdir / "final-model")
+    _complete(job_id, owner, owner_id, job_name, spec, raw_spec, trainer, ended, progress, model_dir)
+    return "completed"
+
+
+def update_owned(job_id: str, owner: str, **values: Any) -> bool:
+    with session_scope() as session:
+        return update_owned_in(session, job_id, owner, **values)
+
+
+def _forget_epochs_after(job_id: str, owner: str, epoch: int) -> None:
+    """Rows of epochs past the checkpoint belong to a run that died: they are retrained now."""
+    with session_scope() as session:
+        if not update_owned_in(session, job_id, owner, epoch=epoch, batch=0):
+            raise LeaseLost(job_id)
+        session.execute(delete(JobEpochMetric).where(JobEpochMetric.job_id == job_id, JobEpochMetric.epoch > epoch))
+        session.execute(delete(JobBatchLoss).where(JobBatchLoss.job_id == job_id, JobBatchLoss.epoch > epoch))
+
+
+def _complete(
+    job_id: str,
+    owner: str,
+    owner_id: str,
+    name: str,
+    spec: Any,
+    raw_spec: dict[str, Any],
+    trainer: Any,
+    ended: Any,
+    progress: Any,
+    model_dir: Path,
+) -> None:
+    from service.db.models import ModelRow, new_id
+    from worker.build import model_labels
+
+    storage = get_storage()
+    model_id = new_id()
+    key = f"models/{model_id}"
+    storage.put_dir(key, model_dir)
+    try:
+        dev_metrics = progress.best_dev_scores or _best_dev_metrics(job_id)
+        with session_scope() as session:
+            checkpoint = session.get(Job, job_id)
+            old_checkpoint = checkpoint.checkpoint_key if checkpoint is not None else None
+            done = update_owned_in(
+                session,
+                job_id,
+                owner,
+                status="completed",
+                model_id=model_id,
+                percent=100.0,
+                eta_seconds=0.0,
+                finished_at=utcnow(),
+                checkpoint_key=None,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            if not done:
+                raise LeaseLost(job_id)
+            session.add(
+                ModelRow(
+                    id=model_id,
+                    owner_id=owner_id,
+                    job_id=job_id,
+                    name=name,
+                    task=spec.task,
+                    label_type=trainer.model.label_type,
+                    labels=model_labels(trainer.model),
+                    storage_key=key,
+                    size_bytes=storage.size(key),
+                    dev_metrics=dev_metrics,
+                    test_metrics=ended.test_scores,
+                    spec=raw_spec,
+                )
+            )
+    except BaseException:
+        storage.delete(key)
+        raise
+    if old_checkpoint:
+        storage.delete(old_checkpoint)
+
+
+def _best_dev_metrics(job_id: str) -> dict[str, Any] | None:
+    """The best epoch's dev scores from the stored rows (the run that saw it may have died)."""
+    from sqlalchemy import select
+
+    with session_scope() as session:
+        row = session.execute(
+            select(JobEpochMetric)
+            .where(JobEpochMetric.job_id == job_id)
+            .order_by(JobEpochMetric.is_best.desc(), JobEpochMetric.dev_main_score.desc(), JobEpochMetric.epoch.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        if row is None or row.dev_main_score is None:
+            return None
+        return {
+            "main_score": row.dev_main_score,
+            "micro_precision": row.dev_precision,
+            "micro_recall": row.dev_recall,
+            "micro_f1": row.dev_f1,
+            "accuracy": row.dev_accuracy,
+            "loss": row.dev_loss,
+        }
