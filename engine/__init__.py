@@ -23,6 +23,8 @@ _EXPORTS: dict[str, str] = {
     "MultiCorpus": "engine.data",
     # readers
     "CorpusFormatError": "engine.readers.errors",
+    "ReaderOptionError": "engine.readers.errors",
+    "read_corpus_files": "engine.readers",
     "ColumnCorpus": "engine.readers.column",
     "read_column_file": "engine.readers.column",
     "ConlluCorpus": "engine.readers.conllu",
@@ -32,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "read_table_file": "engine.readers.classification",
     "split_sentences": "engine.tokenization",
     "tokenize": "engine.tokenization",
+    "sentences_from_text": "engine.tokenization",
     # embeddings
     "WordEmbeddings": "engine.embeddings.word",
     "CharacterEmbeddings": "engine.embeddings.character",

@@ -86,9 +86,7 @@ def tags_to_spans(tags: Sequence[str], scheme: str = BIO) -> Spans:
     prev_prefix = "O"
     for i, tag in enumerate(tags):
         prefix, kind = split_tag(tag)
-        if start >= 0 and (
-            prefix in "BSO" or prev_prefix in "ES" or kind != current
-        ):
+        if start >= 0 and (prefix in "BSO" or prev_prefix in "ES" or kind != current):
             spans.append((start, i, current))
             start = -1
         if prefix != "O" and start < 0:

@@ -10,8 +10,13 @@ whitespace, so offsets stay exact.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from segtok.segmenter import split_single
 from segtok.tokenizer import split_contractions, word_tokenizer
+
+if TYPE_CHECKING:
+    from engine.data import Sentence
 
 TokenTuple = tuple[str, int, int, bool]
 
@@ -92,3 +97,24 @@ def tokenize(text: str) -> list[TokenTuple]:
         _align(sentence, _tokenize_sentence(sentence), start, 0, out)
     n = len(text)
     return [(word, s, e, e < n and text[e].isspace()) for word, s, e, _ in out]
+
+
+def sentences_from_text(text: str) -> list[Sentence]:
+    """Split raw text into tokenized sentences (for predicting on a document).
+
+    Each sentence's ``text`` is its own text and its tokens' offsets index into it;
+    ``sentence.metadata["offset"]`` is where the sentence starts in ``text``, so a token spans
+    ``text[offset + token.start_pos : offset + token.end_pos]``. Neighbouring sentences are
+    linked (``previous_sentence``/``next_sentence``) for models that use document context.
+    """
+    from engine.data import Sentence
+
+    sentences: list[Sentence] = []
+    for sentence_text, start in split_sentences(text):
+        sentence = Sentence(sentence_text)
+        sentence.metadata["offset"] = start
+        if sentences:
+            sentences[-1].next_sentence = sentence
+            sentence.previous_sentence = sentences[-1]
+        sentences.append(sentence)
+    return sentences

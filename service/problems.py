@@ -120,13 +120,20 @@ async def _corpus_format_error(request: Request, exc: Exception) -> JSONResponse
         extra={"file": file, "line": line, "reason": reason},
     )
     return problem_response(
-        request, 422, "Invalid corpus file", f"{where}: {reason}", slug="corpus-format", errors=[error.to_dict()]
+        request,
+        422,
+        "Invalid corpus file",
+        f"{where}: {reason}",
+        slug="corpus-format",
+        errors=[error.to_dict()],
     )
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return problem_response(request, 500, "Internal server error", "an unexpected error occurred; it was logged")
+    return problem_response(
+        request, 500, "Internal server error", "an unexpected error occurred; it was logged"
+    )
 
 
 def install(app: FastAPI) -> None:

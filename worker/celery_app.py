@@ -49,7 +49,6 @@ def make_app() -> Celery:
         worker_concurrency=worker_settings.worker_concurrency,
         # A job's state lives in the database, not in Celery results or events.
         worker_send_task_events=False,
-        worker_hijack_root_logger=False,
     )
     return celery
 

@@ -13,8 +13,10 @@ never made it to storage) replaces its row instead of adding a second one.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,14 +32,21 @@ from worker.lease import update_owned_in
 
 log = logging.getLogger(__name__)
 
+_EPOCH_IN_KEY = re.compile(r"/epoch-(\d+)-[0-9a-f]+$")
 
-def checkpoint_key(job_id: str, epoch: int) -> str:
-    """Each epoch's checkpoint gets its own prefix: the job row points to a complete upload only."""
-    return f"jobs/{job_id}/checkpoints/epoch-{epoch:04d}"
+
+def checkpoint_key(job_id: str, epoch: int, run: str) -> str:
+    """Every epoch of every run uploads to a prefix of its own, so the job row only ever points to
+    a complete upload, and a run that lost its lease can never overwrite or delete its
+    successor's checkpoint."""
+    return f"jobs/{job_id}/checkpoints/epoch-{epoch:04d}-{run}"
 
 
 def checkpoint_epoch(key: str) -> int:
-    return int(key.rsplit("epoch-", 1)[1])
+    found = _EPOCH_IN_KEY.search(key)
+    if found is None:
+        raise ValueError(f"not a checkpoint key: {key!r}")
+    return int(found.group(1))
 
 
 def _scores(scores: dict[str, float] | None, prefix: str) -> dict[str, float | None]:
@@ -97,8 +106,10 @@ class JobProgress(TrainerCallback):
         self.batch_sleep = batch_sleep
         self.clock = clock
         self.stop_reason: str | None = None
+        self.run_token = uuid.uuid4().hex[:8]
         self.best_dev_scores: dict[str, float] | None = None
         self.first_batch_at: float | None = None
+        self.ended: TrainingEnded | None = None
         self._losses: list[dict[str, Any]] = []
         self._progress: dict[str, Any] = {}
         self._last_flush = float("-inf")
@@ -163,7 +174,8 @@ class JobProgress(TrainerCallback):
             }
         )
         self._progress = {
-            "epoch": info.epoch,
+            # The job row counts completed epochs; ``batch`` is the position in the running one.
+            "epoch": info.epoch - 1,
             "batch": info.batch,
             "batches_per_epoch": info.batches_per_epoch,
             "percent": min(100.0, 100.0 * done / total),
@@ -205,7 +217,7 @@ class JobProgress(TrainerCallback):
         job_values: dict[str, Any] = {
             **self._progress,
             "epoch": info.epoch,
-            "batch": self._batches_per_epoch,
+            "batch": 0,
             "percent": min(100.0, 100.0 * info.epoch / self._max_epochs),
             "learning_rate": info.learning_rate,
             "train_loss": info.train_loss,
@@ -215,25 +227,21 @@ class JobProgress(TrainerCallback):
         self._write(write_epoch, **job_values)
 
     def on_checkpoint(self, path: Path, epoch: int) -> None:
-        key = checkpoint_key(self.job_id, epoch)
+        key = checkpoint_key(self.job_id, epoch, self.run_token)
         self.storage.put_dir(key, Path(path))
-        previous: list[str | None] = [None]
-
-        def read_previous(session: Any) -> None:
-            previous[0] = session.execute(select(Job.checkpoint_key).where(Job.id == self.job_id)).scalar_one()
-
         # Read the old key and point to the new one in the same fenced transaction.
         with session_scope() as session:
-            read_previous(session)
+            previous = session.execute(select(Job.checkpoint_key).where(Job.id == self.job_id)).scalar_one()
             owned = update_owned_in(session, self.job_id, self.owner, checkpoint_key=key)
         if not owned:
             self.lease_lost.set()
             self.storage.delete(key)
             return
-        if previous[0] and previous[0] != key:
-            self.storage.delete(previous[0])
+        if previous and previous != key:
+            self.storage.delete(previous)
 
     def on_train_end(self, info: TrainingEnded) -> None:
+        self.ended = info
         if self._losses:
             self._flush()
 

@@ -28,7 +28,7 @@ from service.queue import TRAIN_TASK
 from service.settings import get_settings
 from service.storage import get_storage
 from worker.celery_app import app
-from worker.lease import Claim, Heartbeat, claim, new_owner_id, release, update_owned_in
+from worker.lease import Claim, Heartbeat, claim, new_owner_id, release, update_owned, update_owned_in
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,12 @@ def run_job(job_id: str, owner: str | None = None) -> str:
     if not granted.claimed:
         log.info("job %s: delivery dropped (%s)", job_id, granted.outcome)
         return granted.outcome
+    log.info(
+        "job %s: claimed by %s%s",
+        job_id,
+        owner,
+        f", resuming from {granted.resumed_from}" if granted.resumed_from else "",
+    )
     heartbeat = Heartbeat(job_id, owner, lease_seconds).start()
     workdir = Path(tempfile.mkdtemp(prefix=f"tagsmith-job-{job_id[:8]}-"))
     try:
@@ -97,7 +103,7 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
         checkpoint_dir = storage.get_dir(granted.resumed_from, workdir / "resume-checkpoint")
         trainer = build.resume_trainer(checkpoint_dir, corpus)
     else:
-        trainer = build.new_trainer(spec, corpus)
+        trainer = build.new_trainer(spec, corpus, workdir / "resources")
     settings = get_worker_settings()
     progress = JobProgress(
         job_id,
@@ -121,11 +127,6 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
     model_dir = ended.model_path or build.save_final_model(trainer, workdir / "final-model")
     _complete(job_id, owner, owner_id, job_name, spec, raw_spec, trainer, ended, progress, model_dir)
     return "completed"
-
-
-def update_owned(job_id: str, owner: str, **values: Any) -> bool:
-    with session_scope() as session:
-        return update_owned_in(session, job_id, owner, **values)
 
 
 def _forget_epochs_after(job_id: str, owner: str, epoch: int) -> None:

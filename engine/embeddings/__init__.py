@@ -27,7 +27,9 @@ from engine.embeddings.base import (
 _MODULE_FOR_TYPE: dict[str, str] = {
     "word": "engine.embeddings.word",
     "character": "engine.embeddings.character",
+    "char": "engine.embeddings.character",
     "transformer_word": "engine.embeddings.transformer",
+    "transformer": "engine.embeddings.transformer",
     "transformer_document": "engine.embeddings.transformer",
     "document_pool": "engine.embeddings.document",
     "document_rnn": "engine.embeddings.document",
@@ -87,11 +89,18 @@ def embedding_class(type_name: str) -> type[Embeddings]:
     return cls
 
 
-def embeddings_from_config(config: dict[str, Any], resource_dir: Path | None = None) -> Embeddings:
+def embeddings_from_config(
+    config: dict[str, Any] | list[dict[str, Any]], resource_dir: Path | None = None
+) -> Embeddings:
     """Rebuild an embedding (recursively for stacked and document embeddings) from its config.
 
     ``resource_dir`` is the folder ``save_resources`` wrote to (a saved model's folder); without it
-    the embedding is built from its original source (a training spec)."""
+    the embedding is built from its original source (a training spec). A list of configs (a
+    spec's ``"embeddings"``) builds their ``StackedEmbeddings`` (or the single one)."""
+    if isinstance(config, list):
+        if len(config) == 1:
+            return embeddings_from_config(config[0], resource_dir)
+        return embeddings_from_config({"type": "stacked", "embeddings": config}, resource_dir)
     if not isinstance(config, dict):
         raise EmbeddingConfigError(f"an embedding config must be a JSON object, got {type(config).__name__}")
     type_name = config.get("type")

@@ -147,16 +147,18 @@ EMBEDDING_TYPES: dict[str, type[Embeddings]] = {}
 E = TypeVar("E", bound=type[Embeddings])
 
 
-def register_embedding(type_name: str) -> Callable[[E], E]:
+def register_embedding(type_name: str, *aliases: str) -> Callable[[E], E]:
     """Class decorator: make ``cls`` buildable by ``embeddings_from_config`` under ``type_name``
-    (also sets ``cls.embedding_type``, the config's ``"type"``)."""
+    (which becomes ``cls.embedding_type``, the config's ``"type"``) and any ``aliases``."""
 
     def decorate(cls: E) -> E:
-        existing = EMBEDDING_TYPES.get(type_name)
-        if existing is not None and existing.__qualname__ != cls.__qualname__:
-            raise ValueError(f"embedding type {type_name!r} is already registered by {existing.__qualname__}")
+        for key in (type_name, *aliases):
+            existing = EMBEDDING_TYPES.get(key)
+            if existing is not None and existing.__qualname__ != cls.__qualname__:
+                raise ValueError(f"embedding type {key!r} is already registered by {existing.__qualname__}")
         cls.embedding_type = type_name
-        EMBEDDING_TYPES[type_name] = cls
+        for key in (type_name, *aliases):
+            EMBEDDING_TYPES[key] = cls
         return cls
 
     return decorate

@@ -33,7 +33,7 @@ def default_characters() -> list[str]:
     return ascii_chars + latin1 + typographic
 
 
-@register_embedding("character")
+@register_embedding("character", "char")
 class CharacterEmbeddings(TokenEmbeddings):
     def __init__(
         self,

@@ -188,15 +188,17 @@ class WordEmbeddings(TokenEmbeddings):
         vocabulary: list[str] | None = None,
         dim: int | None = None,
     ) -> None:
-        """``vocabulary`` + ``dim`` build an uninitialised table of that shape instead of reading
+        """``max_vocab``: keep only the N most frequent source words (0: none), plus the rows that
+        ``keep_words`` resolve to; without ``max_vocab`` the whole source is kept.
+        ``vocabulary`` + ``dim`` build a zero table of that shape instead of reading
         ``embeddings`` (used when a saved model's weights are loaded afterwards)."""
         super().__init__()
         if dtype not in _DTYPES:
             raise EmbeddingConfigError(
                 f"word embeddings dtype must be one of {sorted(_DTYPES)}, got {dtype!r}"
             )
-        if max_vocab is not None and max_vocab < 1:
-            raise EmbeddingConfigError(f"word embeddings max_vocab must be positive, got {max_vocab}")
+        if max_vocab is not None and max_vocab < 0:
+            raise EmbeddingConfigError(f"word embeddings max_vocab must be >= 0, got {max_vocab}")
         self.source = str(embeddings)
         self.fine_tune = fine_tune
         self.train_unk = train_unk

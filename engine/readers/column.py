@@ -11,7 +11,8 @@ Layout rules, all per file:
   linked through ``previous_sentence``/``next_sentence``. Without such lines there is no document
   structure (``document_id`` None, no links).
 - Comment lines start with ``comment_prefix`` (``"# "``) and are kept, in order, in
-  ``sentence.metadata["comments"]`` of the sentence that follows; ``# sent_id = X`` and
+  ``sentence.metadata["comments"]`` of the sentence that follows (a comment line inside a
+  sentence ends that sentence); ``# sent_id = X`` and
   ``# text = X`` also set ``Sentence.id`` and ``Sentence.text``. In a space-separated file, a line
   starting with ``"# "`` that has exactly the file's number of columns is a token line for the
   token ``#``, not a comment (a tab-separated token ``#`` is written ``#\\t...`` and never
@@ -31,7 +32,7 @@ from typing import NoReturn
 
 from engine.data import Corpus, Label, Sentence, Span, Token
 from engine.readers.errors import CorpusFormatError, ReaderOptionError
-from engine.readers.files import find_split_files, read_text
+from engine.readers.files import corpus_name, gc_paused, read_text, resolve_split_files
 from engine.tag_schemes import (
     PLAIN,
     detect_scheme,
@@ -104,7 +105,11 @@ class _RawSentence:
 
 
 def _parse(
-    path: str | Path, text: str, column_map: dict[int, str], comment_prefix: str | None, document_separator: str
+    path: str | Path,
+    text: str,
+    column_map: dict[int, str],
+    comment_prefix: str | None,
+    document_separator: str,
 ) -> tuple[list[_RawSentence], dict[int, str], int]:
     """Split the file into sentences of raw rows; returns them, the resolved map and the width."""
     sentences: list[_RawSentence] = []
@@ -128,9 +133,7 @@ def _parse(
             documents += 1
             document = documents
             continue
-        if comment_prefix and line.startswith(comment_prefix) and (
-            sep != " " or len(line.split()) != width
-        ):
+        if comment_prefix and line.startswith(comment_prefix) and (sep != " " or len(line.split()) != width):
             if current is not None:
                 current = None
             if comments is None:
@@ -198,7 +201,9 @@ def _decide_span_columns(
         if wanted is None:
             if scheme is None or scheme == PLAIN:
                 continue
-        elif scheme is None or (forced is not None and forced != PLAIN and not all(map(is_prefixed_tag, values))):
+        elif scheme is None or (
+            forced is not None and forced != PLAIN and not all(map(is_prefixed_tag, values))
+        ):
             # Named as a span column but holding tags of no scheme: point at the first bad tag.
             _raise_first_unprefixed(path, raw, column, name)
         if scheme in ("BIO", "IOB1") and forced is None:
@@ -240,6 +245,18 @@ def read_column_file(
     """
     cmap = normalize_column_map(column_map)
     wanted = _span_column_schemes(span_columns, cmap.values())
+    with gc_paused():
+        return _read_column_file(path, cmap, wanted, comment_prefix, document_separator, schemes)
+
+
+def _read_column_file(
+    path: str | Path,
+    cmap: dict[int, str],
+    wanted: dict[str, str | None] | None,
+    comment_prefix: str | None,
+    document_separator: str,
+    schemes: dict[str, str] | None,
+) -> tuple[list[Sentence], int]:
     text = read_text(path)
     raw, resolved, _ = _parse(path, text, cmap, comment_prefix, document_separator)
     text_column = next(i for i, name in resolved.items() if name == "text")
@@ -316,7 +333,7 @@ class ColumnCorpus(Corpus):
         sample_missing_splits: bool = True,
         seed: int = 42,
     ) -> None:
-        files = _resolve_files(data_folder, train_file, dev_file, test_file)
+        files = resolve_split_files(data_folder, train_file, dev_file, test_file)
         schemes: dict[str, str] = {}
         options = {"comment_prefix": comment_prefix, "document_separator": document_separator}
         train, skipped = read_column_file(
@@ -334,33 +351,8 @@ class ColumnCorpus(Corpus):
             train,
             splits["dev"],
             splits["test"],
-            name=name or _corpus_name(data_folder, files["train"]),
+            name=name or corpus_name(data_folder, files["train"]),
             sample_missing_splits=sample_missing_splits,
             seed=seed,
             skipped=skipped,
         )
-
-
-def _resolve_files(
-    data_folder: str | Path | None,
-    train_file: str | Path | None,
-    dev_file: str | Path | None,
-    test_file: str | Path | None,
-) -> dict[str, Path]:
-    files: dict[str, Path] = find_split_files(data_folder) if data_folder is not None else {}
-    for split, given in (("train", train_file), ("dev", dev_file), ("test", test_file)):
-        if given is not None:
-            path = Path(given)
-            if data_folder is not None and not path.is_absolute() and not path.exists():
-                path = Path(data_folder) / path
-            files[split] = path
-    if "train" not in files:
-        raise ReaderOptionError("a corpus needs a training file: pass data_folder or train_file")
-    for split, path in files.items():
-        if not path.is_file():
-            raise FileNotFoundError(f"{split} file {path} does not exist")
-    return files
-
-
-def _corpus_name(data_folder: str | Path | None, train: Path) -> str:
-    return Path(data_folder).name if data_folder is not None else train.stem

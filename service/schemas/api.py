@@ -144,7 +144,9 @@ class PredictRequest(BaseModel):
     texts: list[str] | None = Field(
         None, description="Raw texts: split into sentences (taggers) and tokenized; offsets are characters."
     )
-    sentences: list[list[str]] | None = Field(None, description="Pre-tokenized sentences (one list of tokens each).")
+    sentences: list[list[str]] | None = Field(
+        None, description="Pre-tokenized sentences (one list of tokens each)."
+    )
     split_sentences: bool | None = Field(
         None, description="Split raw texts into sentences. Default: yes for taggers, no for classifiers."
     )

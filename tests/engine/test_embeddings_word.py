@@ -103,6 +103,10 @@ def test_max_vocab_and_keep_words_restrict_the_table(tmp_path: Path) -> None:
     emb = WordEmbeddings(str(write_glove_text(tmp_path / "v.txt")), max_vocab=2, keep_words=["CITY", "nope"])
     assert emb.vocabulary == ["the", "berlin", "city"]
     assert emb.row_for("Paris") == UNK_ROW
+    only_corpus = WordEmbeddings(str(tmp_path / "v.txt"), max_vocab=0, keep_words=["Paris", "1234"])
+    assert only_corpus.vocabulary == ["Paris", "0000"]
+    with pytest.raises(EmbeddingConfigError, match="max_vocab"):
+        WordEmbeddings(str(tmp_path / "v.txt"), max_vocab=-1)
 
 
 def test_config_round_trip_with_resources(tmp_path: Path) -> None:
@@ -126,7 +130,9 @@ def test_bad_inputs_raise_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(WordVectorFormatError, match="bad.txt:2"):
         WordEmbeddings(str(bad))
     with pytest.raises(EmbeddingConfigError, match="missing"):
-        embeddings_from_config(WordEmbeddings(str(write_glove_text(tmp_path / "v.txt"))).to_config(), tmp_path)
+        embeddings_from_config(
+            WordEmbeddings(str(write_glove_text(tmp_path / "v.txt"))).to_config(), tmp_path
+        )
 
 
 def test_glove_package_lookup() -> None:

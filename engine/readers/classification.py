@@ -1,0 +1,333 @@
+"""Text classification files: FastText-style lines, and CSV / TSV / JSONL tables.
+
+Every example becomes one ``Sentence`` with sentence labels ``sentence.labels[label_type]``
+(several for multi-label data). Its text is tokenized with :func:`engine.tokenization.tokenize`
+(``tokenizer="segtok"``, offsets kept) or split at whitespace (``tokenizer="whitespace"``), and
+kept whole in ``Sentence.text``.
+
+FastText lines: ``__label__A __label__B the text`` - the leading fields that start with
+``label_prefix`` are labels, the rest of the line is the text. With ``label_prefix=None`` the
+label is instead the first whitespace-separated field, whatever it looks like.
+``label_separator`` keeps only the part of each label before the separator: a TREC line
+``DESC:manner How did serfdom develop ?`` read with ``label_prefix=None, label_separator=":"``
+has the label ``DESC`` (the coarse class).
+
+Errors (CorpusFormatError with the line): labels and no text, text and no label, an empty label,
+and for tables a missing column, a wrong number of columns or a line that is not a JSON object.
+Blank lines are not examples. An example whose text yields no tokens is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.data import Corpus, Label, Sentence
+from engine.readers.errors import CorpusFormatError, ReaderOptionError
+from engine.readers.files import corpus_name, gc_paused, read_text, resolve_split_files
+
+Tokenizer = Literal["segtok", "whitespace"]
+TableFormat = Literal["csv", "tsv", "jsonl"]
+TABLE_FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl")
+
+
+def _check_tokenizer(tokenizer: str) -> bool:
+    if tokenizer not in ("segtok", "whitespace"):
+        raise ReaderOptionError(f"unknown tokenizer {tokenizer!r} (use 'segtok' or 'whitespace')")
+    return tokenizer == "segtok"
+
+
+class _Builder:
+    """Turns (text, labels) into sentences, with the checks shared by every format."""
+
+    def __init__(
+        self, path: str | Path, label_type: str, label_separator: str | None, tokenizer: str
+    ) -> None:
+        self.path = path
+        self.label_type = label_type
+        self.label_separator = label_separator or None
+        self.use_tokenizer = _check_tokenizer(tokenizer)
+        self.sentences: list[Sentence] = []
+        self.skipped = 0
+
+    def add(self, lineno: int, text: str, labels: Iterable[str]) -> None:
+        text = text.strip()
+        values: list[str] = []
+        for label in labels:
+            label = label.strip()
+            if self.label_separator is not None:
+                label = label.split(self.label_separator, 1)[0].strip()
+            if not label:
+                raise CorpusFormatError(self.path, lineno, "empty label")
+            if label not in values:
+                values.append(label)
+        if not text:
+            if values:
+                raise CorpusFormatError(self.path, lineno, f"label(s) {', '.join(values)} but no text")
+            self.skipped += 1
+            return
+        if not values:
+            raise CorpusFormatError(self.path, lineno, "text without a label")
+        sentence = Sentence(text, use_tokenizer=self.use_tokenizer)
+        if not sentence.tokens:
+            self.skipped += 1
+            return
+        sentence.labels[self.label_type] = [Label(v) for v in values]
+        self.sentences.append(sentence)
+
+    def result(self) -> tuple[list[Sentence], int]:
+        if not self.sentences:
+            raise CorpusFormatError(self.path, 1, f"empty file: no examples ({self.skipped} without text)")
+        return self.sentences, self.skipped
+
+
+def read_fasttext_file(
+    path: str | Path,
+    *,
+    label_prefix: str | None = "__label__",
+    label_separator: str | None = None,
+    label_type: str = "class",
+    tokenizer: Tokenizer = "segtok",
+) -> tuple[list[Sentence], int]:
+    """Read FastText-style lines (see the module docstring); returns ``(sentences, skipped)``.
+
+    ``label_prefix``: labels are the leading fields with this prefix (several = multi-label);
+    None: the label is the first field. ``label_separator``: keep each label's part before it.
+    ``label_type``: the name the labels go under. ``tokenizer``: ``"segtok"`` or ``"whitespace"``.
+    """
+    builder = _Builder(path, label_type, label_separator, tokenizer)
+    text = read_text(path)
+    with gc_paused():
+        for lineno, line in enumerate(text.split("\n"), 1):
+            line = line.strip()
+            if not line:
+                continue
+            labels: list[str] = []
+            rest = line
+            if label_prefix:
+                while rest.startswith(label_prefix):
+                    parts = rest.split(None, 1)
+                    labels.append(parts[0][len(label_prefix) :])
+                    rest = parts[1] if len(parts) > 1 else ""
+                if not labels:
+                    raise CorpusFormatError(
+                        path, lineno, f"text without a label (a line starts with {label_prefix}<label>)"
+                    )
+            else:
+                parts = line.split(None, 1)
+                labels.append(parts[0])
+                rest = parts[1] if len(parts) > 1 else ""
+            builder.add(lineno, rest, labels)
+        return builder.result()
+
+
+def read_table_file(
+    path: str | Path,
+    format: TableFormat | None = None,
+    *,
+    text_column: str | int = "text",
+    label_column: str | int = "label",
+    label_type: str = "class",
+    label_separator: str | None = None,
+    multi_label_separator: str | None = None,
+    has_header: bool = True,
+    tokenizer: Tokenizer = "segtok",
+) -> tuple[list[Sentence], int]:
+    """Read a CSV, TSV or JSONL table of examples; returns ``(sentences, skipped)``.
+
+    ``format``: ``"csv"``, ``"tsv"`` or ``"jsonl"`` (None: from the file suffix).
+    ``text_column`` / ``label_column``: a header name (or JSON key), or a 0-based column index
+    (always an index when ``has_header=False``). A JSON label may be a string, a number or a list
+    of them (multi-label). ``multi_label_separator``: split a label cell into several labels
+    (e.g. ``"|"``). ``label_separator``: keep each label's part before it. A row whose text and
+    label are both empty is skipped and counted. ``tokenizer``: ``"segtok"`` or ``"whitespace"``.
+    """
+    fmt = format or _table_format_from_suffix(path)
+    if fmt not in TABLE_FORMATS:
+        raise ReaderOptionError(f"unknown table format {fmt!r} (use {', '.join(TABLE_FORMATS)})")
+    builder = _Builder(path, label_type, label_separator, tokenizer)
+    text = read_text(path)
+    with gc_paused():
+        if fmt == "jsonl":
+            _read_jsonl(path, text, builder, str(text_column), str(label_column), multi_label_separator)
+        else:
+            _read_delimited(
+                path,
+                text,
+                builder,
+                "," if fmt == "csv" else "\t",
+                text_column,
+                label_column,
+                has_header,
+                multi_label_separator,
+            )
+        return builder.result()
+
+
+def _table_format_from_suffix(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix in ("json", "ndjson"):
+        return "jsonl"
+    if suffix in TABLE_FORMATS:
+        return suffix
+    raise ReaderOptionError(
+        f"cannot tell the table format of {Path(path).name}: pass format='csv', 'tsv' or 'jsonl'"
+    )
+
+
+def _split_labels(value: str, multi_label_separator: str | None) -> list[str]:
+    if not value.strip():
+        return []
+    if multi_label_separator:
+        return [v for v in value.split(multi_label_separator) if v.strip()]
+    return [value]
+
+
+def _column_index(path: str | Path, header: list[str] | None, column: str | int, role: str) -> int:
+    if isinstance(column, int) or (header is None and str(column).lstrip("-").isdigit()):
+        index = int(column)
+        if header is not None and not -len(header) <= index < len(header):
+            raise CorpusFormatError(
+                path, 1, f"{role} column {index} not in a header of {len(header)} columns"
+            )
+        return index
+    if header is None:
+        raise ReaderOptionError(f"without a header the {role} column must be an index, got {column!r}")
+    if column not in header:
+        raise CorpusFormatError(
+            path, 1, f"no {role} column {column!r} in the header (columns: {', '.join(header)})"
+        )
+    return header.index(column)
+
+
+def _read_delimited(
+    path: str | Path,
+    text: str,
+    builder: _Builder,
+    delimiter: str,
+    text_column: str | int,
+    label_column: str | int,
+    has_header: bool,
+    multi_label_separator: str | None,
+) -> None:
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    header: list[str] | None = None
+    width = 0
+    text_index = label_index = 0
+    end_line = 0
+    for row in reader:
+        start_line, end_line = end_line + 1, reader.line_num
+        if not row:
+            continue
+        if width == 0:
+            if has_header:
+                header = [h.strip() for h in row]
+            width = len(row)
+            text_index = _column_index(path, header, text_column, "text")
+            label_index = _column_index(path, header, label_column, "label")
+            if not -width <= text_index < width or not -width <= label_index < width:
+                raise CorpusFormatError(
+                    path,
+                    start_line,
+                    f"the text and label columns need {max(text_index, label_index) + 1} columns, got {width}",
+                )
+            if has_header:
+                continue
+        if len(row) != width:
+            if not any(cell.strip() for cell in row):
+                builder.skipped += 1
+                continue
+            raise CorpusFormatError(
+                path, start_line, f"wrong number of columns (expected {width}, got {len(row)})"
+            )
+        builder.add(start_line, row[text_index], _split_labels(row[label_index], multi_label_separator))
+
+
+def _read_jsonl(
+    path: str | Path,
+    text: str,
+    builder: _Builder,
+    text_key: str,
+    label_key: str,
+    multi_label_separator: str | None,
+) -> None:
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CorpusFormatError(path, lineno, f"invalid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(record, dict):
+            raise CorpusFormatError(path, lineno, f"expected a JSON object, got {type(record).__name__}")
+        if text_key not in record:
+            raise CorpusFormatError(path, lineno, f"no text key {text_key!r} (keys: {', '.join(record)})")
+        value = record[text_key]
+        if not isinstance(value, str):
+            raise CorpusFormatError(
+                path, lineno, f"text {text_key!r} is a {type(value).__name__}, not a string"
+            )
+        raw = record.get(label_key)
+        labels: list[str] = []
+        for item in raw if isinstance(raw, list) else ([] if raw is None else [raw]):
+            if isinstance(item, dict | list) or item is None:
+                raise CorpusFormatError(path, lineno, f"label {item!r} is not a string or number")
+            labels.extend(_split_labels(str(item), multi_label_separator))
+        builder.add(lineno, value, labels)
+
+
+CLASSIFICATION_FORMATS: tuple[str, ...] = ("fasttext", *TABLE_FORMATS)
+
+
+def read_classification_file(
+    path: str | Path, format: str = "fasttext", **options: Any
+) -> tuple[list[Sentence], int]:
+    """Dispatch to :func:`read_fasttext_file` or :func:`read_table_file` by ``format``."""
+    if format == "fasttext":
+        return read_fasttext_file(path, **options)
+    if format in TABLE_FORMATS:
+        return read_table_file(path, format, **options)  # type: ignore[arg-type]
+    raise ReaderOptionError(
+        f"unknown classification format {format!r} (use {', '.join(CLASSIFICATION_FORMATS)})"
+    )
+
+
+class ClassificationCorpus(Corpus):
+    """A classification corpus: a ``data_folder`` with train/dev/test files found by name, or
+    explicit files, in one ``format`` (``"fasttext"``, ``"csv"``, ``"tsv"``, ``"jsonl"``).
+    Other keyword options go to the reader (``label_type``, ``label_prefix``,
+    ``label_separator``, ``text_column``, ``label_column``, ``tokenizer`` ...).
+    """
+
+    def __init__(
+        self,
+        data_folder: str | Path | None = None,
+        *,
+        train_file: str | Path | None = None,
+        dev_file: str | Path | None = None,
+        test_file: str | Path | None = None,
+        format: str = "fasttext",
+        name: str | None = None,
+        sample_missing_splits: bool = True,
+        seed: int = 42,
+        **options: Any,
+    ) -> None:
+        files = resolve_split_files(data_folder, train_file, dev_file, test_file)
+        splits: dict[str, list[Sentence] | None] = {"train": None, "dev": None, "test": None}
+        skipped = 0
+        for split, path in files.items():
+            splits[split], n = read_classification_file(path, format, **options)
+            skipped += n
+        super().__init__(
+            splits["train"] or [],
+            splits["dev"],
+            splits["test"],
+            name=name or corpus_name(data_folder, files["train"]),
+            sample_missing_splits=sample_missing_splits,
+            seed=seed,
+            skipped=skipped,
+        )

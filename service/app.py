@@ -1,0 +1,52 @@
+"""The ASGI app (``uvicorn service.app:app``): routers, problem details, metrics, the upload
+limit, and on start the database migrations and the predict model cache."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import problems
+from service.limits import UploadLimitMiddleware
+from service.logic.predict import ModelCache
+from service.metrics import MetricsMiddleware
+from service.routers import corpora, jobs, keys, models, ops
+from service.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Train and serve sequence taggers and text classifiers.
+
+Authenticate with `Authorization: Bearer <API key>`. Errors are `application/problem+json`
+(RFC 9457) with an `errors` list naming each bad field."""
+
+
+def create_app(run_migrations: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings = get_settings()
+        if run_migrations:
+            from service.db.migrate import upgrade
+
+            await asyncio.to_thread(upgrade)
+        app.state.loop = asyncio.get_running_loop()
+        app.state.model_cache = ModelCache(settings)
+        try:
+            yield
+        finally:
+            app.state.model_cache.close()
+
+    app = FastAPI(title="Tagsmith", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    problems.install(app)
+    for router in (ops.router, keys.router, corpora.router, jobs.router, models.router):
+        app.include_router(router)
+    app.add_middleware(UploadLimitMiddleware)
+    app.add_middleware(MetricsMiddleware)
+    return app
+
+
+app = create_app()

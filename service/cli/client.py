@@ -1,0 +1,208 @@
+"""The HTTP client behind the CLI's client commands: calls, problem messages, job following and
+the text rendering of predictions. It speaks only the public REST API (openapi/openapi.json)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.cli.errors import CliError
+from service.cli.supervisor import STATE_FILE
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+def discover_url() -> str:
+    """The URL of a running ``tagsmith up`` on this data folder, else the default address."""
+    from service.settings import get_settings
+
+    state = get_settings().resolved_data_dir / STATE_FILE
+    if state.is_file():
+        try:
+            return str(json.loads(state.read_text(encoding="utf-8"))["url"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    return DEFAULT_URL
+
+
+@dataclass
+class Api:
+    url: str
+    api_key: str | None = None
+    timeout: float = 120.0
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            with httpx.Client(base_url=self.url.rstrip("/"), headers=headers, timeout=self.timeout) as client:
+                response = client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise CliError(
+                f"cannot reach the API at {self.url} ({exc or type(exc).__name__}); "
+                "start it with ./scripts/run, or point TAGSMITH_URL at it"
+            ) from exc
+        if response.status_code >= 400:
+            raise CliError(problem_message(response))
+        return response.json() if response.content else None
+
+
+def problem_message(response: httpx.Response) -> str:
+    """One readable message from an ``application/problem+json`` answer (or any error body)."""
+    head = f"{response.request.method} {response.request.url.path} -> {response.status_code}"
+    try:
+        problem = response.json()
+    except ValueError:
+        return f"{head}: {response.text[:500]}"
+    if not isinstance(problem, dict):
+        return f"{head}: {problem}"
+    summary = " - ".join(str(problem[k]) for k in ("title", "detail") if problem.get(k))
+    lines = [f"{head}: {summary}"]
+    for error in problem.get("errors") or []:
+        if not isinstance(error, dict):
+            lines.append(f"  {error}")
+            continue
+        where = error.get("loc") or error.get("field") or error.get("pointer") or ""
+        if isinstance(where, list):
+            where = ".".join(str(part) for part in where)
+        lines.append(f"  {where}: {error.get('msg') or error.get('message') or error}")
+    return "\n".join(lines)
+
+
+def parse_columns(columns: str) -> dict[str, str]:
+    """``0:text,1:ner`` -> ``{"0": "text", "1": "ner"}`` (the column map of column files)."""
+    mapping: dict[str, str] = {}
+    for part in columns.split(","):
+        index, sep, name = part.partition(":")
+        if not sep or not index.strip().isdigit() or not name.strip():
+            raise CliError(f"--columns: expected INDEX:NAME pairs such as 0:text,1:ner, got {part!r}")
+        mapping[index.strip()] = name.strip()
+    return mapping
+
+
+def upload_corpus(
+    api: Api, files: dict[str, Path | None], name: str, fmt: str, fields: dict[str, str]
+) -> dict[str, Any]:
+    """POST /corpora with the split files (train, dev, test) and the form fields."""
+    parts: list[tuple[str, tuple[str, bytes]]] = []
+    for split, path in files.items():
+        if path is None:
+            continue
+        if not path.is_file():
+            raise CliError(f"{split} file not found: {path}")
+        parts.append((split, (path.name, path.read_bytes())))
+    return dict(api.call("POST", "/corpora", data={"name": name, "format": fmt, **fields}, files=parts))
+
+
+def corpus_summary(corpus: dict[str, Any]) -> str:
+    lines = [f"corpus {corpus['id']}  {corpus.get('name', '')}"]
+    statistics = corpus.get("statistics")
+    if isinstance(statistics, dict):
+        for split, values in statistics.items():
+            if isinstance(values, dict) and "sentences" in values:
+                lines.append(f"  {split:<6} {values['sentences']} sentences, {values.get('tokens')} tokens")
+    if corpus.get("label_types"):
+        lines.append(f"  label types: {json.dumps(corpus['label_types'])}")
+    return "\n".join(lines)
+
+
+def load_spec(path: Path, corpus_ids: Sequence[str]) -> dict[str, Any]:
+    """Read a spec file; ``corpus_ids`` (when given) replace its ``corpus.ids``."""
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise CliError(f"spec file not found: {path}") from exc
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from exc
+    if not isinstance(spec, dict):
+        raise CliError(f"{path}: a spec is a JSON object")
+    if corpus_ids:
+        corpus = spec.setdefault("corpus", {})
+        if not isinstance(corpus, dict):
+            raise CliError(f"{path}: 'corpus' must be an object")
+        corpus["ids"] = list(corpus_ids)
+    return spec
+
+
+def epoch_line(row: dict[str, Any]) -> str:
+    parts = [f"epoch {row.get('epoch')}"]
+    for key in ("train_loss", "dev_loss", "dev_main_score", "learning_rate"):
+        value = row.get(key)
+        if isinstance(value, int | float):
+            parts.append(f"{key} {value:.4g}")
+    if row.get("is_best"):
+        parts.append("(best)")
+    return "  ".join(parts)
+
+
+def follow_job(
+    api: Api, job_id: str, poll_seconds: float = 0.5, show: bool = True, write: Any = print
+) -> dict[str, Any]:
+    """Poll GET /jobs/{id} with a progress bar, print each finished epoch's losses and scores,
+    and return the job once it has ended."""
+    from tqdm import tqdm
+
+    printed: set[int] = set()
+    bar = tqdm(
+        total=100.0,
+        bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]",
+        disable=not show,
+        dynamic_ncols=True,
+    )
+    job: dict[str, Any] = {}
+    try:
+        while True:
+            job = dict(api.call("GET", f"/jobs/{job_id}"))
+            status = job.get("status")
+            bar.set_description(f"{status} epoch {job.get('epoch') or 0}/{job.get('max_epochs') or '?'}")
+            postfix = {}
+            for key, label in (("train_loss", "loss"), ("learning_rate", "lr")):
+                if isinstance(job.get(key), int | float):
+                    postfix[label] = f"{job[key]:.4g}"
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(max(0.0, min(100.0, float(job.get("percent") or 0.0))) - bar.n)
+            if show and int(job.get("epoch") or 0) > len(printed):
+                metrics = api.call("GET", f"/jobs/{job_id}/metrics") or {}
+                for row in metrics.get("epochs") or []:
+                    if row.get("epoch") not in printed:
+                        printed.add(row.get("epoch"))
+                        bar.write(epoch_line(row))
+            if status in TERMINAL:
+                break
+            time.sleep(poll_seconds)
+    finally:
+        bar.close()
+    if show:
+        if job.get("status") == "completed":
+            write(f"job {job_id} completed: model {job.get('model_id')}")
+        elif job.get("status") == "failed":
+            write(f"job {job_id} failed: {job.get('error')}")
+        else:
+            write(f"job {job_id} {job.get('status')}")
+    return job
+
+
+def predict(api: Api, model_id: str, texts: Sequence[str]) -> list[dict[str, Any]]:
+    """POST /models/{id}/predict with raw texts; returns the predicted sentences."""
+    answer = api.call("POST", f"/models/{model_id}/predict", json={"texts": list(texts)})
+    return list(answer.get("sentences") or [])
+
+
+def format_sentence(sentence: dict[str, Any]) -> str:
+    """A tagged sentence as ``token/TAG`` text, then its spans or its class labels with scores."""
+    words = []
+    for token in sentence.get("tokens") or []:
+        tag = token.get("tag")
+        words.append(f"{token['text']}/{tag}" if tag and tag != "O" else str(token["text"]))
+    lines = [" ".join(words) if words else str(sentence.get("text", ""))]
+    for span in sentence.get("spans") or []:
+        lines.append(f"    {span['label']:<5} {span['text']!r} ({float(span['confidence']):.2f})")
+    for label in sentence.get("labels") or []:
+        lines.append(f"    {label['value']} ({float(label['score']):.2f})")
+    return "\n".join(lines)

@@ -1,0 +1,319 @@
+"""The ``tagsmith`` commands.
+
+Server: ``up`` (the whole stack on one machine), ``api``, ``worker``, ``migrate``, ``create-key``.
+Client (HTTP, against ``--url`` / ``TAGSMITH_URL``): ``upload``, ``train``, ``watch``,
+``predict``, ``demo``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from service.cli import client
+from service.cli.errors import CliError
+from service.cli.supervisor import StackOptions, redact, run_stack, worker_argv
+
+app = typer.Typer(
+    name="tagsmith",
+    help="Train and serve NLP sequence taggers and text classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
+SAMPLE_NER = {split: SAMPLES_DIR / f"ner-{split}.conll" for split in ("train", "dev", "test")}
+DEFAULT_PORT = 8000
+
+
+def _out(message: str) -> None:
+    typer.echo(message)
+
+
+# -- server commands -------------------------------------------------------------------------------
+@app.command()
+def up(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder for database, storage and broker. Default: TAGSMITH_DATA_DIR or .tagsmith"),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(envvar="TAGSMITH_HOST", help="Address the API listens on.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="TAGSMITH_PORT", help="Port of the API.")] = DEFAULT_PORT,
+    open_mode: Annotated[
+        bool,
+        typer.Option(
+            "--open-mode/--no-open-mode",
+            help="Open single-user mode (no API key needed); --no-open-mode creates and prints a key.",
+        ),
+    ] = True,
+    queues: Annotated[str, typer.Option(help="Queues the one worker consumes.")] = "cpu,gpu",
+    worker_grace: Annotated[
+        float, typer.Option(help="Seconds the worker gets to stop before it is killed.")
+    ] = 10.0,
+    ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for the API to be ready.")] = 120.0,
+) -> None:
+    """Start everything on this machine: embedded Redis, migrations, the API and one worker.
+
+    Ctrl-C (or SIGTERM) stops all of it; a job cut short resumes from its last checkpoint the
+    next time a worker runs.
+    """
+    from service.settings import get_settings
+
+    options = StackOptions(
+        data_dir=data_dir or get_settings().data_dir,
+        host=host,
+        port=port,
+        open_mode=open_mode,
+        queues=queues,
+        worker_grace=worker_grace,
+        ready_timeout=ready_timeout,
+    )
+    raise typer.Exit(run_stack(options, _out, _create_key))
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(envvar="TAGSMITH_HOST", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="TAGSMITH_PORT", help="Port to listen on.")] = DEFAULT_PORT,
+    workers: Annotated[int, typer.Option(help="Uvicorn worker processes.")] = 1,
+    migrate_first: Annotated[
+        bool, typer.Option("--migrate/--no-migrate", help="Bring the database schema up to date first.")
+    ] = False,
+) -> None:
+    """Run the HTTP API (uvicorn service.app:app)."""
+    import uvicorn
+
+    if migrate_first:
+        from service.db.migrate import upgrade
+
+        upgrade()
+    uvicorn.run("service.app:app", host=host, port=port, workers=workers, proxy_headers=True)
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated queues (cpu, gpu). Default: cpu, plus gpu on a machine with CUDA."
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Training processes. Default: TAGSMITH_WORKER_CONCURRENCY.")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Worker name; Celery appends @hostname.")] = "tagsmith",
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
+) -> None:
+    """Run a Celery training worker (celery -A worker.celery_app worker)."""
+    from service.settings import get_settings
+
+    if not get_settings().broker_url:
+        raise CliError(
+            "TAGSMITH_BROKER_URL is not set: point it at the Redis the API uses "
+            "(`tagsmith up` runs an embedded one together with its own worker)"
+        )
+    argv = worker_argv(queues, concurrency, name, loglevel)
+    # Replace this process, so that a supervisor's signals (docker stop, systemd) reach Celery itself.
+    os.execv(argv[0], argv)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date (Alembic upgrade head)."""
+    from service.db.migrate import upgrade
+    from service.settings import get_settings
+
+    upgrade()
+    typer.echo(f"database schema is up to date ({redact(get_settings().resolved_database_url)})")
+
+
+def _create_key(owner_name: str | None, owner_id: str | None = None) -> str:
+    from service.auth import create_key as new_key
+    from service.db.session import session_scope
+
+    try:
+        with session_scope() as session:
+            return new_key(session, owner_name=owner_name, owner_id=owner_id).key
+    except LookupError as exc:
+        raise CliError(f"no owner with id {owner_id}") from exc
+
+
+@app.command("create-key")
+def create_key(
+    name: Annotated[str, typer.Option(help="Name of the new owner the key belongs to.")] = "owner",
+    owner_id: Annotated[
+        str | None, typer.Option(help="Add the key to this existing owner instead of a new one.")
+    ] = None,
+) -> None:
+    """Create an API key directly in the database (for a new owner, or --owner-id); prints it once."""
+    typer.echo(_create_key(None if owner_id else name, owner_id))
+
+
+# -- client commands -------------------------------------------------------------------------------
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TAGSMITH_URL", help="API URL for client commands. Default: the local `tagsmith up`."
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="TAGSMITH_API_KEY", help="API key (bearer token).")
+    ] = None,
+) -> None:
+    ctx.obj = (url, api_key or None)
+
+
+def _api(ctx: typer.Context) -> client.Api:
+    url, api_key = ctx.obj if isinstance(ctx.obj, tuple) else (None, None)
+    return client.Api(url=url or client.discover_url(), api_key=api_key)
+
+
+def _reader_options(fmt: str, columns: str | None, options: str | None) -> dict[str, str]:
+    """The ``options`` form field of POST /corpora: reader options, plus a column map from --columns."""
+    try:
+        merged = json.loads(options) if options else {}
+    except json.JSONDecodeError as exc:
+        raise CliError(f"--options: not valid JSON ({exc.msg})") from exc
+    if not isinstance(merged, dict):
+        raise CliError("--options: expected a JSON object")
+    if columns:
+        merged["column_map"] = client.parse_columns(columns)
+    return {"options": json.dumps(merged)} if merged else {}
+
+
+@app.command()
+def upload(
+    ctx: typer.Context,
+    train: Annotated[Path, typer.Argument(help="Training file.")],
+    dev: Annotated[Path | None, typer.Option(help="Development file.")] = None,
+    test: Annotated[Path | None, typer.Option(help="Test file.")] = None,
+    name: Annotated[str | None, typer.Option(help="Corpus name. Default: the train file's name.")] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="column, conllu, fasttext, csv, tsv or jsonl.")
+    ] = "column",
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            help="Column map of a column file, e.g. 0:text,1:pos,3:ner. Default: first and last column."
+        ),
+    ] = None,
+    options: Annotated[
+        str | None, typer.Option(help="Reader options as a JSON object (see the README's upload section).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON answer.")] = False,
+) -> None:
+    """Upload a corpus (POST /corpora); prints its id and statistics."""
+    fields = _reader_options(fmt, columns, options)
+    files = {"train": train, "dev": dev, "test": test}
+    corpus = client.upload_corpus(_api(ctx), files, name or train.stem, fmt, fields)
+    typer.echo(json.dumps(corpus, indent=2) if as_json else client.corpus_summary(corpus))
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    spec_file: Annotated[Path, typer.Argument(help="Training spec (JSON).")],
+    corpus: Annotated[
+        list[str] | None, typer.Option("--corpus", "-c", help="Corpus id; replaces the spec's corpus.ids.")
+    ] = None,
+    watch_job: Annotated[
+        bool, typer.Option("--watch/--no-watch", help="Follow the job until it ends.")
+    ] = True,
+) -> None:
+    """Submit a training job (POST /jobs) from a spec file, then follow it."""
+    api_ = _api(ctx)
+    job = api_.call("POST", "/jobs", json=client.load_spec(spec_file, corpus or []))
+    typer.echo(f"job {job['id']} {job.get('status', '')}")
+    if watch_job:
+        _exit_for(client.follow_job(api_, str(job["id"]), write=typer.echo))
+
+
+def _exit_for(job: dict[str, Any]) -> None:
+    raise typer.Exit(0 if job.get("status") == "completed" else 1)
+
+
+@app.command()
+def watch(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
+    """Follow a job: a live progress bar and the losses and dev score of every epoch."""
+    _exit_for(client.follow_job(_api(ctx), job_id, write=typer.echo))
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    model_id: Annotated[str, typer.Argument(help="Model id.")],
+    texts: Annotated[list[str], typer.Argument(help="Texts to tag or classify.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the predicted sentences as JSON.")] = False,
+) -> None:
+    """Tag or classify texts with a model (POST /models/{id}/predict)."""
+    sentences = client.predict(_api(ctx), model_id, texts)
+    if as_json:
+        typer.echo(json.dumps(sentences, indent=2, ensure_ascii=False))
+        return
+    for sentence in sentences:
+        typer.echo(client.format_sentence(sentence))
+
+
+DEMO_TEXTS = (
+    "I love Berlin.",
+    "Angela Merkel flew from Paris to Tokyo on Monday.",
+    "Siemens opened a new office in Toronto.",
+)
+
+
+def demo_spec(corpus_id: str, max_epochs: int) -> dict[str, Any]:
+    """A small GloVe + character BiLSTM-CRF tagger: about a minute on a laptop CPU."""
+    return {
+        "name": "demo-ner",
+        "task": "sequence_tagging",
+        "corpus": {"ids": [corpus_id]},
+        "label_type": "ner",
+        "embeddings": [{"type": "word", "name": "glove"}, {"type": "character"}],
+        "model": {"hidden_size": 64},
+        "trainer": {"learning_rate": 0.1, "mini_batch_size": 8, "max_epochs": max_epochs},
+    }
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    max_epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
+) -> None:
+    """Upload the bundled sample NER corpus, train a small tagger, follow it and tag a few sentences."""
+    api_ = _api(ctx)
+    typer.echo(f"uploading the sample corpus ({SAMPLES_DIR})")
+    corpus = client.upload_corpus(
+        api_, dict(SAMPLE_NER), "sample-ner", "column", _reader_options("column", None, None)
+    )
+    typer.echo(client.corpus_summary(corpus))
+    job = api_.call("POST", "/jobs", json=demo_spec(str(corpus["id"]), max_epochs))
+    typer.echo(f"training job {job['id']}")
+    final = client.follow_job(api_, str(job["id"]), write=typer.echo)
+    if final.get("status") != "completed":
+        raise typer.Exit(1)
+    model_id = str(final["model_id"])
+    typer.echo("")
+    for sentence in client.predict(api_, model_id, DEMO_TEXTS):
+        typer.echo(client.format_sentence(sentence))
+    typer.echo(f'\nnext: tagsmith predict {model_id} "I love Berlin"')
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: a user error prints one message and exits with 1."""
+    try:
+        app(args=list(argv) if argv is not None else None)
+    except CliError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(1)

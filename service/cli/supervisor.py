@@ -1,0 +1,270 @@
+"""Run the whole stack on one machine and stop all of it cleanly (``tagsmith up``).
+
+Every child (the API, the worker) starts in a session of its own, so a stop can signal its whole
+process group, Celery's pool processes included: SIGTERM, a grace period, then SIGKILL. The
+embedded Redis daemonizes itself, so it is stopped through its handle and then checked by pid.
+SIGINT and SIGTERM only set an event; the main loop notices it and shuts down in order (worker
+first, then the API, then Redis). A second signal skips the grace periods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from service.cli.errors import CliError
+
+STATE_FILE = "up.json"
+
+
+@dataclass
+class Child:
+    """A child process in its own session, so that its whole process group can be signalled."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    grace_seconds: float
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise CliError(f"{self.name} was never started")
+        return self.proc.pid
+
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def stop(self, force: bool = False) -> None:
+        """SIGTERM the group, wait up to the grace period, then SIGKILL whatever is left in it."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            signal_group(self.proc.pid, signal.SIGKILL if force else signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=self.grace_seconds)
+            except subprocess.TimeoutExpired:
+                signal_group(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        # Pool processes (Celery's prefork children) may outlive their parent inside the group.
+        signal_group(self.proc.pid, signal.SIGKILL)
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def pid_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@dataclass
+class Stopper:
+    """Turns SIGINT/SIGTERM into an event; a second signal asks for a forced stop."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    force: bool = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.event.is_set():
+            self.force = True
+        self.event.set()
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def redact(url: str) -> str:
+    """Hide the password of a URL before printing it."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, location = rest.rsplit("@", 1)
+    if ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{location}"
+
+
+def worker_argv(queues: str | None, concurrency: int | None, name: str, loglevel: str) -> list[str]:
+    """``celery -A worker.celery_app worker`` with this interpreter; no ``-Q`` lets the worker pick."""
+    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"]
+    if queues:
+        argv += ["-Q", queues]
+    argv += ["-n", f"{name}@%h", "--loglevel", loglevel]
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
+    return argv
+
+
+def api_argv(host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "service.app:app", "--host", host, "--port", str(port)]
+
+
+def wait_ready(url: str, children: Sequence[Child], stopper: Stopper, timeout: float) -> None:
+    """Poll ``/ready`` until it answers 200; fail early when a child dies or a stop is asked for."""
+    deadline = time.monotonic() + timeout
+    last_error = "no answer yet"
+    with httpx.Client(timeout=5.0) as client:
+        while time.monotonic() < deadline:
+            for child in children:
+                code = child.exit_code()
+                if code is not None:
+                    raise CliError(
+                        f"{child.name} exited with code {code} during start-up (see its log above)"
+                    )
+            try:
+                response = client.get(f"{url}/ready")
+                if response.status_code == 200:
+                    return
+                last_error = f"/ready answered {response.status_code}: {response.text[:200]}"
+            except httpx.HTTPError as exc:
+                last_error = str(exc) or type(exc).__name__
+            if stopper.event.wait(0.3):
+                raise CliError("interrupted during start-up")
+    raise CliError(f"the API at {url} was not ready after {timeout:.0f} s ({last_error})")
+
+
+@dataclass
+class StackOptions:
+    data_dir: Path
+    host: str
+    port: int
+    open_mode: bool
+    queues: str
+    worker_grace: float
+    ready_timeout: float
+
+
+def run_stack(options: StackOptions, echo: Callable[[str], None], create_key: Callable[[str], str]) -> int:
+    """Start migrations, broker, API and worker; block until a signal or a child's death; stop all.
+
+    Returns the exit code: 0 after a requested stop, 1 when something failed.
+    """
+    stopper = Stopper()
+    stopper.install()
+    folder = options.data_dir.expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    if not port_is_free(options.host, options.port):
+        raise CliError(f"port {options.port} on {options.host} is in use; choose another with --port")
+
+    # The children inherit this environment: one data folder, one mode, one broker for all.
+    os.environ["TAGSMITH_DATA_DIR"] = str(folder)
+    os.environ["TAGSMITH_OPEN_MODE"] = "true" if options.open_mode else "false"
+    from service.db.migrate import upgrade
+    from service.settings import get_settings, reset_settings
+
+    reset_settings()
+    settings = get_settings()
+    echo(f"data folder  {folder}")
+    upgrade()
+    echo(f"database     {redact(settings.resolved_database_url)} (migrated)")
+
+    redis = None
+    broker_url = settings.broker_url
+    if not broker_url:
+        from service.broker import start_embedded_redis
+
+        redis = start_embedded_redis(folder)
+        broker_url = redis.url
+    echo(f"broker       {redact(broker_url)}" + (" (embedded Redis)" if redis is not None else ""))
+    echo(f"storage      {settings.storage_root}")
+    env = {**os.environ, "TAGSMITH_BROKER_URL": broker_url}
+    url = f"http://{display_host(options.host)}:{options.port}"
+    api = Child("api", api_argv(options.host, options.port), env, grace_seconds=10.0)
+    worker = Child(
+        "worker", worker_argv(options.queues, 1, "local", "info"), env, grace_seconds=options.worker_grace
+    )
+    children = (api, worker)
+    state_path = folder / STATE_FILE
+    exit_code = 0
+    try:
+        if stopper.event.is_set():
+            raise CliError("interrupted during start-up")
+        for child in children:
+            child.start()
+        redis_pid = getattr(redis.server, "pid", None) if redis is not None else None
+        state = {
+            "url": url,
+            "pid": os.getpid(),
+            "api_pid": api.pid,
+            "worker_pid": worker.pid,
+            "redis_pid": redis_pid,
+            "broker_url": broker_url,
+            "open_mode": options.open_mode,
+        }
+        state_path.write_text(json.dumps(state, indent=2), encoding="utf-8")
+        wait_ready(url, children, stopper, options.ready_timeout)
+        echo(f"\nTagsmith is up:  API {url}   docs {url}/docs")
+        if options.open_mode:
+            echo("open single-user mode: no API key needed (--no-open-mode requires keys)")
+        else:
+            key = create_key("local")
+            echo(f"API key for owner 'local' (shown once):\n  export TAGSMITH_API_KEY={key}")
+        echo("Press Ctrl-C to stop.\n")
+        while not stopper.event.wait(0.5):
+            for child in children:
+                code = child.exit_code()
+                if code is not None:
+                    raise CliError(f"{child.name} exited unexpectedly with code {code}")
+    except CliError as exc:
+        echo(f"error: {exc}")
+        exit_code = 1
+    finally:
+        echo("stopping ...")
+        # The worker first: it may still report progress through the broker and the database.
+        for child in (worker, api):
+            child.stop(force=stopper.force)
+        if redis is not None:
+            stop_embedded_redis(redis)
+        state_path.unlink(missing_ok=True)
+        echo("stopped")
+    return exit_code
+
+
+def stop_embedded_redis(redis: object) -> None:
+    """Stop the daemonized redis-server through its handle; kill it by pid if that did not work."""
+    pid = getattr(getattr(redis, "server", None), "pid", None)
+    try:
+        redis.stop()  # type: ignore[attr-defined]
+    except Exception as exc:  # noqa: BLE001 - the pid check below is the fallback
+        print(f"embedded Redis did not shut down cleanly ({exc}); killing pid {pid}", file=sys.stderr)
+    if pid and pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

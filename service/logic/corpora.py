@@ -1,0 +1,152 @@
+"""Corpora: validate uploaded files with the engine's readers, store them, list, delete."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy import select
+
+from engine.readers import FORMATS as READER_FORMATS
+from engine.readers import read_corpus_files
+from engine.readers.errors import CorpusFormatError, ReaderOptionError
+from service.db.models import Corpus, Job, new_id
+from service.db.session import session_scope
+from service.errors import Conflict, FieldError, Invalid, NotFound
+from service.storage import get_storage
+
+FORMATS: tuple[str, ...] = tuple(READER_FORMATS)
+SUFFIXES = {
+    "column": ".txt",
+    "conllu": ".conllu",
+    "fasttext": ".txt",
+    "csv": ".csv",
+    "tsv": ".tsv",
+    "jsonl": ".jsonl",
+}
+SPLITS = ("train", "dev", "test")
+ACTIVE_STATUSES = ("queued", "running")
+
+
+@dataclass
+class Upload:
+    split: str
+    filename: str  # the client's name for the file: used in messages only, never as a path
+    stream: BinaryIO
+
+
+def _display_name(filename: str | None, split: str) -> str:
+    name = Path(filename or "").name
+    return re.sub(r"[^\w.\- ]", "_", name)[:200] or split
+
+
+def create_corpus(
+    owner_id: str, name: str, format: str, options: dict[str, Any], uploads: list[Upload]
+) -> Corpus:
+    """Parse every file (nothing is stored when one fails), then store files and row together."""
+    if format not in FORMATS:
+        raise Invalid(
+            f"unknown format {format!r}",
+            [FieldError(["body", "format"], f"must be one of {', '.join(FORMATS)}")],
+        )
+    by_split = {u.split: u for u in uploads}
+    if "train" not in by_split:
+        raise Invalid("a train file is required", [FieldError(["body", "train"], "missing")])
+    names = {u.split: _display_name(u.filename, u.split) for u in uploads}
+    suffix = READER_FORMATS[format].suffixes[0]
+    with tempfile.TemporaryDirectory(prefix="tagsmith-upload-") as tmp:
+        paths: dict[str, Path] = {}
+        for split, upload in by_split.items():
+            # Service-chosen names: the client's file name never reaches the file system.
+            path = Path(tmp) / f"{split}{suffix}"
+            with path.open("wb") as out:
+                shutil.copyfileobj(upload.stream, out, 1024 * 1024)
+            paths[split] = path
+        try:
+            corpus = read_corpus_files(format, paths, options)
+        except CorpusFormatError as e:
+            split = Path(e.file).stem
+            file = names.get(split, e.filename)
+            raise Invalid(
+                f"{file} ({split}), line {e.line}: {e.reason}",
+                [
+                    FieldError(
+                        ["body", split],
+                        e.reason,
+                        type="corpus_format",
+                        extra={"file": file, "split": split, "line": e.line, "reason": e.reason},
+                    )
+                ],
+            ) from None
+        except ReaderOptionError as e:
+            raise Invalid(f"invalid reader options: {e}", [FieldError(["body", "options"], str(e))]) from None
+        label_types = dict(corpus.label_kinds())
+        if not label_types:
+            raise Invalid(
+                "the corpus has no labels", [FieldError(["body", "train"], "no label column or label found")]
+            )
+        statistics = corpus.statistics()
+        statistics.pop("name", None)
+        corpus_id = new_id()
+        storage = get_storage()
+        files = {split: f"corpora/{corpus_id}/{split}{suffix}" for split in paths}
+        try:
+            for split, path in paths.items():
+                with path.open("rb") as f:
+                    storage.put(files[split], f)
+            with session_scope() as session:
+                row = Corpus(
+                    id=corpus_id,
+                    owner_id=owner_id,
+                    name=name,
+                    task=READER_FORMATS[format].task,
+                    format=format,
+                    options=options,
+                    files=files,
+                    statistics=json.loads(json.dumps(statistics)),
+                    label_types=label_types,
+                    has_documents=bool(corpus.has_documents()),
+                )
+                session.add(row)
+            return row
+        except BaseException:
+            storage.delete(f"corpora/{corpus_id}")
+            raise
+
+
+def list_corpora(owner_id: str) -> list[Corpus]:
+    with session_scope() as session:
+        rows = session.scalars(
+            select(Corpus).where(Corpus.owner_id == owner_id).order_by(Corpus.created_at.desc())
+        ).all()
+        return list(rows)
+
+
+def get_corpus(owner_id: str, corpus_id: str) -> Corpus:
+    with session_scope() as session:
+        row = session.get(Corpus, corpus_id)
+        if row is None or row.owner_id != owner_id:
+            raise NotFound(f"corpus {corpus_id} not found")
+        return row
+
+
+def jobs_using(session: Any, owner_id: str, corpus_id: str) -> list[str]:
+    jobs = session.scalars(select(Job).where(Job.owner_id == owner_id, Job.status.in_(ACTIVE_STATUSES))).all()
+    return [j.id for j in jobs if corpus_id in ((j.spec or {}).get("corpus") or {}).get("ids", [])]
+
+
+def delete_corpus(owner_id: str, corpus_id: str) -> None:
+    with session_scope() as session:
+        row = session.get(Corpus, corpus_id)
+        if row is None or row.owner_id != owner_id:
+            raise NotFound(f"corpus {corpus_id} not found")
+        using = jobs_using(session, owner_id, corpus_id)
+        if using:
+            raise Conflict(f"corpus {corpus_id} is used by unfinished job(s): {', '.join(using)}")
+        session.delete(row)
+    get_storage().delete(f"corpora/{corpus_id}")

@@ -1,0 +1,70 @@
+"""Training curves as a PNG, rendered from the stored per-epoch metrics and per-batch losses."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Sequence
+
+from service.db.models import JobBatchLoss, JobEpochMetric
+
+# pyplot keeps global state; one figure at a time per process.
+_lock = threading.Lock()
+
+
+def render_curves(title: str, epochs: Sequence[JobEpochMetric], batches: Sequence[JobBatchLoss]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with _lock:
+        fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(11, 4), dpi=90)
+        try:
+            if batches:
+                per_epoch = max((b.batch for b in batches), default=1) or 1
+                xs = [b.epoch - 1 + b.batch / per_epoch for b in batches]
+                ax_loss.plot(xs, [b.loss for b in batches], color="0.75", linewidth=0.8, label="batch loss")
+            done = [e for e in epochs if e.train_loss is not None]
+            if done:
+                ax_loss.plot([e.epoch for e in done], [e.train_loss for e in done], "o-", label="train loss")
+            dev = [e for e in epochs if e.dev_loss is not None]
+            if dev:
+                ax_loss.plot([e.epoch for e in dev], [e.dev_loss for e in dev], "s-", label="dev loss")
+            ax_loss.set_xlabel("epoch")
+            ax_loss.set_ylabel("loss")
+            ax_loss.set_title("loss")
+            scored = [e for e in epochs if e.dev_main_score is not None]
+            if scored:
+                ax_score.plot(
+                    [e.epoch for e in scored], [e.dev_main_score for e in scored], "o-", label="dev score"
+                )
+                best = [e for e in scored if e.is_best]
+                if best:
+                    ax_score.plot(
+                        [e.epoch for e in best],
+                        [e.dev_main_score for e in best],
+                        "*",
+                        markersize=12,
+                        label="best",
+                    )
+            lrs = [e for e in epochs if e.learning_rate is not None]
+            if lrs:
+                ax_lr = ax_score.twinx()
+                ax_lr.plot([e.epoch for e in lrs], [e.learning_rate for e in lrs], ":", color="tab:gray")
+                ax_lr.set_ylabel("learning rate")
+            ax_score.set_xlabel("epoch")
+            ax_score.set_ylabel("dev main score")
+            ax_score.set_title("dev score")
+            for ax in (ax_loss, ax_score):
+                if ax.get_legend_handles_labels()[0]:
+                    ax.legend(loc="best", fontsize=8)
+                else:
+                    ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes)
+            fig.suptitle(title)
+            fig.tight_layout()
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png")
+            return buffer.getvalue()
+        finally:
+            plt.close(fig)

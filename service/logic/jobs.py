@@ -1,0 +1,249 @@
+"""Training jobs: submit (validate the spec against the corpora, store, enqueue), read,
+cancel and resume. The worker does the training; this module only writes the states the API
+owns (queued on submit/resume, cancelled for a job no worker holds, the cancel flag)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import or_, select, update
+
+from service import queue as job_queue
+from service.db.models import (
+    FINISHED_STATUSES,
+    JOB_STATUSES,
+    Corpus,
+    Job,
+    JobBatchLoss,
+    JobEpochMetric,
+    Model,
+    utcnow,
+)
+from service.db.session import session_scope
+from service.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
+from service.schemas.spec import FlairEmbeddingSpec, TrainingSpec, TransformerWordEmbeddingSpec
+from service.settings import get_settings
+
+TAGGER_KINDS = ("token", "span")
+
+
+def _check_against_corpora(session: Any, owner_id: str, spec: TrainingSpec) -> TrainingSpec:
+    """The checks that need the database; returns the spec with ``label_type`` and ``name`` resolved."""
+    errors: list[FieldError] = []
+    corpora: list[Corpus] = []
+    for i, corpus_id in enumerate(spec.corpus.ids):
+        row = session.get(Corpus, corpus_id)
+        if row is None or row.owner_id != owner_id:
+            errors.append(
+                FieldError(["body", "corpus", "ids", i], f"corpus {corpus_id} not found", "not_found")
+            )
+        else:
+            corpora.append(row)
+    if errors:
+        raise Invalid(errors[0].message, errors)
+
+    wanted = ("sentence",) if spec.task == "text_classification" else TAGGER_KINDS
+    label_type = spec.label_type
+    if label_type is None:
+        common = [
+            name
+            for name, kind in corpora[0].label_types.items()
+            if kind in wanted and all(c.label_types.get(name) == kind for c in corpora[1:])
+        ]
+        if len(common) != 1:
+            found = ", ".join(sorted(common)) or "none"
+            raise Invalid(
+                "label_type is required here",
+                [
+                    FieldError(
+                        ["body", "label_type"], f"choose the label type to learn (fitting types: {found})"
+                    )
+                ],
+            )
+        label_type = common[0]
+    for i, corpus in enumerate(corpora):
+        kind = corpus.label_types.get(label_type)
+        if kind is None:
+            available = ", ".join(f"{n} ({k})" for n, k in sorted(corpus.label_types.items())) or "none"
+            errors.append(
+                FieldError(
+                    ["body", "label_type"],
+                    f"corpus {corpus.id} ({corpus.name}) has no label type {label_type!r}; it has: {available}",
+                )
+            )
+        elif kind not in wanted:
+            task = "a text classifier" if spec.task == "text_classification" else "a sequence tagger"
+            errors.append(
+                FieldError(
+                    ["body", "label_type"],
+                    f"{label_type!r} is a {kind} label in corpus {corpus.id}; {task} needs "
+                    f"{' or '.join(wanted)} labels",
+                )
+            )
+        if i and kind is not None and corpora[0].label_types.get(label_type) not in (None, kind):
+            errors.append(
+                FieldError(["body", "corpus", "ids", i], f"{label_type!r} has another kind in this corpus")
+            )
+
+    for j, emb in enumerate(spec.embeddings):
+        if isinstance(emb, TransformerWordEmbeddingSpec) and emb.use_context:
+            without = [c.id for c in corpora if not c.has_documents]
+            if without:
+                errors.append(
+                    FieldError(
+                        ["body", "embeddings", j, "use_context"],
+                        f"use_context needs document boundaries; corpus {', '.join(without)} has none",
+                    )
+                )
+    for j, emb in enumerate(spec.token_embeddings()):
+        if isinstance(emb, FlairEmbeddingSpec):
+            model = session.get(Model, emb.model_id)
+            if model is None or model.owner_id != owner_id:
+                errors.append(
+                    FieldError(["body", "embeddings", j, "model_id"], f"model {emb.model_id} not found")
+                )
+            elif model.task != "language_model":
+                errors.append(
+                    FieldError(
+                        ["body", "embeddings", j, "model_id"], f"model {emb.model_id} is not a language model"
+                    )
+                )
+    if errors:
+        raise Invalid(errors[0].message, errors)
+    name = spec.name or f"{spec.task}-{label_type}"
+    return spec.model_copy(update={"label_type": label_type, "name": name})
+
+
+def _send(job_id: str, queue: str) -> None:
+    """Enqueue; when the broker is unreachable the job is marked failed, so nothing stays queued
+    that no worker will ever see."""
+    try:
+        task_id = job_queue.enqueue_job(job_id, queue)
+    except Exception as e:
+        with session_scope() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "queued")
+                .values(status="failed", error=f"could not enqueue the job: {e}", finished_at=utcnow())
+            )
+        raise Unavailable(
+            f"the job queue is unreachable ({type(e).__name__}); the job was marked failed"
+        ) from e
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(celery_task_id=task_id))
+
+
+def submit_job(owner_id: str, spec: TrainingSpec) -> Job:
+    with session_scope() as session:
+        resolved = _check_against_corpora(session, owner_id, spec)
+        job = Job(
+            owner_id=owner_id,
+            name=resolved.name or "job",
+            kind="train",
+            spec=resolved.model_dump(mode="json"),
+            status="queued",
+            queue=resolved.queue(get_settings().default_queue),
+            max_epochs=resolved.trainer.max_epochs,
+        )
+        session.add(job)
+    _send(job.id, job.queue)
+    return get_job(owner_id, job.id)
+
+
+def get_job(owner_id: str, job_id: str) -> Job:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.owner_id != owner_id:
+            raise NotFound(f"job {job_id} not found")
+        return job
+
+
+def list_jobs(owner_id: str, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Job]:
+    if status is not None and status not in JOB_STATUSES:
+        raise Invalid(
+            f"unknown status {status!r}",
+            [FieldError(["query", "status"], f"must be one of {', '.join(JOB_STATUSES)}")],
+        )
+    with session_scope() as session:
+        query = select(Job).where(Job.owner_id == owner_id)
+        if status is not None:
+            query = query.where(Job.status == status)
+        query = query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+        return list(session.scalars(query).all())
+
+
+def job_metrics(owner_id: str, job_id: str) -> tuple[list[JobEpochMetric], list[JobBatchLoss]]:
+    get_job(owner_id, job_id)
+    with session_scope() as session:
+        epochs = session.scalars(
+            select(JobEpochMetric).where(JobEpochMetric.job_id == job_id).order_by(JobEpochMetric.epoch)
+        ).all()
+        batches = session.scalars(
+            select(JobBatchLoss)
+            .where(JobBatchLoss.job_id == job_id)
+            .order_by(JobBatchLoss.epoch, JobBatchLoss.batch, JobBatchLoss.id)
+        ).all()
+        return list(epochs), list(batches)
+
+
+def cancel_job(owner_id: str, job_id: str) -> Job:
+    """A queued job no worker holds ends at once; a running one stops at its next batch boundary."""
+    job = get_job(owner_id, job_id)
+    if job.status in FINISHED_STATUSES:
+        raise Conflict(f"job {job_id} is already {job.status}")
+    now = utcnow()
+    with session_scope() as session:
+        ended = session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.status == "queued",
+                or_(Job.lease_owner.is_(None), Job.lease_expires_at < now),
+            )
+            .values(status="cancelled", cancel_requested=True, finished_at=now, eta_seconds=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if not ended:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status.in_(("queued", "running")))
+                .values(cancel_requested=True)
+                .execution_options(synchronize_session=False)
+            )
+    return get_job(owner_id, job_id)
+
+
+def resume_job(owner_id: str, job_id: str) -> Job:
+    """Queue a cancelled or failed job again; the worker continues from its last checkpoint."""
+    job = get_job(owner_id, job_id)
+    if job.status not in ("cancelled", "failed"):
+        raise Conflict(f"only cancelled or failed jobs can be resumed; job {job_id} is {job.status}")
+    with session_scope() as session:
+        changed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(("cancelled", "failed")))
+            .values(
+                status="queued",
+                cancel_requested=False,
+                error=None,
+                finished_at=None,
+                eta_seconds=None,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    if not changed:
+        raise Conflict(f"job {job_id} changed state meanwhile; try again")
+    _send(job_id, job.queue)
+    return get_job(owner_id, job_id)
+
+
+def epoch_metrics(job_id: str) -> list[JobEpochMetric]:
+    """The job's per-epoch rows (the caller has checked the owner)."""
+    with session_scope() as session:
+        return list(
+            session.scalars(
+                select(JobEpochMetric).where(JobEpochMetric.job_id == job_id).order_by(JobEpochMetric.epoch)
+            ).all()
+        )

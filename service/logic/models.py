@@ -1,0 +1,106 @@
+"""Trained models: list, read, download as tar.gz, delete (the worker creates them)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from service.db.models import Model, new_id
+from service.db.session import session_scope
+from service.errors import NotFound
+from service.storage import get_storage
+
+
+def list_models(owner_id: str) -> list[Model]:
+    with session_scope() as session:
+        return list(
+            session.scalars(
+                select(Model).where(Model.owner_id == owner_id).order_by(Model.created_at.desc())
+            ).all()
+        )
+
+
+def get_model(owner_id: str, model_id: str) -> Model:
+    with session_scope() as session:
+        row = session.get(Model, model_id)
+        if row is None or row.owner_id != owner_id:
+            raise NotFound(f"model {model_id} not found")
+        return row
+
+
+def delete_model(owner_id: str, model_id: str) -> Model:
+    with session_scope() as session:
+        row = session.get(Model, model_id)
+        if row is None or row.owner_id != owner_id:
+            raise NotFound(f"model {model_id} not found")
+        session.delete(row)
+    get_storage().delete(row.storage_key)
+    return row
+
+
+def archive_name(row: Model) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", row.name).strip("-") or "model"
+    return f"{safe}-{row.id[:8]}.tar.gz"
+
+
+def build_archive(row: Model) -> Path:
+    """The model folder as a tar.gz in a temporary file (the caller deletes it)."""
+    work = Path(tempfile.mkdtemp(prefix="tagsmith-download-"))
+    try:
+        folder = get_storage().get_dir(row.storage_key, work / "model")
+        archive = Path(tempfile.mkstemp(prefix="tagsmith-model-", suffix=".tar.gz")[1])
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(folder, arcname="model")
+        return archive
+    except FileNotFoundError:
+        raise NotFound(f"the files of model {row.id} are missing from storage") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def register_model(
+    owner_id: str,
+    local_dir: Path,
+    *,
+    name: str,
+    task: str,
+    label_type: str,
+    labels: list[str],
+    job_id: str | None = None,
+    spec: dict[str, Any] | None = None,
+    dev_metrics: dict[str, Any] | None = None,
+    test_metrics: dict[str, Any] | None = None,
+    model_id: str | None = None,
+) -> Model:
+    """Store a saved model folder (``model.save(dir)``) and its row; on failure neither stays."""
+    model_id = model_id or new_id()
+    key = f"models/{model_id}"
+    storage = get_storage()
+    storage.put_dir(key, Path(local_dir))
+    try:
+        with session_scope() as session:
+            row = Model(
+                id=model_id,
+                owner_id=owner_id,
+                job_id=job_id,
+                name=name,
+                task=task,
+                label_type=label_type,
+                labels=labels,
+                storage_key=key,
+                size_bytes=storage.size(key),
+                dev_metrics=dev_metrics,
+                test_metrics=test_metrics,
+                spec=spec,
+            )
+            session.add(row)
+        return row
+    except BaseException:
+        storage.delete(key)
+        raise

@@ -1,0 +1,413 @@
+"""Predict: turn request texts into sentences, run them through a cached model, format results.
+
+- ``ModelCache``: an LRU of loaded models bounded by count; each model loads once (concurrent
+  first requests wait for the same load) in the inference thread pool.
+- ``Batcher``: one per loaded model. Requests put their sentences on an asyncio queue; one worker
+  coroutine takes everything queued, runs ``model.predict`` on it in the thread pool (the event
+  loop never blocks) and wakes the requests. While a batch runs, the next one fills up, so under
+  load batches grow by themselves; after a batch with several requests it also waits up to
+  ``predict_batch_wait_ms`` for more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.data import Sentence
+from service.db.models import Model
+from service.db.session import session_scope
+from service.errors import FieldError, Invalid, NotFound
+from service.metrics import MODEL_LOADS, MODELS_LOADED, PREDICT_BATCH_SIZE, PREDICT_SENTENCES
+from service.schemas.api import PredictRequest
+from service.settings import Settings
+from service.storage import get_storage
+
+PREDICTABLE_TASKS = ("sequence_tagging", "text_classification")
+ROW_CACHE_SECONDS = 5.0
+
+
+# -- model rows (cached briefly: predict is the hot path) ------------------------------------
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    id: str
+    owner_id: str
+    task: str
+    label_type: str
+    storage_key: str
+    created_at: float  # identifies this row's artifact: a re-created id never reuses a cache entry
+
+
+_row_lock = threading.Lock()
+_rows: dict[str, tuple[ModelInfo, float]] = {}
+
+
+def forget_model(model_id: str) -> None:
+    with _row_lock:
+        _rows.pop(model_id, None)
+
+
+def model_info(owner_id: str, model_id: str) -> ModelInfo:
+    now = time.monotonic()
+    with _row_lock:
+        hit = _rows.get(model_id)
+    if hit is None or hit[1] <= now:
+        with session_scope() as session:
+            row = session.get(Model, model_id)
+            if row is None:
+                forget_model(model_id)
+                raise NotFound(f"model {model_id} not found")
+            info = ModelInfo(
+                row.id, row.owner_id, row.task, row.label_type, row.storage_key, row.created_at.timestamp()
+            )
+        with _row_lock:
+            _rows[model_id] = (info, now + ROW_CACHE_SECONDS)
+    else:
+        info = hit[0]
+    if info.owner_id != owner_id:
+        raise NotFound(f"model {model_id} not found")
+    return info
+
+
+# -- batching ---------------------------------------------------------------------------------
+@dataclass
+class _Item:
+    sentences: list[Sentence]
+    all_classes: bool
+    future: asyncio.Future[None]
+
+
+class BatcherClosed(Exception):
+    pass
+
+
+class Batcher:
+    def __init__(self, model: Any, executor: ThreadPoolExecutor, wait_s: float, max_sentences: int) -> None:
+        self.model = model
+        self.executor = executor
+        self.wait_s = wait_s
+        self.max_sentences = max_sentences
+        self.queue: asyncio.Queue[_Item | None] = asyncio.Queue()
+        self.closed = False
+        self._last_requests = 1
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def predict(self, sentences: list[Sentence], all_classes: bool) -> None:
+        if self.closed:
+            raise BatcherClosed
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait(_Item(sentences, all_classes, future))
+        await future
+
+    def close(self) -> None:
+        """Finish what is queued, then stop (new requests go to a fresh batcher)."""
+        if not self.closed:
+            self.closed = True
+            self.queue.put_nowait(None)
+
+    async def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
+        items, size, stop = [first], len(first.sentences), False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.wait_s if self._last_requests > 1 else 0.0)
+        while size < self.max_sentences:
+            try:
+                item = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if item is None:
+                stop = True
+                break
+            items.append(item)
+            size += len(item.sentences)
+        return items, stop
+
+    def _predict(self, sentences: list[Sentence], all_classes: bool) -> None:
+        self.model.predict(
+            sentences,
+            mini_batch_size=max(1, len(sentences)),
+            return_probabilities_for_all_classes=all_classes,
+        )
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = False
+        while not stop:
+            first = await self.queue.get()
+            if first is None:
+                break
+            items, stop = await self._collect(first)
+            self._last_requests = len(items)
+            for flag in (False, True):
+                group = [i for i in items if i.all_classes is flag]
+                if not group:
+                    continue
+                sentences = [s for i in group for s in i.sentences]
+                PREDICT_BATCH_SIZE.observe(len(sentences))
+                try:
+                    await loop.run_in_executor(self.executor, self._predict, sentences, flag)
+                except Exception as e:
+                    for item in group:
+                        if not item.future.done():
+                            item.future.set_exception(e)
+                    continue
+                PREDICT_SENTENCES.inc(len(sentences))
+                for item in group:
+                    if not item.future.done():
+                        item.future.set_result(None)
+
+
+# -- the model cache --------------------------------------------------------------------------
+@dataclass
+class LoadedModel:
+    info: ModelInfo
+    model: Any
+    batcher: Batcher
+    directory: Path
+    kinds: dict[str, str] = field(default_factory=dict)
+
+
+def _load(info: ModelInfo, cache_root: Path) -> tuple[Any, Path]:
+    from engine.models.base import load_model
+
+    cache_root.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix=f"{info.id}-", dir=cache_root))
+    try:
+        get_storage().get_dir(info.storage_key, directory)
+        model = load_model(directory)
+        model.eval()
+        return model, directory
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+class ModelCache:
+    def __init__(self, settings: Settings) -> None:
+        self.size = settings.model_cache_size
+        self.wait_s = settings.predict_batch_wait_ms / 1000.0
+        self.max_sentences = settings.predict_max_micro_batch
+        self.cache_root = settings.resolved_data_dir / "model-cache"
+        self.executor = ThreadPoolExecutor(settings.predict_threads, thread_name_prefix="predict")
+        self.entries: OrderedDict[str, LoadedModel] = OrderedDict()
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    @staticmethod
+    def _key(info: ModelInfo) -> str:
+        return f"{info.id}@{info.created_at}"
+
+    async def get(self, info: ModelInfo) -> LoadedModel:
+        key = self._key(info)
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+            return entry
+        lock = self.locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            entry = self.entries.get(key)
+            if entry is not None:
+                return entry
+            loop = asyncio.get_running_loop()
+            model, directory = await loop.run_in_executor(self.executor, _load, info, self.cache_root)
+            MODEL_LOADS.inc()
+            entry = LoadedModel(
+                info, model, Batcher(model, self.executor, self.wait_s, self.max_sentences), directory
+            )
+            self.entries[key] = entry
+            while len(self.entries) > self.size:
+                _, old = self.entries.popitem(last=False)
+                self._drop(old)
+            MODELS_LOADED.set(len(self.entries))
+        self.locks.pop(key, None)
+        return entry
+
+    def _drop(self, entry: LoadedModel) -> None:
+        entry.batcher.close()
+        shutil.rmtree(entry.directory, ignore_errors=True)
+
+    def evict(self, model_id: str) -> None:
+        for key in [k for k, e in self.entries.items() if e.info.id == model_id]:
+            self._drop(self.entries.pop(key))
+        MODELS_LOADED.set(len(self.entries))
+
+    def close(self) -> None:
+        for entry in self.entries.values():
+            self._drop(entry)
+        self.entries.clear()
+        MODELS_LOADED.set(0)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+# -- requests and responses -------------------------------------------------------------------
+@dataclass
+class Prepared:
+    index: int
+    sentence: Sentence
+    offset: int | None  # where the sentence starts in its input text (None: pre-tokenized)
+
+
+def prepare(request: PredictRequest, info: ModelInfo, settings: Settings) -> list[Prepared]:
+    """Validate limits and the task, then split and tokenize."""
+    if info.task not in PREDICTABLE_TASKS:
+        raise Invalid(
+            f"model {info.id} is a {info.task} model; only sequence taggers and text classifiers predict",
+            [FieldError(["path", "model_id"], f"a {info.task} model cannot predict")],
+        )
+    if request.task is not None and request.task != info.task:
+        raise Invalid(
+            f"model {info.id} is a {info.task} model, not {request.task}",
+            [FieldError(["body", "task"], f"the model's task is {info.task}")],
+        )
+    field_name = "texts" if request.texts is not None else "sentences"
+    inputs: list[Any] = request.texts if request.texts is not None else request.sentences or []
+    if not inputs:
+        raise Invalid("the batch is empty", [FieldError(["body", field_name], "give at least one item")])
+    if len(inputs) > settings.predict_max_batch:
+        raise Invalid(
+            f"too many items: {len(inputs)} > {settings.predict_max_batch}",
+            [FieldError(["body", field_name], f"at most {settings.predict_max_batch} items per request")],
+        )
+    limit = settings.predict_max_text_chars
+    errors = []
+    for i, item in enumerate(inputs):
+        length = len(item) if isinstance(item, str) else sum(len(t) + 1 for t in item)
+        if length > limit:
+            errors.append(FieldError(["body", field_name, i], f"{length} characters; the limit is {limit}"))
+        elif (isinstance(item, str) and not item.strip()) or (not isinstance(item, str) and not item):
+            errors.append(FieldError(["body", field_name, i], "empty"))
+        elif not isinstance(item, str) and any(not t or t != t.strip() or " " in t for t in item):
+            errors.append(
+                FieldError(["body", field_name, i], "tokens must be non-empty and contain no spaces")
+            )
+    if errors:
+        raise Invalid(errors[0].message if len(errors) == 1 else f"{len(errors)} invalid items", errors)
+
+    prepared: list[Prepared] = []
+    if request.texts is None:
+        for i, tokens in enumerate(inputs):
+            prepared.append(Prepared(i, Sentence(list(tokens)), None))
+        return prepared
+    split = request.split_sentences
+    if split is None:
+        split = info.task == "sequence_tagging"
+    from engine.tokenization import split_sentences
+
+    for i, text in enumerate(inputs):
+        pieces = split_sentences(text) if split else [(text, 0)]
+        for piece, offset in pieces:
+            sentence = Sentence(piece)
+            if len(sentence):
+                prepared.append(Prepared(i, sentence, offset))
+    return prepared
+
+
+def _offset(pos: int | None, offset: int | None) -> int | None:
+    return None if pos is None or offset is None else pos + offset
+
+
+def _scores(labels: list[Any]) -> list[dict[str, Any]]:
+    return [{"value": lb.value, "score": float(lb.score)} for lb in labels]
+
+
+def format_sentence(p: Prepared, info: ModelInfo, all_classes: bool) -> dict[str, Any]:
+    s = p.sentence
+    label_type = info.label_type
+    text = s.to_original_text()
+    out: dict[str, Any] = {
+        "index": p.index,
+        "text": text,
+        "start": p.offset,
+        "end": None if p.offset is None else p.offset + len(text),
+    }
+    span_list = s.spans.get(label_type)
+    span_tags: dict[int, tuple[str, float]] = {}
+    if span_list is not None:
+        for span in span_list:
+            for k in range(span.start, span.end):
+                prefix = (
+                    "S-"
+                    if span.end - span.start == 1
+                    else "B-"
+                    if k == span.start
+                    else "E-"
+                    if k == span.end - 1
+                    else "I-"
+                )
+                span_tags[k] = (prefix + span.label.value, float(span.label.score))
+    tokens = []
+    for t in s.tokens:
+        token: dict[str, Any] = {
+            "text": t.text,
+            "start": _offset(t.start_pos, p.offset),
+            "end": _offset(t.end_pos, p.offset),
+        }
+        if info.task == "sequence_tagging":
+            label = t.labels.get(label_type)
+            if label is not None:
+                token["tag"], token["confidence"] = label.value, float(label.score)
+            elif span_list is not None:
+                token["tag"], token["confidence"] = span_tags.get(t.idx, ("O", None))
+            dist = t.labels.get(label_type + "_all") if all_classes else None
+            if dist is not None:
+                token["all_tags"] = dist
+        tokens.append(token)
+    out["tokens"] = tokens
+    if info.task == "sequence_tagging":
+        if span_list is not None:
+            out["spans"] = [
+                {
+                    "text": sp.text,
+                    "start": _offset(sp.start_pos, p.offset),
+                    "end": _offset(sp.end_pos, p.offset),
+                    "start_token": sp.start,
+                    "end_token": sp.end,
+                    "label": sp.label.value,
+                    "confidence": float(sp.label.score),
+                }
+                for sp in span_list
+            ]
+    else:
+        labels = sorted(s.get_labels(label_type), key=lambda lb: -lb.score)
+        if all_classes:
+            out["all_labels"] = _scores(labels)
+            threshold_labels = [lb for lb in labels if lb.score >= 0.5] or labels[:1]
+            out["labels"] = _scores(threshold_labels)
+        else:
+            out["labels"] = _scores(labels)
+    return out
+
+
+async def predict(
+    cache: ModelCache, owner_id: str, model_id: str, request: PredictRequest, settings: Settings
+) -> dict[str, Any]:
+    info = model_info(owner_id, model_id)
+    prepared = prepare(request, info, settings)
+    all_classes = request.return_probabilities_for_all_classes
+    sentences = [p.sentence for p in prepared]
+    if sentences:
+        for _ in range(3):
+            entry = await cache.get(info)
+            try:
+                await entry.batcher.predict(sentences, all_classes)
+                break
+            except BatcherClosed:
+                continue
+    return {
+        "model_id": info.id,
+        "task": info.task,
+        "label_type": info.label_type,
+        "sentences": [format_sentence(p, info, all_classes) for p in prepared],
+    }

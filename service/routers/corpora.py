@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+
+from service.deps import current_owner
+from service.errors import FieldError, Invalid
+from service.logic import corpora
+from service.routers.common import problems
+from service.schemas.api import CorpusList, CorpusOut
+
+router = APIRouter(prefix="/corpora", tags=["corpora"])
+
+
+def corpus_out(row: Any) -> CorpusOut:
+    return CorpusOut.model_validate(
+        {
+            "id": row.id,
+            "name": row.name,
+            "task": row.task,
+            "format": row.format,
+            "options": row.options,
+            "label_types": row.label_types,
+            "has_documents": row.has_documents,
+            "statistics": row.statistics,
+            "splits": sorted(row.files, key=corpora.SPLITS.index),
+            "created_at": row.created_at,
+        }
+    )
+
+
+def _options(raw: str | None) -> dict[str, Any]:
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise Invalid(
+            "options is not JSON", [FieldError(["body", "options"], f"invalid JSON: {e.msg}")]
+        ) from None
+    if not isinstance(value, dict):
+        raise Invalid(
+            "options must be a JSON object", [FieldError(["body", "options"], "must be a JSON object")]
+        )
+    return value
+
+
+@router.post("", status_code=201, response_model=CorpusOut, responses=problems(401, 413, 422))
+def create_corpus(
+    request: Request,
+    response: Response,
+    format: Annotated[str, Form(description=f"One of: {', '.join(corpora.FORMATS)}.")],
+    train: Annotated[UploadFile, File(description="Training split.")],
+    dev: Annotated[UploadFile | None, File(description="Development split (default: 10% of train).")] = None,
+    test: Annotated[UploadFile | None, File(description="Test split.")] = None,
+    name: Annotated[str | None, Form(max_length=200)] = None,
+    options: Annotated[
+        str | None,
+        Form(description="Reader options as a JSON object, e.g. the column map of the column format."),
+    ] = None,
+    owner_id: str = Depends(current_owner),
+) -> CorpusOut:
+    """Upload a corpus: the files are validated with the engine's readers (422 names the file,
+    line and reason) and stored only when every file reads."""
+    uploads = [
+        corpora.Upload(split, f.filename or split, f.file)
+        for split, f in (("train", train), ("dev", dev), ("test", test))
+        if f is not None
+    ]
+    row = corpora.create_corpus(
+        owner_id,
+        name or (train.filename or "corpus").rsplit(".", 1)[0][:200],
+        format,
+        _options(options),
+        uploads,
+    )
+    response.headers["Location"] = str(request.url_for("get_corpus", corpus_id=row.id))
+    return corpus_out(row)
+
+
+@router.get("", response_model=CorpusList, responses=problems(401))
+def list_corpora(owner_id: str = Depends(current_owner)) -> CorpusList:
+    return CorpusList(items=[corpus_out(r) for r in corpora.list_corpora(owner_id)])
+
+
+@router.get("/{corpus_id}", response_model=CorpusOut, responses=problems(401, 404))
+def get_corpus(corpus_id: str, owner_id: str = Depends(current_owner)) -> CorpusOut:
+    return corpus_out(corpora.get_corpus(owner_id, corpus_id))
+
+
+@router.delete("/{corpus_id}", status_code=204, responses=problems(401, 404, 409))
+def delete_corpus(corpus_id: str, owner_id: str = Depends(current_owner)) -> Response:
+    """Delete a corpus and its files (409 while a queued or running job uses it)."""
+    corpora.delete_corpus(owner_id, corpus_id)
+    return Response(status_code=204)

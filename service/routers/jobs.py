@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from service.db.models import FINISHED_STATUSES, Job
+from service.deps import current_owner
+from service.logic import jobs
+from service.logic.curves import render_curves
+from service.routers.common import problems
+from service.schemas.api import BatchLossOut, EpochMetricOut, JobList, JobMetrics, JobOut
+from service.schemas.spec import TrainingSpec
+from service.settings import get_settings
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+Status = Literal["queued", "running", "completed", "failed", "cancelled"]
+
+
+def job_out(request: Request, job: Job) -> JobOut:
+    out = JobOut.model_validate(job)
+    out.url = str(request.url_for("get_job", job_id=job.id))
+    return out
+
+
+@router.post("", status_code=202, response_model=JobOut, responses=problems(401, 422, 503))
+def submit_job(
+    spec: TrainingSpec, request: Request, response: Response, owner_id: str = Depends(current_owner)
+) -> JobOut:
+    """Submit a training job. The spec is checked against the corpora (label type, document
+    boundaries for `use_context`, ...); the answer is 202 with the job's URL in `Location`."""
+    job = jobs.submit_job(owner_id, spec)
+    out = job_out(request, job)
+    response.headers["Location"] = out.url
+    return out
+
+
+@router.get("", response_model=JobList, responses=problems(401, 422))
+def list_jobs(
+    request: Request,
+    status: Annotated[Status | None, Query(description="Only jobs in this state.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    owner_id: str = Depends(current_owner),
+) -> JobList:
+    return JobList(items=[job_out(request, j) for j in jobs.list_jobs(owner_id, status, limit, offset)])
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=problems(401, 404))
+def get_job(job_id: str, request: Request, owner_id: str = Depends(current_owner)) -> JobOut:
+    """Status and progress: epoch, batch, percent, ETA, learning rate, best dev score, error."""
+    return job_out(request, jobs.get_job(owner_id, job_id))
+
+
+@router.get("/{job_id}/metrics", response_model=JobMetrics, responses=problems(401, 404))
+def job_metrics(job_id: str, owner_id: str = Depends(current_owner)) -> JobMetrics:
+    """Per-epoch rows (losses, dev/test scores, learning rate) and per-batch losses."""
+    epochs, batches = jobs.job_metrics(owner_id, job_id)
+    return JobMetrics(
+        job_id=job_id,
+        epochs=[EpochMetricOut.model_validate(e) for e in epochs],
+        batches=[BatchLossOut.model_validate(b) for b in batches],
+    )
+
+
+@router.get(
+    "/{job_id}/curves.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "Training curves"}, **problems(401, 404)},
+)
+def job_curves(job_id: str, owner_id: str = Depends(current_owner)) -> Response:
+    """Training curves (loss per batch and epoch, dev score, learning rate) as a PNG."""
+    job = jobs.get_job(owner_id, job_id)
+    epochs, batches = jobs.job_metrics(owner_id, job_id)
+    png = render_curves(f"{job.name} ({job.status})", epochs, batches)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+def _event(name: str, data: Any) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"},
+        **problems(401, 404),
+    },
+)
+def job_events(job_id: str, request: Request, owner_id: str = Depends(current_owner)) -> StreamingResponse:
+    """Server-sent events until the job ends: `progress` (the job, whenever it changes),
+    `epoch` (each new per-epoch row) and a final `end` (the job in its final state)."""
+    jobs.get_job(owner_id, job_id)
+    poll = get_settings().events_poll_seconds
+
+    async def stream() -> AsyncIterator[str]:
+        last: str | None = None
+        epochs_sent = 0
+        idle = 0.0
+        while True:
+            job = await run_in_threadpool(jobs.get_job, owner_id, job_id)
+            epochs = await run_in_threadpool(jobs.epoch_metrics, job_id)
+            for row in epochs[epochs_sent:]:
+                yield _event("epoch", EpochMetricOut.model_validate(row).model_dump(mode="json"))
+            epochs_sent = len(epochs)
+            body = job_out(request, job).model_dump(mode="json")
+            snapshot = json.dumps(body, sort_keys=True)
+            if job.status in FINISHED_STATUSES:
+                yield _event("end", body)
+                return
+            if snapshot != last:
+                yield _event("progress", body)
+                last, idle = snapshot, 0.0
+            elif idle >= 15.0:
+                yield ": keep-alive\n\n"
+                idle = 0.0
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(poll)
+            idle += poll
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=problems(401, 404, 409))
+def cancel_job(job_id: str, request: Request, owner_id: str = Depends(current_owner)) -> JobOut:
+    """Cancel: a queued job ends at once; a running one stops at its next batch boundary."""
+    return job_out(request, jobs.cancel_job(owner_id, job_id))
+
+
+@router.post(
+    "/{job_id}/resume", status_code=202, response_model=JobOut, responses=problems(401, 404, 409, 503)
+)
+def resume_job(job_id: str, request: Request, owner_id: str = Depends(current_owner)) -> JobOut:
+    """Queue a cancelled or failed job again; it continues from its last checkpoint."""
+    return job_out(request, jobs.resume_job(owner_id, job_id))

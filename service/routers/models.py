@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.background import BackgroundTask
+
+from service.deps import current_owner
+from service.logic import models, predict
+from service.routers.common import problems
+from service.schemas.api import ModelList, ModelOut, PredictRequest, PredictResponse
+from service.settings import get_settings
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+@router.get("", response_model=ModelList, responses=problems(401))
+def list_models(owner_id: str = Depends(current_owner)) -> ModelList:
+    return ModelList(items=[ModelOut.model_validate(m) for m in models.list_models(owner_id)])
+
+
+@router.get("/{model_id}", response_model=ModelOut, responses=problems(401, 404))
+def get_model(model_id: str, owner_id: str = Depends(current_owner)) -> ModelOut:
+    """Task, label type, labels, dev and test metrics, the spec and job it came from, size."""
+    return ModelOut.model_validate(models.get_model(owner_id, model_id))
+
+
+@router.get(
+    "/{model_id}/download",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/gzip": {}}, "description": "The model folder"},
+        **problems(401, 404),
+    },
+)
+def download_model(model_id: str, owner_id: str = Depends(current_owner)) -> FileResponse:
+    """The model folder (`config.json` + safetensors + resources) as a tar.gz."""
+    row = models.get_model(owner_id, model_id)
+    archive = models.build_archive(row)
+    return FileResponse(
+        archive,
+        media_type="application/gzip",
+        filename=models.archive_name(row),
+        background=BackgroundTask(Path(archive).unlink, missing_ok=True),
+    )
+
+
+@router.delete("/{model_id}", status_code=204, responses=problems(401, 404))
+def delete_model(model_id: str, request: Request, owner_id: str = Depends(current_owner)) -> Response:
+    models.delete_model(owner_id, model_id)
+    predict.forget_model(model_id)
+    cache: predict.ModelCache | None = getattr(request.app.state, "model_cache", None)
+    if cache is not None:
+        # The cache belongs to the event loop; schedule the eviction there.
+        request.app.state.loop.call_soon_threadsafe(cache.evict, model_id)
+    return Response(status_code=204)
+
+
+@router.post("/{model_id}/predict", response_model=PredictResponse, responses=problems(401, 404, 422))
+async def predict_route(
+    model_id: str, body: PredictRequest, request: Request, owner_id: str = Depends(current_owner)
+) -> JSONResponse:
+    """Tag or classify raw texts (split into sentences and tokenized, character offsets returned)
+    or pre-tokenized sentences. Concurrent requests for one model are batched together."""
+    result = await predict.predict(request.app.state.model_cache, owner_id, model_id, body, get_settings())
+    return JSONResponse(result)

@@ -1,0 +1,231 @@
+"""Transformer embeddings on a tiny BERT built in the test: pooling, layers, windows for long
+sentences, FLERT context, zero-subtoken tokens, fine-tuning, config round trip; MiniLM once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import string
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel, BertTokenizerFast
+
+from engine.data import Sentence
+from engine.embeddings import EmbeddingConfigError, embeddings_from_config
+from engine.embeddings.transformer import TransformerDocumentEmbeddings, TransformerWordEmbeddings
+
+WHOLE_WORDS = ["the", "city", "berlin", "paris", "is", "big", "small", "in", "a", "river"]
+HIDDEN = 16
+
+
+def build_tiny_bert(folder: Path, max_positions: int = 128, seed: int = 0) -> Path:
+    """A 2-layer BERT (hidden 16) with a WordPiece vocabulary of letters, digits and a few words."""
+    folder.mkdir(parents=True, exist_ok=True)
+    letters = list(string.ascii_lowercase + string.digits)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.punctuation, *letters]
+    vocab += [f"##{c}" for c in letters] + WHOLE_WORDS
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=max_positions,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+def reference_hidden(folder: Path, text_ids: list[int]) -> torch.Tensor:
+    """Last layer of the plain HF model for [CLS] ids [SEP], text positions only."""
+    model = BertModel.from_pretrained(folder).eval()
+    ids = torch.tensor([[2, *text_ids, 3]])
+    with torch.no_grad():
+        return model(input_ids=ids).last_hidden_state[0, 1:-1]
+
+
+def test_subtoken_pooling_variants_match_the_model(tiny_bert: Path) -> None:
+    sentence = Sentence(["the", "Berlinxy", "a"])  # berlin ##x ##y: one token, 3 subtokens
+    tokenizer = BertTokenizerFast.from_pretrained(tiny_bert)
+    ids = tokenizer(["the", "Berlinxy", "a"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 5
+    ref = reference_hidden(tiny_bert, ids)
+    expected = {
+        "first": torch.stack([ref[0], ref[1], ref[4]]),
+        "last": torch.stack([ref[0], ref[3], ref[4]]),
+        "mean": torch.stack([ref[0], ref[1:4].mean(0), ref[4]]),
+        "first_last": torch.stack(
+            [torch.cat([ref[0], ref[0]]), torch.cat([ref[1], ref[3]]), torch.cat([ref[4], ref[4]])]
+        ),
+    }
+    for pooling, want in expected.items():
+        emb = TransformerWordEmbeddings(str(tiny_bert), subtoken_pooling=pooling)
+        out = emb.embed([sentence])
+        assert out.shape == (1, 3, emb.embedding_length)
+        assert emb.embedding_length == HIDDEN * (2 if pooling == "first_last" else 1)
+        assert torch.allclose(out[0], want, atol=1e-5), pooling
+
+
+def test_layer_selection_mean_concat_all_and_scalar_mix(tiny_bert: Path) -> None:
+    sentences = [Sentence(["the", "city"]), Sentence(["paris"])]
+    assert (
+        TransformerWordEmbeddings(str(tiny_bert), layers="-1,-2", layer_mean=False).embedding_length
+        == 2 * HIDDEN
+    )
+    mean = TransformerWordEmbeddings(str(tiny_bert), layers="-1,-2")
+    concat = TransformerWordEmbeddings(str(tiny_bert), layers="-1,-2", layer_mean=False)
+    out_mean, out_cat = mean.embed(sentences), concat.embed(sentences)
+    assert torch.allclose(out_mean, (out_cat[..., :HIDDEN] + out_cat[..., HIDDEN:]) / 2, atol=1e-6)
+    assert len(TransformerWordEmbeddings(str(tiny_bert), layers="all").encoder.layer_indices) == 3
+    mix = TransformerWordEmbeddings(str(tiny_bert), layers="all", scalar_mix=True)
+    assert not mix.is_static and mix.embedding_length == HIDDEN
+    mix.embed(sentences).sum().backward()
+    assert mix.encoder.scalar_mix.weights.grad is not None
+    assert all(p.grad is None for p in mix.encoder.model.parameters())
+    via_alias = embeddings_from_config({"type": "transformer", "model": str(tiny_bert), "layers": "-1,-2"})
+    assert torch.allclose(via_alias.embed(sentences), out_mean, atol=1e-6)
+    with pytest.raises(EmbeddingConfigError, match="out of range"):
+        TransformerWordEmbeddings(str(tiny_bert), layers="-4")
+    with pytest.raises(EmbeddingConfigError, match="subtoken_pooling"):
+        TransformerWordEmbeddings(str(tiny_bert), subtoken_pooling="max")
+
+
+def test_thousand_tokens_through_128_positions_are_stitched_from_windows(tiny_bert: Path) -> None:
+    words = [WHOLE_WORDS[i % len(WHOLE_WORDS)] for i in range(1000)]  # one subtoken each
+    emb = TransformerWordEmbeddings(str(tiny_bert))
+    assert emb.encoder.window == 126 and emb.encoder.stride == 63
+    out = emb.embed([Sentence(words), Sentence(["a", "city"])])
+    assert out.shape == (2, 1000, HIDDEN) and torch.isfinite(out).all()
+    tokenizer = BertTokenizerFast.from_pretrained(tiny_bert)
+    ids = tokenizer(words, is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    # the first window owns the positions before its centre, the last window those after its own
+    assert torch.allclose(out[0, :60], reference_hidden(tiny_bert, ids[:126])[:60], atol=1e-5)
+    assert torch.allclose(out[0, -60:], reference_hidden(tiny_bert, ids[-126:])[-60:], atol=1e-5)
+    # an inner position comes from the window where it is most central: window start 126 (3rd)
+    assert torch.allclose(out[0, 189], reference_hidden(tiny_bert, ids[126:252])[63], atol=1e-5)
+
+
+def test_tokens_without_subtokens_still_get_a_vector(tiny_bert: Path) -> None:
+    emb = TransformerWordEmbeddings(str(tiny_bert), subtoken_pooling="mean")
+    sentence = Sentence(["the", "\u200b", "city", "\x07"])
+    assert (
+        emb.encoder.tokenizer(["\u200b"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+        == []
+    )
+    out = emb.embed([sentence])
+    assert out.shape == (1, 4, HIDDEN)
+    # they are encoded as the unknown token, in place
+    assert torch.allclose(out, emb.embed([Sentence(["the", "[UNK]", "city", "[UNK]"])]), atol=1e-6)
+
+
+def test_empty_sentences_in_a_batch(tiny_bert: Path) -> None:
+    emb = TransformerWordEmbeddings(str(tiny_bert))
+    out = emb.embed([Sentence([]), Sentence(["the", "city"])])
+    assert out.shape == (2, 2, HIDDEN) and torch.equal(out[0], torch.zeros(2, HIDDEN))
+    assert emb.embed([Sentence([])]).shape == (1, 0, HIDDEN)
+    assert TransformerDocumentEmbeddings(str(tiny_bert)).embed([Sentence([]), Sentence("a")]).shape == (
+        2,
+        HIDDEN,
+    )
+
+
+def linked(*texts: str) -> list[Sentence]:
+    sentences = [Sentence(t.split()) for t in texts]
+    for left, right in zip(sentences, sentences[1:], strict=False):
+        left.next_sentence, right.previous_sentence = right, left
+    for s in sentences:
+        s.document_id = "doc"
+    return sentences
+
+
+def test_use_context_adds_neighbours_and_keeps_own_tokens(tiny_bert: Path) -> None:
+    plain = TransformerWordEmbeddings(str(tiny_bert))
+    flert = TransformerWordEmbeddings(str(tiny_bert), use_context=True)
+    doc_a = linked("the river", "paris is big", "a city")
+    doc_b = linked("the city", "paris is big", "in berlin")
+    without = plain.embed([doc_a[1]])
+    with_a, with_b = flert.embed([doc_a[1]]), flert.embed([doc_b[1]])
+    assert with_a.shape == without.shape == (1, 3, HIDDEN)
+    assert not torch.allclose(with_a, without, atol=1e-4)
+    assert not torch.allclose(with_a, with_b, atol=1e-4)  # depends on the neighbours
+    # a sentence without neighbours is unchanged by use_context
+    alone = Sentence(["paris", "is", "big"])
+    assert torch.allclose(flert.embed([alone]), without, atol=1e-6)
+    # context limited to N tokens: 1 token each side equals embedding "river paris is big a"
+    one = TransformerWordEmbeddings(str(tiny_bert), use_context=1)
+    expected = plain.embed([Sentence(["river", "paris", "is", "big", "a"])])[0, 1:4]
+    assert torch.allclose(one.embed([doc_a[1]])[0], expected, atol=1e-5)
+
+
+def test_frozen_vs_fine_tuned(tiny_bert: Path) -> None:
+    frozen = TransformerWordEmbeddings(str(tiny_bert))
+    frozen.train()
+    assert frozen.is_static and not frozen.encoder.model.training
+    out = frozen.embed([Sentence(["the", "city"])])
+    assert not out.requires_grad
+    tuned = TransformerWordEmbeddings(str(tiny_bert), fine_tune=True)
+    assert not tuned.is_static
+    tuned.embed([Sentence(["the", "city"])]).sum().backward()
+    assert tuned.encoder.model.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+
+
+def test_config_round_trip_runs_without_the_original_folder(tmp_path: Path) -> None:
+    original = build_tiny_bert(tmp_path / "bert", seed=1)
+    emb = TransformerWordEmbeddings(str(original), layers="-1,-2", subtoken_pooling="mean", use_context=4)
+    emb.save_resources(tmp_path / "saved")
+    state = emb.state_dict()
+    sentences = linked("the city", "paris is bigxy", "in berlin")
+    before = emb.embed(sentences)
+    shutil.rmtree(original)
+    saved = list((tmp_path / "saved").rglob("*"))
+    assert not any(p.suffix in (".safetensors", ".bin", ".pt") for p in saved)  # weights live in the model
+    config = json.loads(json.dumps(emb.to_config()))
+    assert config["type"] == "transformer_word"
+    rebuilt = embeddings_from_config(config, tmp_path / "saved")
+    rebuilt.load_state_dict(state)
+    assert torch.allclose(rebuilt.embed(sentences), before, atol=1e-6)
+    assert rebuilt.to_config() == emb.to_config()
+
+
+def test_document_embeddings_cls_mean_windows_and_round_trip(tiny_bert: Path, tmp_path: Path) -> None:
+    sentences = [Sentence("the city is big"), Sentence("paris")]
+    cls_emb = TransformerDocumentEmbeddings(str(tiny_bert))
+    assert cls_emb.fine_tune and not cls_emb.is_static
+    out = cls_emb.embed(sentences)
+    assert out.shape == (2, HIDDEN)
+    out.sum().backward()
+    assert cls_emb.encoder.model.embeddings.word_embeddings.weight.grad is not None
+    mean_emb = TransformerDocumentEmbeddings(str(tiny_bert), pooling="mean", fine_tune=False)
+    tokenizer = BertTokenizerFast.from_pretrained(tiny_bert)
+    ids = tokenizer("the city is big", add_special_tokens=False)["input_ids"]
+    assert torch.allclose(
+        mean_emb.embed(sentences[:1])[0], reference_hidden(tiny_bert, ids).mean(0), atol=1e-5
+    )
+    long_text = Sentence(" ".join(WHOLE_WORDS[i % 10] for i in range(700)))
+    assert mean_emb.embed([long_text]).shape == (1, HIDDEN)
+
+    cls_emb.eval()
+    cls_emb.save_resources(tmp_path)
+    rebuilt = embeddings_from_config(cls_emb.to_config(), tmp_path)
+    rebuilt.load_state_dict(cls_emb.state_dict())
+    rebuilt.eval()
+    assert torch.allclose(rebuilt.embed(sentences), cls_emb.embed(sentences), atol=1e-6)
+
+
+def test_minilm_alias_loads_the_installed_model() -> None:
+    emb = TransformerWordEmbeddings("minilm")
+    out = emb.embed([Sentence("George Washington went to Washington .")])
+    assert out.shape == (1, 6, 384) and emb.encoder.max_length == 512
+    with pytest.raises(EmbeddingConfigError, match="not a known alias"):
+        TransformerWordEmbeddings("/nonexistent/model")

@@ -1,0 +1,425 @@
+"""Corpus readers on small hand-written files: layouts, options and one test per malformed input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.data import Sentence
+from engine.readers import (
+    FORMATS,
+    ClassificationCorpus,
+    ColumnCorpus,
+    ConlluCorpus,
+    CorpusFormatError,
+    ReaderOptionError,
+    read_column_file,
+    read_conllu_file,
+    read_corpus_files,
+    read_fasttext_file,
+    read_table_file,
+)
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def spans(sentence: Sentence, label_type: str = "ner") -> list[tuple[str, str]]:
+    return [(s.text, s.value) for s in sentence.get_spans(label_type)]
+
+
+# column files ---------------------------------------------------------------------------------
+
+CONLL03_ORIGINAL = """-DOCSTART- -X- -X- O
+
+EU NNP I-NP I-ORG
+rejects VBZ I-VP O
+German JJ I-NP I-MISC
+call NN I-NP O
+. . O O
+
+Peter NNP I-NP I-PER
+Blackburn NNP I-NP I-PER
+
+-DOCSTART- -X- -X- O
+
+Hans NNP I-NP I-PER
+Peter NNP B-NP B-PER
+Blackburn NNP I-NP I-PER
+"""
+
+
+def test_column_file_iob1_with_documents(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.txt", CONLL03_ORIGINAL)
+    schemes: dict[str, str] = {}
+    sentences, skipped = read_column_file(path, {0: "text", 1: "pos", 2: "chunk", 3: "ner"}, schemes=schemes)
+    assert skipped == 0
+    assert [len(s) for s in sentences] == [5, 2, 3]
+    assert schemes == {"chunk": "IOB1", "ner": "IOB1"}
+    first, second, third = sentences
+    assert spans(first) == [("EU", "ORG"), ("German", "MISC")]
+    assert spans(third) == [("Hans", "PER"), ("Peter Blackburn", "PER")]
+    assert first[0].get_tag("pos") == "NNP" and "ner" not in first[0].labels
+    assert spans(first, "chunk") == [("EU", "NP"), ("rejects", "VP"), ("German call", "NP")]
+    # -DOCSTART- starts a document: neighbours are linked inside it, not across
+    assert first.document_id == second.document_id != third.document_id
+    assert first.next_sentence is second and second.previous_sentence is first
+    assert second.next_sentence is None and third.previous_sentence is None
+    assert first.to_tagged_string("ner") == 'EU rejects German call . → ["EU"/ORG, "German"/MISC]'
+
+
+def test_column_file_without_docstart_has_no_documents(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.txt", "EU B-ORG\nrejects O\n\nPeter B-PER\nBlackburn I-PER\n")
+    sentences, _ = read_column_file(path)
+    assert [s.document_id for s in sentences] == [None, None]
+    assert sentences[0].next_sentence is None and sentences[1].previous_sentence is None
+    assert spans(sentences[1]) == [("Peter Blackburn", "PER")]
+    assert sentences[0].spans["ner"] and sentences[0].label_types() == {"ner": "span"}
+
+
+def test_tab_separated_file_with_hashtags_and_comments(tmp_path: Path) -> None:
+    text = (
+        "# sent_id = s1\n# text = #happy Paris\n#happy\tO\n#\tO\nParis\tB-location\n\n"
+        "# a comment between sentences\nNew\tB-location\nYork\tI-location\n"
+    )
+    sentences, _ = read_column_file(write(tmp_path / "t.conll", text), {0: "text", 1: "ner"})
+    assert [t.text for t in sentences[0]] == ["#happy", "#", "Paris"]
+    assert sentences[0].id == "s1" and sentences[0].text == "#happy Paris"
+    assert sentences[1].metadata["comments"] == ["# a comment between sentences"]
+    assert spans(sentences[1]) == [("New York", "location")]
+
+
+def test_space_separated_hash_token_is_not_a_comment(tmp_path: Path) -> None:
+    text = "# a comment with several words\nwe O\n# O\nwin O\n"
+    sentences, _ = read_column_file(write(tmp_path / "s.txt", text))
+    assert [t.text for t in sentences[0]] == ["we", "#", "win"]
+    assert sentences[0].metadata["comments"] == ["# a comment with several words"]
+
+
+def test_span_columns_option(tmp_path: Path) -> None:
+    text = "Peter\tNNP\tB-PER\nruns\tVBZ\tO\n"
+    path = write(tmp_path / "x.tsv", text)
+    cmap = {"0": "text", "1": "pos", "-1": "ner"}
+    as_tokens, _ = read_column_file(path, cmap, span_columns=[])
+    assert as_tokens[0][0].get_tag("ner") == "B-PER" and not as_tokens[0].spans
+    plain, _ = read_column_file(path, cmap, span_columns={"pos": "plain", "ner": "BIO"})
+    assert spans(plain[0], "pos") == [("Peter", "NNP"), ("runs", "VBZ")]
+    assert spans(plain[0]) == [("Peter", "PER")]
+    with pytest.raises(ReaderOptionError, match="not in the column map"):
+        read_column_file(path, cmap, span_columns=["chunk"])
+
+
+def test_column_corpus_from_folder_uses_train_schemes_for_dev(tmp_path: Path) -> None:
+    write(tmp_path / "train.txt", "Peter B-PER\nruns O\n\nParis B-LOC\n")
+    write(tmp_path / "dev.txt", "Anna B-PER\n")
+    write(tmp_path / "test.txt", "Rome B-LOC\nis O\n")
+    corpus = ColumnCorpus(tmp_path, {0: "text", 1: "ner"})
+    assert (len(corpus.train), len(corpus.dev), len(corpus.test)) == (2, 1, 1)
+    assert corpus.tag_schemes == {"ner": "BIO"}
+    assert spans(corpus.test[0]) == [("Rome", "LOC")]
+    assert corpus.make_label_dictionary("ner").get_items() == ["LOC", "PER"]
+    stats = corpus.statistics()
+    assert stats["train"]["labels"]["ner"] == {"LOC": 1, "PER": 1}
+    assert stats["skipped_sentences"] == 0
+
+
+# CoNLL-U --------------------------------------------------------------------------------------
+
+CONLLU = """# newdoc id = doc1
+# sent_id = s1
+# text = Vámonos al mar.
+1-2\tVámonos\t_\t_\t_\t_\t_\t_\t_\t_
+1\tVamos\tir\tVERB\tVMIP1P0\tMood=Ind\t0\troot\t_\t_
+2\tnos\tnosotros\tPRON\tPP1CP000\tCase=Acc\t1\tobj\t_\t_
+3-4\tal\t_\t_\t_\t_\t_\t_\t_\tSpaceAfter=No
+3\ta\ta\tADP\tSPS00\t_\t5\tcase\t_\t_
+4\tel\tel\tDET\tDA0MS0\t_\t5\tdet\t_\t_
+5\tmar\tmar\tNOUN\tNCMS000\t_\t1\tobl\t_\tSpaceAfter=No
+5.1\tir\tir\tVERB\t_\t_\t_\t_\t1:conj\t_
+6\t.\t.\tPUNCT\tFp\t_\t1\tpunct\t_\t_
+
+# sent_id = s2
+# text = _ ok
+1\t_\t_\tPUNCT\t_\t_\t0\troot\t_\t_
+2\tok\tok\tINTJ\tUH\t_\t1\tdiscourse\t_\t_
+
+# sent_id = only-comments
+
+# newdoc
+1\tHi\thi\tINTJ\tUH\t_\t0\troot\t_\t_
+"""
+
+
+def test_conllu_multiword_tokens_empty_nodes_and_documents(tmp_path: Path) -> None:
+    sentences, skipped = read_conllu_file(write(tmp_path / "x.conllu", CONLLU))
+    assert skipped == 1  # the sentence with only a comment
+    first, second, third = sentences
+    assert [t.text for t in first] == ["Vamos", "nos", "a", "el", "mar", "."]
+    assert first.metadata["multiword_tokens"] == [(0, 2, "Vámonos"), (2, 4, "al")]
+    assert [t.whitespace_after for t in first] == [False, True, False, False, False, True]
+    assert first.id == "s1" and first.text == "Vámonos al mar."
+    assert [t.get_tag("upos") for t in first] == ["VERB", "PRON", "ADP", "DET", "NOUN", "PUNCT"]
+    assert first[0].get_tag("lemma") == "ir" and first[0].get_tag("feats") == "Mood=Ind"
+    assert first[0].get_tag("xpos") == "VMIP1P0"
+    assert "feats" not in first[2].labels  # "_" is unspecified
+    assert second[0].get_tag("lemma") == "_" and "xpos" not in second[0].labels
+    assert first.document_id == second.document_id == "doc1"
+    assert first.next_sentence is second and second.next_sentence is None
+    assert third.document_id is not None and third.document_id != "doc1"
+
+
+def test_conllu_fields_option_and_corpus(tmp_path: Path) -> None:
+    write(tmp_path / "x-train.conllu", CONLLU)
+    write(tmp_path / "x-dev.conllu", CONLLU)
+    corpus = ConlluCorpus(tmp_path, fields=["upos", "deprel"])
+    assert corpus.skipped == 2
+    assert set(corpus.train[0][0].labels) == {"upos", "deprel"}
+    assert corpus.statistics()["skipped_sentences"] == 2
+    with pytest.raises(ReaderOptionError, match="unknown CoNLL-U field"):
+        read_conllu_file(tmp_path / "x-dev.conllu", fields=["pos"])
+
+
+# classification -------------------------------------------------------------------------------
+
+
+def test_fasttext_multi_label_and_label_separator(tmp_path: Path) -> None:
+    text = "__label__A __label__B  Great movie, really!\n\n__label__B\tOK.\n__label__A __label__A x\n"
+    path = write(tmp_path / "train.txt", text)
+    sentences, skipped = read_fasttext_file(path)
+    assert skipped == 0
+    assert [[lb.value for lb in s.get_labels("class")] for s in sentences] == [["A", "B"], ["B"], ["A"]]
+    assert sentences[0].text == "Great movie, really!"
+    assert [t.text for t in sentences[0]] == ["Great", "movie", ",", "really", "!"]
+    assert sentences[0][1].start_pos == 6
+    trec = write(tmp_path / "trec.txt", "DESC:manner How did serfdom develop ?\nHUM:ind Who is he ?\n")
+    coarse, _ = read_fasttext_file(trec, label_prefix=None, label_separator=":", label_type="q")
+    assert [s.get_labels("q")[0].value for s in coarse] == ["DESC", "HUM"]
+    fine, _ = read_fasttext_file(trec, label_prefix=None, tokenizer="whitespace")
+    assert fine[0].get_labels("class")[0].value == "DESC:manner" and len(fine[0]) == 5
+
+
+def test_csv_tsv_and_jsonl_tables(tmp_path: Path) -> None:
+    csv_path = write(
+        tmp_path / "train.csv",
+        'id,text,label\n1,"Hello, world",pos\n2,"two\nlines",neg|pos\n3,,\n',
+    )
+    sentences, skipped = read_table_file(csv_path, multi_label_separator="|")
+    assert skipped == 1
+    assert [s.text for s in sentences] == ["Hello, world", "two\nlines"]
+    assert [lb.value for lb in sentences[1].get_labels("class")] == ["neg", "pos"]
+    tsv_path = write(tmp_path / "data.tsv", "pos\tfine text\nneg\tbad text\n")
+    rows, _ = read_table_file(tsv_path, text_column=1, label_column=0, has_header=False)
+    assert [s.get_labels("class")[0].value for s in rows] == ["pos", "neg"]
+    jsonl = write(
+        tmp_path / "d.jsonl",
+        json.dumps({"sentence": "Nice.", "tags": ["a", "b"]})
+        + "\n\n"
+        + json.dumps({"sentence": "Meh", "tags": 3}),
+    )
+    records, _ = read_table_file(jsonl, text_column="sentence", label_column="tags")
+    assert [[lb.value for lb in s.get_labels("class")] for s in records] == [["a", "b"], ["3"]]
+
+
+def test_classification_corpus_counts_skipped_rows(tmp_path: Path) -> None:
+    write(tmp_path / "train.csv", "text,label\ngood,pos\n,\nbad,neg\n")
+    write(tmp_path / "test.csv", "text,label\nfine,pos\n")
+    corpus = ClassificationCorpus(tmp_path, format="csv", sample_missing_splits=False)
+    assert (len(corpus.train), len(corpus.dev), len(corpus.test), corpus.skipped) == (2, 0, 1, 1)
+    assert corpus.statistics()["skipped_sentences"] == 1
+
+
+# the dispatch function ------------------------------------------------------------------------
+
+
+def test_read_corpus_files_dispatches_and_validates_options(tmp_path: Path) -> None:
+    train = write(tmp_path / "train.txt", "DESC:manner How ?\nHUM:ind Who ?\nHUM:gr Which group ?\n")
+    corpus = read_corpus_files("trec", {"train": train}, sample_missing_splits=False)
+    assert corpus.make_label_dictionary("class").get_items() == ["HUM", "DESC"]
+    column = write(tmp_path / "c.txt", "EU NNP B-ORG\n")
+    corpus = read_corpus_files("column", {"train": column}, {"column_map": {"0": "text", "2": "ner"}})
+    assert spans(corpus.train[0]) == [("EU", "ORG")]
+    with pytest.raises(ReaderOptionError, match="unknown corpus format"):
+        read_corpus_files("xml", {"train": column})
+    with pytest.raises(ReaderOptionError, match="unknown option"):
+        read_corpus_files("column", {"train": column}, {"columns": {}})
+    with pytest.raises(ReaderOptionError, match="must be"):
+        read_corpus_files("csv", {"train": column}, {"has_header": "yes"})
+    with pytest.raises(ReaderOptionError, match="unknown split"):
+        read_corpus_files("column", {"training": column})
+    json.dumps({name: spec.to_dict() for name, spec in FORMATS.items()})
+    assert set(FORMATS) >= {"column", "conllu", "fasttext", "csv", "tsv", "jsonl"}
+
+
+# malformed input: one test per case, each naming the file and the line -------------------------
+
+
+def assert_error(
+    excinfo: pytest.ExceptionInfo[CorpusFormatError], path: Path, line: int, reason: str
+) -> None:
+    error = excinfo.value
+    assert error.file == str(path) and error.filename == path.name
+    assert error.line == line
+    assert reason in error.reason
+    assert str(error).startswith(f"{path.name}, line {line}: ")
+
+
+def test_error_wrong_column_count(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.txt", "EU NNP I-NP B-ORG\nrejects VBZ I-VP O\n\nPeter NNP B-PER\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_column_file(path)
+    assert_error(excinfo, path, 4, "wrong number of columns (expected 4, got 3)")
+
+
+def test_error_token_without_tag(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.txt", "EU B-ORG\nrejects\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_column_file(path)
+    assert_error(excinfo, path, 2, "token 'rejects' without a tag")
+
+
+def test_error_token_with_empty_tag_in_tab_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "dev.conll", "EU\tB-ORG\n\n\nrejects\t\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_column_file(path)
+    assert_error(excinfo, path, 4, "token 'rejects' without a tag")
+
+
+def test_error_first_token_without_tag(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.txt", "\nEU\nrejects O\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_column_file(path)
+    assert_error(excinfo, path, 2, "token 'EU' without a tag")
+
+
+def test_error_invalid_tag_in_named_span_column(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.txt", "EU B-ORG\nrejects O\nit PRP\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_column_file(path, span_columns=["ner"])
+    assert_error(excinfo, path, 3, "invalid tag 'PRP'")
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n"])
+def test_error_empty_file(tmp_path: Path, content: bytes) -> None:
+    path = write(tmp_path / "train.txt", content)
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_column_file(path)
+    assert_error(excinfo, path, 1, "empty file")
+
+
+def test_error_file_with_only_comments(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.txt", "# just a comment\n\n-DOCSTART- -X- O\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_column_file(path)
+    assert_error(excinfo, path, 1, "empty file")
+
+
+@pytest.mark.parametrize("reader", ["column", "conllu", "fasttext", "csv"])
+def test_error_text_not_utf8(tmp_path: Path, reader: str) -> None:
+    path = write(tmp_path / "train.txt", b"ok O\nfine O\n" + "caf\u00e9 O\n".encode("latin-1"))
+    with pytest.raises(CorpusFormatError) as excinfo:
+        if reader == "column":
+            read_column_file(path)
+        elif reader == "conllu":
+            read_conllu_file(path)
+        elif reader == "fasttext":
+            read_fasttext_file(path)
+        else:
+            read_table_file(path, "csv")
+    assert_error(excinfo, path, 3, "not UTF-8 (invalid byte 0xe9 at column 4)")
+
+
+def test_error_fasttext_labels_without_text(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.txt", "__label__pos good\n__label__neg __label__x   \n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_fasttext_file(path)
+    assert_error(excinfo, path, 2, "label(s) neg, x but no text")
+
+
+def test_error_first_field_label_without_text(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.txt", "DESC:def What is it ?\nNUM:date\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_fasttext_file(path, label_prefix=None, label_separator=":")
+    assert_error(excinfo, path, 2, "label(s) NUM but no text")
+
+
+def test_error_fasttext_text_without_label(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.txt", "__label__pos good\n\njust text\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_fasttext_file(path)
+    assert_error(excinfo, path, 3, "text without a label")
+
+
+def test_error_csv_label_without_text(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.csv", 'text,label\n"multi\nline",pos\n  ,neg\n')
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_table_file(path)
+    assert_error(excinfo, path, 4, "label(s) neg but no text")
+
+
+def test_error_csv_missing_column(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.csv", "sentence,label\nhi,pos\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_table_file(path)
+    assert_error(excinfo, path, 1, "no text column 'text'")
+
+
+def test_error_csv_wrong_column_count(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.csv", "text,label\nhi,pos\nhi,pos,extra\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_table_file(path)
+    assert_error(excinfo, path, 3, "wrong number of columns (expected 2, got 3)")
+
+
+def test_error_jsonl_label_without_text(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.jsonl", '{"text": "a", "label": "x"}\n{"text": "", "label": ["y"]}\n')
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_table_file(path)
+    assert_error(excinfo, path, 2, "label(s) y but no text")
+
+
+def test_error_jsonl_invalid_json(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.jsonl", '{"text": "a", "label": "x"}\n\n{"text": "b", label: 1}\n')
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_table_file(path)
+    assert_error(excinfo, path, 3, "invalid JSON")
+
+
+def test_error_conllu_wrong_column_count(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "train.conllu", "# text = a b\n1\ta\ta\tX\t_\t_\t0\troot\t_\t_\n2 b b X _ _ 1 dep _ _\n"
+    )
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_conllu_file(path)
+    assert_error(excinfo, path, 3, "wrong number of columns (expected 10, got 1)")
+
+
+def test_error_conllu_word_id_out_of_sequence(tmp_path: Path) -> None:
+    row = "\t".join(["{}", "w", "w", "X", "_", "_", "0", "root", "_", "_"])
+    path = write(tmp_path / "train.conllu", "\n".join([row.format(1), row.format(3)]) + "\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_conllu_file(path)
+    assert_error(excinfo, path, 2, "word id 3 out of sequence (expected 2)")
+
+
+def test_error_conllu_bad_multiword_range(tmp_path: Path) -> None:
+    row = "\t".join(["{}", "w", "w", "X", "_", "_", "0", "root", "_", "_"])
+    path = write(tmp_path / "train.conllu", "\n".join([row.format(1), row.format("3-4")]) + "\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_conllu_file(path)
+    assert_error(excinfo, path, 2, "invalid multi-word token range '3-4'")
+
+
+def test_error_in_dev_file_names_the_dev_file(tmp_path: Path) -> None:
+    train = write(tmp_path / "train.txt", "EU B-ORG\n")
+    dev = write(tmp_path / "dev.txt", "EU B-ORG\n\nit O\nis\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_corpus_files("column", {"train": train, "dev": dev})
+    assert_error(excinfo, dev, 4, "token 'is' without a tag")
+    assert excinfo.value.to_dict() == {"file": "dev.txt", "line": 4, "reason": excinfo.value.reason}

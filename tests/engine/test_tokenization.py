@@ -1,0 +1,66 @@
+"""Raw-text sentence splitting and tokenization keep exact character offsets."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.data import Sentence
+from engine.tokenization import sentences_from_text, split_sentences, tokenize
+
+TEXTS = [
+    "George Washington went to Washington.",
+    "  Mr. Smith didn't like it!  He left at 12:30 p.m. on Jan. 3rd...\n\nNew paragraph here.",
+    "E-mail me: jane.doe@example.com, or see https://example.com/a?b=1 (soon).",
+    "Das ist\u00a0gut. Ja!",
+    "Hel- \u2028 lo world.",
+    "",
+    " \n\t ",
+]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_offsets_are_exact(text: str) -> None:
+    tokens = tokenize(text)
+    for word, start, end, space_after in tokens:
+        assert text[start:end] == word
+        assert word.strip() == word and word
+        assert space_after == (end < len(text) and text[end].isspace())
+    starts = [start for _, start, _, _ in tokens]
+    assert starts == sorted(starts)
+    for sentence, start in split_sentences(text):
+        assert text[start : start + len(sentence)] == sentence
+
+
+def test_segtok_splits_sentences_contractions_and_final_period() -> None:
+    text = "Mr. Smith didn't go. He stayed home!"
+    assert split_sentences(text) == [("Mr. Smith didn't go.", 0), ("He stayed home!", 21)]
+    words = [w for w, _, _, _ in tokenize(text)]
+    assert words == ["Mr.", "Smith", "did", "n't", "go", ".", "He", "stayed", "home", "!"]
+
+
+def test_word_joined_across_a_line_break_is_kept_as_its_pieces() -> None:
+    text = "Hel- \u2028 lo world."
+    assert [(w, s, e) for w, s, e, _ in tokenize(text)] == [
+        ("Hel-", 0, 4),
+        ("lo", 7, 9),
+        ("world", 10, 15),
+        (".", 15, 16),
+    ]
+
+
+def test_sentence_from_raw_text_uses_the_tokenizer() -> None:
+    sentence = Sentence("I love Berlin. It's great.")
+    assert [t.text for t in sentence] == ["I", "love", "Berlin", ".", "It", "'s", "great", "."]
+    berlin = sentence[2]
+    assert (berlin.start_pos, berlin.end_pos, berlin.whitespace_after) == (7, 13, False)
+    assert sentence.to_plain_string() == "I love Berlin. It's great."
+
+
+def test_sentences_from_text_keep_offsets_into_the_whole_text() -> None:
+    text = "Ada met Charles. They built an engine in London!"
+    first, second = sentences_from_text(text)
+    assert first.text == "Ada met Charles." and second.text == "They built an engine in London!"
+    assert first.next_sentence is second and second.previous_sentence is first
+    offset = second.metadata["offset"]
+    london = second[5]
+    assert text[offset + london.start_pos : offset + london.end_pos] == "London"

@@ -1,0 +1,177 @@
+"""Reusable helpers for service tests (also imported by tests/worker).
+
+- ``isolated_database_url(tmp_path)``: a SQLite file in ``tmp_path``, or, when
+  ``TAGSMITH_TEST_DATABASE_URL`` is set, a fresh PostgreSQL schema (dropped by ``drop_schema``).
+- ``configure_service(monkeypatch, tmp_path, ...)``: points every TAGSMITH_ setting at an isolated
+  data folder and database, resets the cached settings and runs the migrations.
+- ``ApiSession``: a TestClient plus helpers to create owners (API keys) and upload corpora.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
+
+ADMIN_KEY = "test-admin-key-0123456789"
+TEST_DATABASE_ENV = "TAGSMITH_TEST_DATABASE_URL"
+
+CONLL_TRAIN = """-DOCSTART- -X- -X- O
+
+EU NNP B-NP B-ORG
+rejects VBZ B-VP O
+German JJ B-NP B-MISC
+call NN I-NP O
+. . O O
+
+Peter NNP B-NP B-PER
+Blackburn NNP I-NP I-PER
+lives VBZ B-VP O
+in IN B-PP O
+Berlin NNP B-NP B-LOC
+. . O O
+
+-DOCSTART- -X- -X- O
+
+BRUSSELS NNP B-NP B-LOC
+1996-08-22 CD I-NP O
+
+The DT B-NP O
+European NNP I-NP B-ORG
+Commission NNP I-NP I-ORG
+said VBD B-VP O
+. . O O
+"""
+CONLL_OPTIONS = {"column_map": {"0": "text", "1": "pos", "3": "ner"}}
+FASTTEXT_TRAIN = """__label__pos I love this movie
+__label__neg this was awful
+__label__pos great acting and a fine story
+__label__neg boring and far too long
+__label__pos what a wonderful film
+"""
+
+
+def postgres_url() -> str | None:
+    import os
+
+    return os.environ.get(TEST_DATABASE_ENV) or None
+
+
+def isolated_database_url(tmp_path: Path) -> tuple[str, str | None]:
+    """(url, schema): SQLite in tmp_path, or a new schema in the test PostgreSQL."""
+    base = postgres_url()
+    if base is None:
+        return f"sqlite:///{tmp_path / 'tagsmith-test.db'}", None
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    url = make_url(base)
+    with psycopg.connect(_libpq(base), autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    url = url.update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False), schema
+
+
+def _libpq(sqlalchemy_url: str) -> str:
+    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def drop_schema(schema: str | None) -> None:
+    base = postgres_url()
+    if schema is None or base is None:
+        return
+    import psycopg
+
+    with psycopg.connect(_libpq(base), autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@contextmanager
+def configured_service(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, broker_url: str = "", **settings: Any
+) -> Iterator[str]:
+    """Isolated settings + migrated database for one test; yields the database URL."""
+    from service.db.migrate import upgrade
+    from service.db.session import dispose_engines
+    from service.deps import clear_auth_cache
+    from service.logic.predict import _rows
+    from service.settings import reset_settings
+
+    url, schema = isolated_database_url(tmp_path)
+    env = {
+        "TAGSMITH_DATA_DIR": str(tmp_path / "data"),
+        "TAGSMITH_DATABASE_URL": url,
+        "TAGSMITH_STORAGE_URL": str(tmp_path / "storage"),
+        "TAGSMITH_BROKER_URL": broker_url,
+        "TAGSMITH_ADMIN_KEY": ADMIN_KEY,
+        "TAGSMITH_OPEN_MODE": "false",
+    }
+    env.update({f"TAGSMITH_{k.upper()}": str(v) for k, v in settings.items()})
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    reset_settings()
+    clear_auth_cache()
+    _rows.clear()
+    try:
+        upgrade()
+        yield url
+    finally:
+        dispose_engines()
+        reset_settings()
+        clear_auth_cache()
+        _rows.clear()
+        drop_schema(schema)
+
+
+@dataclass
+class Owner:
+    id: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@dataclass
+class ApiSession:
+    client: TestClient
+    enqueued: list[tuple[str, str]] = field(default_factory=list)
+
+    def new_owner(self, name: str = "owner") -> Owner:
+        r = self.client.post("/keys", json={"name": name}, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert r.status_code == 201, r.text
+        body = r.json()
+        return Owner(body["owner_id"], body["key"])
+
+    def upload(
+        self,
+        owner: Owner,
+        train: str = CONLL_TRAIN,
+        format: str = "column",
+        options: dict[str, Any] | None = None,
+        name: str = "tiny",
+        **splits: str,
+    ) -> Any:
+        import json
+
+        if options is None and format == "column":
+            options = CONLL_OPTIONS
+        files = {"train": ("train.txt", train.encode())}
+        files.update({k: (f"{k}.txt", v.encode()) for k, v in splits.items()})
+        data = {"format": format, "name": name}
+        if options is not None:
+            data["options"] = json.dumps(options)
+        return self.client.post("/corpora", data=data, files=files, headers=owner.headers)
+
+    def corpus(self, owner: Owner, **kwargs: Any) -> str:
+        r = self.upload(owner, **kwargs)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.db.models import ApiKey
+from service.db.session import session_scope
+from tests.service.fixtures import ADMIN_KEY, ApiSession, configured_service
+
+pytestmark = pytest.mark.postgres
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def test_without_a_key_only_health_ready_and_docs_are_open(api: ApiSession) -> None:
+    c = api.client
+    assert c.get("/health").status_code == 200
+    assert c.get("/ready").status_code in (200, 503)
+    assert c.get("/docs").status_code == 200
+    assert c.get("/openapi.json").status_code == 200
+    for method, path in [
+        ("get", "/corpora"),
+        ("get", "/jobs"),
+        ("get", "/models"),
+        ("get", "/metrics"),
+        ("post", "/keys"),
+        ("post", "/models/x/predict"),
+    ]:
+        r = getattr(c, method)(path)
+        assert r.status_code == 401, (path, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_bad_keys_are_401(api: ApiSession) -> None:
+    assert api.client.get("/corpora", headers={"Authorization": "Bearer tsk_nope"}).status_code == 401
+    assert api.client.get("/corpora", headers={"Authorization": "Basic abc"}).status_code == 401
+
+
+def test_keys_are_stored_hashed_and_only_admin_creates_them(api: ApiSession) -> None:
+    owner = api.new_owner("alice")
+    assert owner.key.startswith("tsk_") and len(owner.key) > 40
+    with session_scope() as session:
+        rows = session.query(ApiKey).all()
+        assert [r.key_hash for r in rows] != [owner.key]
+        assert all(owner.key not in (r.key_hash, r.prefix) for r in rows)
+    assert api.client.post("/keys", json={"name": "eve"}, headers=owner.headers).status_code == 403
+    # The admin key manages keys, not resources.
+    assert api.client.get("/corpora", headers=ADMIN).status_code == 403
+    second = api.client.post("/keys", json={"owner_id": owner.id}, headers=ADMIN).json()
+    assert second["owner_id"] == owner.id
+    assert api.client.get("/corpora", headers={"Authorization": f"Bearer {second['key']}"}).status_code == 200
+    assert api.client.post("/keys", json={"owner_id": "missing"}, headers=ADMIN).status_code == 404
+
+
+def test_revoked_key_stops_working(api: ApiSession) -> None:
+    owner = api.new_owner()
+    with session_scope() as session:
+        key_id = session.query(ApiKey).one().id
+    assert api.client.get("/corpora", headers=owner.headers).status_code == 200
+    assert api.client.delete(f"/keys/{key_id}", headers=ADMIN).status_code == 204
+    assert api.client.get("/corpora", headers=owner.headers).status_code == 401
+    assert api.client.delete(f"/keys/{key_id}", headers=ADMIN).status_code == 404
+
+
+def test_owners_cannot_see_or_touch_each_others_resources(api: ApiSession) -> None:
+    alice, bob = api.new_owner("alice"), api.new_owner("bob")
+    corpus_id = api.corpus(alice)
+    job_id = api.client.post(
+        "/jobs", json={"corpus": {"ids": [corpus_id]}, "label_type": "ner"}, headers=alice.headers
+    ).json()["id"]
+    c = api.client
+    assert c.get("/corpora", headers=bob.headers).json()["items"] == []
+    assert c.get("/jobs", headers=bob.headers).json()["items"] == []
+    for method, path in [
+        ("get", f"/corpora/{corpus_id}"),
+        ("delete", f"/corpora/{corpus_id}"),
+        ("get", f"/jobs/{job_id}"),
+        ("get", f"/jobs/{job_id}/metrics"),
+        ("get", f"/jobs/{job_id}/curves.png"),
+        ("get", f"/jobs/{job_id}/events"),
+        ("post", f"/jobs/{job_id}/cancel"),
+        ("post", f"/jobs/{job_id}/resume"),
+    ]:
+        r = getattr(c, method)(path, headers=bob.headers)
+        assert r.status_code == 404, (method, path, r.status_code)
+    # Bob cannot train on Alice's corpus either: it does not exist for him.
+    r = c.post("/jobs", json={"corpus": {"ids": [corpus_id]}, "label_type": "ner"}, headers=bob.headers)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.corpus.ids.0"
+    # Alice still has everything.
+    assert c.get(f"/jobs/{job_id}", headers=alice.headers).json()["status"] == "queued"
+    assert c.get(f"/corpora/{corpus_id}", headers=alice.headers).status_code == 200
+
+
+def test_open_mode_needs_no_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from service.app import create_app
+
+    with configured_service(monkeypatch, tmp_path, open_mode="true"), TestClient(create_app()) as client:
+        assert client.get("/corpora").status_code == 200
+        assert client.get("/jobs").json() == {"items": []}
+
+
+def test_ready_reports_each_dependency(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from service.app import create_app
+    from service.broker import start_embedded_redis
+
+    broker = start_embedded_redis(tmp_path / "redis")
+    try:
+        with (
+            configured_service(monkeypatch, tmp_path, broker_url=broker.url),
+            TestClient(create_app()) as client,
+        ):
+            r = client.get("/ready")
+            assert r.status_code == 200, r.text
+            assert r.json() == {
+                "status": "ready",
+                "checks": {"database": "ok", "broker": "ok", "storage": "ok"},
+            }
+            broker.stop()
+            r = client.get("/ready")
+            assert r.status_code == 503
+            assert r.json()["checks"]["broker"].startswith("error")
+            assert r.json()["checks"]["database"] == "ok"
+    finally:
+        broker.stop()
+
+
+def test_prometheus_metrics(api: ApiSession) -> None:
+    owner = api.new_owner()
+    api.corpus(owner)
+    api.client.get("/corpora/missing", headers=owner.headers)
+    text = api.client.get("/metrics", headers=owner.headers).text
+    assert 'tagsmith_http_requests_total{method="POST",route="/corpora",status="201"}' in text
+    assert 'route="/corpora/{corpus_id}",status="404"' in text
+    assert "tagsmith_http_request_seconds_bucket" in text
+    assert 'tagsmith_jobs{status="queued"} 0.0' in text
+    assert "tagsmith_predict_batch_sentences" in text
+
+
+def test_unexpected_errors_are_500_problems_without_internals(
+    api: ApiSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.logic import corpora
+
+    def boom(owner_id: str) -> list[object]:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(corpora, "list_corpora", boom)
+    owner = api.new_owner()
+    client = TestClient(api.client.app, raise_server_exceptions=False)
+    r = client.get("/corpora", headers=owner.headers)
+    assert r.status_code == 500
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "secret" not in r.text

@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import pytest
+
+from service.db.models import Corpus
+from service.db.session import session_scope
+from service.settings import get_settings
+from tests.service.fixtures import CONLL_TRAIN, FASTTEXT_TRAIN, ApiSession
+
+pytestmark = pytest.mark.postgres
+
+
+def _stored_files() -> list[str]:
+    root = get_settings().storage_root
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def _corpus_rows() -> int:
+    with session_scope() as session:
+        return session.query(Corpus).count()
+
+
+def test_upload_answers_201_with_statistics_and_stores_files(api: ApiSession) -> None:
+    owner = api.new_owner()
+    r = api.upload(owner, test=CONLL_TRAIN)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert r.headers["location"].endswith(f"/corpora/{body['id']}")
+    assert body["task"] == "sequence_tagging"
+    assert body["label_types"] == {"pos": "token", "ner": "span"}
+    assert body["has_documents"] is True
+    assert body["splits"] == ["train", "test"]
+    stats = body["statistics"]
+    assert stats["test"]["sentences"] == 4
+    assert stats["train"]["sentences"] + stats["dev"]["sentences"] == 4
+    assert stats["test"]["tokens"] == 18
+    assert stats["test"]["labels"]["ner"] == {"ORG": 2, "LOC": 2, "MISC": 1, "PER": 1}
+    assert _stored_files() == [f"corpora/{body['id']}/test.txt", f"corpora/{body['id']}/train.txt"]
+
+    listed = api.client.get("/corpora", headers=owner.headers).json()["items"]
+    assert [c["id"] for c in listed] == [body["id"]]
+    assert api.client.get(f"/corpora/{body['id']}", headers=owner.headers).json()["statistics"] == stats
+
+
+def test_classification_upload(api: ApiSession) -> None:
+    owner = api.new_owner()
+    r = api.upload(owner, train=FASTTEXT_TRAIN, format="fasttext")
+    assert r.status_code == 201, r.text
+    assert r.json()["task"] == "text_classification"
+    assert r.json()["label_types"] == {"class": "sentence"}
+
+
+def test_malformed_file_names_file_line_and_reason_and_stores_nothing(api: ApiSession) -> None:
+    owner = api.new_owner()
+    bad_dev = "EU NNP B-NP B-ORG\nrejects VBZ\n"
+    r = api.upload(owner, dev=bad_dev)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    problem = r.json()
+    assert problem["status"] == 422
+    error = problem["errors"][0]
+    assert error["file"] == "dev.txt"
+    assert error["split"] == "dev"
+    assert error["line"] == 2
+    assert error["reason"]
+    assert "dev.txt" in problem["detail"] and "line 2" in problem["detail"]
+    assert _stored_files() == []
+    assert _corpus_rows() == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"format": "nope"}, "format"),
+        ({"format": "column", "options": "{not json"}, "options"),
+        ({"format": "column", "options": '{"unknown_option": 1}'}, "options"),
+    ],
+)
+def test_bad_format_and_options_are_422(api: ApiSession, data: dict[str, str], field: str) -> None:
+    owner = api.new_owner()
+    r = api.client.post(
+        "/corpora", data=data, files={"train": ("t.txt", CONLL_TRAIN.encode())}, headers=owner.headers
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == f"body.{field}"
+    assert _stored_files() == []
+
+
+def test_missing_train_file_is_422(api: ApiSession) -> None:
+    owner = api.new_owner()
+    r = api.client.post("/corpora", data={"format": "column"}, headers=owner.headers)
+    assert r.status_code == 422
+    assert any(e["field"] == "body.train" for e in r.json()["errors"])
+
+
+def test_not_utf8_and_empty_files(api: ApiSession) -> None:
+    owner = api.new_owner()
+    r = api.client.post(
+        "/corpora",
+        data={"format": "fasttext"},
+        files={"train": ("x.txt", b"__label__a ok\n__label__b \xff\xfe bad\n")},
+        headers=owner.headers,
+    )
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["line"] == 2
+    r = api.upload(owner, train="   \n")
+    assert r.status_code == 422
+    assert _stored_files() == []
+
+
+def test_oversized_upload_is_413(api: ApiSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.settings import reset_settings
+
+    owner = api.new_owner()
+    monkeypatch.setenv("TAGSMITH_MAX_UPLOAD_MB", "0.01")
+    reset_settings()
+    r = api.upload(owner, train=CONLL_TRAIN * 100)
+    assert r.status_code == 413
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "MB" in r.json()["detail"]
+    assert _stored_files() == []
+    assert _corpus_rows() == 0
+
+
+def test_delete_corpus_and_conflict_while_a_job_uses_it(api: ApiSession) -> None:
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    job = api.client.post(
+        "/jobs", json={"corpus": {"ids": [corpus_id]}, "label_type": "ner"}, headers=owner.headers
+    )
+    assert job.status_code == 202, job.text
+    r = api.client.delete(f"/corpora/{corpus_id}", headers=owner.headers)
+    assert r.status_code == 409
+    assert job.json()["id"] in r.json()["detail"]
+    assert api.client.post(f"/jobs/{job.json()['id']}/cancel", headers=owner.headers).status_code == 200
+    assert api.client.delete(f"/corpora/{corpus_id}", headers=owner.headers).status_code == 204
+    assert api.client.get(f"/corpora/{corpus_id}", headers=owner.headers).status_code == 404
+    assert _stored_files() == []
+
+
+def test_unknown_corpus_is_404_problem(api: ApiSession) -> None:
+    owner = api.new_owner()
+    r = api.client.get("/corpora/does-not-exist", headers=owner.headers)
+    assert r.status_code == 404
+    assert r.json()["title"] == "Not found"
+    assert api.client.delete("/corpora/does-not-exist", headers=owner.headers).status_code == 404

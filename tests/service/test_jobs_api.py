@@ -1,0 +1,283 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from service.db.models import Job, JobBatchLoss, JobEpochMetric
+from service.db.session import session_scope
+from tests.service.fixtures import FASTTEXT_TRAIN, ApiSession, Owner
+
+pytestmark = pytest.mark.postgres
+
+
+def _submit(api: ApiSession, owner: Owner, spec: dict[str, Any]) -> Any:
+    return api.client.post("/jobs", json=spec, headers=owner.headers)
+
+
+def _fields(response: Any) -> list[str]:
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    return [e["field"] for e in response.json()["errors"]]
+
+
+def test_submit_answers_202_with_url_and_resolved_spec(api: ApiSession) -> None:
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    r = _submit(
+        api, owner, {"corpus": {"ids": [corpus_id]}, "label_type": "ner", "trainer": {"max_epochs": 2}}
+    )
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["location"] == job["url"]
+    assert job["url"].endswith(f"/jobs/{job['id']}")
+    assert job["status"] == "queued" and job["queue"] == "cpu" and job["max_epochs"] == 2
+    assert job["spec"]["name"] == "sequence_tagging-ner"
+    assert job["spec"]["embeddings"] == [
+        {"type": "word", "name": "glove", "fine_tune": False},
+        {"type": "character", "char_embedding_dim": 25, "hidden_size_char": 25},
+    ]
+    assert job["spec"]["trainer"]["learning_rate"] == 0.1
+    assert api.enqueued == [(job["id"], "cpu")]
+    with session_scope() as session:
+        assert session.get(Job, job["id"]).celery_task_id == "task-1"
+
+
+def test_label_type_defaults_when_unambiguous(api: ApiSession) -> None:
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner, train=FASTTEXT_TRAIN, format="fasttext")
+    r = _submit(api, owner, {"task": "text_classification", "corpus": {"ids": [corpus_id]}})
+    assert r.status_code == 202, r.text
+    assert r.json()["spec"]["label_type"] == "class"
+    assert r.json()["spec"]["embeddings"][0]["type"] == "document_pool"
+    # A tagging corpus with pos and ner needs an explicit choice.
+    tagging = api.corpus(owner)
+    assert _fields(_submit(api, owner, {"corpus": {"ids": [tagging]}})) == ["body.label_type"]
+
+
+def test_gpu_device_goes_to_the_gpu_queue_and_multi_corpus(api: ApiSession) -> None:
+    owner = api.new_owner()
+    a, b = api.corpus(owner), api.corpus(owner, name="second")
+    r = _submit(api, owner, {"corpus": {"ids": [a, b]}, "label_type": "pos", "trainer": {"device": "gpu"}})
+    assert r.status_code == 202, r.text
+    assert r.json()["queue"] == "gpu"
+    assert api.enqueued[-1][1] == "gpu"
+
+
+@pytest.mark.parametrize(
+    ("spec", "fields"),
+    [
+        ({"corpus": {"ids": []}}, ["body.corpus.ids"]),
+        ({"corpus": {"ids": ["x"]}, "trainer": {"max_epochs": 0}}, ["body.trainer.max_epochs"]),
+        ({"corpus": {"ids": ["x"]}, "trainer": {"learning_rate": -1}}, ["body.trainer.learning_rate"]),
+        ({"corpus": {"ids": ["x"]}, "trainer": {"optimizer": "lbfgs"}}, ["body.trainer.optimizer"]),
+        ({"corpus": {"ids": ["x"], "downsample": 1.5}}, ["body.corpus.downsample"]),
+        ({"corpus": {"ids": ["x"]}, "embeddings": [{"type": "elmo"}]}, ["body.embeddings.0"]),
+        (
+            {"corpus": {"ids": ["x"]}, "embeddings": [{"type": "word", "name": "word2vec"}]},
+            ["body.embeddings.0.word.name"],
+        ),
+        ({"corpus": {"ids": ["x"]}, "model": {"hidden_size": 8, "colour": "red"}}, ["body.model.colour"]),
+        ({"corpus": {"ids": ["x"]}, "task": "parsing"}, ["body.task"]),
+        (
+            {"corpus": {"ids": ["x"]}, "embeddings": [{"type": "transformer_document"}]},
+            ["body.embeddings"],
+        ),
+        (
+            {"corpus": {"ids": ["x"]}, "task": "text_classification", "embeddings": [{"type": "word"}]},
+            ["body.embeddings"],
+        ),
+        (
+            {"corpus": {"ids": ["x"]}, "trainer": {"mini_batch_size": 4, "mini_batch_chunk_size": 8}},
+            ["body.trainer.mini_batch_chunk_size"],
+        ),
+        ({"corpus": {"ids": ["x", "x"]}}, ["body.corpus"]),
+    ],
+)
+def test_invalid_spec_fields_and_combinations(
+    api: ApiSession, spec: dict[str, Any], fields: list[str]
+) -> None:
+    owner = api.new_owner()
+    assert _fields(_submit(api, owner, spec)) == fields
+    assert api.enqueued == []
+
+
+def test_checks_against_the_corpora(api: ApiSession) -> None:
+    owner = api.new_owner()
+    tagging = api.corpus(owner)
+    classes = api.corpus(owner, train=FASTTEXT_TRAIN, format="fasttext")
+    no_docs = api.corpus(
+        owner, train="EU B-ORG\nrejects O\n\nPeter B-PER\n", options={"column_map": {"0": "text", "1": "ner"}}
+    )
+
+    r = _submit(api, owner, {"corpus": {"ids": [tagging, "missing-id"]}, "label_type": "ner"})
+    assert _fields(r) == ["body.corpus.ids.1"]
+    assert "missing-id" in r.json()["detail"]
+
+    r = _submit(api, owner, {"corpus": {"ids": [tagging]}, "label_type": "sentiment"})
+    assert _fields(r) == ["body.label_type"]
+    assert "has no label type 'sentiment'" in r.json()["errors"][0]["message"]
+    assert "ner (span)" in r.json()["errors"][0]["message"]
+
+    r = _submit(api, owner, {"corpus": {"ids": [classes]}, "label_type": "class"})
+    assert _fields(r) == ["body.label_type"]
+    assert "sequence tagger needs token or span labels" in r.json()["errors"][0]["message"]
+
+    r = _submit(
+        api,
+        owner,
+        {
+            "corpus": {"ids": [no_docs]},
+            "label_type": "ner",
+            "embeddings": [{"type": "transformer", "use_context": True}],
+        },
+    )
+    assert _fields(r) == ["body.embeddings.0.use_context"]
+    assert "document boundaries" in r.json()["detail"]
+
+    r = _submit(
+        api,
+        owner,
+        {
+            "corpus": {"ids": [tagging]},
+            "label_type": "ner",
+            "embeddings": [{"type": "flair", "model_id": "nope"}],
+        },
+    )
+    assert _fields(r) == ["body.embeddings.0.model_id"]
+    assert api.enqueued == []
+    with session_scope() as session:
+        assert session.query(Job).count() == 0
+
+
+def test_list_filter_and_get(api: ApiSession) -> None:
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    ids = [
+        _submit(api, owner, {"corpus": {"ids": [corpus_id]}, "label_type": "ner"}).json()["id"]
+        for _ in range(3)
+    ]
+    api.client.post(f"/jobs/{ids[0]}/cancel", headers=owner.headers)
+    listed = api.client.get("/jobs", headers=owner.headers).json()["items"]
+    assert sorted(j["id"] for j in listed) == sorted(ids)
+    queued = api.client.get("/jobs?status=queued", headers=owner.headers).json()["items"]
+    assert sorted(j["id"] for j in queued) == sorted(ids[1:])
+    assert [
+        j["id"] for j in api.client.get("/jobs?status=cancelled", headers=owner.headers).json()["items"]
+    ] == ids[:1]
+    r = api.client.get("/jobs?status=sleeping", headers=owner.headers)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.status"
+    one = api.client.get(f"/jobs/{ids[1]}", headers=owner.headers).json()
+    for key in ("epoch", "batch", "percent", "eta_seconds", "learning_rate", "best_dev_score", "error"):
+        assert key in one
+    assert api.client.get("/jobs/unknown", headers=owner.headers).status_code == 404
+
+
+def _record_progress(job_id: str, status: str = "running") -> None:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        job.status = status
+        job.epoch, job.batch, job.batches_per_epoch, job.percent = 2, 1, 3, 77.0
+        job.learning_rate, job.best_dev_score, job.eta_seconds = 0.05, 0.8, 12.0
+        if status == "completed":
+            job.finished_at = datetime.now(UTC)
+        for epoch in (1, 2):
+            session.add(
+                JobEpochMetric(
+                    job_id=job_id,
+                    epoch=epoch,
+                    train_loss=2.0 / epoch,
+                    dev_loss=2.5 / epoch,
+                    dev_main_score=0.4 * epoch,
+                    learning_rate=0.1 / epoch,
+                    is_best=True,
+                    bad_epochs=0,
+                    seconds=1.5,
+                )
+            )
+            for batch in (1, 2, 3):
+                session.add(
+                    JobBatchLoss(
+                        job_id=job_id, epoch=epoch, batch=batch, loss=3.0 / (epoch + batch), learning_rate=0.1
+                    )
+                )
+
+
+def test_metrics_and_curves(api: ApiSession) -> None:
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    job_id = _submit(api, owner, {"corpus": {"ids": [corpus_id]}, "label_type": "ner"}).json()["id"]
+    empty = api.client.get(f"/jobs/{job_id}/curves.png", headers=owner.headers)
+    assert empty.status_code == 200 and empty.content.startswith(b"\x89PNG")
+    _record_progress(job_id)
+    metrics = api.client.get(f"/jobs/{job_id}/metrics", headers=owner.headers).json()
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert metrics["epochs"][1]["dev_main_score"] == pytest.approx(0.8)
+    assert [(b["epoch"], b["batch"]) for b in metrics["batches"]] == [
+        (1, 1),
+        (1, 2),
+        (1, 3),
+        (2, 1),
+        (2, 2),
+        (2, 3),
+    ]
+    png = api.client.get(f"/jobs/{job_id}/curves.png", headers=owner.headers)
+    assert png.headers["content-type"] == "image/png"
+    assert png.content.startswith(b"\x89PNG") and len(png.content) > len(empty.content) // 2
+    job = api.client.get(f"/jobs/{job_id}", headers=owner.headers).json()
+    assert (job["epoch"], job["batch"], job["percent"], job["best_dev_score"]) == (2, 1, 77.0, 0.8)
+
+
+def test_events_stream_until_the_job_ends(api: ApiSession) -> None:
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    job_id = _submit(api, owner, {"corpus": {"ids": [corpus_id]}, "label_type": "ner"}).json()["id"]
+    _record_progress(job_id, status="completed")
+    with api.client.stream("GET", f"/jobs/{job_id}/events", headers=owner.headers) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        text = "".join(r.iter_text())
+    events = [block.split("\n")[0] for block in text.strip().split("\n\n")]
+    assert events == ["event: epoch", "event: epoch", "event: end"]
+    assert '"status":"completed"' in text
+
+
+def test_cancel_and_resume(api: ApiSession) -> None:
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    job_id = _submit(api, owner, {"corpus": {"ids": [corpus_id]}, "label_type": "ner"}).json()["id"]
+    r = api.client.post(f"/jobs/{job_id}/resume", headers=owner.headers)
+    assert r.status_code == 409
+    r = api.client.post(f"/jobs/{job_id}/cancel", headers=owner.headers)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert api.client.post(f"/jobs/{job_id}/cancel", headers=owner.headers).status_code == 409
+    r = api.client.post(f"/jobs/{job_id}/resume", headers=owner.headers)
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "queued" and r.json()["cancel_requested"] is False
+    assert [q for q, _ in api.enqueued] == [job_id, job_id]
+    # A running job (held by a worker) only gets the flag; the worker stops it.
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        job.status, job.lease_owner = "running", "worker-1"
+        job.lease_expires_at = datetime(2999, 1, 1, tzinfo=UTC)
+    r = api.client.post(f"/jobs/{job_id}/cancel", headers=owner.headers)
+    assert r.json()["status"] == "running" and r.json()["cancel_requested"] is True
+
+
+def test_unreachable_queue_is_503_and_marks_the_job_failed(
+    api: ApiSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service import queue
+
+    def broken(job_id: str, queue_name: str) -> str:
+        raise ConnectionError("no broker")
+
+    monkeypatch.setattr(queue, "enqueue_job", broken)
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    r = _submit(api, owner, {"corpus": {"ids": [corpus_id]}, "label_type": "ner"})
+    assert r.status_code == 503
+    assert r.headers["content-type"].startswith("application/problem+json")
+    jobs = api.client.get("/jobs", headers=owner.headers).json()["items"]
+    assert [(j["status"], "no broker" in j["error"]) for j in jobs] == [("failed", True)]

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from service.openapi_export import OUTPUT, openapi_document, render
+
+
+def test_committed_openapi_document_is_up_to_date() -> None:
+    assert OUTPUT.exists(), "run: python -m service.openapi_export"
+    assert OUTPUT.read_text(encoding="utf-8") == render(), (
+        "openapi/openapi.json is stale: python -m service.openapi_export"
+    )
+
+
+def test_document_lists_every_endpoint() -> None:
+    paths = openapi_document()["paths"]
+    expected = {
+        "/corpora": {"get", "post"},
+        "/corpora/{corpus_id}": {"get", "delete"},
+        "/jobs": {"get", "post"},
+        "/jobs/{job_id}": {"get"},
+        "/jobs/{job_id}/metrics": {"get"},
+        "/jobs/{job_id}/curves.png": {"get"},
+        "/jobs/{job_id}/events": {"get"},
+        "/jobs/{job_id}/cancel": {"post"},
+        "/jobs/{job_id}/resume": {"post"},
+        "/models": {"get"},
+        "/models/{model_id}": {"get", "delete"},
+        "/models/{model_id}/download": {"get"},
+        "/models/{model_id}/predict": {"post"},
+        "/keys": {"post"},
+        "/keys/{key_id}": {"delete"},
+        "/health": {"get"},
+        "/ready": {"get"},
+        "/metrics": {"get"},
+    }
+    assert {p: set(ops) for p, ops in paths.items()} == expected
+    assert "application/problem+json" in paths["/jobs"]["post"]["responses"]["422"]["content"]

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+
+from service.db.migrate import downgrade, upgrade
+from service.db.models import Base, Job, Owner
+from service.db.session import get_engine, session_scope
+from service.schemas.spec import TrainingSpec
+from service.settings import Settings, get_settings, reset_settings
+from service.storage import InvalidStorageKey, LocalStorage
+
+
+@pytest.mark.postgres
+def test_migrations_create_exactly_the_models_schema_and_go_back(service_env: str) -> None:
+    engine = get_engine()
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+    tables = set(inspect(engine).get_table_names())
+    assert {
+        "owners",
+        "api_keys",
+        "corpora",
+        "jobs",
+        "job_epoch_metrics",
+        "job_batch_losses",
+        "models",
+    } <= tables
+    downgrade()
+    assert set(inspect(get_engine()).get_table_names()) <= {"alembic_version"}
+    upgrade()
+    upgrade()  # idempotent
+
+
+@pytest.mark.postgres
+def test_times_are_utc_aware_and_job_defaults(service_env: str) -> None:
+    with session_scope() as session:
+        owner = Owner(name="o")
+        session.add(owner)
+        session.flush()
+        job = Job(owner_id=owner.id, name="j", spec={"a": 1})
+        session.add(job)
+    with session_scope() as session:
+        job = session.get(Job, job.id)
+        assert job.created_at.tzinfo is not None and job.created_at.utcoffset().total_seconds() == 0
+        assert (job.status, job.kind, job.queue, job.attempts, job.cancel_requested) == (
+            "queued",
+            "train",
+            "cpu",
+            0,
+            False,
+        )
+
+
+def test_session_scope_rolls_back_on_error(service_env: str) -> None:
+    with pytest.raises(RuntimeError), session_scope() as session:
+        session.add(Owner(name="ghost"))
+        session.flush()
+        raise RuntimeError("fail")
+    with session_scope() as session:
+        assert session.query(Owner).count() == 0
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "..", "a//b", "a/./b", "a b", "a\\b", "ä"])
+def test_storage_refuses_keys_that_could_escape(tmp_path: Path, key: str) -> None:
+    storage = LocalStorage(tmp_path)
+    with pytest.raises(InvalidStorageKey):
+        storage.put(key, b"x")
+
+
+def test_local_storage_round_trip(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "root")
+    storage.put("a/b/c.txt", b"hello")
+    assert storage.get("a/b/c.txt") == b"hello"
+    with storage.open("a/b/c.txt") as f:
+        assert f.read() == b"hello"
+    assert storage.exists("a/b/c.txt") and not storage.exists("a/b/d.txt")
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "config.json").write_text("{}")
+    (src / "sub" / "w.bin").write_bytes(b"12345")
+    storage.put_dir("models/m1", src)
+    storage.put_dir("models/m1", src)  # replaces, does not nest
+    assert storage.list("models") == ["models/m1/config.json", "models/m1/sub/w.bin"]
+    assert storage.size("models/m1") == 7
+    out = storage.get_dir("models/m1", tmp_path / "out")
+    assert (out / "sub" / "w.bin").read_bytes() == b"12345"
+    storage.delete("models/m1")
+    storage.delete("a/b/c.txt")
+    storage.delete("never/was")
+    assert storage.list() == []
+    with pytest.raises(FileNotFoundError):
+        storage.get("a/b/c.txt")
+
+
+def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("DATA_DIR", "DATABASE_URL", "STORAGE_URL", "OPEN_MODE", "BROKER_URL"):
+        monkeypatch.delenv(f"TAGSMITH_{name}", raising=False)
+    settings = Settings()
+    assert settings.resolved_database_url.endswith(".tagsmith/tagsmith.db")
+    assert (
+        settings.storage_root.name == "storage" and settings.open_mode is False and settings.broker_url == ""
+    )
+    monkeypatch.setenv("TAGSMITH_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TAGSMITH_STORAGE_URL", f"file://{tmp_path}/objects")
+    monkeypatch.setenv("TAGSMITH_PREDICT_MAX_BATCH", "7")
+    reset_settings()
+    try:
+        s = get_settings()
+        assert s.resolved_database_url == f"sqlite:///{tmp_path}/tagsmith.db"
+        assert s.storage_root == tmp_path / "objects"
+        assert s.predict_max_batch == 7
+        monkeypatch.setenv("TAGSMITH_STORAGE_URL", "s3://bucket")
+        reset_settings()
+        with pytest.raises(ValueError, match="unsupported scheme"):
+            _ = get_settings().storage_root
+    finally:
+        reset_settings()
+
+
+def test_spec_defaults_follow_the_tutorial() -> None:
+    spec = TrainingSpec.model_validate({"corpus": {"ids": ["c"]}})
+    assert spec.task == "sequence_tagging"
+    assert [e.type for e in spec.embeddings] == ["word", "character"]
+    assert (spec.model.hidden_size, spec.model.use_crf, spec.model.use_rnn) == (256, True, True)
+    t = spec.trainer
+    assert (t.optimizer, t.learning_rate, t.mini_batch_size, t.max_epochs, t.scheduler) == (
+        "sgd",
+        0.1,
+        32,
+        10,
+        "anneal_on_plateau",
+    )
+    assert TrainingSpec.model_validate(spec.model_dump(mode="json")) == spec

@@ -1,0 +1,124 @@
+"""End to end through the API and a real worker: upload, train a tagger and a classifier,
+watch the progress (``GET /jobs/{id}`` and the event stream), fetch the models, predict."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from tests.worker.conftest import Stack, classifier_spec, tagger_spec
+
+pytestmark = pytest.mark.postgres
+
+
+def read_events(stack: Stack, job_id: str) -> list[tuple[str, dict[str, Any]]]:
+    events: list[tuple[str, dict[str, Any]]] = []
+    name = ""
+    with stack.client.stream("GET", f"/jobs/{job_id}/events", headers=stack.headers) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[len("event: ") :]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[len("data: ") :])))
+    return events
+
+
+def watch(stack: Stack, job_id: str, timeout: float = 120.0) -> list[dict[str, Any]]:
+    """Poll ``GET /jobs/{id}`` until the job ends; returns the distinct states seen."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = stack.api_job(job_id)
+        if not seen or (job["status"], job["epoch"], job["batch"]) != (
+            seen[-1]["status"],
+            seen[-1]["epoch"],
+            seen[-1]["batch"],
+        ):
+            seen.append(job)
+        if job["status"] in ("completed", "failed", "cancelled"):
+            return seen
+        time.sleep(0.05)
+    raise TimeoutError(f"job {job_id} did not end\n{stack.worker_logs()}")
+
+
+def test_train_a_tagger_and_a_classifier_then_predict(stack: Stack) -> None:
+    stack.start_worker("e2e", TAGSMITH_TEST_BATCH_SLEEP_SECONDS="0.05")
+    tagger_corpus = stack.upload_tagger_corpus(repeat=2)
+    classifier_corpus = stack.upload_classifier_corpus(repeat=2)
+    tagger_job = stack.submit(tagger_spec(tagger_corpus, max_epochs=3))
+    classifier_job = stack.submit(classifier_spec(classifier_corpus, max_epochs=3))
+
+    states = watch(stack, tagger_job)
+    final = states[-1]
+    assert final["status"] == "completed", (final["error"], stack.worker_logs())
+    running = [s for s in states if s["status"] == "running"]
+    assert running, "the job was never seen running"
+    percents = [s["percent"] for s in states]
+    assert percents == sorted(percents) and percents[-1] == 100.0
+    assert len({(s["epoch"], s["batch"]) for s in running}) >= 2, "progress did not advance while running"
+    assert final["epoch"] == final["max_epochs"] == 3
+    assert final["device"] == "cpu" and final["worker_host"]
+
+    # The classifier is still queued or running: its event stream follows it to the end.
+    events = read_events(stack, classifier_job)
+    names = [name for name, _ in events]
+    assert names[-1] == "end" and events[-1][1]["status"] == "completed", (events[-1], stack.worker_logs())
+    assert [e["epoch"] for name, e in events if name == "epoch"] == [1, 2, 3]
+    assert "progress" in names
+
+    metrics = stack.client.get(f"/jobs/{tagger_job}/metrics", headers=stack.headers).json()
+    assert [row["epoch"] for row in metrics["epochs"]] == [1, 2, 3]
+    assert metrics["batches"], "no batch losses were recorded"
+
+    tagger_model = stack.client.get(f"/models/{final['model_id']}", headers=stack.headers).json()
+    assert tagger_model["task"] == "sequence_tagging" and tagger_model["label_type"] == "ner"
+    assert set(tagger_model["labels"]) >= {"PER", "LOC"}
+    assert tagger_model["test_metrics"] and tagger_model["size_bytes"] > 0
+    assert tagger_model["job_id"] == tagger_job
+    predicted = stack.client.post(
+        f"/models/{tagger_model['id']}/predict", json={"texts": ["Anna lives in Berlin ."]}, headers=stack.headers
+    )
+    assert predicted.status_code == 200, predicted.text
+    tokens = predicted.json()["sentences"][0]["tokens"]
+    assert [t["text"] for t in tokens] == ["Anna", "lives", "in", "Berlin", "."]
+    assert all(t["tag"] is not None for t in tokens)
+
+    classifier_model_id = stack.api_job(classifier_job)["model_id"]
+    classifier_model = stack.client.get(f"/models/{classifier_model_id}", headers=stack.headers).json()
+    assert classifier_model["task"] == "text_classification"
+    assert sorted(classifier_model["labels"]) == ["NEGATIVE", "POSITIVE"]
+    predicted = stack.client.post(
+        f"/models/{classifier_model_id}/predict", json={"texts": ["a great and lovely film"]}, headers=stack.headers
+    )
+    assert predicted.status_code == 200, predicted.text
+    labels = predicted.json()["sentences"][0]["labels"]
+    assert labels and labels[0]["value"] in ("NEGATIVE", "POSITIVE")
+
+
+def test_a_job_that_cannot_be_built_fails_once_with_its_error(stack: Stack) -> None:
+    worker = stack.start_worker("failing")
+    corpus = stack.upload_tagger_corpus()
+    spec = tagger_spec(corpus, max_epochs=2)
+    spec["embeddings"] = [
+        {
+            "type": "transformer",
+            "model": "no-such-transformer-anywhere",
+            "fine_tune": False,
+        }
+    ]
+    job_id = stack.submit(spec)
+    job = stack.wait_finished(job_id)
+    assert job.status == "failed"
+    assert job.error and "no-such-transformer-anywhere" in job.error
+    assert job.attempts == 1
+    api = stack.api_job(job_id)
+    assert api["error"] == job.error
+    # No retry loop: the failed job is left alone.
+    time.sleep(2.0)
+    assert stack.job(job_id).attempts == 1
+    assert worker.log().count(f"job {job_id}: claimed") == 1

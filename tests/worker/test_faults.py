@@ -1,0 +1,95 @@
+"""Exactly-once training under faults, with real worker processes and a real Redis.
+
+Each job trains a tiny tagger; ``TAGSMITH_TEST_BATCH_SLEEP_SECONDS`` (test-only) stretches its
+batches so that a kill, a redelivery or a cancel lands inside a known epoch.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.worker.conftest import Stack, tagger_spec
+
+pytestmark = pytest.mark.postgres
+
+SLOW_BATCHES = {"TAGSMITH_TEST_BATCH_SLEEP_SECONDS": "0.15"}
+
+
+def claims_in_logs(stack: Stack, job_id: str) -> int:
+    return len(re.findall(rf"job {job_id}: claimed", stack.worker_logs()))
+
+
+def test_a_worker_killed_in_epoch_two_is_resumed_by_another(stack: Stack) -> None:
+    corpus = stack.upload_tagger_corpus(repeat=2)
+    first = stack.start_worker("doomed", **SLOW_BATCHES)
+    job_id = stack.submit(tagger_spec(corpus, max_epochs=4))
+    stack.wait_for(
+        "the job to be inside epoch 2 with the epoch-1 checkpoint stored",
+        lambda: (job := stack.job(job_id)).epoch == 1 and job.batch >= 1 and job.checkpoint_key is not None,
+    )
+    first.kill()
+    assert stack.job(job_id).status == "running"
+
+    stack.start_worker("rescuer", **SLOW_BATCHES)
+    job = stack.wait_finished(job_id)
+    assert job.status == "completed", (job.error, stack.worker_logs())
+    assert stack.epochs(job_id) == [1, 2, 3, 4]
+    assert job.epoch == job.max_epochs == 4
+    assert job.attempts == 2
+    assert job.model_id is not None
+    assert "resuming from" in stack.workers[-1].log()
+
+
+def test_a_redelivered_message_does_not_start_a_second_run(stack: Stack) -> None:
+    # The broker hands the unacknowledged message out again after 2 s; the job runs much longer.
+    fast_redelivery = {**SLOW_BATCHES, "TAGSMITH_VISIBILITY_TIMEOUT_SECONDS": "2"}
+    corpus = stack.upload_tagger_corpus(repeat=2)
+    stack.start_worker("first", **fast_redelivery)
+    stack.start_worker("second", **fast_redelivery)
+    job_id = stack.submit(tagger_spec(corpus, max_epochs=3))
+    stack.wait_for("the redelivery to be dropped", lambda: f"job {job_id}: delivery dropped (leased)" in stack.worker_logs())
+    job = stack.wait_finished(job_id)
+    assert job.status == "completed", (job.error, stack.worker_logs())
+    assert job.attempts == 1
+    assert claims_in_logs(stack, job_id) == 1
+    assert stack.epochs(job_id) == [1, 2, 3]
+
+
+def test_cancel_stops_within_seconds_and_resume_finishes_the_epochs(stack: Stack) -> None:
+    corpus = stack.upload_tagger_corpus(repeat=2)
+    stack.start_worker("only", **SLOW_BATCHES)
+    job_id = stack.submit(tagger_spec(corpus, max_epochs=4))
+    stack.wait_for(
+        "epoch 2", lambda: (job := stack.job(job_id)).epoch == 1 and job.batch >= 1 and job.checkpoint_key is not None
+    )
+    response = stack.client.post(f"/jobs/{job_id}/cancel", headers=stack.headers)
+    assert response.status_code in (200, 202), response.text
+    stack.wait_for("the cancel", lambda: stack.job(job_id).status == "cancelled", timeout=5.0)
+    cancelled = stack.job(job_id)
+    assert cancelled.checkpoint_key is not None
+    done_before = stack.epochs(job_id)
+    assert done_before and done_before == list(range(1, len(done_before) + 1)) and len(done_before) < 4
+
+    response = stack.client.post(f"/jobs/{job_id}/resume", headers=stack.headers)
+    assert response.status_code in (200, 202), response.text
+    job = stack.wait_finished(job_id)
+    assert job.status == "completed", (job.error, stack.worker_logs())
+    assert stack.epochs(job_id) == [1, 2, 3, 4]
+    assert job.epoch == 4
+
+
+def test_two_workers_four_jobs_each_job_runs_once(stack: Stack) -> None:
+    corpus = stack.upload_tagger_corpus()
+    stack.start_worker("left")
+    stack.start_worker("right")
+    jobs = [stack.submit(tagger_spec(corpus, max_epochs=2)) for _ in range(4)]
+    for job_id in jobs:
+        job = stack.wait_finished(job_id)
+        assert job.status == "completed", (job.error, stack.worker_logs())
+        assert job.attempts == 1
+        assert claims_in_logs(stack, job_id) == 1
+        assert stack.epochs(job_id) == [1, 2]
+    # Both workers trained: the queue was shared, not drained by one.
+    assert all("claimed" in w.log() for w in stack.workers), stack.worker_logs()

@@ -1,0 +1,130 @@
+"""Leases and the reaper against the real database and broker (no worker processes)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from service.db.models import Job, Owner, utcnow
+from service.db.session import session_scope
+from worker import lease
+
+pytestmark = pytest.mark.postgres
+
+
+def make_job(status: str = "queued", **values: Any) -> str:
+    with session_scope() as session:
+        owner = Owner(name="lease-tests")
+        session.add(owner)
+        session.flush()
+        job = Job(owner_id=owner.id, name="job", spec={"task": "sequence_tagging"}, status=status, **values)
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def job_row(job_id: str) -> Job:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+def test_a_live_lease_keeps_others_out_until_it_expires(environment: dict[str, str]) -> None:
+    job_id = make_job()
+    first = lease.claim(job_id, "worker-a", lease_seconds=30)
+    assert first.claimed and first.resumed_from is None
+    assert job_row(job_id).status == "running"
+    assert lease.claim(job_id, "worker-b", lease_seconds=30).outcome == "leased"
+    assert lease.renew(job_id, "worker-a", lease_seconds=30)
+
+    later = utcnow() + timedelta(seconds=31)
+    assert lease.claim(job_id, "worker-b", lease_seconds=30, now=later).claimed
+    # The old holder is fenced off: no renewal, no writes.
+    assert not lease.renew(job_id, "worker-a", lease_seconds=30)
+    assert not lease.update_owned(job_id, "worker-a", epoch=7)
+    assert lease.update_owned(job_id, "worker-b", epoch=1)
+    row = job_row(job_id)
+    assert (row.lease_owner, row.epoch, row.attempts) == ("worker-b", 1, 2)
+
+
+def test_concurrent_claims_grant_exactly_one(environment: dict[str, str]) -> None:
+    job_id = make_job()
+    outcomes: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def contend(i: int) -> None:
+        barrier.wait()
+        outcomes.append(lease.claim(job_id, f"worker-{i}", lease_seconds=30).outcome)
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["claimed"] + ["leased"] * 5
+    assert job_row(job_id).attempts == 1
+
+
+def test_deliveries_for_finished_missing_and_cancelled_jobs_are_dropped(environment: dict[str, str]) -> None:
+    assert lease.claim(make_job("completed"), "w", 30).outcome == "finished"
+    assert lease.claim("00000000-0000-0000-0000-000000000000", "w", 30).outcome == "missing"
+    cancelled = make_job("queued", cancel_requested=True)
+    assert lease.claim(cancelled, "w", 30).outcome == "cancelled"
+    assert job_row(cancelled).status == "cancelled"
+
+
+def test_a_resumed_claim_names_the_checkpoint(environment: dict[str, str]) -> None:
+    job_id = make_job(checkpoint_key="jobs/x/checkpoints/epoch-0002-ab12cd34")
+    assert lease.claim(job_id, "w", 30).resumed_from == "jobs/x/checkpoints/epoch-0002-ab12cd34"
+
+
+def test_release_writes_the_final_state_only_for_the_holder(environment: dict[str, str]) -> None:
+    job_id = make_job()
+    assert lease.claim(job_id, "w", 30).claimed
+    assert not lease.release(job_id, "intruder", status="failed")
+    assert lease.release(job_id, "w", status="completed")
+    row = job_row(job_id)
+    assert (row.status, row.lease_owner, row.lease_expires_at) == ("completed", None, None)
+
+
+def test_heartbeat_renews_and_notices_a_lost_lease(environment: dict[str, str]) -> None:
+    job_id = make_job()
+    assert lease.claim(job_id, "w", lease_seconds=5).claimed
+    before = job_row(job_id).lease_expires_at
+    beat = lease.Heartbeat(job_id, "w", lease_seconds=5, interval=0.1).start()
+    try:
+        threading.Event().wait(0.35)
+        assert job_row(job_id).lease_expires_at > before
+        assert lease.claim(job_id, "thief", lease_seconds=5, now=utcnow() + timedelta(seconds=10)).claimed
+        assert beat.lost.wait(2.0)
+    finally:
+        beat.stop()
+
+
+def test_reaper_sends_expired_and_lost_jobs_again(environment: dict[str, str]) -> None:
+    from service.queue import enqueue_job
+    from worker.celery_app import app
+    from worker.reaper import job_ids_waiting_in_broker, reap_once
+
+    past = utcnow() - timedelta(seconds=60)
+    expired = make_job("running", lease_owner="dead-worker", lease_expires_at=past)
+    cancelled = make_job("running", lease_owner="dead-worker", lease_expires_at=past, cancel_requested=True)
+    alive = make_job("running", lease_owner="live-worker", lease_expires_at=utcnow() + timedelta(seconds=60))
+    lost = make_job("queued", updated_at=past)
+    waiting = make_job("queued", updated_at=past)
+    fresh = make_job("queued")
+    enqueue_job(waiting, "cpu")
+
+    sent = reap_once(app)
+    assert sorted(sent) == sorted([expired, lost])
+    assert job_ids_waiting_in_broker(app) == {expired, lost, waiting}
+    assert job_row(expired).status == "queued" and job_row(expired).lease_owner is None
+    assert job_row(cancelled).status == "cancelled"
+    assert job_row(alive).status == "running"
+    assert job_row(fresh).status == "queued"
+    # A second pass (another worker's reaper) finds nothing left to do.
+    assert reap_once(app) == []

@@ -1,0 +1,245 @@
+"""From a stored job to engine objects: corpus, embeddings, model, trainer, device.
+
+The mapping mirrors the tutorial: each spec section becomes the engine call a script would make
+(``ColumnCorpus(...)`` -> ``corpus.downsample(0.1)`` -> ``make_label_dictionary`` ->
+``StackedEmbeddings([...])`` -> ``SequenceTagger(...)`` -> ``ModelTrainer(...).train(...)``).
+Corpus files and language models come from storage by the keys in their rows; nothing here
+trusts a user-supplied path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.data import Corpus, Dictionary, MultiCorpus
+from engine.embeddings import DocumentEmbeddings, TokenEmbeddings
+from engine.models.base import Model
+from engine.readers import read_corpus_files
+from engine.training.callbacks import TrainingEnded
+from engine.training.trainer import ModelTrainer
+from service.db.models import Corpus as CorpusRow
+from service.db.models import Model as ModelRow
+from service.db.session import session_scope
+from service.schemas import spec as s
+from service.storage import Storage, get_storage
+from worker.progress import JobProgress
+
+
+class BuildError(ValueError):
+    """The stored spec cannot be built (a corpus or language model vanished, a wrong model kind)."""
+
+
+# -- device -------------------------------------------------------------------------------------
+def choose_device(spec: s.TrainingSpec) -> str:
+    """``cuda`` when the spec does not insist on the CPU and this machine has a GPU."""
+    if spec.trainer.device != "cpu" and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+# -- corpus -------------------------------------------------------------------------------------
+def load_corpus(spec: s.TrainingSpec, storage: Storage, folder: Path) -> Corpus:
+    """Read every selected corpus from its stored files (several make a MultiCorpus), then downsample."""
+    corpora: list[Corpus] = []
+    for corpus_id in spec.corpus.ids:
+        with session_scope() as session:
+            row = session.get(CorpusRow, corpus_id)
+            if row is None:
+                raise BuildError(f"corpus {corpus_id} no longer exists")
+            format, options, files, name = row.format, dict(row.options or {}), dict(row.files), row.name
+        local = folder / corpus_id
+        local.mkdir(parents=True, exist_ok=True)
+        paths: dict[str, Path] = {}
+        for split, key in files.items():
+            # Named like the upload the service validated: split + the format's suffix.
+            path = local / Path(key).name
+            with storage.open(key) as source:
+                path.write_bytes(source.read())
+            paths[split] = path
+        corpus = read_corpus_files(format, paths, options)
+        corpus.name = name
+        corpora.append(corpus)
+    corpus = corpora[0] if len(corpora) == 1 else MultiCorpus(corpora, name="+".join(c.name for c in corpora))
+    if spec.corpus.downsample is not None:
+        corpus.downsample(spec.corpus.downsample)
+    return corpus
+
+
+# -- embeddings ---------------------------------------------------------------------------------
+def _language_model_folder(model_id: str, folder: Path) -> Path:
+    with session_scope() as session:
+        row = session.get(ModelRow, model_id)
+        if row is None:
+            raise BuildError(f"language model {model_id} no longer exists")
+        if row.task != "language_model":
+            raise BuildError(f"model {model_id} is a {row.task} model, not a language model")
+        key = row.storage_key
+    target = folder / f"language-model-{model_id}"
+    if not target.is_dir():
+        get_storage().get_dir(key, target)
+    return target
+
+
+def token_embedding(spec: Any, folder: Path) -> TokenEmbeddings:
+    if isinstance(spec, s.WordEmbeddingSpec):
+        from engine.embeddings.word import WordEmbeddings
+
+        return WordEmbeddings(spec.name, fine_tune=spec.fine_tune)
+    if isinstance(spec, s.CharacterEmbeddingSpec):
+        from engine.embeddings.character import CharacterEmbeddings
+
+        return CharacterEmbeddings(char_embedding_dim=spec.char_embedding_dim, hidden_size_char=spec.hidden_size_char)
+    if isinstance(spec, s.TransformerWordEmbeddingSpec):
+        from engine.embeddings.transformer import TransformerWordEmbeddings
+
+        return TransformerWordEmbeddings(
+            model=spec.model,
+            layers=spec.layers,
+            layer_mean=spec.layer_mean,
+            subtoken_pooling=spec.subtoken_pooling,
+            fine_tune=spec.fine_tune,
+            use_context=spec.use_context,
+        )
+    if isinstance(spec, s.FlairEmbeddingSpec):
+        from engine.embeddings.flair import FlairEmbeddings
+
+        return FlairEmbeddings(_language_model_folder(spec.model_id, folder), fine_tune=spec.fine_tune)
+    raise BuildError(f"{spec.type!r} is not a token embedding")
+
+
+def stacked_token_embeddings(specs: list[Any], folder: Path) -> TokenEmbeddings:
+    from engine.embeddings.stacked import StackedEmbeddings
+
+    built = [token_embedding(e, folder) for e in specs]
+    return built[0] if len(built) == 1 else StackedEmbeddings(built)
+
+
+def document_embedding(spec: Any, folder: Path) -> DocumentEmbeddings:
+    if isinstance(spec, s.TransformerDocumentEmbeddingSpec):
+        from engine.embeddings.transformer import TransformerDocumentEmbeddings
+
+        return TransformerDocumentEmbeddings(
+            model=spec.model, layers=spec.layers, pooling=spec.cls_pooling, fine_tune=spec.fine_tune
+        )
+    if isinstance(spec, s.DocumentPoolEmbeddingSpec):
+        from engine.embeddings.document import DocumentPoolEmbeddings
+
+        return DocumentPoolEmbeddings(
+            [token_embedding(e, folder) for e in spec.embeddings],
+            pooling=spec.pooling,
+            fine_tune_mode=spec.fine_tune_mode,
+        )
+    if isinstance(spec, s.DocumentRNNEmbeddingSpec):
+        from engine.embeddings.document import DocumentRNNEmbeddings
+
+        if spec.word_dropout or spec.locked_dropout:
+            raise BuildError("document_rnn: word_dropout and locked_dropout are not supported by the engine; use 0")
+        return DocumentRNNEmbeddings(
+            [token_embedding(e, folder) for e in spec.embeddings],
+            hidden_size=spec.hidden_size,
+            rnn_layers=spec.rnn_layers,
+            rnn_type=spec.rnn_type,
+            bidirectional=spec.bidirectional,
+            reproject_words=spec.reproject_words,
+            dropout=spec.dropout,
+        )
+    raise BuildError(f"{spec.type!r} is not a document embedding")
+
+
+# -- model and trainer --------------------------------------------------------------------------
+def label_dictionary(spec: s.TrainingSpec, corpus: Corpus) -> Dictionary:
+    if spec.label_type is None:
+        raise BuildError("the stored spec has no label_type (the service resolves it on submit)")
+    return corpus.make_label_dictionary(spec.label_type)
+
+
+def build_model(spec: s.TrainingSpec, corpus: Corpus, folder: Path) -> Model:
+    labels = label_dictionary(spec, corpus)
+    options = spec.model
+    if spec.task == "sequence_tagging":
+        from engine.models.sequence_tagger import SequenceTagger
+
+        return SequenceTagger(
+            embeddings=stacked_token_embeddings(list(spec.embeddings), folder),
+            tag_dictionary=labels,
+            tag_type=spec.label_type,
+            hidden_size=options.hidden_size,
+            use_crf=options.use_crf,
+            use_rnn=options.use_rnn,
+            rnn_layers=options.rnn_layers,
+            reproject_embeddings=options.reproject_embeddings,
+            dropout=options.dropout,
+            word_dropout=options.word_dropout,
+            locked_dropout=options.locked_dropout,
+            tag_format=options.tag_format,
+        )
+    from engine.models.text_classifier import TextClassifier
+
+    multi_label = options.multi_label if options.multi_label is not None else labels.multi_label
+    return TextClassifier(
+        embeddings=document_embedding(spec.embeddings[0], folder),
+        label_dictionary=labels,
+        label_type=spec.label_type,
+        multi_label=multi_label,
+        multi_label_threshold=options.multi_label_threshold,
+    )
+
+
+def new_trainer(spec: s.TrainingSpec, corpus: Corpus, folder: Path) -> ModelTrainer:
+    return ModelTrainer(build_model(spec, corpus, folder), corpus)
+
+
+def resume_trainer(checkpoint_dir: Path, corpus: Corpus) -> ModelTrainer:
+    return ModelTrainer.load_checkpoint(checkpoint_dir, corpus)
+
+
+def trainer_arguments(spec: s.TrainingSpec) -> dict[str, Any]:
+    """``ModelTrainer.train`` / ``fine_tune`` keyword arguments from the spec's trainer section."""
+    t = spec.trainer
+    arguments: dict[str, Any] = {
+        "learning_rate": t.learning_rate,
+        "mini_batch_size": t.mini_batch_size,
+        "mini_batch_chunk_size": t.mini_batch_chunk_size,
+        "max_epochs": t.max_epochs,
+        "optimizer": t.optimizer,
+        "scheduler": t.scheduler,
+        "anneal_factor": t.anneal_factor,
+        "patience": t.patience,
+        "min_learning_rate": t.min_learning_rate,
+        "warmup_fraction": t.warmup_fraction,
+        "embeddings_storage_mode": t.embeddings_storage_mode,
+        "train_with_dev": t.train_with_dev,
+        "shuffle": t.shuffle,
+        "checkpoint": t.checkpoint,
+        "write_weights": t.write_weights,
+        "seed": t.seed,
+    }
+    return arguments
+
+
+def train(
+    trainer: ModelTrainer, spec: s.TrainingSpec, base_path: Path, device: str, progress: JobProgress
+) -> TrainingEnded:
+    """Run (or continue) training; returns how it ended, as the callback saw it."""
+    arguments = trainer_arguments(spec)
+    if device == "cpu" and arguments["embeddings_storage_mode"] == "gpu":
+        # The spec allowed "gpu" storage for a GPU run; this machine has none.
+        arguments["embeddings_storage_mode"] = "cpu"
+    run = trainer.fine_tune if spec.trainer.mode == "fine_tune" else trainer.train
+    run(base_path, callbacks=[progress], device=device, **arguments)
+    if progress.ended is None:
+        raise RuntimeError("the trainer returned without reporting the end of training")
+    return progress.ended
+
+
+def save_final_model(trainer: ModelTrainer, folder: Path) -> Path:
+    trainer.model.save(folder)
+    return folder
+
+
+def model_labels(model: Model) -> list[str]:
+    return [item for item in model.label_dictionary.get_items() if item != Dictionary.UNK]
+
