@@ -46,7 +46,9 @@ QUICK_SENTENCES = [
 
 
 def column_file(sentences: list[tuple[str, str]]) -> str:
-    blocks = ["\n".join(f"{w} {t}" for w, t in zip(s.split(), tags.split(), strict=True)) for s, tags in sentences]
+    blocks = [
+        "\n".join(f"{w} {t}" for w, t in zip(s.split(), tags.split(), strict=True)) for s, tags in sentences
+    ]
     return "\n\n".join(blocks) + "\n"
 
 
@@ -82,7 +84,11 @@ def tagger_spec(corpus_id: str, quick: bool, max_epochs: int) -> dict[str, Any]:
         "corpus": {"ids": [corpus_id]},
         "label_type": "ner",
         "embeddings": [
-            {"type": "character", "char_embedding_dim": 8 if quick else 25, "hidden_size_char": 8 if quick else 25}
+            {
+                "type": "character",
+                "char_embedding_dim": 8 if quick else 25,
+                "hidden_size_char": 8 if quick else 25,
+            }
         ],
         "model": {"hidden_size": 8 if quick else 64},
         "trainer": {"mini_batch_size": 4 if quick else 16, "max_epochs": max_epochs, "device": "cpu"},
@@ -264,12 +270,21 @@ def main(argv: list[str] | None = None) -> int:
         from service.app import app as api
 
         client = stack.enter_context(TestClient(api))
-        created = client.post("/keys", json={"name": "bench"}, headers={"Authorization": "Bearer bench-admin-key"})
+        created = client.post(
+            "/keys", json={"name": "bench"}, headers={"Authorization": "Bearer bench-admin-key"}
+        )
         headers = {"Authorization": f"Bearer {created.json()['key']}"}
-        files = {split: (f"{split}.txt", text.encode(), "text/plain") for split, text in corpus_files(args.quick).items()}
+        files = {
+            split: (f"{split}.txt", text.encode(), "text/plain")
+            for split, text in corpus_files(args.quick).items()
+        }
         response = client.post(
             "/corpora",
-            data={"name": "bench", "format": "column", "options": json.dumps({"column_map": {"0": "text", "1": "ner"}})},
+            data={
+                "name": "bench",
+                "format": "column",
+                "options": json.dumps({"column_map": {"0": "text", "1": "ner"}}),
+            },
             files=files,
             headers=headers,
         )

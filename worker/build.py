@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from engine.models.base import Model
+from engine.training.callbacks import TrainingEnded
+from engine.training.trainer import ModelTrainer
 
 from engine.data import Corpus, Dictionary, MultiCorpus
 from engine.embeddings import DocumentEmbeddings, TokenEmbeddings
-from engine.models.base import Model
 from engine.readers import read_corpus_files
-from engine.training.callbacks import TrainingEnded
-from engine.training.trainer import ModelTrainer
 from service.db.models import Corpus as CorpusRow
 from service.db.models import Model as ModelRow
 from service.db.session import session_scope
@@ -91,7 +91,9 @@ def token_embedding(spec: Any, folder: Path) -> TokenEmbeddings:
     if isinstance(spec, s.CharacterEmbeddingSpec):
         from engine.embeddings.character import CharacterEmbeddings
 
-        return CharacterEmbeddings(char_embedding_dim=spec.char_embedding_dim, hidden_size_char=spec.hidden_size_char)
+        return CharacterEmbeddings(
+            char_embedding_dim=spec.char_embedding_dim, hidden_size_char=spec.hidden_size_char
+        )
     if isinstance(spec, s.TransformerWordEmbeddingSpec):
         from engine.embeddings.transformer import TransformerWordEmbeddings
 
@@ -136,7 +138,9 @@ def document_embedding(spec: Any, folder: Path) -> DocumentEmbeddings:
         from engine.embeddings.document import DocumentRNNEmbeddings
 
         if spec.word_dropout or spec.locked_dropout:
-            raise BuildError("document_rnn: word_dropout and locked_dropout are not supported by the engine; use 0")
+            raise BuildError(
+                "document_rnn: word_dropout and locked_dropout are not supported by the engine; use 0"
+            )
         return DocumentRNNEmbeddings(
             [token_embedding(e, folder) for e in spec.embeddings],
             hidden_size=spec.hidden_size,
@@ -242,4 +246,3 @@ def save_final_model(trainer: ModelTrainer, folder: Path) -> Path:
 
 def model_labels(model: Model) -> list[str]:
     return [item for item in model.label_dictionary.get_items() if item != Dictionary.UNK]
-

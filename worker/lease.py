@@ -36,6 +36,7 @@ ClaimOutcome = Literal["claimed", "missing", "finished", "leased", "cancelled"]
 class Claim:
     outcome: ClaimOutcome
     resumed_from: str | None = None  # the checkpoint key the run continues from, if any
+    attempts: int = 0  # runs of this job so far, this one included
 
     @property
     def claimed(self) -> bool:
@@ -80,13 +81,15 @@ def claim(job_id: str, owner: str, lease_seconds: float, now: datetime | None = 
             assert job is not None
             if job.started_at is None:
                 job.started_at = now
-            return Claim("claimed", job.checkpoint_key)
+            return Claim("claimed", job.checkpoint_key, job.attempts)
         job = session.get(Job, job_id)
         if job is None:
             return Claim("missing")
         if job.status in FINISHED_STATUSES:
             return Claim("finished")
-        lease_alive = job.lease_owner is not None and job.lease_expires_at is not None and job.lease_expires_at >= now
+        lease_alive = (
+            job.lease_owner is not None and job.lease_expires_at is not None and job.lease_expires_at >= now
+        )
         if job.cancel_requested and not lease_alive:
             _finish_cancelled_unleased(session, job_id, now)
             return Claim("cancelled")
@@ -103,7 +106,9 @@ def _finish_cancelled_unleased(session: Any, job_id: str, now: datetime) -> None
             Job.cancel_requested.is_(True),
             or_(Job.lease_owner.is_(None), Job.lease_expires_at < at_utc(now)),
         )
-        .values(status="cancelled", lease_owner=None, lease_expires_at=None, finished_at=now, eta_seconds=None)
+        .values(
+            status="cancelled", lease_owner=None, lease_expires_at=None, finished_at=now, eta_seconds=None
+        )
         .execution_options(synchronize_session=False)
     )
 

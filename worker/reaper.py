@@ -20,7 +20,6 @@ import json
 import logging
 import threading
 from datetime import datetime, timedelta
-from typing import Any
 
 from celery import Celery
 from sqlalchemy import and_, or_, select, update
@@ -71,11 +70,15 @@ def reap_once(celery: Celery, now: datetime | None = None) -> list[str]:
     """One pass; returns the ids of the jobs it sent again."""
     now = now or utcnow()
     stale_before = now - timedelta(seconds=get_worker_settings().queued_lost_seconds)
-    expired_lease = and_(Job.status == "running", or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < at_utc(now)))
+    expired_lease = and_(
+        Job.status == "running", or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < at_utc(now))
+    )
     lost_message = and_(Job.status == "queued", Job.updated_at < at_utc(stale_before))
     with session_scope() as session:
         candidates = session.execute(
-            select(Job.id, Job.status, Job.queue, Job.cancel_requested).where(or_(expired_lease, lost_message))
+            select(Job.id, Job.status, Job.queue, Job.cancel_requested).where(
+                or_(expired_lease, lost_message)
+            )
         ).all()
     if not candidates:
         return []
@@ -89,7 +92,13 @@ def reap_once(celery: Celery, now: datetime | None = None) -> list[str]:
                 session.execute(
                     update(Job)
                     .where(Job.id == job_id, expired_lease)
-                    .values(status="cancelled", lease_owner=None, lease_expires_at=None, finished_at=now, eta_seconds=None)
+                    .values(
+                        status="cancelled",
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        finished_at=now,
+                        eta_seconds=None,
+                    )
                     .execution_options(synchronize_session=False)
                 )
                 continue

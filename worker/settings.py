@@ -42,6 +42,12 @@ class WorkerSettings(BaseSettings):
     cancel_check_interval_seconds: float = Field(
         default=0.5, gt=0, description="Least time between two reads of a running job's cancel flag."
     )
+    max_attempts: int = Field(
+        default=20,
+        ge=1,
+        description="Most runs (claims) of one job, cancel/resume cycles included. Bounds the resumes of a job "
+        "whose process dies every time without an exception (the kernel's OOM killer); past it the job fails.",
+    )
     worker_concurrency: int = Field(
         default=1, ge=1, description="Training processes per worker (`celery worker -c` overrides it)."
     )

@@ -29,6 +29,7 @@ from service.settings import get_settings
 from service.storage import get_storage
 from worker.celery_app import app
 from worker.lease import Claim, Heartbeat, claim, new_owner_id, release, update_owned, update_owned_in
+from worker.settings import get_worker_settings
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,15 @@ def run_job(job_id: str, owner: str | None = None) -> str:
         owner,
         f", resuming from {granted.resumed_from}" if granted.resumed_from else "",
     )
+    if granted.attempts > get_worker_settings().max_attempts:
+        # Runs that die without an exception (the kernel's OOM killer, a segfault) would otherwise
+        # be resumed forever by the reaper.
+        message = (
+            f"gave up after {granted.attempts - 1} runs (max_attempts); the last ones ended without a result, "
+            "which happens when the worker process dies (e.g. killed for memory)"
+        )
+        release(job_id, owner, status="failed", error=message, finished_at=utcnow(), eta_seconds=None)
+        return "failed"
     heartbeat = Heartbeat(job_id, owner, lease_seconds).start()
     workdir = Path(tempfile.mkdtemp(prefix=f"tagsmith-job-{job_id[:8]}-"))
     try:
@@ -74,7 +84,9 @@ def run_job(job_id: str, owner: str | None = None) -> str:
         if heartbeat.lost.is_set():
             return "lease_lost"
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-        release(job_id, owner, status="failed", error=error_message(exc), finished_at=utcnow(), eta_seconds=None)
+        release(
+            job_id, owner, status="failed", error=error_message(exc), finished_at=utcnow(), eta_seconds=None
+        )
         return "failed"
     finally:
         heartbeat.stop()
@@ -86,7 +98,6 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
     from service.schemas.spec import TrainingSpec
     from worker import build
     from worker.progress import JobProgress, checkpoint_epoch
-    from worker.settings import get_worker_settings
 
     storage = get_storage()
     with session_scope() as session:
@@ -117,7 +128,6 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
     if not update_owned(job_id, owner, device=device):
         raise LeaseLost(job_id)
     ended = build.train(trainer, spec, workdir / "run", device, progress)
-    heartbeat.stop()
     if progress.stop_reason == "lease_lost" or heartbeat.lost.is_set():
         raise LeaseLost(job_id)
     if progress.stop_reason == "cancelled" or ended.status == "cancelled":
@@ -134,7 +144,9 @@ def _forget_epochs_after(job_id: str, owner: str, epoch: int) -> None:
     with session_scope() as session:
         if not update_owned_in(session, job_id, owner, epoch=epoch, batch=0):
             raise LeaseLost(job_id)
-        session.execute(delete(JobEpochMetric).where(JobEpochMetric.job_id == job_id, JobEpochMetric.epoch > epoch))
+        session.execute(
+            delete(JobEpochMetric).where(JobEpochMetric.job_id == job_id, JobEpochMetric.epoch > epoch)
+        )
         session.execute(delete(JobBatchLoss).where(JobBatchLoss.job_id == job_id, JobBatchLoss.epoch > epoch))
 
 
@@ -208,7 +220,11 @@ def _best_dev_metrics(job_id: str) -> dict[str, Any] | None:
         row = session.execute(
             select(JobEpochMetric)
             .where(JobEpochMetric.job_id == job_id)
-            .order_by(JobEpochMetric.is_best.desc(), JobEpochMetric.dev_main_score.desc(), JobEpochMetric.epoch.desc())
+            .order_by(
+                JobEpochMetric.is_best.desc(),
+                JobEpochMetric.dev_main_score.desc(),
+                JobEpochMetric.epoch.desc(),
+            )
             .limit(1)
         ).scalar_one_or_none()
         if row is None or row.dev_main_score is None:

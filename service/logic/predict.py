@@ -55,6 +55,12 @@ def forget_model(model_id: str) -> None:
         _rows.pop(model_id, None)
 
 
+def _cached_info(model_id: str) -> ModelInfo | None:
+    with _row_lock:
+        hit = _rows.get(model_id)
+    return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+
+
 def model_info(owner_id: str, model_id: str) -> ModelInfo:
     now = time.monotonic()
     with _row_lock:
@@ -260,7 +266,7 @@ class Prepared:
 
 
 def prepare(request: PredictRequest, info: ModelInfo, settings: Settings) -> list[Prepared]:
-    """Validate limits and the task, then split and tokenize."""
+    """Validate limits and the task, then split and tokenize (see ``needs_thread``)."""
     if info.task not in PREDICTABLE_TASKS:
         raise Invalid(
             f"model {info.id} is a {info.task} model; only sequence taggers and text classifiers predict",
@@ -390,11 +396,31 @@ def format_sentence(p: Prepared, info: ModelInfo, all_classes: bool) -> dict[str
     return out
 
 
+# Above this many input characters, tokenizing and formatting leave the event loop.
+INLINE_CHARS = 4000
+
+
+def _input_chars(request: PredictRequest) -> int:
+    if request.texts is not None:
+        return sum(len(t) for t in request.texts)
+    return sum(len(tok) + 1 for s in request.sentences or [] for tok in s)
+
+
 async def predict(
     cache: ModelCache, owner_id: str, model_id: str, request: PredictRequest, settings: Settings
 ) -> dict[str, Any]:
-    info = model_info(owner_id, model_id)
-    prepared = prepare(request, info, settings)
+    cached = _cached_info(model_id)
+    if cached is not None and cached.owner_id == owner_id:
+        info = cached
+    else:
+        # A database round trip: off the event loop.
+        info = await asyncio.get_running_loop().run_in_executor(None, model_info, owner_id, model_id)
+    large = _input_chars(request) > INLINE_CHARS
+    loop = asyncio.get_running_loop()
+    if large:
+        prepared = await loop.run_in_executor(None, prepare, request, info, settings)
+    else:
+        prepared = prepare(request, info, settings)
     all_classes = request.return_probabilities_for_all_classes
     sentences = [p.sentence for p in prepared]
     if sentences:
@@ -409,5 +435,13 @@ async def predict(
         "model_id": info.id,
         "task": info.task,
         "label_type": info.label_type,
-        "sentences": [format_sentence(p, info, all_classes) for p in prepared],
+        "sentences": (
+            await loop.run_in_executor(None, _format_all, prepared, info, all_classes)
+            if large
+            else _format_all(prepared, info, all_classes)
+        ),
     }
+
+
+def _format_all(prepared: list[Prepared], info: ModelInfo, all_classes: bool) -> list[dict[str, Any]]:
+    return [format_sentence(p, info, all_classes) for p in prepared]

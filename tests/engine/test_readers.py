@@ -423,3 +423,24 @@ def test_error_in_dev_file_names_the_dev_file(tmp_path: Path) -> None:
         read_corpus_files("column", {"train": train, "dev": dev})
     assert_error(excinfo, dev, 4, "token 'is' without a tag")
     assert excinfo.value.to_dict() == {"file": "dev.txt", "line": 4, "reason": excinfo.value.reason}
+
+
+def test_split_files_found_by_name(tmp_path: Path) -> None:
+    from engine.readers.files import find_split_files
+
+    for name in ("eng.train", "eng.testa", "eng.testb", "README.md"):
+        write(tmp_path / name, "EU B-ORG\n")
+    assert {k: v.name for k, v in find_split_files(tmp_path).items()} == {
+        "train": "eng.train",
+        "dev": "eng.testa",
+        "test": "eng.testb",
+    }
+    write(tmp_path / "train2.txt", "EU B-ORG\n")
+    with pytest.raises(ReaderOptionError, match="two train files"):
+        find_split_files(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        find_split_files(tmp_path / "missing")
+    (tmp_path / "only").mkdir()
+    write(tmp_path / "only" / "dev.txt", "EU B-ORG\n")
+    with pytest.raises(FileNotFoundError, match="no training file"):
+        find_split_files(tmp_path / "only")

@@ -5,6 +5,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from service.db.models import Model
 from service.db.session import session_scope
@@ -26,8 +27,14 @@ def _fake_folder(tmp_path: Path) -> Path:
 
 def _register(owner: Owner, tmp_path: Path, name: str = "ner-model") -> str:
     row = register_model(
-        owner.id, _fake_folder(tmp_path), name=name, task="sequence_tagging", label_type="ner",
-        labels=["PER", "LOC"], spec={"task": "sequence_tagging"}, test_metrics={"main_score": 0.5},
+        owner.id,
+        _fake_folder(tmp_path),
+        name=name,
+        task="sequence_tagging",
+        label_type="ner",
+        labels=["PER", "LOC"],
+        spec={"task": "sequence_tagging"},
+        test_metrics={"main_score": 0.5},
     )
     return row.id
 
@@ -47,7 +54,11 @@ def test_list_get_download_delete(api: ApiSession, tmp_path: Path) -> None:
     assert "ner-model" in r.headers["content-disposition"]
     with tarfile.open(fileobj=io.BytesIO(r.content), mode="r:gz") as tar:
         assert sorted(tar.getnames()) == [
-            "model", "model/config.json", "model/model.safetensors", "model/resources", "model/resources/vocab.txt"
+            "model",
+            "model/config.json",
+            "model/model.safetensors",
+            "model/resources",
+            "model/resources/vocab.txt",
         ]
 
     assert api.client.delete(f"/models/{model_id}", headers=owner.headers).status_code == 204
@@ -73,8 +84,15 @@ def test_other_owners_cannot_list_read_download_predict_or_delete(api: ApiSessio
 
 
 def test_registering_fails_cleanly(api: ApiSession, tmp_path: Path) -> None:
-    with pytest.raises(Exception):  # noqa: B017 - the owner does not exist: a foreign-key failure
-        register_model("no-such-owner", _fake_folder(tmp_path), name="x", task="sequence_tagging", label_type="ner", labels=[])
+    with pytest.raises(IntegrityError):  # the owner does not exist
+        register_model(
+            "no-such-owner",
+            _fake_folder(tmp_path),
+            name="x",
+            task="sequence_tagging",
+            label_type="ner",
+            labels=[],
+        )
     with session_scope() as session:
         assert session.query(Model).count() == 0
     root = get_settings().storage_root

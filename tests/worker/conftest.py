@@ -87,7 +87,12 @@ def tagger_spec(corpus_id: str, max_epochs: int = 3, batch: int = 4) -> dict[str
         "label_type": "ner",
         "embeddings": [{"type": "character", "char_embedding_dim": 8, "hidden_size_char": 8}],
         "model": {"hidden_size": 8, "use_crf": True, "use_rnn": True},
-        "trainer": {"learning_rate": 0.1, "mini_batch_size": batch, "max_epochs": max_epochs, "device": "cpu"},
+        "trainer": {
+            "learning_rate": 0.1,
+            "mini_batch_size": batch,
+            "max_epochs": max_epochs,
+            "device": "cpu",
+        },
     }
 
 
@@ -102,7 +107,12 @@ def classifier_spec(corpus_id: str, max_epochs: int = 3, batch: int = 4) -> dict
                 "embeddings": [{"type": "character", "char_embedding_dim": 8, "hidden_size_char": 8}],
             }
         ],
-        "trainer": {"learning_rate": 0.1, "mini_batch_size": batch, "max_epochs": max_epochs, "device": "cpu"},
+        "trainer": {
+            "learning_rate": 0.1,
+            "mini_batch_size": batch,
+            "max_epochs": max_epochs,
+            "device": "cpu",
+        },
     }
 
 
@@ -255,11 +265,15 @@ class Stack:
         with session_scope() as session:
             return list(
                 session.scalars(
-                    select(JobEpochMetric.epoch).where(JobEpochMetric.job_id == job_id).order_by(JobEpochMetric.epoch)
+                    select(JobEpochMetric.epoch)
+                    .where(JobEpochMetric.job_id == job_id)
+                    .order_by(JobEpochMetric.epoch)
                 ).all()
             )
 
-    def wait_for(self, what: str, check: Callable[[], bool], timeout: float = 90.0, every: float = 0.1) -> None:
+    def wait_for(
+        self, what: str, check: Callable[[], bool], timeout: float = 90.0, every: float = 0.1
+    ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if check():

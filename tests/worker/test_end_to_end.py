@@ -81,7 +81,9 @@ def test_train_a_tagger_and_a_classifier_then_predict(stack: Stack) -> None:
     assert tagger_model["test_metrics"] and tagger_model["size_bytes"] > 0
     assert tagger_model["job_id"] == tagger_job
     predicted = stack.client.post(
-        f"/models/{tagger_model['id']}/predict", json={"texts": ["Anna lives in Berlin ."]}, headers=stack.headers
+        f"/models/{tagger_model['id']}/predict",
+        json={"texts": ["Anna lives in Berlin ."]},
+        headers=stack.headers,
     )
     assert predicted.status_code == 200, predicted.text
     tokens = predicted.json()["sentences"][0]["tokens"]
@@ -93,7 +95,9 @@ def test_train_a_tagger_and_a_classifier_then_predict(stack: Stack) -> None:
     assert classifier_model["task"] == "text_classification"
     assert sorted(classifier_model["labels"]) == ["NEGATIVE", "POSITIVE"]
     predicted = stack.client.post(
-        f"/models/{classifier_model_id}/predict", json={"texts": ["a great and lovely film"]}, headers=stack.headers
+        f"/models/{classifier_model_id}/predict",
+        json={"texts": ["a great and lovely film"]},
+        headers=stack.headers,
     )
     assert predicted.status_code == 200, predicted.text
     labels = predicted.json()["sentences"][0]["labels"]

@@ -49,7 +49,10 @@ def test_a_redelivered_message_does_not_start_a_second_run(stack: Stack) -> None
     stack.start_worker("first", **fast_redelivery)
     stack.start_worker("second", **fast_redelivery)
     job_id = stack.submit(tagger_spec(corpus, max_epochs=3))
-    stack.wait_for("the redelivery to be dropped", lambda: f"job {job_id}: delivery dropped (leased)" in stack.worker_logs())
+    stack.wait_for(
+        "the redelivery to be dropped",
+        lambda: f"job {job_id}: delivery dropped (leased)" in stack.worker_logs(),
+    )
     job = stack.wait_finished(job_id)
     assert job.status == "completed", (job.error, stack.worker_logs())
     assert job.attempts == 1
@@ -62,7 +65,8 @@ def test_cancel_stops_within_seconds_and_resume_finishes_the_epochs(stack: Stack
     stack.start_worker("only", **SLOW_BATCHES)
     job_id = stack.submit(tagger_spec(corpus, max_epochs=4))
     stack.wait_for(
-        "epoch 2", lambda: (job := stack.job(job_id)).epoch == 1 and job.batch >= 1 and job.checkpoint_key is not None
+        "epoch 2",
+        lambda: (job := stack.job(job_id)).epoch == 1 and job.batch >= 1 and job.checkpoint_key is not None,
     )
     response = stack.client.post(f"/jobs/{job_id}/cancel", headers=stack.headers)
     assert response.status_code in (200, 202), response.text
