@@ -7,7 +7,9 @@ drives it from a separate load-generator process: a minimal asyncio HTTP/1.1 kee
 than the server. One raw sentence per request (CoNLL-03 dev sentences, detokenized).
 
 Prints one JSON line per concurrency level:
-``{"concurrency", "sentences_per_s", "p50_ms", "p99_ms", "requests", "errors", ...}``.
+``{"concurrency", "sentences_per_s", "p50_ms", "p99_ms", "requests", "errors", ...}``, plus
+``server_cpu_ms_per_sentence`` (the server process's CPU time per sentence, which does not depend
+on what else runs on the machine) and ``load_average`` (the 1-minute load when the level ended).
 
     python bench/predict_http.py            # concurrency 1 and 16, 20 s each
     python bench/predict_http.py --quick    # a few seconds, for tests
@@ -150,10 +152,9 @@ def loadgen(args: argparse.Namespace) -> None:
 # -- setup: model, database, server ------------------------------------------------------------
 def build_model(directory: Path) -> tuple[str, list[str]]:
     """Save an untrained GloVe BiLSTM-CRF NER tagger (hidden 256) into ``directory``."""
-    from engine.models.sequence_tagger import SequenceTagger
-
     from engine.data import Dictionary
     from engine.embeddings.word import WordEmbeddings
+    from engine.models.sequence_tagger import SequenceTagger
 
     labels = ["PER", "LOC", "ORG", "MISC"]
     dictionary = Dictionary(add_unk=False)
@@ -227,7 +228,23 @@ def wait_healthy(port: int, process: subprocess.Popen[bytes], timeout: float = 6
     raise TimeoutError("uvicorn did not become healthy")
 
 
-def run_level(port: int, key: str, model_id: str, concurrency: int, duration: float) -> dict[str, Any]:
+def _cpu_seconds(pid: int) -> float:
+    import psutil
+
+    process = psutil.Process(pid)
+    total = 0.0
+    for proc in [process, *process.children(recursive=True)]:
+        times = proc.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def run_level(
+    port: int, key: str, model_id: str, concurrency: int, duration: float, server_pid: int | None = None
+) -> dict[str, Any]:
+    """One load level; with ``server_pid`` also the server's CPU time per sentence, a figure that
+    does not depend on what else runs on the machine."""
+    cpu_before = _cpu_seconds(server_pid) if server_pid else 0.0
     argv = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -244,7 +261,13 @@ def run_level(port: int, key: str, model_id: str, concurrency: int, duration: fl
         str(duration),
     ]
     out = subprocess.run(argv, check=True, capture_output=True, text=True, cwd=REPO)
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    row = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    row["load_average"] = round(os.getloadavg()[0], 2)
+    if server_pid and row["requests"]:
+        row["server_cpu_ms_per_sentence"] = round(
+            1000 * (_cpu_seconds(server_pid) - cpu_before) / row["requests"], 3
+        )
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,6 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", default="1,16", help="comma-separated concurrency levels")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per level")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up load before measuring")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the server, e.g. TAGSMITH_PREDICT_THREADS=2 (repeatable)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -268,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.duration, args.warmup = 2.0, 1.0
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    server_env = dict(item.split("=", 1) for item in args.server_env)
 
     with tempfile.TemporaryDirectory(prefix="tagsmith-bench-") as tmp:
         env, key, model_id = prepare(Path(tmp))
@@ -287,13 +319,14 @@ def main(argv: list[str] | None = None) -> int:
                 "warning",
             ],
             cwd=REPO,
-            env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+            env={**os.environ, **env, **server_env, "PYTHONPATH": str(REPO)},
         )
         try:
             wait_healthy(port, server)
             run_level(port, key, model_id, max(levels), args.warmup)
             for concurrency in levels:
-                print(json.dumps(run_level(port, key, model_id, concurrency, args.duration)), flush=True)
+                row = run_level(port, key, model_id, concurrency, args.duration, server.pid)
+                print(json.dumps(row), flush=True)
         finally:
             server.terminate()
             try:

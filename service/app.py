@@ -42,7 +42,8 @@ def create_app(run_migrations: bool = True) -> FastAPI:
 
     app = FastAPI(title="Tagsmith", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     problems.install(app)
-    for router in (ops.router, keys.router, corpora.router, jobs.router, models.router):
+    # The predict route is the hot path: its router is matched first.
+    for router in (models.router, ops.router, keys.router, corpora.router, jobs.router):
         app.include_router(router)
     app.add_middleware(UploadLimitMiddleware)
     app.add_middleware(MetricsMiddleware)

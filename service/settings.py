@@ -54,17 +54,25 @@ class Settings(BaseSettings):
     predict_max_text_chars: int = Field(
         default=10_000,
         ge=1,
-        description="Longest text (characters) or pre-tokenized sentence (tokens) accepted by predict.",
+        description="Longest text accepted by predict, in characters (a pre-tokenized sentence: its tokens' "
+        "characters plus one per token).",
     )
     predict_batch_wait_ms: float = Field(
         default=2.0,
         ge=0,
-        description="How long the predict batcher waits for more concurrent requests before running the model.",
+        description="After a model call that served several requests, how long the predict batcher waits for "
+        "more before the next call (a lone request never waits).",
     )
     predict_max_micro_batch: int = Field(
         default=64, ge=1, description="Most sentences the predict batcher runs through the model at once."
     )
-    predict_threads: int = Field(default=2, ge=1, description="Threads that run model inference for predict.")
+    predict_threads: int = Field(default=1, ge=1, description="Threads that run model inference for predict.")
+    predict_torch_threads: int = Field(
+        default=1,
+        ge=0,
+        description="PyTorch intra-op threads in the API process (0: PyTorch's default). One is fastest for "
+        "small batches, and leaves the other cores to the event loop.",
+    )
     model_cache_size: int = Field(
         default=4, ge=1, description="Models kept loaded in memory (LRU, by count)."
     )

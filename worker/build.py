@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from engine.models.base import Model
-from engine.training.callbacks import TrainingEnded
-from engine.training.trainer import ModelTrainer
 
 from engine.data import Corpus, Dictionary, MultiCorpus
 from engine.embeddings import DocumentEmbeddings, TokenEmbeddings
+from engine.models.base import Model
 from engine.readers import read_corpus_files
+from engine.training.callbacks import TrainingEnded
+from engine.training.trainer import ModelTrainer
 from service.db.models import Corpus as CorpusRow
 from service.db.models import Model as ModelRow
 from service.db.session import session_scope
@@ -179,15 +179,15 @@ def build_model(spec: s.TrainingSpec, corpus: Corpus, folder: Path) -> Model:
             word_dropout=options.word_dropout,
             locked_dropout=options.locked_dropout,
             tag_format=options.tag_format,
+            label_kind=corpus.label_kinds().get(spec.label_type),
         )
     from engine.models.text_classifier import TextClassifier
 
-    multi_label = options.multi_label if options.multi_label is not None else labels.multi_label
     return TextClassifier(
-        embeddings=document_embedding(spec.embeddings[0], folder),
+        document_embeddings=document_embedding(spec.embeddings[0], folder),
         label_dictionary=labels,
         label_type=spec.label_type,
-        multi_label=multi_label,
+        multi_label=options.multi_label,
         multi_label_threshold=options.multi_label_threshold,
     )
 
@@ -220,6 +220,7 @@ def trainer_arguments(spec: s.TrainingSpec) -> dict[str, Any]:
         "checkpoint": t.checkpoint,
         "write_weights": t.write_weights,
         "seed": t.seed,
+        "use_amp": t.use_amp,
     }
     return arguments
 
@@ -229,9 +230,11 @@ def train(
 ) -> TrainingEnded:
     """Run (or continue) training; returns how it ended, as the callback saw it."""
     arguments = trainer_arguments(spec)
-    if device == "cpu" and arguments["embeddings_storage_mode"] == "gpu":
-        # The spec allowed "gpu" storage for a GPU run; this machine has none.
-        arguments["embeddings_storage_mode"] = "cpu"
+    if device == "cpu":
+        # The spec may ask for GPU storage and mixed precision for a GPU run; this run has no GPU.
+        arguments["use_amp"] = False
+        if arguments["embeddings_storage_mode"] == "gpu":
+            arguments["embeddings_storage_mode"] = "cpu"
     run = trainer.fine_tune if spec.trainer.mode == "fine_tune" else trainer.train
     run(base_path, callbacks=[progress], device=device, **arguments)
     if progress.ended is None:
@@ -246,3 +249,16 @@ def save_final_model(trainer: ModelTrainer, folder: Path) -> Path:
 
 def model_labels(model: Model) -> list[str]:
     return [item for item in model.label_dictionary.get_items() if item != Dictionary.UNK]
+
+
+def warm_up() -> None:
+    """Pay the one-time costs of a training process (the first optimizer pulls in a large part of
+    torch, ~2 s) in the worker's main process, so every forked training process starts warm.
+    CPU only: a CUDA context must not exist before the fork."""
+    layer = torch.nn.LSTM(4, 4, batch_first=True, bidirectional=True)
+    for optimizer_class in (torch.optim.SGD, torch.optim.AdamW):
+        optimizer = optimizer_class(layer.parameters(), lr=0.1)
+        output, _ = layer(torch.zeros(1, 2, 4))
+        output.sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()

@@ -30,13 +30,24 @@ from worker.settings import get_worker_settings
 log = logging.getLogger(__name__)
 
 
+def transport_options(visibility_timeout: int) -> dict[str, Any]:
+    """Redis transport options. kombu looks for messages past their visibility timeout only every
+    ``unacked_restore_interval * unacked_restore_throttle`` seconds (100 s by default); the sweep
+    is one cheap sorted-set query, so it runs at a pace that fits the timeout instead."""
+    return {
+        "visibility_timeout": visibility_timeout,
+        "unacked_restore_interval": max(1, min(10, visibility_timeout // 4)),
+        "unacked_restore_throttle": 1,
+    }
+
+
 def make_app() -> Celery:
     settings = get_settings()
     worker_settings = get_worker_settings()
     celery = Celery("tagsmith", include=["worker.tasks"])
     celery.conf.update(
         broker_url=settings.broker_url or None,
-        broker_transport_options={"visibility_timeout": worker_settings.visibility_timeout_seconds},
+        broker_transport_options=transport_options(worker_settings.visibility_timeout_seconds),
         broker_connection_retry_on_startup=True,
         task_queues=tuple(Queue(name, routing_key=name) for name in QUEUES),
         task_default_queue="cpu",
@@ -84,8 +95,10 @@ def _select_queues(sender: Any = None, instance: Any = None, **_: Any) -> None:
 
 @signals.worker_init.connect
 def _preload_training_code(**_: Any) -> None:
-    # Imported once in the main process, so every forked training process starts warm.
-    import worker.build  # noqa: F401
+    # Done once in the main process, so every forked training process starts warm.
+    from worker.build import warm_up
+
+    warm_up()
 
 
 @signals.worker_process_init.connect

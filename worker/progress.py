@@ -21,10 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.training.callbacks import BatchEnded, EpochEnded, TrainerCallback, TrainingEnded, TrainingStarted
 from sqlalchemy import insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from engine.training.callbacks import BatchEnded, EpochEnded, TrainerCallback, TrainingEnded, TrainingStarted
 from service.db.models import Job, JobBatchLoss, JobEpochMetric, utcnow
 from service.db.session import session_scope
 from service.storage import Storage

@@ -37,11 +37,14 @@ class Api:
     url: str
     api_key: str | None = None
     timeout: float = 120.0
+    transport: httpx.BaseTransport | None = None  # tests plug in an httpx.MockTransport
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         try:
-            with httpx.Client(base_url=self.url.rstrip("/"), headers=headers, timeout=self.timeout) as client:
+            with httpx.Client(
+                base_url=self.url.rstrip("/"), headers=headers, timeout=self.timeout, transport=self.transport
+            ) as client:
                 response = client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise CliError(

@@ -3,8 +3,8 @@
 Every child (the API, the worker) starts in a session of its own, so a stop can signal its whole
 process group, Celery's pool processes included: SIGTERM, a grace period, then SIGKILL. The
 embedded Redis daemonizes itself, so it is stopped through its handle and then checked by pid.
-SIGINT and SIGTERM only set an event; the main loop notices it and shuts down in order (worker
-first, then the API, then Redis). A second signal skips the grace periods.
+SIGINT, SIGTERM and SIGHUP only set an event; the main loop notices it and shuts down in order
+(worker first, then the API, then Redis). A second signal skips the grace periods.
 """
 
 from __future__ import annotations
@@ -82,14 +82,15 @@ def pid_alive(pid: int) -> bool:
 
 @dataclass
 class Stopper:
-    """Turns SIGINT/SIGTERM into an event; a second signal asks for a forced stop."""
+    """Turns SIGINT/SIGTERM/SIGHUP into an event; a second signal asks for a forced stop."""
 
     event: threading.Event = field(default_factory=threading.Event)
     force: bool = False
 
     def install(self) -> None:
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
+        # SIGHUP too: a closed terminal must not leave the children and Redis running.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, _frame: object) -> None:
         if self.event.is_set():
@@ -172,7 +173,7 @@ class StackOptions:
     ready_timeout: float
 
 
-def run_stack(options: StackOptions, echo: Callable[[str], None], create_key: Callable[[str], str]) -> int:
+def run_stack(options: StackOptions, echo: Callable[[str], None], create_key: Callable[[], str]) -> int:
     """Start migrations, broker, API and worker; block until a signal or a child's death; stop all.
 
     Returns the exit code: 0 after a requested stop, 1 when something failed.
@@ -235,8 +236,7 @@ def run_stack(options: StackOptions, echo: Callable[[str], None], create_key: Ca
         if options.open_mode:
             echo("open single-user mode: no API key needed (--no-open-mode requires keys)")
         else:
-            key = create_key("local")
-            echo(f"API key for owner 'local' (shown once):\n  export TAGSMITH_API_KEY={key}")
+            echo(f"API key of the local owner (shown once):\n  export TAGSMITH_API_KEY={create_key()}")
         echo("Press Ctrl-C to stop.\n")
         while not stopper.event.wait(0.5):
             for child in children:

@@ -18,14 +18,15 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.data import Sentence
+from engine.models.base import distribution_key
 from service.db.models import Model
 from service.db.session import session_scope
-from service.errors import FieldError, Invalid, NotFound
+from service.errors import FieldError, Invalid, NotFound, Unavailable
 from service.metrics import MODEL_LOADS, MODELS_LOADED, PREDICT_BATCH_SIZE, PREDICT_SENTENCES
 from service.schemas.api import PredictRequest
 from service.settings import Settings
@@ -96,9 +97,12 @@ class BatcherClosed(Exception):
 
 
 class Batcher:
-    def __init__(self, model: Any, executor: ThreadPoolExecutor, wait_s: float, max_sentences: int) -> None:
+    def __init__(
+        self, model: Any, executor: ThreadPoolExecutor, wait_s: float, max_sentences: int, parallel: int = 1
+    ) -> None:
         self.model = model
         self.executor = executor
+        self.parallel = parallel
         self.wait_s = wait_s
         self.max_sentences = max_sentences
         self.queue: asyncio.Queue[_Item | None] = asyncio.Queue()
@@ -149,31 +153,44 @@ class Batcher:
         )
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        # A slot is taken before a batch is collected, so requests that arrive while every slot
+        # is busy join the next batch instead of waiting in many small ones.
+        slots = asyncio.Semaphore(self.parallel)
+        running: set[asyncio.Task[None]] = set()
         stop = False
         while not stop:
+            await slots.acquire()
             first = await self.queue.get()
             if first is None:
+                slots.release()
                 break
             items, stop = await self._collect(first)
             self._last_requests = len(items)
-            for flag in (False, True):
-                group = [i for i in items if i.all_classes is flag]
-                if not group:
-                    continue
-                sentences = [s for i in group for s in i.sentences]
-                PREDICT_BATCH_SIZE.observe(len(sentences))
-                try:
-                    await loop.run_in_executor(self.executor, self._predict, sentences, flag)
-                except Exception as e:
-                    for item in group:
-                        if not item.future.done():
-                            item.future.set_exception(e)
-                    continue
-                PREDICT_SENTENCES.inc(len(sentences))
+            task = asyncio.get_running_loop().create_task(self._run_batch(items))
+            running.add(task)
+            task.add_done_callback(lambda t: (running.discard(t), slots.release()))
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _run_batch(self, items: list[_Item]) -> None:
+        loop = asyncio.get_running_loop()
+        for flag in (False, True):
+            group = [i for i in items if i.all_classes is flag]
+            if not group:
+                continue
+            sentences = [s for i in group for s in i.sentences]
+            PREDICT_BATCH_SIZE.observe(len(sentences))
+            try:
+                await loop.run_in_executor(self.executor, self._predict, sentences, flag)
+            except Exception as e:
                 for item in group:
                     if not item.future.done():
-                        item.future.set_result(None)
+                        item.future.set_exception(e)
+                continue
+            PREDICT_SENTENCES.inc(len(sentences))
+            for item in group:
+                if not item.future.done():
+                    item.future.set_result(None)
 
 
 # -- the model cache --------------------------------------------------------------------------
@@ -183,7 +200,6 @@ class LoadedModel:
     model: Any
     batcher: Batcher
     directory: Path
-    kinds: dict[str, str] = field(default_factory=dict)
 
 
 def _load(info: ModelInfo, cache_root: Path) -> tuple[Any, Path]:
@@ -207,7 +223,16 @@ class ModelCache:
         self.wait_s = settings.predict_batch_wait_ms / 1000.0
         self.max_sentences = settings.predict_max_micro_batch
         self.cache_root = settings.resolved_data_dir / "model-cache"
+        # One batch per thread at a time; a model's batches may run side by side (inference only
+        # reads the weights).
+        self.parallel = settings.predict_threads
         self.executor = ThreadPoolExecutor(settings.predict_threads, thread_name_prefix="predict")
+        self._torch_threads: int | None = None
+        if settings.predict_torch_threads:
+            import torch
+
+            self._torch_threads = torch.get_num_threads()
+            torch.set_num_threads(settings.predict_torch_threads)
         self.entries: OrderedDict[str, LoadedModel] = OrderedDict()
         self.locks: dict[str, asyncio.Lock] = {}
 
@@ -227,7 +252,11 @@ class ModelCache:
             if entry is not None:
                 return entry
             loop = asyncio.get_running_loop()
-            model, directory = await loop.run_in_executor(self.executor, _load, info, self.cache_root)
+            try:
+                model, directory = await loop.run_in_executor(self.executor, _load, info, self.cache_root)
+            except (OSError, ValueError) as e:
+                # Missing or unreadable artifact (ModelFileError is a ValueError): the server's problem.
+                raise Unavailable(f"model {info.id} could not be loaded: {e}") from e
             MODEL_LOADS.inc()
             entry = LoadedModel(
                 info, model, Batcher(model, self.executor, self.wait_s, self.max_sentences), directory
@@ -255,6 +284,10 @@ class ModelCache:
         self.entries.clear()
         MODELS_LOADED.set(0)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(self._torch_threads)
 
 
 # -- requests and responses -------------------------------------------------------------------
@@ -294,10 +327,8 @@ def prepare(request: PredictRequest, info: ModelInfo, settings: Settings) -> lis
             errors.append(FieldError(["body", field_name, i], f"{length} characters; the limit is {limit}"))
         elif (isinstance(item, str) and not item.strip()) or (not isinstance(item, str) and not item):
             errors.append(FieldError(["body", field_name, i], "empty"))
-        elif not isinstance(item, str) and any(not t or t != t.strip() or " " in t for t in item):
-            errors.append(
-                FieldError(["body", field_name, i], "tokens must be non-empty and contain no spaces")
-            )
+        elif not isinstance(item, str) and any(not t.strip() for t in item):
+            errors.append(FieldError(["body", field_name, i], "tokens must not be empty or blank"))
     if errors:
         raise Invalid(errors[0].message if len(errors) == 1 else f"{len(errors)} invalid items", errors)
 
@@ -328,7 +359,15 @@ def _scores(labels: list[Any]) -> list[dict[str, Any]]:
     return [{"value": lb.value, "score": float(lb.score)} for lb in labels]
 
 
-def format_sentence(p: Prepared, info: ModelInfo, all_classes: bool) -> dict[str, Any]:
+def _distribution(dist: Any) -> list[dict[str, Any]]:
+    """Per-class probabilities as ``[{value, score}]``, most likely first."""
+    pairs = dist.items() if isinstance(dist, dict) else ((d["value"], d["score"]) for d in dist)
+    return sorted(({"value": str(v), "score": float(sc)} for v, sc in pairs), key=lambda d: -d["score"])
+
+
+def format_sentence(p: Prepared, info: ModelInfo, kind: str, all_classes: bool) -> dict[str, Any]:
+    """One sentence's result. ``kind`` is the model's label kind: ``span`` (spans, and BIOES tags
+    derived from them on the tokens), ``token`` (a tag per token) or ``sentence`` (labels)."""
     s = p.sentence
     label_type = info.label_type
     text = s.to_original_text()
@@ -338,61 +377,56 @@ def format_sentence(p: Prepared, info: ModelInfo, all_classes: bool) -> dict[str
         "start": p.offset,
         "end": None if p.offset is None else p.offset + len(text),
     }
-    span_list = s.spans.get(label_type)
-    span_tags: dict[int, tuple[str, float]] = {}
-    if span_list is not None:
-        for span in span_list:
+    distribution = s.metadata.get(distribution_key(label_type)) if all_classes else None
+    tokens = [
+        {"text": t.text, "start": _offset(t.start_pos, p.offset), "end": _offset(t.end_pos, p.offset)}
+        for t in s.tokens
+    ]
+    out["tokens"] = tokens
+    if kind == "sentence":
+        labels = sorted(s.get_labels(label_type), key=lambda lb: -lb.score)
+        out["labels"] = _scores(labels)
+        if distribution is not None:
+            out["all_labels"] = _distribution(distribution)
+        return out
+    if kind == "span":
+        spans = s.get_spans(label_type)
+        for span in spans:
+            length = span.end - span.start
             for k in range(span.start, span.end):
                 prefix = (
-                    "S-"
-                    if span.end - span.start == 1
-                    else "B-"
-                    if k == span.start
-                    else "E-"
-                    if k == span.end - 1
-                    else "I-"
+                    "S-" if length == 1 else "B-" if k == span.start else "E-" if k == span.end - 1 else "I-"
                 )
-                span_tags[k] = (prefix + span.label.value, float(span.label.score))
-    tokens = []
-    for t in s.tokens:
-        token: dict[str, Any] = {
-            "text": t.text,
-            "start": _offset(t.start_pos, p.offset),
-            "end": _offset(t.end_pos, p.offset),
-        }
-        if info.task == "sequence_tagging":
-            label = t.labels.get(label_type)
-            if label is not None:
-                token["tag"], token["confidence"] = label.value, float(label.score)
-            elif span_list is not None:
-                token["tag"], token["confidence"] = span_tags.get(t.idx, ("O", None))
-            dist = t.labels.get(label_type + "_all") if all_classes else None
-            if dist is not None:
-                token["all_tags"] = dist
-        tokens.append(token)
-    out["tokens"] = tokens
-    if info.task == "sequence_tagging":
-        if span_list is not None:
-            out["spans"] = [
-                {
-                    "text": sp.text,
-                    "start": _offset(sp.start_pos, p.offset),
-                    "end": _offset(sp.end_pos, p.offset),
-                    "start_token": sp.start,
-                    "end_token": sp.end,
-                    "label": sp.label.value,
-                    "confidence": float(sp.label.score),
-                }
-                for sp in span_list
-            ]
+                tokens[k]["tag"] = prefix + span.label.value
+                tokens[k]["confidence"] = float(span.label.score)
+        outside = (
+            distribution if isinstance(distribution, list) and len(distribution) == len(tokens) else None
+        )
+        for k, token in enumerate(tokens):
+            if "tag" not in token:
+                token["tag"] = "O"
+                # Outside spans a confidence exists only when the per-tag probabilities were asked for.
+                token["confidence"] = float(outside[k]["O"]) if outside and "O" in outside[k] else None
+        out["spans"] = [
+            {
+                "text": sp.text,
+                "start": _offset(sp.start_pos, p.offset),
+                "end": _offset(sp.end_pos, p.offset),
+                "start_token": sp.start,
+                "end_token": sp.end,
+                "label": sp.label.value,
+                "confidence": float(sp.label.score),
+            }
+            for sp in spans
+        ]
     else:
-        labels = sorted(s.get_labels(label_type), key=lambda lb: -lb.score)
-        if all_classes:
-            out["all_labels"] = _scores(labels)
-            threshold_labels = [lb for lb in labels if lb.score >= 0.5] or labels[:1]
-            out["labels"] = _scores(threshold_labels)
-        else:
-            out["labels"] = _scores(labels)
+        for token, t in zip(tokens, s.tokens, strict=True):
+            label = t.labels.get(label_type)
+            token["tag"] = label.value if label is not None else None
+            token["confidence"] = float(label.score) if label is not None else None
+    if isinstance(distribution, list) and len(distribution) == len(tokens):
+        for token, dist in zip(tokens, distribution, strict=True):
+            token["all_tags"] = _distribution(dist)
     return out
 
 
@@ -423,25 +457,31 @@ async def predict(
         prepared = prepare(request, info, settings)
     all_classes = request.return_probabilities_for_all_classes
     sentences = [p.sentence for p in prepared]
-    if sentences:
-        for _ in range(3):
-            entry = await cache.get(info)
-            try:
-                await entry.batcher.predict(sentences, all_classes)
-                break
-            except BatcherClosed:
-                continue
+    for _ in range(3):
+        entry = await cache.get(info)
+        if not sentences:
+            break
+        try:
+            await entry.batcher.predict(sentences, all_classes)
+            break
+        except BatcherClosed:
+            continue
+    else:
+        raise Unavailable(f"model {info.id} was unloaded repeatedly while predicting; try again")
+    kind = entry.model.label_kind
     return {
         "model_id": info.id,
         "task": info.task,
         "label_type": info.label_type,
         "sentences": (
-            await loop.run_in_executor(None, _format_all, prepared, info, all_classes)
+            await loop.run_in_executor(None, _format_all, prepared, info, kind, all_classes)
             if large
-            else _format_all(prepared, info, all_classes)
+            else _format_all(prepared, info, kind, all_classes)
         ),
     }
 
 
-def _format_all(prepared: list[Prepared], info: ModelInfo, all_classes: bool) -> list[dict[str, Any]]:
-    return [format_sentence(p, info, all_classes) for p in prepared]
+def _format_all(
+    prepared: list[Prepared], info: ModelInfo, kind: str, all_classes: bool
+) -> list[dict[str, Any]]:
+    return [format_sentence(p, info, kind, all_classes) for p in prepared]

@@ -169,11 +169,19 @@ class ScoreOut(BaseModel):
 
 class TokenOut(BaseModel):
     text: str
-    start: int | None
+    start: int | None = Field(description="Character offset in the input text (raw input only).")
     end: int | None
-    tag: str | None = None
-    confidence: float | None = None
-    all_tags: list[ScoreOut] | None = None
+    tag: str | None = Field(
+        None, description="Taggers: the token's tag; for span labels the BIOES tag derived from the spans."
+    )
+    confidence: float | None = Field(
+        None,
+        description="The tag's probability; for span labels the span's confidence, and outside spans (`O`) "
+        "only with `return_probabilities_for_all_classes`.",
+    )
+    all_tags: list[ScoreOut] | None = Field(
+        None, description="With `return_probabilities_for_all_classes`: every tag's probability."
+    )
 
 
 class SpanOut(BaseModel):

@@ -188,6 +188,9 @@ class TrainerOptions(_Strict):
     checkpoint: bool = True
     write_weights: bool = False
     seed: int = Field(42, ge=0)
+    use_amp: bool = Field(
+        False, description="Mixed precision (automatic mixed precision) on a CUDA device; ignored on CPU."
+    )
     device: Literal["auto", "cpu", "gpu"] = Field(
         "auto", description="`gpu` sends the job to the GPU queue; `auto` uses the server's default queue."
     )
@@ -216,7 +219,7 @@ def _default_embeddings(task: object) -> list[dict[str, Any]]:
 
 class TrainingSpec(_Strict):
     name: str | None = Field(
-        None, max_length=200, description="Job and model name. Default: `<task>-<label_type>`."
+        None, min_length=1, max_length=200, description="Job and model name. Default: `<task>-<label_type>`."
     )
     task: Task = "sequence_tagging"
     corpus: CorpusSelection

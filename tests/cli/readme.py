@@ -51,7 +51,8 @@ class Curl:
 
 
 def _logical_lines(script: str) -> list[str]:
-    return [line.strip() for line in script.replace("\\\n", " ").splitlines()]
+    lines = [line.strip() for line in script.replace("\\\n", " ").splitlines()]
+    return [line for line in lines if not line.startswith("#")]
 
 
 def _strip_command(fragment: str) -> str:
@@ -76,7 +77,7 @@ def _strip_command(fragment: str) -> str:
 
 
 def parse_curl(command: str) -> Curl:
-    args = shlex.split(command)
+    args = shlex.split(command, comments=True)
     assert args[0] == "curl", command
     method, url, form, data = None, None, {}, None
     i = 1

@@ -22,7 +22,7 @@ from tests.cli.readme import REPO_ROOT
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
-TAGSMITH_SERVICES = ("migrate", "api", "worker", "worker-gpu")
+APP_SERVICES = ("migrate", "api", "worker", "worker-gpu")
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +75,11 @@ def test_compose_services_and_persistence(compose: dict[str, Any]) -> None:
     assert "--appendonly yes" in redis_command
     assert _named_volume(services["redis"], "/data") in compose["volumes"]
     assert _named_volume(services["postgres"], "/var/lib/postgresql/data") in compose["volumes"]
-    storage = {_named_volume(services[name], "/data") for name in TAGSMITH_SERVICES}
+    storage = {_named_volume(services[name], "/data") for name in APP_SERVICES}
     assert len(storage) == 1 and storage <= set(compose["volumes"]), (
         "API and workers must share one storage volume"
     )
-    for name in TAGSMITH_SERVICES:
+    for name in APP_SERVICES:
         env = services[name]["environment"]
         assert env["TAGSMITH_STORAGE_URL"].startswith("/data/")
         assert env["TAGSMITH_DATABASE_URL"].startswith("postgresql+psycopg://")
@@ -107,10 +107,10 @@ def test_gpu_worker_is_optional(compose: dict[str, Any]) -> None:
 
 def test_one_image_runs_every_role_with_real_cli_commands(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    images = {services[name]["build"]["context"] for name in TAGSMITH_SERVICES}
+    images = {services[name]["build"]["context"] for name in APP_SERVICES}
     assert images == {"."}
     runner = CliRunner()
-    for name in TAGSMITH_SERVICES:
+    for name in APP_SERVICES:
         command = [str(part) for part in services[name]["command"]]
         # Unknown commands or options fail here; --help stops before anything runs.
         result = runner.invoke(app, [*command, "--help"])

@@ -65,6 +65,14 @@ def _wait_ready(stack: Stack) -> None:
     raise AssertionError(f"/ready not reached in {READY_TIMEOUT_S:.0f} s:\n{stack.log_tail()}")
 
 
+def _wait_for_banner(stack: Stack) -> None:
+    """`up` tells where the API and its docs are once it has seen /ready itself."""
+    deadline = time.monotonic() + 30
+    while not (f"API {stack.url}" in (log := stack.log_tail()) and f"{stack.url}/docs" in log):
+        assert time.monotonic() < deadline, f"no banner with the API and docs URLs:\n{log}"
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     command = _first_readme_command()
@@ -92,11 +100,13 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 def _teardown(stack: Stack) -> None:
     """After a failed test: stop the stack the normal way, then kill whatever it left."""
-    pids: list[int] = []
+    groups: list[int] = []
+    daemons: list[int] = []
     state_file = stack.data_dir / "up.json"
     if state_file.is_file():
         state = json.loads(state_file.read_text(encoding="utf-8"))
-        pids = [p for p in (state.get("api_pid"), state.get("worker_pid"), state.get("redis_pid")) if p]
+        groups = [state["api_pid"], state["worker_pid"]]
+        daemons = [state["redis_pid"]] if state.get("redis_pid") else []
     if stack.proc.poll() is None:
         stack.proc.send_signal(signal.SIGINT)
         try:
@@ -104,10 +114,12 @@ def _teardown(stack: Stack) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(stack.proc.pid, signal.SIGKILL)
             stack.proc.wait()
-    for pid in pids:
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    for pid in daemons:
         if _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL) if pid != pids[-1] else os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
 
 
 def _stack_processes(stack: Stack) -> tuple[dict[int, str], set[int]]:
@@ -172,8 +184,7 @@ def test_readme_first_command_runs_the_curl_session_and_stops_clean(stack: Stack
     processes, groups = _stack_processes(stack)
     assert any("celery" in cmd for cmd in processes.values())
     assert any("uvicorn" in cmd for cmd in processes.values())
-    banner = stack.log_tail()
-    assert f"API {stack.url}" in banner and f"{stack.url}/docs" in banner
+    _wait_for_banner(stack)
 
     output = _run_curl_session(stack.url)
 
@@ -183,16 +194,69 @@ def test_readme_first_command_runs_the_curl_session_and_stops_clean(stack: Stack
     assert all(t["tag"] and 0.0 <= t["confidence"] <= 1.0 for t in sentence["tokens"])
     assert [(s["text"], s["label"]) for s in sentence["spans"]] == [("Berlin", "LOC")]
 
+    # The CLI's client commands against the same stack: predict with that model, then the demo.
+    tagsmith = [str(REPO_ROOT / ".venv" / "bin" / "tagsmith"), "--url", stack.url]
+    done = subprocess.run(
+        [*tagsmith, "predict", prediction["model_id"], "I love Berlin"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Berlin/" in done.stdout and "LOC" in done.stdout, done.stdout
+    done = subprocess.run(
+        [*tagsmith, "demo", "--max-epochs", "2"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        "corpus " in done.stdout
+        and "completed: model" in done.stdout
+        and "next: tagsmith predict" in done.stdout
+    )
+    assert "epoch 2" in done.stdout, done.stdout
+
     # The whole stack is still the one we saw (nothing restarted or crashed meanwhile).
     assert all(_alive(pid) for pid in processes), stack.log_tail()
 
     stack.proc.send_signal(signal.SIGINT)
+    _assert_stopped_clean(stack, processes, groups, within=STOP_TIMEOUT_S)
+
+
+def _assert_stopped_clean(stack: Stack, processes: dict[int, str], groups: set[int], within: float) -> None:
     try:
-        code = stack.proc.wait(timeout=STOP_TIMEOUT_S)
+        code = stack.proc.wait(timeout=within)
     except subprocess.TimeoutExpired:
-        raise AssertionError(f"no stop {STOP_TIMEOUT_S:.0f} s after SIGINT:\n{stack.log_tail()}") from None
+        raise AssertionError(
+            f"still running {within:.0f} s after the stop signal:\n{stack.log_tail()}"
+        ) from None
     assert code == 0, stack.log_tail()
     left = {pid: cmd for pid, cmd in processes.items() if _alive(pid)}
     assert not left, f"processes left behind: {left}"
     assert all(_group_empty(pgid) for pgid in groups)
     assert not (stack.data_dir / "up.json").exists()
+
+
+@pytest.mark.timeout(600)
+def test_sigterm_while_a_job_trains_stops_everything(stack: Stack) -> None:
+    _wait_ready(stack)
+    processes, groups = _stack_processes(stack)
+    samples = REPO_ROOT / "service" / "samples"
+    with httpx.Client(base_url=stack.url, timeout=60.0) as api:
+        with (samples / "ner-train.conll").open("rb") as train:
+            corpus = api.post("/corpora", data={"format": "column", "name": "t"}, files={"train": train})
+        assert corpus.status_code == 201, corpus.text
+        spec = {
+            "corpus": {"ids": [corpus.json()["id"]]},
+            "embeddings": [{"type": "character"}],
+            "model": {"hidden_size": 16},
+            "trainer": {"max_epochs": 1000, "mini_batch_size": 2},
+        }
+        job = api.post("/jobs", json=spec)
+        assert job.status_code == 202, job.text
+        deadline = time.monotonic() + 120
+        while api.get(f"/jobs/{job.json()['id']}").json()["status"] != "running":
+            assert time.monotonic() < deadline, f"the job never ran:\n{stack.log_tail()}"
+            time.sleep(0.5)
+    # A busy worker gets its grace period (10 s), then its process group is killed.
+    stack.proc.send_signal(signal.SIGTERM)
+    _assert_stopped_clean(stack, processes, groups, within=STOP_TIMEOUT_S)

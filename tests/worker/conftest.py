@@ -176,10 +176,14 @@ class WorkerProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
 
+    def terminate(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+
     def stop(self) -> None:
         if self.process.poll() is not None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
+        self.terminate()
         try:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -335,7 +339,8 @@ def stack(environment: dict[str, str]) -> Iterator[Stack]:
     from service.app import app as api
 
     data_dir = Path(environment["TAGSMITH_DATA_DIR"])
-    env = {**os.environ, **environment, "PYTHONPATH": str(REPO)}
+    python_path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, **environment, "PYTHONPATH": python_path}
     with TestClient(api) as client:
         response = client.post(
             "/keys", json={"name": "worker-tests"}, headers={"Authorization": "Bearer test-admin-key"}
@@ -346,5 +351,7 @@ def stack(environment: dict[str, str]) -> Iterator[Stack]:
         try:
             yield test_stack
         finally:
+            for worker in test_stack.workers:
+                worker.terminate()
             for worker in test_stack.workers:
                 worker.stop()

@@ -44,11 +44,11 @@ def test_a_worker_killed_in_epoch_two_is_resumed_by_another(stack: Stack) -> Non
 
 def test_a_redelivered_message_does_not_start_a_second_run(stack: Stack) -> None:
     # The broker hands the unacknowledged message out again after 2 s; the job runs much longer.
-    fast_redelivery = {**SLOW_BATCHES, "TAGSMITH_VISIBILITY_TIMEOUT_SECONDS": "2"}
+    fast_redelivery = {"TAGSMITH_TEST_BATCH_SLEEP_SECONDS": "0.4", "TAGSMITH_VISIBILITY_TIMEOUT_SECONDS": "2"}
     corpus = stack.upload_tagger_corpus(repeat=2)
     stack.start_worker("first", **fast_redelivery)
     stack.start_worker("second", **fast_redelivery)
-    job_id = stack.submit(tagger_spec(corpus, max_epochs=3))
+    job_id = stack.submit(tagger_spec(corpus, max_epochs=4))  # about 7 s of training
     stack.wait_for(
         "the redelivery to be dropped",
         lambda: f"job {job_id}: delivery dropped (leased)" in stack.worker_logs(),
@@ -57,7 +57,7 @@ def test_a_redelivered_message_does_not_start_a_second_run(stack: Stack) -> None
     assert job.status == "completed", (job.error, stack.worker_logs())
     assert job.attempts == 1
     assert claims_in_logs(stack, job_id) == 1
-    assert stack.epochs(job_id) == [1, 2, 3]
+    assert stack.epochs(job_id) == [1, 2, 3, 4]
 
 
 def test_cancel_stops_within_seconds_and_resume_finishes_the_epochs(stack: Stack) -> None:

@@ -1,0 +1,78 @@
+"""Benchmark: ``SequenceTagger.predict`` speed for a GloVe BiLSTM-CRF tagger; one JSON line.
+
+    .venv/bin/python bench/predict.py            # CoNLL-03 dev (3,250 sentences), batch 64
+    .venv/bin/python bench/predict.py --quick    # the first 256 dev sentences
+
+The model is GloVe 6B 50d (``WordEmbeddings("glove")``) -> reprojection -> BiLSTM (hidden 256)
+-> linear -> CRF over the BIOES tags of the four CoNLL types, with untrained weights (speed does
+not depend on their values). Timed: one ``predict(sentences, mini_batch_size=64)`` call over
+fresh sentences, after a warm-up call on other sentence objects (so the one-off GloVe index build
+is not counted). Fields: ``sentences``, ``seconds``, ``sentences_per_s``, ``tokens``, ``threads``.
+Reference on the 2-core development machine: Flair 0.15.1 does 540-770 sentences/s; target 2,300.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import torch  # noqa: E402
+
+from engine.data import Corpus, Sentence  # noqa: E402
+from engine.embeddings.word import WordEmbeddings  # noqa: E402
+from engine.models.sequence_tagger import SequenceTagger  # noqa: E402
+from engine.readers.column import read_column_file  # noqa: E402
+
+DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="only the first 256 dev sentences")
+    parser.add_argument(
+        "--path", type=Path, default=DATA / "conll03" / "dev.txt", help="a two-column NER file"
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if not args.path.is_file():
+        print(f"error: {args.path} not found (see ../shared/data/README.md)", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sentences, _ = read_column_file(args.path, {0: "text", 1: "ner"})
+    if args.quick:
+        sentences = sentences[:256]
+    dictionary = Corpus(sentences, sample_missing_splits=False).make_label_dictionary("ner")
+    torch.manual_seed(0)
+    tagger = SequenceTagger(WordEmbeddings("glove"), dictionary, "ner", hidden_size=256)
+
+    def fresh() -> list[Sentence]:
+        return [Sentence([t.text for t in s.tokens]) for s in sentences]
+
+    tagger.predict(fresh()[: args.batch_size * 2], mini_batch_size=args.batch_size)  # warm-up
+    timed = fresh()
+    start = time.perf_counter()
+    tagger.predict(timed, mini_batch_size=args.batch_size)
+    seconds = time.perf_counter() - start
+    record = {
+        "sentences": len(timed),
+        "seconds": round(seconds, 4),
+        "sentences_per_s": round(len(timed) / seconds, 1),
+        "tokens": sum(len(s) for s in timed),
+        "threads": torch.get_num_threads(),
+    }
+    print(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,398 @@
+"""Training a character language model on a plain-text corpus folder (see ``corpus.py``).
+
+Each training file ("split") is read as one character stream (reversed for a backward model),
+cut into ``mini_batch_size`` parallel streams and trained with truncated back-propagation through
+time: windows of ``sequence_length`` characters, the LSTM state carried from one window to the
+next (detached) and reset at the start of each split. SGD with gradient-norm clipping; after
+every split the validation loss is computed and the learning rate is annealed on it
+(``AnnealOnPlateau``, mode ``min``).
+
+Progress goes through the trainer callbacks (``engine.training.callbacks``), where one callback
+"epoch" is one training split (validation, annealing and checkpoints happen at that unit):
+- ``BatchEnded.tokens_per_s`` is characters per second, ``sentences_per_s`` lines per second;
+- ``EpochEnded.dev_loss`` is the validation loss (nats per character) and ``dev_scores`` holds
+  ``perplexity`` and ``bits_per_char``; there is no ``main_score`` (lower perplexity is better);
+- ``TrainingEnded.best_dev_score`` is the best validation perplexity.
+
+One pass ("max_epochs" counts passes) visits every split once, in an order seeded by the pass
+number. ``checkpoint/`` (written atomically after every split) holds the model, the schedule,
+the count of completed splits and the RNG state, so ``load_checkpoint`` + ``train`` continues
+exactly as if never interrupted. ``best-lm/`` is the model with the lowest validation loss.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from engine.language_model.corpus import TextCorpus
+from engine.language_model.model import LanguageModel, LanguageModelError
+from engine.training.callbacks import (
+    BatchEnded,
+    EpochEnded,
+    TrainerCallback,
+    TrainingEnded,
+    TrainingStarted,
+)
+from engine.training.schedulers import AnnealOnPlateau
+
+CHECKPOINT = "checkpoint"
+BEST_MODEL = "best-lm"
+STATE_FILE = "trainer_state.json"
+RNG_FILE = "rng.safetensors"
+MODEL_FOLDER = "model"
+
+
+@dataclass(frozen=True)
+class TrainingArgs:
+    """What must stay the same when a run is resumed (the result would differ otherwise)."""
+
+    sequence_length: int = 250
+    mini_batch_size: int = 100
+    learning_rate: float = 20.0
+    anneal_factor: float = 0.25
+    patience: int = 10
+    clip: float = 0.25
+    seed: int = 42
+
+    def check(self) -> None:
+        if self.sequence_length < 1 or self.mini_batch_size < 1:
+            raise ValueError("sequence_length and mini_batch_size must be positive")
+        if self.learning_rate <= 0 or self.clip <= 0:
+            raise ValueError("learning_rate and clip must be positive")
+
+
+@dataclass
+class _Progress:
+    splits_done: int = 0
+    best_valid_loss: float = math.inf
+    scheduler: dict[str, Any] | None = None
+    history: list[dict[str, Any]] | None = None
+
+
+def batchify(ids: torch.Tensor, streams: int) -> torch.Tensor:
+    """A 1-d stream -> [length, streams]: column j is the j-th contiguous piece of the text."""
+    streams = max(1, min(streams, len(ids) // 2))
+    usable = len(ids) // streams * streams
+    return ids[:usable].view(streams, -1).t().contiguous()
+
+
+class LanguageModelTrainer:
+    def __init__(self, model: LanguageModel, corpus: TextCorpus | str | Path) -> None:
+        self.model = model
+        self.corpus = corpus if isinstance(corpus, TextCorpus) else TextCorpus.open(corpus)
+        self._progress = _Progress(history=[])
+        self._resumed_args: TrainingArgs | None = None
+        self._rng_state: torch.Tensor | None = None
+
+    # resume ---------------------------------------------------------------------------------------
+    @classmethod
+    def load_checkpoint(
+        cls, checkpoint_dir: str | Path, corpus: TextCorpus | str | Path
+    ) -> LanguageModelTrainer:
+        checkpoint_dir = Path(checkpoint_dir)
+        state_path = checkpoint_dir / STATE_FILE
+        if not state_path.is_file():
+            raise LanguageModelError(
+                f"{checkpoint_dir} is not a language model checkpoint: missing {STATE_FILE}"
+            )
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        trainer = cls(LanguageModel.load(checkpoint_dir / MODEL_FOLDER), corpus)
+        if len(trainer.corpus.train_files) != state["train_files"]:
+            raise LanguageModelError(
+                f"{checkpoint_dir}: trained on {state['train_files']} training files, "
+                f"the corpus has {len(trainer.corpus.train_files)}"
+            )
+        trainer._resumed_args = TrainingArgs(**state["args"])
+        trainer._progress = _Progress(
+            splits_done=int(state["splits_done"]),
+            best_valid_loss=float(state["best_valid_loss"]),
+            scheduler=state["scheduler"],
+            history=list(state["history"]),
+        )
+        trainer._rng_state = load_file(str(checkpoint_dir / RNG_FILE))["torch_cpu"]
+        return trainer
+
+    @property
+    def splits_done(self) -> int:
+        return self._progress.splits_done
+
+    # training -------------------------------------------------------------------------------------
+    def split_order(self, pass_index: int, seed: int) -> list[int]:
+        order = list(range(len(self.corpus.train_files)))
+        random.Random(f"{seed}:{pass_index}").shuffle(order)
+        return order
+
+    def train(
+        self,
+        base_path: str | Path,
+        sequence_length: int = 250,
+        mini_batch_size: int = 100,
+        learning_rate: float = 20.0,
+        anneal_factor: float = 0.25,
+        patience: int = 10,
+        clip: float = 0.25,
+        max_epochs: int = 1,
+        max_seconds: float | None = None,
+        checkpoint: bool = True,
+        callbacks: Sequence[TrainerCallback] = (),
+        device: str | torch.device | None = None,
+        seed: int = 42,
+    ) -> dict[str, Any]:
+        """Train for ``max_epochs`` passes over the training splits (or until ``max_seconds``
+        have passed, checked before each split). Returns a summary dict; see the module doc."""
+        args = TrainingArgs(
+            sequence_length, mini_batch_size, learning_rate, anneal_factor, patience, clip, seed
+        )
+        args.check()
+        if self._resumed_args is not None and self._resumed_args != args:
+            changed = [
+                f"{k} (checkpoint {v!r}, now {getattr(args, k)!r})"
+                for k, v in asdict(self._resumed_args).items()
+                if getattr(args, k) != v
+            ]
+            raise ValueError("resuming with different training arguments: " + ", ".join(changed))
+        base_path = Path(base_path)
+        base_path.mkdir(parents=True, exist_ok=True)
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        model = self.model.to(device)
+        if self._rng_state is not None:
+            torch.set_rng_state(self._rng_state)
+            self._rng_state = None
+        elif self._progress.splits_done == 0:
+            torch.manual_seed(seed)
+
+        optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+        scheduler = AnnealOnPlateau(optimizer, factor=anneal_factor, patience=patience, mode="min")
+        if self._progress.scheduler is not None:
+            scheduler.load_state_dict(self._progress.scheduler)
+        valid_ids = model.encode_text(self.corpus.read_valid())
+        n_splits = len(self.corpus.train_files)
+        total = max_epochs * n_splits
+        newline = model.dictionary.get_idx_for_item("\n")
+        history = self._progress.history if self._progress.history is not None else []
+        first_len = len(
+            batchify(torch.zeros(len(self.corpus.read_train(0)), dtype=torch.long), mini_batch_size)
+        )
+        for cb in callbacks:
+            cb.on_train_start(
+                TrainingStarted(
+                    max_epochs=total,
+                    start_epoch=self._progress.splits_done + 1,
+                    batches_per_epoch=max(1, math.ceil((first_len - 1) / sequence_length)),
+                    train_sentences=sum(p.read_bytes().count(b"\n") for p in self.corpus.train_files),
+                    dev_sentences=self.corpus.valid_file.read_bytes().count(b"\n"),
+                    device=str(device),
+                )
+            )
+
+        started = time.monotonic()
+        status = "completed"
+        while self._progress.splits_done < total:
+            if max_seconds is not None and time.monotonic() - started >= max_seconds:
+                break
+            unit = self._progress.splits_done
+            split = self.split_order(unit // n_splits, seed)[unit % n_splits]
+            outcome = self._train_split(model, optimizer, split, unit + 1, args, newline, callbacks)
+            if outcome is None:
+                status = "cancelled"
+                break
+            train_loss, chars_per_s, seconds = outcome
+            valid_loss = self.evaluate_ids(valid_ids, args.mini_batch_size, sequence_length)
+            is_best = valid_loss < self._progress.best_valid_loss
+            scheduler.step_epoch(valid_loss)
+            if is_best:
+                self._progress.best_valid_loss = valid_loss
+                _replace_folder(base_path / BEST_MODEL, model.save)
+            record = {
+                "epoch": unit + 1,
+                "split": self.corpus.train_files[split].name,
+                "train_loss": train_loss,
+                "valid_loss": valid_loss,
+                "valid_perplexity": math.exp(valid_loss),
+                "chars_per_s": chars_per_s,
+                "learning_rate": scheduler.learning_rate,
+                "seconds": seconds,
+            }
+            history.append(record)
+            self._progress = _Progress(
+                unit + 1, self._progress.best_valid_loss, scheduler.state_dict(), history
+            )
+            for cb in callbacks:
+                cb.on_epoch_end(
+                    EpochEnded(
+                        epoch=unit + 1,
+                        train_loss=train_loss,
+                        dev_loss=valid_loss,
+                        dev_scores={
+                            "perplexity": math.exp(valid_loss),
+                            "bits_per_char": valid_loss / math.log(2),
+                        },
+                        test_scores=None,
+                        learning_rate=scheduler.learning_rate,
+                        is_best=is_best,
+                        bad_epochs=scheduler.bad_epochs,
+                        seconds=seconds,
+                    )
+                )
+            if checkpoint:
+                path = self.save_checkpoint(base_path / CHECKPOINT, args)
+                for cb in callbacks:
+                    cb.on_checkpoint(path, unit + 1)
+
+        best_path = base_path / BEST_MODEL
+        test_loss: float | None = None
+        test_text = self.corpus.read_test()
+        if status == "completed" and test_text is not None and best_path.is_dir():
+            best = LanguageModel.load(best_path, device=device)
+            test_loss = _evaluate(best, best.encode_text(test_text), args.mini_batch_size, sequence_length)
+        best_ppl = (
+            math.exp(self._progress.best_valid_loss) if self._progress.best_valid_loss < math.inf else None
+        )
+        test_scores = {"perplexity": math.exp(test_loss)} if test_loss is not None else None
+        for cb in callbacks:
+            cb.on_train_end(
+                TrainingEnded(
+                    status=status,
+                    epochs_done=self._progress.splits_done,
+                    best_dev_score=best_ppl,
+                    test_scores=test_scores,
+                    model_path=best_path if best_path.is_dir() else None,
+                )
+            )
+        return {
+            "status": status,
+            "epochs_done": self._progress.splits_done,
+            "best_valid_perplexity": best_ppl,
+            "test_perplexity": test_scores["perplexity"] if test_scores else None,
+            "model_path": best_path if best_path.is_dir() else None,
+            "history": list(history),
+        }
+
+    def _train_split(
+        self,
+        model: LanguageModel,
+        optimizer: torch.optim.Optimizer,
+        split: int,
+        epoch: int,
+        args: TrainingArgs,
+        newline: int,
+        callbacks: Sequence[TrainerCallback],
+    ) -> tuple[float, float, float] | None:
+        """One split; None when a callback asked to stop (the partial split is dropped)."""
+        data = batchify(model.encode_text(self.corpus.read_train(split)), args.mini_batch_size)
+        if len(data) < 2:
+            raise LanguageModelError(f"{self.corpus.train_files[split]}: too short to train on")
+        model.train()
+        hidden = model.init_hidden(data.shape[1])
+        device = model.decoder.weight.device
+        starts = range(0, len(data) - 1, args.sequence_length)
+        loss_sum, chars, lines = 0.0, 0, 0
+        began = time.monotonic()
+        for batch, start in enumerate(starts, start=1):
+            if any(cb.should_stop() for cb in callbacks):
+                return None
+            window = data[start : start + args.sequence_length + 1].to(device)
+            inputs, targets = window[:-1], window[1:]
+            hidden = (hidden[0].detach(), hidden[1].detach())
+            logits, hidden = model(inputs, hidden)
+            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+            optimizer.step()
+            value = loss.item()
+            loss_sum += value * inputs.numel()
+            chars += inputs.numel()
+            lines += int((inputs == newline).sum())
+            elapsed = max(time.monotonic() - began, 1e-9)
+            for cb in callbacks:
+                cb.on_batch_end(
+                    BatchEnded(
+                        epoch=epoch,
+                        batch=batch,
+                        batches_per_epoch=len(starts),
+                        loss=value,
+                        learning_rate=float(optimizer.param_groups[0]["lr"]),
+                        sentences_per_s=lines / elapsed,
+                        tokens_per_s=chars / elapsed,
+                    )
+                )
+        seconds = time.monotonic() - began
+        return loss_sum / chars, chars / max(seconds, 1e-9), seconds
+
+    def evaluate_ids(self, ids: torch.Tensor, streams: int, sequence_length: int) -> float:
+        return _evaluate(self.model, ids, streams, sequence_length)
+
+    def evaluate_text(self, text: str, streams: int = 100, sequence_length: int = 250) -> float:
+        """Mean loss (nats per character) of the model on ``text`` (natural order)."""
+        return _evaluate(self.model, self.model.encode_text(text), streams, sequence_length)
+
+    # checkpoints ----------------------------------------------------------------------------------
+    def save_checkpoint(self, directory: Path, args: TrainingArgs) -> Path:
+        progress = self._progress
+
+        def write(folder: Path) -> None:
+            self.model.save(folder / MODEL_FOLDER)
+            state = {
+                "format_version": 1,
+                "args": asdict(args),
+                "splits_done": progress.splits_done,
+                "train_files": len(self.corpus.train_files),
+                "best_valid_loss": progress.best_valid_loss,
+                "scheduler": progress.scheduler,
+                "history": progress.history,
+            }
+            (folder / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+            save_file({"torch_cpu": torch.get_rng_state()}, str(folder / RNG_FILE))
+
+        _replace_folder(directory, write)
+        return directory
+
+
+@torch.no_grad()
+def _evaluate(model: LanguageModel, ids: torch.Tensor, streams: int, sequence_length: int) -> float:
+    was_training = model.training
+    model.eval()
+    data = batchify(ids, streams)
+    if len(data) < 2:
+        raise LanguageModelError("evaluation text is too short (needs at least two characters per stream)")
+    device = model.decoder.weight.device
+    hidden = model.init_hidden(data.shape[1])
+    total, count = 0.0, 0
+    for start in range(0, len(data) - 1, sequence_length):
+        window = data[start : start + sequence_length + 1].to(device)
+        logits, hidden = model(window[:-1], hidden)
+        total += float(
+            F.cross_entropy(logits.view(-1, logits.shape[-1]), window[1:].reshape(-1), reduction="sum")
+        )
+        count += window[1:].numel()
+    model.train(was_training)
+    return total / count
+
+
+def _replace_folder(target: Path, write: Any) -> None:
+    """Write a folder next to ``target`` and swap it in, so readers see the old or the new one."""
+    tmp = target.with_name(target.name + ".tmp")
+    old = target.with_name(target.name + ".old")
+    for leftover in (tmp, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    if old.exists():
+        shutil.rmtree(old)

@@ -1,0 +1,213 @@
+"""The CLI's HTTP client and commands against a scripted API (httpx.MockTransport), and its
+user-facing errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from service.cli import app, client, main
+from service.cli.commands import SAMPLE_NER, demo_spec
+from service.cli.errors import CliError
+from service.schemas.spec import TrainingSpec
+
+
+def _job(status: str, epoch: int, percent: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": "j1",
+        "status": status,
+        "epoch": epoch,
+        "max_epochs": 2,
+        "percent": percent,
+        "train_loss": 0.5,
+        "learning_rate": 0.1,
+        "model_id": None,
+        "error": None,
+        **extra,
+    }
+
+
+class ScriptedApi:
+    """Answers GET /jobs/j1 from a list of job states, one per call, and records every request."""
+
+    def __init__(self, states: list[dict[str, Any]]) -> None:
+        self.states = states
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        path = request.url.path
+        if path == "/jobs/j1":
+            return httpx.Response(200, json=self.states.pop(0) if len(self.states) > 1 else self.states[0])
+        if path == "/jobs/j1/metrics":
+            rows = [
+                {"epoch": 1, "train_loss": 0.9, "dev_loss": 0.8, "dev_main_score": 0.5, "is_best": True},
+                {"epoch": 2, "train_loss": 0.4, "dev_loss": 0.3, "dev_main_score": 0.7, "is_best": True},
+            ]
+            return httpx.Response(200, json={"job_id": "j1", "epochs": rows, "batches": []})
+        if path == "/models/m1/predict":
+            return httpx.Response(200, json=_prediction())
+        if path == "/corpora":
+            return httpx.Response(
+                201, json={"id": "c1", "name": "x", "statistics": {"train": {"sentences": 3, "tokens": 9}}}
+            )
+        return httpx.Response(
+            404,
+            json={"type": "about:blank", "title": "Not found", "status": 404, "detail": f"{path} not found"},
+            headers={"Content-Type": "application/problem+json"},
+        )
+
+
+def _prediction() -> dict[str, Any]:
+    tokens = [
+        {"text": "I", "start": 0, "end": 1, "tag": "O", "confidence": 0.99},
+        {"text": "love", "start": 2, "end": 6, "tag": "O", "confidence": 0.98},
+        {"text": "Berlin", "start": 7, "end": 13, "tag": "S-LOC", "confidence": 0.91},
+    ]
+    span = {
+        "text": "Berlin",
+        "start": 7,
+        "end": 13,
+        "start_token": 2,
+        "end_token": 3,
+        "label": "LOC",
+        "confidence": 0.91,
+    }
+    return {
+        "model_id": "m1",
+        "task": "sequence_tagging",
+        "label_type": "ner",
+        "sentences": [
+            {"index": 0, "text": "I love Berlin", "start": 0, "end": 13, "tokens": tokens, "spans": [span]}
+        ],
+    }
+
+
+def test_follow_job_reports_every_epoch_once_and_returns_the_final_job() -> None:
+    scripted = ScriptedApi(
+        [
+            _job("queued", 0, 0.0),
+            _job("running", 1, 50.0),
+            _job("running", 1, 75.0),
+            _job("completed", 2, 100.0, model_id="m1"),
+        ]
+    )
+    api = client.Api("http://api", transport=httpx.MockTransport(scripted))
+    printed: list[str] = []
+    final = client.follow_job(api, "j1", poll_seconds=0.0, show=True, write=printed.append)
+    assert final["status"] == "completed"
+    assert printed == ["job j1 completed: model m1"]
+    assert sum(1 for r in scripted.requests if r.url.path == "/jobs/j1") == 4
+
+
+def test_follow_job_epoch_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    scripted = ScriptedApi([_job("running", 2, 90.0), _job("failed", 2, 90.0, error="boom")])
+    api = client.Api("http://api", transport=httpx.MockTransport(scripted))
+    final = client.follow_job(api, "j1", poll_seconds=0.0, write=print)
+    out = capsys.readouterr()
+    assert final["status"] == "failed"
+    text = out.out + out.err
+    assert "epoch 1  train_loss 0.9  dev_loss 0.8  dev_main_score 0.5" in text
+    assert text.count("epoch 2  train_loss 0.4") == 1
+    assert "job j1 failed: boom" in text
+
+
+def test_predict_and_format_a_tagged_sentence() -> None:
+    api = client.Api("http://api", api_key="tsk_x", transport=httpx.MockTransport(ScriptedApi([])))
+    sentences = client.predict(api, "m1", ["I love Berlin"])
+    assert client.format_sentence(sentences[0]).splitlines() == [
+        "I love Berlin/S-LOC",
+        "    LOC   'Berlin' (0.91)",
+    ]
+
+
+def test_format_a_classified_text() -> None:
+    sentence = {"text": "Who wrote Hamlet ?", "tokens": [], "labels": [{"value": "HUM", "score": 0.875}]}
+    assert client.format_sentence(sentence) == "Who wrote Hamlet ?\n    HUM (0.88)"
+
+
+def test_problem_details_become_one_readable_message() -> None:
+    request = httpx.Request("POST", "http://api/jobs")
+    response = httpx.Response(
+        422,
+        request=request,
+        json={
+            "title": "Invalid request",
+            "detail": "spec is invalid",
+            "errors": [{"loc": ["body", "trainer", "max_epochs"], "msg": "must be >= 1"}],
+        },
+    )
+    message = client.problem_message(response)
+    assert message.splitlines() == [
+        "POST /jobs -> 422: Invalid request - spec is invalid",
+        "  body.trainer.max_epochs: must be >= 1",
+    ]
+
+
+def test_unreachable_api_names_the_url_and_the_fix() -> None:
+    with pytest.raises(CliError, match=r"cannot reach the API at http://127.0.0.1:9 .*scripts/run"):
+        client.Api("http://127.0.0.1:9", timeout=2.0).call("GET", "/health")
+
+
+def test_parse_columns() -> None:
+    assert client.parse_columns("0:text, 1:pos,3:ner") == {"0": "text", "1": "pos", "3": "ner"}
+    with pytest.raises(CliError, match="INDEX:NAME"):
+        client.parse_columns("text,ner")
+
+
+def test_load_spec_replaces_the_corpus_and_names_bad_json(tmp_path: Path) -> None:
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text('{"task": "sequence_tagging", "corpus": {"ids": ["old"]}}', encoding="utf-8")
+    assert client.load_spec(spec_file, ["new"])["corpus"]["ids"] == ["new"]
+    spec_file.write_text('{"task": \n nope}', encoding="utf-8")
+    with pytest.raises(CliError, match=r"spec.json: line 2: not valid JSON"):
+        client.load_spec(spec_file, [])
+    with pytest.raises(CliError, match="spec file not found"):
+        client.load_spec(tmp_path / "missing.json", [])
+
+
+def test_demo_spec_is_a_valid_training_spec_and_the_sample_corpus_ships() -> None:
+    TrainingSpec.model_validate(demo_spec("c1", 10))
+    for split, path in SAMPLE_NER.items():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        sentences = sum(1 for line in lines if not line.strip()) + 1
+        assert sentences >= 30, split
+        assert all(len(line.split()) == 2 for line in lines if line.strip()), split
+    train = SAMPLE_NER["train"].read_text(encoding="utf-8")
+    assert {"B-PER", "B-LOC", "B-ORG", "B-MISC"} <= set(train.split())
+
+
+def test_main_prints_a_user_error_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--url", "http://127.0.0.1:9", "predict", "m1", "I love Berlin"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot reach the API") and "Traceback" not in err
+
+
+def test_upload_sends_the_column_map_as_reader_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted = ScriptedApi([])
+    original = client.Api.call
+
+    def call(self: client.Api, method: str, path: str, **kwargs: Any) -> Any:
+        self.transport = httpx.MockTransport(scripted)
+        return original(self, method, path, **kwargs)
+
+    monkeypatch.setattr(client.Api, "call", call)
+    train = tmp_path / "train.txt"
+    train.write_text("Berlin B-LOC\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        app, ["--url", "http://api", "upload", str(train), "--columns", "0:text,1:ner"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "corpus c1" in result.output and "train  3 sentences, 9 tokens" in result.output
+    body = scripted.requests[0].content.decode("utf-8")
+    assert 'name="options"' in body and json.dumps({"column_map": {"0": "text", "1": "ner"}}) in body
+    assert 'name="format"' in body and 'filename="train.txt"' in body

@@ -1,0 +1,108 @@
+"""`tagsmith migrate` and `tagsmith create-key` on a fresh SQLite data folder, the supervisor's
+helpers, and `tagsmith worker` refusing to start without a broker."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from service.auth import OPEN_MODE_OWNER_ID, owner_for_key
+from service.cli import app
+from service.cli.commands import _local_owner_key
+from service.cli.errors import CliError
+from service.cli.supervisor import Child, port_is_free, redact, worker_argv
+from service.db.session import session_scope
+from service.settings import reset_settings
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    for name in ("TAGSMITH_DATABASE_URL", "TAGSMITH_BROKER_URL", "TAGSMITH_STORAGE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TAGSMITH_DATA_DIR", str(tmp_path))
+    reset_settings()
+    yield tmp_path
+    reset_settings()
+
+
+def test_migrate_then_create_keys(data_dir: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["migrate"])
+    assert result.exit_code == 0, result.output
+    assert "schema is up to date" in result.output and (data_dir / "tagsmith.db").is_file()
+
+    result = runner.invoke(app, ["create-key", "--name", "alice"])
+    assert result.exit_code == 0, result.output
+    key = result.output.strip()
+    assert key.startswith("tsk_")
+    with session_scope() as session:
+        alice = owner_for_key(session, key)
+    assert alice is not None
+
+    second = runner.invoke(app, ["create-key", "--owner-id", alice]).output.strip()
+    with session_scope() as session:
+        assert owner_for_key(session, second) == alice
+
+    with pytest.raises(CliError, match="no owner with id nobody"):
+        runner.invoke(app, ["create-key", "--owner-id", "nobody"], catch_exceptions=False)
+
+    # `up --no-open-mode` keys belong to the owner open mode acts as, every time.
+    with session_scope() as session:
+        assert owner_for_key(session, _local_owner_key()) == OPEN_MODE_OWNER_ID
+        assert owner_for_key(session, _local_owner_key()) == OPEN_MODE_OWNER_ID
+
+
+def test_worker_without_a_broker_says_what_to_do(data_dir: Path) -> None:
+    result = CliRunner().invoke(app, ["worker"], catch_exceptions=True)
+    assert result.exit_code != 0
+    assert "TAGSMITH_BROKER_URL is not set" in str(result.exception)
+
+
+def test_worker_argv_leaves_queue_choice_to_the_worker_unless_given() -> None:
+    assert "-Q" not in worker_argv(None, None, "tagsmith", "info")
+    argv = worker_argv("gpu,cpu", 2, "w", "debug")
+    assert argv[:6] == [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"]
+    assert argv[argv.index("-Q") + 1] == "gpu,cpu" and argv[argv.index("--concurrency") + 1] == "2"
+
+
+def test_redact_hides_passwords_only() -> None:
+    assert redact("postgresql+psycopg://u:secret@db:5432/x") == "postgresql+psycopg://u:***@db:5432/x"
+    assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert redact("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
+
+
+def test_port_is_free() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        assert not port_is_free("127.0.0.1", sock.getsockname()[1])
+
+
+def test_child_stop_kills_the_whole_process_group_after_the_grace_period() -> None:
+    # A parent that ignores SIGTERM, with a grandchild in its group: both must be gone after stop().
+    script = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'])\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    child = Child("stubborn", [sys.executable, "-c", script], env={}, grace_seconds=0.5)
+    child.proc = subprocess.Popen(child.argv, stdout=subprocess.PIPE, start_new_session=True)
+    assert child.proc.stdout is not None and child.proc.stdout.readline().strip() == b"ready"
+    family = [child.pid, *(p.pid for p in psutil.Process(child.pid).children(recursive=True))]
+    assert len(family) == 2
+    child.stop()
+    assert child.proc.returncode == -signal.SIGKILL
+    for pid in family:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

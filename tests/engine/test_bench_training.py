@@ -1,0 +1,54 @@
+"""Each training benchmark's --quick mode runs and prints the promised JSON lines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+
+def run_quick(script: str, tmp_path: Path) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / script), "--quick", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert len(records) == 2, result.stdout  # one epoch, then the summary
+    epoch, summary = records
+    assert epoch["epoch"] == 1
+    assert epoch["tokens_per_s"] > 0 and epoch["train_loss"] > 0 and epoch["epoch_s"] > 0
+    assert summary["wall_s"] > 0 and 0 < summary["peak_rss_mb"] < 8000
+    assert (tmp_path / "run" / "loss.tsv").is_file() and (tmp_path / "run" / "training.log").is_file()
+    return records
+
+
+@pytest.mark.parametrize(
+    ("script", "epoch_score", "summary_score"),
+    [
+        ("train_ner.py", "dev_f1", "best_dev_f1"),
+        ("train_upos.py", "dev_accuracy", "best_dev_accuracy"),
+        ("train_multi.py", "dev_accuracy", "best_dev_accuracy"),
+        ("train_trec.py", "dev_accuracy", "final_dev_accuracy"),
+    ],
+)
+def test_training_benchmark_quick_mode(
+    script: str, epoch_score: str, summary_score: str, tmp_path: Path, shared_data: Path
+) -> None:
+    epoch, summary = run_quick(script, tmp_path)
+    assert 0.0 <= epoch[epoch_score] <= 1.0
+    assert 0.0 <= summary[summary_score] <= 1.0
+    assert summary["benchmark"] == script.removesuffix(".py")
+    if script == "train_multi.py":
+        assert 0.0 <= summary["dev_accuracy_en"] <= 1.0 and 0.0 <= summary["dev_accuracy_de"] <= 1.0
+    if script in ("train_upos.py", "train_multi.py"):
+        # UPOS is learnable within one small epoch: far above the majority-tag rate
+        assert summary[summary_score] > 0.3

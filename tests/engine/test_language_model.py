@@ -1,0 +1,228 @@
+"""Character language model: persistence, generation, corpus folders, training, exact resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.data import Corpus, Sentence
+from engine.language_model import (
+    LanguageModel,
+    LanguageModelCorpusError,
+    LanguageModelError,
+    LanguageModelTrainer,
+    TextCorpus,
+    corpus_texts,
+    write_text_corpus,
+)
+from engine.language_model.trainer import batchify
+from engine.training.callbacks import BatchEnded, EpochEnded, TrainerCallback, TrainingEnded, TrainingStarted
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LINES = [
+    f"the {animal} sat on the {thing} ."
+    for animal in ("cat", "dog", "cow")
+    for thing in ("mat", "hat", "log")
+] * 12
+
+
+def small_corpus(folder: Path) -> TextCorpus:
+    return write_text_corpus(LINES, folder, train_chunk_chars=800, valid_fraction=0.05, test_fraction=0.05)
+
+
+def small_lm(corpus: TextCorpus, is_forward: bool = True, seed: int = 0) -> LanguageModel:
+    torch.manual_seed(seed)
+    return LanguageModel(
+        corpus.characters(), is_forward=is_forward, hidden_size=24, embedding_size=8, dropout=0.2
+    )
+
+
+class Recorder(TrainerCallback):
+    def __init__(self, stop_before_epoch: int | None = None) -> None:
+        self.events: list[object] = []
+        self.checkpoints: list[int] = []
+        self.stop_before_epoch = stop_before_epoch
+        self.epochs_done = 0
+
+    def on_train_start(self, info: TrainingStarted) -> None:
+        self.events.append(info)
+
+    def on_batch_end(self, info: BatchEnded) -> None:
+        self.events.append(info)
+
+    def on_epoch_end(self, info: EpochEnded) -> None:
+        self.events.append(info)
+        self.epochs_done = info.epoch
+
+    def on_checkpoint(self, path: Path, epoch: int) -> None:
+        self.checkpoints.append(epoch)
+
+    def on_train_end(self, info: TrainingEnded) -> None:
+        self.events.append(info)
+
+    def should_stop(self) -> bool:
+        return self.stop_before_epoch is not None and self.epochs_done + 1 >= self.stop_before_epoch
+
+
+TRAIN_ARGS = {"sequence_length": 16, "mini_batch_size": 4, "learning_rate": 2.0, "patience": 0}
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    lm = LanguageModel(list("abc"), is_forward=False, hidden_size=7, nlayers=2, embedding_size=3)
+    lm.eval()
+    folder = lm.save(tmp_path / "lm")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = LanguageModel.load(folder)
+    assert loaded.to_config() == lm.to_config()
+    assert loaded.dictionary.get_items() == ["<unk>", "a", "b", "c", "\n", " "]
+    ids = loaded.encode_text("ab\nz")
+    assert ids.tolist() == [0, 4, 2, 1]  # reversed reading order; 'z' is <unk>
+    with torch.no_grad():
+        assert torch.equal(loaded(ids.unsqueeze(1))[0], lm(ids.unsqueeze(1))[0])
+
+
+def test_bad_folders_and_arguments_raise_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(LanguageModelError, match="missing config.json"):
+        LanguageModel.load(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"class": "SequenceTagger"}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(LanguageModelError, match="SequenceTagger"):
+        LanguageModel.load(tmp_path)
+    with pytest.raises(LanguageModelError, match="single characters"):
+        LanguageModel(["ab"])
+    with pytest.raises(LanguageModelError, match="temperature"):
+        LanguageModel(list("ab"), hidden_size=4).generate_text("a", 3, temperature=0)
+
+
+def test_generate_text_direction_and_length() -> None:
+    forward = LanguageModel(list("xyz"), hidden_size=4)
+    text = forward.generate_text("xy", 10, seed=1)
+    assert text.startswith("xy") and len(text) == 12
+    assert text == forward.generate_text("xy", 10, seed=1)
+    backward = LanguageModel(list("xyz"), is_forward=False, hidden_size=4)
+    text = backward.generate_text("zz", 5, seed=1)
+    assert text.endswith("zz") and len(text) == 7
+
+
+def test_write_text_corpus_and_open_errors(tmp_path: Path) -> None:
+    corpus = small_corpus(tmp_path / "c")
+    assert len(corpus.train_files) >= 3 and corpus.test_file is not None
+    train_lines = sum(len(corpus.read_train(i).splitlines()) for i in range(len(corpus.train_files)))
+    held_out = len(corpus.read_valid().splitlines()) + len(corpus.read_test().splitlines())
+    assert train_lines + held_out == len(LINES) and held_out >= 2
+    assert corpus.characters()[0] == " "  # most frequent first
+    (corpus.valid_file).unlink()
+    with pytest.raises(LanguageModelCorpusError, match="valid.txt"):
+        TextCorpus.open(tmp_path / "c")
+    with pytest.raises(LanguageModelCorpusError, match="train/"):
+        TextCorpus.open(tmp_path)
+
+
+def test_corpus_texts_joins_tokens_or_keeps_original_text() -> None:
+    tokens = Sentence(["EU", "rejects", "German", "call"])
+    raw = Sentence(["Al", "-", "Zaman"])
+    raw.text = "Al-Zaman"
+    corpus = Corpus([tokens, raw], dev=[], test=[])
+    assert list(corpus_texts(corpus)) == ["EU rejects German call", "Al-Zaman"]
+
+
+def test_batchify_keeps_contiguous_streams() -> None:
+    data = batchify(torch.arange(10), 3)
+    assert data.shape == (3, 3)
+    assert data[:, 1].tolist() == [3, 4, 5]
+
+
+def test_training_lowers_perplexity_and_reports_through_callbacks(tmp_path: Path) -> None:
+    corpus = small_corpus(tmp_path / "c")
+    lm = small_lm(corpus)
+    trainer = LanguageModelTrainer(lm, corpus)
+    before = trainer.evaluate_text(corpus.read_valid(), streams=4, sequence_length=16)
+    recorder = Recorder()
+    result = trainer.train(tmp_path / "run", max_epochs=3, callbacks=[recorder], **TRAIN_ARGS)
+    n_splits = len(corpus.train_files)
+    assert result["status"] == "completed" and result["epochs_done"] == 3 * n_splits
+    assert result["best_valid_perplexity"] < 0.5 * torch.tensor(before).exp().item()
+    assert result["test_perplexity"] is not None
+
+    start = recorder.events[0]
+    assert isinstance(start, TrainingStarted) and start.max_epochs == 3 * n_splits and start.start_epoch == 1
+    batches = [e for e in recorder.events if isinstance(e, BatchEnded)]
+    assert batches and all(b.tokens_per_s > 0 and b.sentences_per_s >= 0 for b in batches)
+    epochs = [e for e in recorder.events if isinstance(e, EpochEnded)]
+    assert [e.epoch for e in epochs] == list(range(1, 3 * n_splits + 1))
+    assert all(
+        e.dev_scores and abs(e.dev_scores["perplexity"] - torch.tensor(e.dev_loss).exp().item()) < 1e-4
+        for e in epochs
+    )
+    assert recorder.checkpoints == list(range(1, 3 * n_splits + 1))
+    end = recorder.events[-1]
+    assert isinstance(end, TrainingEnded) and end.status == "completed"
+    assert end.best_dev_score == pytest.approx(min(e.dev_scores["perplexity"] for e in epochs))
+
+    best = LanguageModel.load(result["model_path"])
+    assert best.generate_text("the cat sat", 8, temperature=0.05, seed=0) == "the cat sat on the "
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoint").iterdir()) == [
+        "model",
+        "rng.safetensors",
+        "trainer_state.json",
+    ]
+    assert not any(p.name.endswith((".tmp", ".old")) for p in (tmp_path / "run").iterdir())
+
+
+@pytest.mark.parametrize("is_forward", [True, False])
+def test_resume_equals_uninterrupted(tmp_path: Path, is_forward: bool) -> None:
+    corpus = small_corpus(tmp_path / "c")
+    full = LanguageModelTrainer(small_lm(corpus, is_forward), corpus)
+    reference = full.train(tmp_path / "full", max_epochs=2, **TRAIN_ARGS)
+
+    stopper = Recorder(stop_before_epoch=len(corpus.train_files) + 2)  # cancel in the second pass
+    first = LanguageModelTrainer(small_lm(corpus, is_forward), corpus)
+    cancelled = first.train(tmp_path / "cut", max_epochs=2, callbacks=[stopper], **TRAIN_ARGS)
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["epochs_done"] == len(corpus.train_files) + 1
+
+    torch.manual_seed(1234)  # whatever happened to the RNG meanwhile must not matter
+    resumed_trainer = LanguageModelTrainer.load_checkpoint(tmp_path / "cut" / "checkpoint", corpus)
+    recorder = Recorder()
+    resumed = resumed_trainer.train(tmp_path / "cut", max_epochs=2, callbacks=[recorder], **TRAIN_ARGS)
+    assert recorder.events[0].start_epoch == len(corpus.train_files) + 2
+    assert resumed["history"] == [
+        {
+            **r,
+            "chars_per_s": resumed["history"][i]["chars_per_s"],
+            "seconds": resumed["history"][i]["seconds"],
+        }
+        for i, r in enumerate(reference["history"])
+    ]
+    for (name, a), (_, b) in zip(
+        full.model.state_dict().items(), resumed_trainer.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="sequence_length"):
+        LanguageModelTrainer.load_checkpoint(tmp_path / "cut" / "checkpoint", corpus).train(
+            tmp_path / "cut", max_epochs=3, **{**TRAIN_ARGS, "sequence_length": 8}
+        )
+
+
+def test_bench_quick_mode(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "bench/train_charlm.py", "--quick", "--out", str(tmp_path / "out")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    checkpoints = [r for r in rows if "checkpoint" in r]
+    assert {r["direction"] for r in checkpoints} == {"forward", "backward"}
+    for row in checkpoints:
+        assert row["chars_per_s"] > 0 and row["valid_perplexity"] > 1
+    for direction in ("forward", "backward"):
+        model = LanguageModel.load(tmp_path / "out" / direction / "best-lm")
+        assert model.is_forward == (direction == "forward")

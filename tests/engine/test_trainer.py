@@ -1,0 +1,438 @@
+"""ModelTrainer on a tiny real BiLSTM-CRF tagger: chunking, resume, cancel, annealing, files."""
+
+from __future__ import annotations
+
+import random
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engine.data import Corpus, Sentence
+from engine.embeddings.character import CharacterEmbeddings
+from engine.embeddings.stacked import StackedEmbeddings
+from engine.embeddings.word import WordEmbeddings
+from engine.models.base import load_model
+from engine.models.sequence_tagger import SequenceTagger
+from engine.plotting import Plotter
+from engine.training import (
+    BatchEnded,
+    EpochEnded,
+    ModelTrainer,
+    TrainerCallback,
+    TrainerConfigError,
+    TrainingEnded,
+    TrainingStarted,
+    loss_columns,
+)
+from engine.training.checkpoint import read_checkpoint
+
+WORDS = ["George", "Washington", "went", "to", "Berlin", "Paris", "met", "Anna", "in", "the", "city", "."]
+ENTITIES = {"George": "PER", "Washington": "PER", "Anna": "PER", "Berlin": "LOC", "Paris": "LOC"}
+
+
+def make_sentences(count: int, seed: int) -> list[Sentence]:
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(count):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(2, 8))]
+        sentence = Sentence(words)
+        for i, word in enumerate(words):
+            if word in ENTITIES:
+                sentence.add_span(i, i + 1, "ner", ENTITIES[word])
+        sentences.append(sentence)
+    return sentences
+
+
+def make_corpus() -> Corpus:
+    return Corpus(make_sentences(40, 1), make_sentences(12, 2), make_sentences(12, 3))
+
+
+@pytest.fixture(scope="module")
+def vectors(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A GloVe-format text file for the test vocabulary."""
+    path = tmp_path_factory.mktemp("vectors") / "tiny.txt"
+    rng = random.Random(0)
+    lines = [" ".join([w.lower()] + [f"{rng.uniform(-1, 1):.4f}" for _ in range(6)]) for w in WORDS]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def make_tagger(corpus: Corpus, vectors: Path, dropout: bool = True, seed: int = 0) -> SequenceTagger:
+    torch.manual_seed(seed)
+    embeddings = StackedEmbeddings(
+        [
+            WordEmbeddings(str(vectors), dtype="float32"),
+            CharacterEmbeddings(char_embedding_dim=4, hidden_size_char=4),
+        ]
+    )
+    rate = 0.2 if dropout else 0.0
+    return SequenceTagger(
+        embeddings,
+        corpus.make_label_dictionary("ner"),
+        "ner",
+        hidden_size=8,
+        dropout=rate,
+        word_dropout=rate,
+        locked_dropout=rate,
+    )
+
+
+def loss_rows(path: Path) -> list[list[str]]:
+    """loss.tsv without the TIMESTAMP column."""
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()]
+    drop = rows[0].index("TIMESTAMP")
+    return [row[:drop] + row[drop + 1 :] for row in rows]
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    left, right = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
+
+
+class Recorder(TrainerCallback):
+    def __init__(self, stop_at: tuple[int, int] | None = None) -> None:
+        self.events: list[Any] = []
+        self.stop_at = stop_at
+        self.position = (1, 0)
+
+    def on_train_start(self, info: TrainingStarted) -> None:
+        self.events.append(info)
+
+    def on_batch_end(self, info: BatchEnded) -> None:
+        self.events.append(info)
+        self.position = (info.epoch, info.batch)
+
+    def on_epoch_end(self, info: EpochEnded) -> None:
+        self.events.append(info)
+
+    def on_checkpoint(self, path: Path, epoch: int) -> None:
+        self.events.append(("checkpoint", path, epoch))
+
+    def on_train_end(self, info: TrainingEnded) -> None:
+        self.events.append(info)
+
+    def should_stop(self) -> bool:
+        return self.stop_at is not None and self.position == self.stop_at
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+FAST = {"mini_batch_size": 8, "learning_rate": 0.1, "seed": 7, "callbacks": []}
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_chunked_batches_give_the_unchunked_update(tmp_path: Path, vectors: Path, reduction: str) -> None:
+    corpus = make_corpus()
+    whole = make_tagger(corpus, vectors, dropout=False)
+    chunked = make_tagger(corpus, vectors, dropout=False)
+    assert all(torch.equal(a, b) for a, b in zip(whole.parameters(), chunked.parameters(), strict=True))
+    args = {**FAST, "max_epochs": 2, "mini_batch_size": 16, "max_grad_norm": None, "loss_reduction": reduction}
+    args["learning_rate"] = 0.1 if reduction == "mean" else 0.005
+    ModelTrainer(whole, corpus).train(tmp_path / "whole", **args)
+    ModelTrainer(chunked, make_corpus()).train(tmp_path / "chunked", mini_batch_chunk_size=5, **args)
+    moved = max(
+        (a - b).abs().max().item()
+        for a, b in zip(
+            whole.parameters(), make_tagger(corpus, vectors, dropout=False).parameters(), strict=True
+        )
+    )
+    assert moved > 1e-3  # training changed the weights, so the comparison below means something
+    for (name, a), b in zip(whole.named_parameters(), chunked.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, vectors: Path) -> None:
+    args = {**FAST, "max_grad_norm": 5.0}
+    corpus = make_corpus()
+    straight = ModelTrainer(make_tagger(corpus, vectors), corpus).train(
+        tmp_path / "straight", max_epochs=3, **args
+    )
+
+    corpus = make_corpus()
+    first = ModelTrainer(make_tagger(corpus, vectors), corpus).train(
+        tmp_path / "part1", max_epochs=1, checkpoint=True, **args
+    )
+    assert first["epochs_done"] == 1
+    resumed = ModelTrainer.load_checkpoint(tmp_path / "part1" / "checkpoint", corpus)
+    result = resumed.train(tmp_path / "part2", max_epochs=3, checkpoint=True, **args)
+
+    assert result["epochs_done"] == 3
+    assert same_weights(tmp_path / "straight" / "final-model", tmp_path / "part2" / "final-model")
+    assert same_weights(tmp_path / "straight" / "best-model", tmp_path / "part2" / "best-model")
+    assert loss_rows(tmp_path / "straight" / "loss.tsv") == loss_rows(tmp_path / "part2" / "loss.tsv")
+    assert len(loss_rows(tmp_path / "part2" / "loss.tsv")) == 4
+    assert result["test_scores"] == straight["test_scores"]
+
+
+def test_cancel_keeps_the_last_epoch_and_resume_reaches_max_epochs(tmp_path: Path, vectors: Path) -> None:
+    corpus = make_corpus()
+    recorder = Recorder(stop_at=(2, 2))  # stop before batch 3 of epoch 2
+    trainer = ModelTrainer(make_tagger(corpus, vectors), corpus)
+    result = trainer.train(
+        tmp_path / "run", max_epochs=3, checkpoint=True, **{**FAST, "callbacks": [recorder]}
+    )
+
+    assert result["status"] == "cancelled" and result["epochs_done"] == 1
+    ended = recorder.of(TrainingEnded)[0]
+    assert ended.status == "cancelled" and ended.epochs_done == 1 and ended.model_path is None
+    assert [e.batch for e in recorder.of(BatchEnded) if e.epoch == 2] == [1, 2]
+    assert [e for e in recorder.events if isinstance(e, tuple)] == [
+        ("checkpoint", tmp_path / "run" / "checkpoint", 1)
+    ]
+    checkpoint = read_checkpoint(tmp_path / "run" / "checkpoint")
+    assert checkpoint.state.epoch == 1
+    assert isinstance(load_model(checkpoint.model_dir), SequenceTagger)
+
+    resumed = ModelTrainer.load_checkpoint(tmp_path / "run" / "checkpoint", corpus)
+    result = resumed.train(tmp_path / "run", max_epochs=3, checkpoint=True, **FAST)
+    assert result["status"] == "completed" and result["epochs_done"] == 3
+    assert [int(r[0]) for r in loss_rows(tmp_path / "run" / "loss.tsv")[1:]] == [1, 2, 3]
+
+    corpus = make_corpus()
+    ModelTrainer(make_tagger(corpus, vectors), corpus).train(tmp_path / "straight", max_epochs=3, **FAST)
+    assert same_weights(tmp_path / "straight" / "final-model", tmp_path / "run" / "final-model")
+
+
+class FlatScoreTagger(SequenceTagger):
+    """The dev score never improves after the first epoch, so the annealing is predictable."""
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().evaluate(*args, **kwargs)
+        result.main_score = 0.5
+        return result
+
+
+def test_annealing_halves_after_patience_bad_epochs_and_stops_below_minimum(
+    tmp_path: Path, vectors: Path
+) -> None:
+    corpus = make_corpus()
+    base = make_tagger(corpus, vectors)
+    model = FlatScoreTagger(
+        base.embeddings,
+        base.label_dictionary,
+        "ner",
+        hidden_size=8,
+        dropout=0.0,
+        word_dropout=0.0,
+        locked_dropout=0.0,
+    )
+    recorder = Recorder()
+    result = ModelTrainer(model, corpus).train(
+        tmp_path / "anneal",
+        max_epochs=30,
+        patience=1,
+        anneal_factor=0.5,
+        min_learning_rate=0.02,
+        **{**FAST, "callbacks": [recorder]},
+    )
+    epochs = recorder.of(EpochEnded)
+    # epoch 1 is the best; every second bad epoch (more than patience=1) halves the rate
+    assert [e.learning_rate for e in epochs] == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+    assert [e.bad_epochs for e in epochs] == [0, 1, 0, 1, 0, 1, 0]
+    assert [e.is_best for e in epochs] == [True] + [False] * 6
+    assert result["epochs_done"] == 7 and result["status"] == "completed"
+    rows = loss_rows(tmp_path / "anneal" / "loss.tsv")
+    assert [float(r[rows[0].index("LEARNING_RATE")]) for r in rows[1:]] == pytest.approx(
+        [0.1, 0.1, 0.1, 0.05, 0.05, 0.025, 0.025]
+    )
+    assert "below the minimum" in (tmp_path / "anneal" / "training.log").read_text()
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_files_callbacks_and_plots(tmp_path: Path, vectors: Path) -> None:
+    corpus = make_corpus()
+    recorder = Recorder()
+    base = tmp_path / "files"
+    result = ModelTrainer(make_tagger(corpus, vectors), corpus).train(
+        base,
+        max_epochs=2,
+        write_weights=True,
+        monitor_test=True,
+        checkpoint=True,
+        embeddings_storage_mode="gpu",  # no GPU here: behaves like "cpu"
+        use_amp=True,  # ignored on the CPU
+        **{**FAST, "callbacks": [recorder]},
+    )
+    for name in (
+        "training.log",
+        "loss.tsv",
+        "weights.txt",
+        "test.tsv",
+        "best-model",
+        "final-model",
+        "checkpoint",
+    ):
+        assert (base / name).exists(), name
+    header = (base / "loss.tsv").read_text().splitlines()[0].split("\t")
+    assert header == loss_columns(with_dev=True, with_test=True)
+    assert header[:10] == [
+        "EPOCH", "TIMESTAMP", "BAD_EPOCHS", "LEARNING_RATE", "TRAIN_LOSS",
+        "DEV_LOSS", "DEV_PRECISION", "DEV_RECALL", "DEV_F1", "DEV_ACCURACY",
+    ]  # fmt: skip
+    assert header[10:] == ["TEST_LOSS", "TEST_PRECISION", "TEST_RECALL", "TEST_F1", "TEST_ACCURACY"]
+    rows = (base / "loss.tsv").read_text().splitlines()[1:]
+    assert len(rows) == 2 and all(len(r.split("\t")) == len(header) and "" not in r.split("\t") for r in rows)
+    assert "use_amp ignored" in (base / "training.log").read_text()
+
+    started = recorder.of(TrainingStarted)[0]
+    assert (started.max_epochs, started.start_epoch, started.batches_per_epoch) == (2, 1, 5)
+    assert (started.train_sentences, started.dev_sentences, started.device) == (40, 12, "cpu")
+    batches = recorder.of(BatchEnded)
+    assert len(batches) == 10 and all(b.loss > 0 and b.tokens_per_s > 0 for b in batches)
+    epochs = recorder.of(EpochEnded)
+    assert [e.epoch for e in epochs] == [1, 2] and epochs[0].is_best
+    assert epochs[0].dev_scores is not None and {"main_score", "micro_f1", "accuracy"} <= set(
+        epochs[0].dev_scores
+    )
+    assert epochs[0].test_scores is not None
+    ended = recorder.of(TrainingEnded)[0]
+    assert ended.status == "completed" and ended.model_path == base / "best-model"
+    assert ended.test_scores == result["test_scores"] and ended.best_dev_score == result["best_dev_score"]
+    assert isinstance(recorder.events[0], TrainingStarted) and isinstance(recorder.events[-1], TrainingEnded)
+
+    curves = Plotter().plot_training_curves(base / "loss.tsv")
+    weights = Plotter().plot_weights(base / "weights.txt")
+    assert curves == base / "training.png" and weights == base / "weights.png"
+    assert png_size(curves) == (800, 1000)
+    width, height = png_size(weights)
+    assert width == 1200 and height >= 300
+    assert curves.stat().st_size > 20_000 and weights.stat().st_size > 20_000
+
+
+def test_fine_tune_uses_adamw_with_linear_warmup_and_keeps_the_final_model(
+    tmp_path: Path, vectors: Path
+) -> None:
+    corpus = make_corpus()
+    recorder = Recorder()
+    trainer = ModelTrainer(make_tagger(corpus, vectors), corpus)
+    result = trainer.fine_tune(tmp_path / "ft", max_epochs=2, mini_batch_size=8, seed=1, callbacks=[recorder])
+    rates = [b.learning_rate for b in recorder.of(BatchEnded)]
+    assert max(rates) == pytest.approx(5e-5, rel=0.01)
+    assert rates[0] < rates[1] and rates[-1] < rates[len(rates) // 2]  # warm-up, then decay
+    assert result["model_path"] == tmp_path / "ft" / "final-model"
+    assert not (tmp_path / "ft" / "best-model").exists()
+    assert trainer.model.embeddings.embeddings[0].storage_mode == "none"
+
+
+def test_one_cycle_and_constant_schedules_run(tmp_path: Path, vectors: Path) -> None:
+    corpus = make_corpus()
+    recorder = Recorder()
+    ModelTrainer(make_tagger(corpus, vectors), corpus).train(
+        tmp_path / "oc",
+        max_epochs=2,
+        scheduler=torch.optim.lr_scheduler.OneCycleLR,
+        **{**FAST, "callbacks": [recorder]},
+    )
+    rates = [b.learning_rate for b in recorder.of(BatchEnded)]
+    assert max(rates) == pytest.approx(0.1, rel=0.05) and rates[0] < 0.01 and rates[-1] < 0.01
+    result = ModelTrainer(make_tagger(corpus, vectors), corpus).train(
+        tmp_path / "const",
+        max_epochs=1,
+        scheduler="none",
+        optimizer="adam",
+        **{**FAST, "learning_rate": 0.01},
+    )
+    assert result["status"] == "completed"
+
+
+def test_train_with_dev_selects_on_train_loss(tmp_path: Path, vectors: Path) -> None:
+    corpus = make_corpus()
+    recorder = Recorder()
+    ModelTrainer(make_tagger(corpus, vectors), corpus).train(
+        tmp_path / "twd", max_epochs=1, train_with_dev=True, **{**FAST, "callbacks": [recorder]}
+    )
+    assert recorder.of(TrainingStarted)[0].train_sentences == 52
+    assert recorder.of(EpochEnded)[0].dev_scores is None
+    assert "DEV_LOSS" not in (tmp_path / "twd" / "loss.tsv").read_text()
+
+
+def test_checkpoint_write_is_atomic(tmp_path: Path, vectors: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    corpus = make_corpus()
+    model = make_tagger(corpus, vectors)
+    ModelTrainer(model, corpus).train(tmp_path / "run", max_epochs=1, checkpoint=True, **FAST)
+    before = read_checkpoint(tmp_path / "run" / "checkpoint").state
+    from engine.training import checkpoint as module
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(module, "capture_rng", crash)
+    with pytest.raises(OSError, match="disk full"):
+        ModelTrainer.load_checkpoint(tmp_path / "run" / "checkpoint", corpus).train(
+            tmp_path / "run", max_epochs=2, checkpoint=True, **FAST
+        )
+    after = read_checkpoint(tmp_path / "run" / "checkpoint").state
+    assert after.epoch == before.epoch == 1 and after.history == before.history
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "message"),
+    [
+        ("mini_batch_size", 0, "mini_batch_size"),
+        ("mini_batch_chunk_size", -1, "mini_batch_chunk_size"),
+        ("optimizer", "lbfgs-ish", "unknown optimizer"),
+        ("scheduler", "cosine-ish", "unknown scheduler"),
+        ("embeddings_storage_mode", "disk", "embeddings_storage_mode"),
+        ("learning_rate", 0.0, "learning_rate"),
+    ],
+)
+def test_bad_arguments_are_named(
+    tmp_path: Path, vectors: Path, argument: str, value: Any, message: str
+) -> None:
+    corpus = make_corpus()
+    with pytest.raises(ValueError, match=message):
+        ModelTrainer(make_tagger(corpus, vectors), corpus).train(tmp_path, **{**FAST, argument: value})
+
+
+def test_cuda_device_without_cuda_is_a_clear_error(tmp_path: Path, vectors: Path) -> None:
+    if torch.cuda.is_available():
+        corpus = make_corpus()
+        result = ModelTrainer(make_tagger(corpus, vectors), corpus).train(
+            tmp_path, max_epochs=1, device="cuda", use_amp=True, **FAST
+        )
+        assert result["status"] == "completed"
+        return
+    corpus = make_corpus()
+    with pytest.raises(TrainerConfigError, match="no CUDA"):
+        ModelTrainer(make_tagger(corpus, vectors), corpus).train(tmp_path, device="cuda", **FAST)
+
+
+@pytest.mark.parametrize("bucketing", [True, False])
+def test_epoch_batches_cover_the_data_once_and_depend_only_on_seed_and_epoch(
+    tmp_path: Path, vectors: Path, bucketing: bool
+) -> None:
+    from engine.training.trainer import _Run
+
+    corpus = Corpus(make_sentences(1000, 5), make_sentences(5, 6))
+    trainer = ModelTrainer(make_tagger(corpus, vectors), corpus)
+    args = {"self": trainer, "base_path": tmp_path, **_train_defaults(), "length_bucketing": bucketing}
+    run = _Run(trainer, {**args, "mini_batch_size": 7})
+    first = run._epoch_batches(1, seed=3)
+    assert len(first) == run.batches_per_epoch == 143
+    assert sorted(i for batch in first for i in batch) == list(range(1000))
+    assert first == run._epoch_batches(1, seed=3)
+    assert first != run._epoch_batches(2, seed=3)
+    spread = sum(max(len(corpus.train[i]) for i in b) - min(len(corpus.train[i]) for i in b) for b in first)
+    assert (spread < 143) == bucketing  # bucketed batches hold sentences of (nearly) one length
+
+
+def _train_defaults() -> dict[str, Any]:
+    import inspect
+
+    signature = inspect.signature(ModelTrainer.train)
+    return {
+        name: p.default
+        for name, p in signature.parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }

@@ -1,0 +1,273 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.logic.models import register_model
+from tests.service.fixtures import ApiSession, Owner
+
+pytestmark = pytest.mark.postgres
+
+
+def _tiny_tagger(directory: Path, label_type: str, labels: list[str], kind: str) -> None:
+    import torch
+
+    from engine.data import Dictionary
+    from engine.embeddings.character import CharacterEmbeddings
+    from engine.models.sequence_tagger import SequenceTagger
+
+    torch.manual_seed(0)
+    dictionary = Dictionary()
+    for label in labels:
+        dictionary.add_item(label)
+    model = SequenceTagger(
+        CharacterEmbeddings(char_embedding_dim=4, hidden_size_char=4),
+        dictionary,
+        label_type,
+        hidden_size=8,
+        label_kind=kind,
+    )
+    model.save(directory)
+
+
+def _register_tagger(owner: Owner, tmp_path: Path, label_type: str = "ner") -> str:
+    kind, labels = (
+        ("span", ["PER", "LOC", "ORG"]) if label_type == "ner" else ("token", ["NOUN", "VERB", "PUNCT"])
+    )
+    folder = tmp_path / f"model-{label_type}"
+    _tiny_tagger(folder, label_type, labels, kind)
+    return register_model(
+        owner.id,
+        folder,
+        name=f"tiny-{label_type}",
+        task="sequence_tagging",
+        label_type=label_type,
+        labels=labels,
+    ).id
+
+
+def _register_classifier(owner: Owner, tmp_path: Path, multi_label: bool = False) -> str:
+    import torch
+
+    from engine.data import Dictionary
+    from engine.embeddings.character import CharacterEmbeddings
+    from engine.embeddings.document import DocumentPoolEmbeddings
+    from engine.models.text_classifier import TextClassifier
+
+    torch.manual_seed(0)
+    labels = ["positive", "negative", "neutral"]
+    dictionary = Dictionary()
+    for label in labels:
+        dictionary.add_item(label)
+    model = TextClassifier(
+        DocumentPoolEmbeddings(CharacterEmbeddings(char_embedding_dim=4, hidden_size_char=4)),
+        dictionary,
+        "sentiment",
+        multi_label=multi_label,
+    )
+    folder = tmp_path / f"classifier-{multi_label}"
+    model.save(folder)
+    return register_model(
+        owner.id,
+        folder,
+        name="tiny-classifier",
+        task="text_classification",
+        label_type="sentiment",
+        labels=labels,
+    ).id
+
+
+def _predict(api: ApiSession, owner: Owner, model_id: str, body: dict[str, Any]) -> Any:
+    return api.client.post(f"/models/{model_id}/predict", json=body, headers=owner.headers)
+
+
+def test_raw_texts_are_split_tokenized_and_tagged_with_offsets(api: ApiSession, tmp_path: Path) -> None:
+    owner = api.new_owner()
+    model_id = _register_tagger(owner, tmp_path)
+    text = "George Washington went to Washington. He liked it there!"
+    r = _predict(api, owner, model_id, {"texts": [text, "Berlin is big."]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["model_id"], body["task"], body["label_type"]) == (model_id, "sequence_tagging", "ner")
+    sentences = body["sentences"]
+    assert [s["index"] for s in sentences] == [0, 0, 1]
+    for s in sentences:
+        source = [text, "Berlin is big."][s["index"]]
+        assert source[s["start"] : s["end"]] == s["text"]
+        for token in s["tokens"]:
+            assert source[token["start"] : token["end"]] == token["text"]
+            assert token["tag"] == "O" or token["tag"][:2] in ("B-", "I-", "E-", "S-")
+        assert isinstance(s["spans"], list)
+        for span in s["spans"]:
+            assert source[span["start"] : span["end"]] == span["text"]
+            assert span["label"] in ("PER", "LOC", "ORG") and 0.0 <= span["confidence"] <= 1.0
+            assert all(
+                t["tag"].endswith(span["label"]) for t in s["tokens"][span["start_token"] : span["end_token"]]
+            )
+    assert [t["text"] for t in sentences[1]["tokens"]] == ["He", "liked", "it", "there", "!"]
+    assert sentences[1]["start"] == text.index("He")
+
+    r = _predict(api, owner, model_id, {"texts": [text], "return_probabilities_for_all_classes": True})
+    for token in r.json()["sentences"][0]["tokens"]:
+        assert 0.0 < token["confidence"] <= 1.0
+        assert {d["value"] for d in token["all_tags"]} >= {"O", "S-PER", "B-LOC"}
+
+
+def test_pre_tokenized_sentences_and_all_classes(api: ApiSession, tmp_path: Path) -> None:
+    owner = api.new_owner()
+    model_id = _register_tagger(owner, tmp_path, "pos")
+    r = _predict(
+        api,
+        owner,
+        model_id,
+        {"sentences": [["I", "run", "."], ["New York", "!"]], "return_probabilities_for_all_classes": True},
+    )
+    assert r.status_code == 200, r.text
+    sentences = r.json()["sentences"]
+    assert [[t["text"] for t in s["tokens"]] for s in sentences] == [["I", "run", "."], ["New York", "!"]]
+    token = sentences[0]["tokens"][0]
+    assert token["start"] is None and sentences[0]["start"] is None
+    assert token["tag"] in ("NOUN", "VERB", "PUNCT", "O") and 0.0 < token["confidence"] <= 1.0
+    assert {d["value"] for d in token["all_tags"]} >= {"NOUN", "VERB", "PUNCT"}
+    # With a CRF the tag comes from the best path; its confidence is that tag's marginal.
+    assert {d["value"]: d["score"] for d in token["all_tags"]}[token["tag"]] == pytest.approx(
+        token["confidence"]
+    )
+    assert sum(d["score"] for d in token["all_tags"]) == pytest.approx(1.0, abs=1e-4)
+    assert "spans" not in sentences[0] or sentences[0]["spans"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"texts": []}, "body.texts"),
+        ({"sentences": []}, "body.sentences"),
+        ({"texts": ["x"] * 9}, "body.texts"),
+        ({"texts": ["ok", "y" * 101]}, "body.texts.1"),
+        ({"texts": ["ok", "   "]}, "body.texts.1"),
+        ({"sentences": [["a", ""]]}, "body.sentences.0"),
+        ({"texts": ["a"], "sentences": [["a"]]}, "body"),
+        ({}, "body"),
+        ({"texts": ["a"], "task": "text_classification"}, "body.task"),
+        ({"texts": "not a list"}, "body.texts"),
+    ],
+)
+def test_bad_predict_requests_are_422(
+    api: ApiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: dict[str, Any], field: str
+) -> None:
+    from service.settings import reset_settings
+
+    monkeypatch.setenv("TAGSMITH_PREDICT_MAX_BATCH", "8")
+    monkeypatch.setenv("TAGSMITH_PREDICT_MAX_TEXT_CHARS", "100")
+    reset_settings()
+    owner = api.new_owner()
+    model_id = _register_tagger(owner, tmp_path)
+    r = _predict(api, owner, model_id, body)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["errors"][0]["field"] == field
+
+
+def test_unknown_model_and_a_model_that_cannot_predict(api: ApiSession, tmp_path: Path) -> None:
+    owner = api.new_owner()
+    assert _predict(api, owner, "missing", {"texts": ["a"]}).status_code == 404
+    folder = tmp_path / "lm"
+    _tiny_tagger(folder, "ner", ["PER"], "span")
+    lm_id = register_model(
+        owner.id, folder, name="lm", task="language_model", label_type="text", labels=[]
+    ).id
+    r = _predict(api, owner, lm_id, {"texts": ["a"]})
+    assert r.status_code == 422 and "language_model" in r.json()["detail"]
+
+
+def test_missing_artifact_is_a_clear_503(api: ApiSession, tmp_path: Path) -> None:
+    from service.storage import get_storage
+
+    owner = api.new_owner()
+    model_id = _register_tagger(owner, tmp_path)
+    get_storage().delete(f"models/{model_id}")
+    r = _predict(api, owner, model_id, {"texts": ["a b"]})
+    assert r.status_code == 503 and "could not be loaded" in r.json()["detail"]
+
+
+def test_concurrent_requests_are_batched_and_the_cache_is_bounded(
+    api: ApiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.logic.predict import ModelCache, model_info, predict
+    from service.metrics import PREDICT_BATCH_SIZE
+    from service.schemas.api import PredictRequest
+    from service.settings import get_settings, reset_settings
+
+    monkeypatch.setenv("TAGSMITH_MODEL_CACHE_SIZE", "1")
+    monkeypatch.setenv("TAGSMITH_PREDICT_BATCH_WAIT_MS", "20")
+    reset_settings()
+    owner = api.new_owner()
+    ner, pos = _register_tagger(owner, tmp_path, "ner"), _register_tagger(owner, tmp_path, "pos")
+    settings = get_settings()
+
+    def batch_count() -> float:
+        return next(
+            s.value for m in PREDICT_BATCH_SIZE.collect() for s in m.samples if s.name.endswith("_count")
+        )
+
+    async def scenario() -> tuple[list[dict[str, Any]], float, ModelCache]:
+        cache = ModelCache(settings)
+        request = PredictRequest(texts=["Anna lives in Berlin ."])
+        await predict(cache, owner.id, ner, request, settings)  # load, and one batch of 1
+        before = batch_count()
+        results = await asyncio.gather(*(predict(cache, owner.id, ner, request, settings) for _ in range(12)))
+        batches = batch_count() - before
+        await predict(cache, owner.id, pos, request, settings)
+        return list(results), batches, cache
+
+    results, batches, cache = asyncio.run(scenario())
+    assert len(results) == 12 and all(r["sentences"][0]["text"] == "Anna lives in Berlin ." for r in results)
+    assert batches <= 3, f"12 concurrent requests took {batches} model calls"
+    assert [e.info.id for e in cache.entries.values()] == [pos]
+    assert model_info(owner.id, ner).label_type == "ner"
+    cache.close()
+
+
+def test_deleted_model_stops_predicting(api: ApiSession, tmp_path: Path) -> None:
+    owner = api.new_owner()
+    model_id = _register_tagger(owner, tmp_path)
+    assert _predict(api, owner, model_id, {"texts": ["Hi there ."]}).status_code == 200
+    assert api.client.delete(f"/models/{model_id}", headers=owner.headers).status_code == 204
+    assert _predict(api, owner, model_id, {"texts": ["Hi there ."]}).status_code == 404
+
+
+def test_classifier_labels_and_all_classes(api: ApiSession, tmp_path: Path) -> None:
+    owner = api.new_owner()
+    model_id = _register_classifier(owner, tmp_path)
+    text = "I loved it. The ending was great!"
+    r = _predict(api, owner, model_id, {"texts": [text, "meh"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["task"], body["label_type"]) == ("text_classification", "sentiment")
+    # Classifiers take each text whole unless asked to split.
+    assert [s["text"] for s in body["sentences"]] == [text, "meh"]
+    first = body["sentences"][0]
+    assert len(first["labels"]) == 1 and first["labels"][0]["value"] in ("positive", "negative", "neutral")
+    assert "spans" not in first and all("tag" not in t for t in first["tokens"])
+    assert first["tokens"][0] == {"text": "I", "start": 0, "end": 1}
+
+    r = _predict(api, owner, model_id, {"texts": [text], "return_probabilities_for_all_classes": True})
+    s = r.json()["sentences"][0]
+    assert [d["value"] for d in s["all_labels"]][0] == s["labels"][0]["value"]
+    assert sorted(d["value"] for d in s["all_labels"]) == ["negative", "neutral", "positive"]
+    assert sum(d["score"] for d in s["all_labels"]) == pytest.approx(1.0, abs=1e-4)
+
+    split = _predict(api, owner, model_id, {"texts": [text], "split_sentences": True}).json()["sentences"]
+    assert [(x["text"], x["start"]) for x in split] == [("I loved it.", 0), ("The ending was great!", 12)]
+
+
+def test_wrong_task_guard(api: ApiSession, tmp_path: Path) -> None:
+    owner = api.new_owner()
+    classifier = _register_classifier(owner, tmp_path)
+    tagger = _register_tagger(owner, tmp_path)
+    r = _predict(api, owner, classifier, {"texts": ["a"], "task": "sequence_tagging"})
+    assert r.status_code == 422 and "text_classification" in r.json()["detail"]
+    assert _predict(api, owner, tagger, {"texts": ["a"], "task": "sequence_tagging"}).status_code == 200

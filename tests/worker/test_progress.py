@@ -1,0 +1,157 @@
+"""The progress callback against the real database and storage, driven by hand (no trainer)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from engine.training.callbacks import BatchEnded, EpochEnded, TrainingEnded, TrainingStarted
+from service.db.models import Job, JobBatchLoss, JobEpochMetric, Owner
+from service.db.session import session_scope
+from service.storage import get_storage
+from worker import lease
+from worker.progress import JobProgress, checkpoint_epoch
+
+pytestmark = pytest.mark.postgres
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def running_job() -> str:
+    with session_scope() as session:
+        owner = Owner(name="progress-tests")
+        session.add(owner)
+        session.flush()
+        job = Job(owner_id=owner.id, name="job", spec={}, status="queued")
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    assert lease.claim(job_id, "me", lease_seconds=60).claimed
+    return job_id
+
+
+def job_row(job_id: str) -> Job:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+def loss_rows(job_id: str) -> int:
+    with session_scope() as session:
+        return int(session.execute(select(func.count()).where(JobBatchLoss.job_id == job_id)).scalar_one())
+
+
+def batch(epoch: int, n: int) -> BatchEnded:
+    return BatchEnded(epoch, n, 10, loss=1.0 / n, learning_rate=0.1, sentences_per_s=1.0, tokens_per_s=1.0)
+
+
+def epoch_end(epoch: int, score: float, best: bool) -> EpochEnded:
+    return EpochEnded(
+        epoch=epoch,
+        train_loss=0.5,
+        dev_loss=0.4,
+        dev_scores={"main_score": score, "micro_precision": score, "micro_recall": score, "micro_f1": score},
+        test_scores=None,
+        learning_rate=0.1,
+        is_best=best,
+        bad_epochs=0,
+        seconds=1.0,
+    )
+
+
+def make_progress(job_id: str, clock: Clock, owner: str = "me") -> JobProgress:
+    return JobProgress(
+        job_id, owner, get_storage(), threading.Event(), progress_interval=0.5, cancel_interval=0.5, clock=clock
+    )
+
+
+def test_batch_progress_is_throttled_and_losses_are_kept(environment: dict[str, str]) -> None:
+    job_id = running_job()
+    clock = Clock()
+    progress = make_progress(job_id, clock)
+    progress.on_train_start(TrainingStarted(3, 1, 10, 40, 4, "cpu"))
+    progress.on_batch_end(batch(1, 1))  # the first batch is written at once
+    assert (job_row(job_id).batch, loss_rows(job_id)) == (1, 1)
+    for n in range(2, 6):
+        clock.now += 0.1
+        progress.on_batch_end(batch(1, n))
+    assert (job_row(job_id).batch, loss_rows(job_id)) == (1, 1), "wrote more often than the interval"
+    clock.now += 0.5
+    progress.on_batch_end(batch(1, 6))
+    job = job_row(job_id)
+    assert (job.epoch, job.batch, loss_rows(job_id)) == (0, 6, 6)
+    assert job.percent == pytest.approx(20.0) and job.eta_seconds is not None and job.batches_per_epoch == 10
+    progress.on_epoch_end(epoch_end(1, 0.7, best=True))
+    job = job_row(job_id)
+    assert (job.epoch, job.batch, job.best_dev_score) == (1, 0, 0.7)
+    assert progress.best_dev_scores is not None and progress.best_dev_scores["main_score"] == 0.7
+
+
+def test_an_epoch_trained_again_replaces_its_row(environment: dict[str, str]) -> None:
+    job_id = running_job()
+    progress = make_progress(job_id, Clock())
+    progress.on_epoch_end(epoch_end(1, 0.5, best=True))
+    progress.on_epoch_end(epoch_end(1, 0.6, best=True))
+    with session_scope() as session:
+        rows = session.scalars(select(JobEpochMetric).where(JobEpochMetric.job_id == job_id)).all()
+        assert [(r.epoch, r.dev_main_score, r.dev_f1) for r in rows] == [(1, 0.6, 0.6)]
+
+
+def test_checkpoints_upload_and_replace_the_previous_one(environment: dict[str, str], tmp_path: Path) -> None:
+    job_id = running_job()
+    progress = make_progress(job_id, Clock())
+    storage = get_storage()
+    for epoch in (1, 2):
+        folder = tmp_path / f"checkpoint-{epoch}"
+        folder.mkdir()
+        (folder / "state.json").write_text(f'{{"epoch": {epoch}}}')
+        progress.on_checkpoint(folder, epoch)
+    key = job_row(job_id).checkpoint_key
+    assert key is not None and checkpoint_epoch(key) == 2
+    assert storage.get(f"{key}/state.json") == b'{"epoch": 2}'
+    assert storage.list(f"jobs/{job_id}/checkpoints") == [f"{key}/state.json"]
+
+
+def test_cancel_flag_and_a_lost_lease_stop_the_run(environment: dict[str, str], tmp_path: Path) -> None:
+    job_id = running_job()
+    clock = Clock()
+    progress = make_progress(job_id, clock)
+    assert not progress.should_stop()
+    with session_scope() as session:
+        session.get(Job, job_id).cancel_requested = True  # type: ignore[union-attr]
+    assert not progress.should_stop(), "read the flag again before the interval passed"
+    clock.now += 0.5
+    assert progress.should_stop() and progress.stop_reason == "cancelled"
+
+    other = running_job()
+    intruder = make_progress(other, clock, owner="not-the-holder")
+    intruder.on_batch_end(batch(1, 1))
+    assert intruder.lease_lost.is_set() and intruder.should_stop() and intruder.stop_reason == "lease_lost"
+    assert loss_rows(other) == 0 and job_row(other).batch == 0
+    folder = tmp_path / "stale"
+    folder.mkdir()
+    (folder / "x").write_text("x")
+    intruder.on_checkpoint(folder, 1)
+    assert job_row(other).checkpoint_key is None
+    assert get_storage().list(f"jobs/{other}") == [], "a fenced-off run must not leave files behind"
+
+
+def test_train_end_flushes_the_buffered_losses(environment: dict[str, str]) -> None:
+    job_id = running_job()
+    clock = Clock()
+    progress = make_progress(job_id, clock)
+    progress.on_train_start(TrainingStarted(1, 1, 10, 40, 4, "cpu"))
+    for n in range(1, 5):
+        progress.on_batch_end(batch(1, n))
+    progress.on_train_end(TrainingEnded("completed", 1, 0.5, None, None))
+    assert loss_rows(job_id) == 4 and progress.ended is not None
