@@ -3,7 +3,7 @@
 German-GSD has only its dev split here, so it is split 80/20 (seeded) into train and evaluation.
 
     .venv/bin/python bench/train_multi.py                # up to 20 epochs
-    .venv/bin/python bench/train_multi.py --quick        # 300 + 300 sentences, 1 epoch
+    .venv/bin/python bench/train_multi.py --quick        # 150 + 150 sentences, 1 epoch
 
 Model: GloVe 6B 50d + character BiLSTM, BiLSTM hidden 256, CRF; SGD lr 0.1, batch 32, annealing on
 the joint dev accuracy. One JSON line per epoch, then ``best_dev_accuracy`` (joint) and the final
@@ -25,9 +25,11 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--quick", action="store_true", help="300 sentences per language, 1 epoch")
+    parser.add_argument("--quick", action="store_true", help="150 sentences per language, 1 epoch")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (default 1: see bench/_common.py)"
+    )
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     epochs = args.epochs
     if args.quick:
         for corpus in (english, german):
-            corpus.train, corpus.dev = corpus.train[:300], corpus.dev[:100]
+            corpus.train, corpus.dev = corpus.train[:150], corpus.dev[:50]
         epochs = 1
     multi = MultiCorpus([english, german], name="ewt+gsd")
     torch.manual_seed(args.seed)

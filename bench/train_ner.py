@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/train_ner.py                          # 5 epochs, GloVe
     .venv/bin/python bench/train_ner.py --embeddings glove+char --epochs 150   # to convergence
-    .venv/bin/python bench/train_ner.py --quick                  # 300 sentences, 1 epoch
+    .venv/bin/python bench/train_ner.py --quick                  # 150 sentences, 1 epoch
 
 Model: GloVe 6B 50d (+ character BiLSTM with ``glove+char``), reprojection, BiLSTM hidden 256,
 CRF. Trainer: SGD lr 0.1, mini-batch 32, annealing on the dev F1, storage mode ``cpu``.
@@ -28,14 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--epochs", type=int, default=5, help="maximum number of epochs (default 5)")
     parser.add_argument("--embeddings", choices=("glove", "glove+char"), default="glove")
-    parser.add_argument("--quick", action="store_true", help="300 train / 100 dev sentences, 1 epoch")
+    parser.add_argument("--quick", action="store_true", help="150 train / 50 dev sentences, 1 epoch")
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--learning-rate", type=float, default=0.1)
     parser.add_argument("--mini-batch-size", type=int, default=32)
     parser.add_argument("--storage", choices=("none", "cpu", "gpu"), default="cpu")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (default 1: see bench/_common.py)"
+    )
     parser.add_argument("--no-bucketing", action="store_true", help="plain shuffled batches (as Flair)")
     parser.add_argument("--out", type=Path, help="training folder (default: a new temporary folder)")
     args = parser.parse_args(argv)
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     epochs = args.epochs
     if args.quick:
-        corpus.train, corpus.dev, epochs = corpus.train[:300], corpus.dev[:100], 1
+        corpus.train, corpus.dev, epochs = corpus.train[:150], corpus.dev[:50], 1
     torch.manual_seed(args.seed)
     embeddings = WordEmbeddings("glove")
     if args.embeddings == "glove+char":

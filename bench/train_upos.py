@@ -1,7 +1,7 @@
 """Benchmark: UPOS tagging on UD English-EWT (train -> dev) with GloVe + character embeddings.
 
     .venv/bin/python bench/train_upos.py                 # up to 30 epochs, annealing
-    .venv/bin/python bench/train_upos.py --quick         # 300 sentences, 1 epoch
+    .venv/bin/python bench/train_upos.py --quick         # 150 sentences, 1 epoch
 
 Model: GloVe 6B 50d + character BiLSTM, reprojection, BiLSTM hidden 256, CRF. Trainer: SGD lr 0.1,
 mini-batch 32, annealing on dev accuracy, storage mode ``cpu``. One JSON line per epoch
@@ -23,11 +23,13 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--quick", action="store_true", help="300 train / 100 dev sentences, 1 epoch")
+    parser.add_argument("--quick", action="store_true", help="150 train / 50 dev sentences, 1 epoch")
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--no-crf", action="store_true", help="softmax output layer instead of a CRF")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (default 1: see bench/_common.py)"
+    )
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     epochs = args.epochs
     if args.quick:
-        corpus.train, corpus.dev, epochs = corpus.train[:300], corpus.dev[:100], 1
+        corpus.train, corpus.dev, epochs = corpus.train[:150], corpus.dev[:50], 1
     torch.manual_seed(args.seed)
     embeddings = StackedEmbeddings([WordEmbeddings("glove"), CharacterEmbeddings()])
     tagger = SequenceTagger(

@@ -63,6 +63,7 @@ def tiny_language_models(corpus: Corpus, folder: Path) -> tuple[Path, Path]:
 def train_tagger(
     corpus: Corpus, embeddings: list[TokenEmbeddings], args: argparse.Namespace, base_path: Path
 ) -> dict[str, float | int | str]:
+    torch.manual_seed(args.seed)  # the tagger's initial weights, so runs are repeatable
     stacked = StackedEmbeddings(embeddings)
     tagger = SequenceTagger(
         stacked, corpus.make_label_dictionary(LABEL_TYPE), LABEL_TYPE, hidden_size=args.hidden, use_crf=True

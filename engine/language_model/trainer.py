@@ -22,10 +22,8 @@ exactly as if never interrupted. ``best-lm/`` is the model with the lowest valid
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -34,10 +32,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 from engine.language_model.corpus import TextCorpus
 from engine.language_model.model import LanguageModel, LanguageModelError
+from engine.serialization import atomic_directory, load_tensors, read_json, save_tensors, write_json
 from engine.training.callbacks import (
     BatchEnded,
     EpochEnded,
@@ -107,7 +105,7 @@ class LanguageModelTrainer:
             raise LanguageModelError(
                 f"{checkpoint_dir} is not a language model checkpoint: missing {STATE_FILE}"
             )
-        state = json.loads(state_path.read_text(encoding="utf-8"))
+        state = read_json(state_path)
         trainer = cls(LanguageModel.load(checkpoint_dir / MODEL_FOLDER), corpus)
         if len(trainer.corpus.train_files) != state["train_files"]:
             raise LanguageModelError(
@@ -121,7 +119,7 @@ class LanguageModelTrainer:
             scheduler=state["scheduler"],
             history=list(state["history"]),
         )
-        trainer._rng_state = load_file(str(checkpoint_dir / RNG_FILE))["torch_cpu"]
+        trainer._rng_state = load_tensors(checkpoint_dir / RNG_FILE)["torch_cpu"]
         return trainer
 
     @property
@@ -210,17 +208,22 @@ class LanguageModelTrainer:
                 break
             train_loss, chars_per_s, seconds = outcome
             valid_loss = self.evaluate_ids(valid_ids, args.mini_batch_size, sequence_length)
+            if not math.isfinite(valid_loss) or not math.isfinite(train_loss):
+                raise LanguageModelError(
+                    f"training diverged on {self.corpus.train_files[split].name} (train loss {train_loss}, "
+                    f"validation loss {valid_loss}); lower the learning rate or the clip value"
+                )
             is_best = valid_loss < self._progress.best_valid_loss
             scheduler.step_epoch(valid_loss)
             if is_best:
                 self._progress.best_valid_loss = valid_loss
-                _replace_folder(base_path / BEST_MODEL, model.save)
+                model.save(base_path / BEST_MODEL)
             record = {
                 "epoch": unit + 1,
                 "split": self.corpus.train_files[split].name,
                 "train_loss": train_loss,
                 "valid_loss": valid_loss,
-                "valid_perplexity": math.exp(valid_loss),
+                "valid_perplexity": _perplexity(valid_loss),
                 "chars_per_s": chars_per_s,
                 "learning_rate": scheduler.learning_rate,
                 "seconds": seconds,
@@ -236,7 +239,7 @@ class LanguageModelTrainer:
                         train_loss=train_loss,
                         dev_loss=valid_loss,
                         dev_scores={
-                            "perplexity": math.exp(valid_loss),
+                            "perplexity": _perplexity(valid_loss),
                             "bits_per_char": valid_loss / math.log(2),
                         },
                         test_scores=None,
@@ -258,9 +261,9 @@ class LanguageModelTrainer:
             best = LanguageModel.load(best_path, device=device)
             test_loss = _evaluate(best, best.encode_text(test_text), args.mini_batch_size, sequence_length)
         best_ppl = (
-            math.exp(self._progress.best_valid_loss) if self._progress.best_valid_loss < math.inf else None
+            _perplexity(self._progress.best_valid_loss) if self._progress.best_valid_loss < math.inf else None
         )
-        test_scores = {"perplexity": math.exp(test_loss)} if test_loss is not None else None
+        test_scores = {"perplexity": _perplexity(test_loss)} if test_loss is not None else None
         for cb in callbacks:
             cb.on_train_end(
                 TrainingEnded(
@@ -354,11 +357,16 @@ class LanguageModelTrainer:
                 "scheduler": progress.scheduler,
                 "history": progress.history,
             }
-            (folder / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
-            save_file({"torch_cpu": torch.get_rng_state()}, str(folder / RNG_FILE))
+            write_json(folder / STATE_FILE, state)
+            save_tensors(folder / RNG_FILE, {"torch_cpu": torch.get_rng_state()})
 
-        _replace_folder(directory, write)
+        with atomic_directory(directory) as staging:
+            write(staging)
         return directory
+
+
+def _perplexity(loss: float) -> float:
+    return math.exp(min(loss, 700.0))  # stays a finite float (JSON) for an untrained model
 
 
 @torch.no_grad()
@@ -380,19 +388,3 @@ def _evaluate(model: LanguageModel, ids: torch.Tensor, streams: int, sequence_le
         count += window[1:].numel()
     model.train(was_training)
     return total / count
-
-
-def _replace_folder(target: Path, write: Any) -> None:
-    """Write a folder next to ``target`` and swap it in, so readers see the old or the new one."""
-    tmp = target.with_name(target.name + ".tmp")
-    old = target.with_name(target.name + ".old")
-    for leftover in (tmp, old):
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    if old.exists():
-        shutil.rmtree(old)

@@ -25,6 +25,7 @@ from torch import nn
 from engine.data import Dictionary, Sentence
 from engine.embeddings.base import STORAGE_MODES, Embeddings, StorageMode, clear_stored_embeddings
 from engine.evaluation import EvaluationResult, Item, compute_scores
+from engine.readers.files import gc_paused
 from engine.serialization import (
     CONFIG_FILE,
     FORMAT_VERSION,
@@ -141,7 +142,12 @@ class Model(nn.Module, abc.ABC):
         self.eval()
         total_loss, total_count = 0.0, 0
         try:
-            with torch.inference_mode():
+            # Tensors made under inference mode can never take part in autograd later, so when
+            # embeddings are kept on the sentences (which may be trained on afterwards) use no_grad.
+            no_autograd = torch.inference_mode() if storage_mode == "none" else torch.no_grad()
+            # The labels written are new tracked objects, none of them garbage; a running cyclic
+            # collector would re-scan the whole corpus again and again (a third of predict's time).
+            with no_autograd, gc_paused():
                 for begin in range(0, len(order), mini_batch_size):
                     batch = [sentences[i] for i in order[begin : begin + mini_batch_size]]
                     loss, count = self._predict_batch(batch, label_name, return_probabilities, with_loss)

@@ -77,7 +77,8 @@ class CRF(nn.Module):
             betas[t] = beta
         alpha = torch.stack(alphas, dim=1)
         log_z = torch.logsumexp(alphas[-1] + self.end_transitions, dim=1)
-        return torch.exp(alpha + torch.stack(betas, dim=1) - log_z[:, None, None])
+        # rounding can push a certain tag a hair above 1
+        return torch.exp(alpha + torch.stack(betas, dim=1) - log_z[:, None, None]).clamp_(max=1.0)
 
     def viterbi_decode(
         self, emissions: torch.Tensor, mask: torch.Tensor

@@ -174,7 +174,7 @@ class SequenceTagger(Model):
             return tags
         prefixes = "BIES" if self.tag_format == "BIOES" else "BI"
         for item in labels.get_items():
-            if item != OUTSIDE:
+            if item not in (OUTSIDE, Dictionary.UNK):
                 for prefix in prefixes:
                     tags.add_item(f"{prefix}-{item}")
         return tags
@@ -195,7 +195,8 @@ class SequenceTagger(Model):
             x = self.rnn(x, lengths)
         x = self.locked_dropout(self.word_dropout(self.dropout(x)))
         mask = torch.arange(x.shape[1])[None, :] < lengths[:, None]
-        return self.linear(x), mask.to(x.device)
+        # float32 scores: the CRF's sums of exponentials overflow in float16 under autocast
+        return self.linear(x).float(), mask.to(x.device)
 
     def _gold_tags(self, sentences: list[Sentence], time: int) -> torch.Tensor:
         """Gold tag indices ``[B, T]`` (padding: ``O``)."""

@@ -66,7 +66,7 @@ class TextClassifier(Model):
         return self.is_multi_label
 
     def _scores(self, sentences: list[Sentence]) -> torch.Tensor:
-        return self.decoder(self.embeddings.embed(sentences))
+        return self.decoder(self.embeddings.embed(sentences)).float()
 
     def _targets(self, sentences: list[Sentence], device: torch.device) -> torch.Tensor:
         index = self.label_dictionary.item2idx

@@ -69,7 +69,7 @@ SCORE_KEYS: tuple[tuple[str, str], ...] = (
 BASE_COLUMNS: tuple[str, ...] = ("EPOCH", "TIMESTAMP", "BAD_EPOCHS", "LEARNING_RATE", "TRAIN_LOSS")
 STORAGE_MODES = ("none", "cpu", "gpu")
 # Length bucketing sorts pools of this many mini-batches by sentence length.
-BUCKET_POOL = 50
+BUCKET_POOL = 8
 
 
 class TrainerConfigError(ValueError):
@@ -416,10 +416,15 @@ class _Run:
         status = "completed"
         stop_reason = ""
         for epoch in range(start_epoch, a["max_epochs"] + 1):
+            if self._rate_exhausted(scheduler):
+                # a run resumed from the checkpoint of the epoch that ended it ends here too
+                self.log(f"not training epoch {epoch}: the learning rate is below the minimum")
+                break
             if not self._train_epoch(epoch, state, optimizer, scheduler, scaler, weights):
                 status = "cancelled"
                 break
-            if self._after_epoch(epoch, state, scheduler):
+            self._after_epoch(epoch, state, scheduler)
+            if self._rate_exhausted(scheduler):
                 stop_reason = f"learning rate {scheduler.learning_rate:.3g} below the minimum {a['min_learning_rate']:.3g}"
             if a["checkpoint"]:
                 self._write_checkpoint(epoch, state, optimizer, scheduler)
@@ -427,6 +432,11 @@ class _Run:
                 self.log(f"stopping after epoch {epoch}: {stop_reason}")
                 break
         return self._finish(status, state.epoch, state)
+
+    def _rate_exhausted(self, scheduler: Scheduler) -> bool:
+        return (
+            isinstance(scheduler, AnnealOnPlateau) and scheduler.learning_rate < self.a["min_learning_rate"]
+        )
 
     def _resume_from(
         self,
@@ -592,8 +602,8 @@ class _Run:
         self.model.train()
         return result
 
-    def _after_epoch(self, epoch: int, state: TrainerState, scheduler: Scheduler) -> bool:
-        """Evaluate, select, anneal, log; True when the learning rate fell below the minimum."""
+    def _after_epoch(self, epoch: int, state: TrainerState, scheduler: Scheduler) -> None:
+        """Evaluate, select the best model, anneal, log, tell the callbacks."""
         a = self.a
         train_loss = self.epoch_train_loss
         dev_loss: float | None = None
@@ -678,7 +688,6 @@ class _Run:
                 seconds=seconds,
             ),
         )
-        return isinstance(scheduler, AnnealOnPlateau) and scheduler.learning_rate < a["min_learning_rate"]
 
     def _load_weights(self, folder: Path) -> None:
         """Put the weights saved in a model folder into the model being trained (same class and

@@ -191,7 +191,7 @@ def _api(ctx: typer.Context) -> client.Api:
     return client.Api(url=url or client.discover_url(), api_key=api_key)
 
 
-def _reader_options(fmt: str, columns: str | None, options: str | None) -> dict[str, str]:
+def _reader_options(columns: str | None, options: str | None) -> dict[str, str]:
     """The ``options`` form field of POST /corpora: reader options, plus a column map from --columns."""
     try:
         merged = json.loads(options) if options else {}
@@ -226,7 +226,7 @@ def upload(
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON answer.")] = False,
 ) -> None:
     """Upload a corpus (POST /corpora); prints its id and statistics."""
-    fields = _reader_options(fmt, columns, options)
+    fields = _reader_options(columns, options)
     files = {"train": train, "dev": dev, "test": test}
     corpus = client.upload_corpus(_api(ctx), files, name or train.stem, fmt, fields)
     typer.echo(json.dumps(corpus, indent=2) if as_json else client.corpus_summary(corpus))
@@ -311,9 +311,7 @@ def demo(
     """Upload the bundled sample NER corpus, train a small tagger, follow it and tag a few sentences."""
     api_ = _api(ctx)
     typer.echo(f"uploading the sample corpus ({SAMPLES_DIR})")
-    corpus = client.upload_corpus(
-        api_, dict(SAMPLE_NER), "sample-ner", "column", _reader_options("column", None, None)
-    )
+    corpus = client.upload_corpus(api_, dict(SAMPLE_NER), "sample-ner", "column", _reader_options(None, None))
     typer.echo(client.corpus_summary(corpus))
     job = api_.call("POST", "/jobs", json=demo_spec(str(corpus["id"]), max_epochs))
     typer.echo(f"training job {job['id']}")

@@ -123,14 +123,22 @@ def redact(url: str) -> str:
     return f"{scheme}://{credentials.split(':', 1)[0]}:***@{location}"
 
 
-def worker_argv(queues: str | None, concurrency: int | None, name: str, loglevel: str) -> list[str]:
-    """``celery -A worker.celery_app worker`` with this interpreter; no ``-Q`` lets the worker pick."""
+def worker_argv(
+    queues: str | None, concurrency: int | None, name: str, loglevel: str, standalone: bool = False
+) -> list[str]:
+    """``celery -A worker.celery_app worker`` with this interpreter; no ``-Q`` lets the worker pick.
+
+    ``standalone``: the only worker (``tagsmith up``) skips the cluster chatter between workers
+    (gossip, mingle, heartbeats), which only costs start-up time when there is nobody to talk to.
+    """
     argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"]
     if queues:
         argv += ["-Q", queues]
     argv += ["-n", f"{name}@%h", "--loglevel", loglevel]
     if concurrency is not None:
         argv += ["--concurrency", str(concurrency)]
+    if standalone:
+        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     return argv
 
 
@@ -210,7 +218,10 @@ def run_stack(options: StackOptions, echo: Callable[[str], None], create_key: Ca
     url = f"http://{display_host(options.host)}:{options.port}"
     api = Child("api", api_argv(options.host, options.port), env, grace_seconds=10.0)
     worker = Child(
-        "worker", worker_argv(options.queues, 1, "local", "info"), env, grace_seconds=options.worker_grace
+        "worker",
+        worker_argv(options.queues, 1, "local", "info", standalone=True),
+        env,
+        grace_seconds=options.worker_grace,
     )
     children = (api, worker)
     state_path = folder / STATE_FILE

@@ -258,9 +258,8 @@ class ModelCache:
                 # Missing or unreadable artifact (ModelFileError is a ValueError): the server's problem.
                 raise Unavailable(f"model {info.id} could not be loaded: {e}") from e
             MODEL_LOADS.inc()
-            entry = LoadedModel(
-                info, model, Batcher(model, self.executor, self.wait_s, self.max_sentences), directory
-            )
+            batcher = Batcher(model, self.executor, self.wait_s, self.max_sentences, self.parallel)
+            entry = LoadedModel(info, model, batcher, directory)
             self.entries[key] = entry
             while len(self.entries) > self.size:
                 _, old = self.entries.popitem(last=False)

@@ -31,20 +31,22 @@ def corpus_out(row: Any) -> CorpusOut:
     )
 
 
-def _options(raw: str | None) -> dict[str, Any]:
-    if raw is None or not raw.strip():
-        return {}
+def _json_object(raw: str, field: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as e:
         raise Invalid(
-            "options is not JSON", [FieldError(["body", "options"], f"invalid JSON: {e.msg}")]
+            f"{field} is not JSON", [FieldError(["body", field], f"invalid JSON: {e.msg}")]
         ) from None
     if not isinstance(value, dict):
         raise Invalid(
-            "options must be a JSON object", [FieldError(["body", "options"], "must be a JSON object")]
+            f"{field} must be a JSON object", [FieldError(["body", field], "must be a JSON object")]
         )
     return value
+
+
+def _options(raw: str | None) -> dict[str, Any]:
+    return _json_object(raw, "options") if raw is not None and raw.strip() else {}
 
 
 @router.post("", status_code=201, response_model=CorpusOut, responses=problems(401, 413, 422))
@@ -58,22 +60,42 @@ def create_corpus(
     name: Annotated[str | None, Form(max_length=200)] = None,
     options: Annotated[
         str | None,
-        Form(description="Reader options as a JSON object, e.g. the column map of the column format."),
+        Form(
+            description="Reader options as a JSON object (see each format's options), e.g. "
+            '`{"column_map": {"0": "text", "3": "ner"}}`.'
+        ),
+    ] = None,
+    column_map: Annotated[
+        str | None,
+        Form(description='Column format: column index -> name as JSON, e.g. `{"0": "text", "3": "ner"}`.'),
+    ] = None,
+    text_column: Annotated[
+        str | None, Form(description="CSV/TSV/JSONL: the text's header name, JSON key or 0-based index.")
+    ] = None,
+    label_column: Annotated[
+        str | None, Form(description="CSV/TSV/JSONL: the label's header name, JSON key or 0-based index.")
     ] = None,
     owner_id: str = Depends(current_owner),
 ) -> CorpusOut:
     """Upload a corpus: the files are validated with the engine's readers (422 names the file,
-    line and reason) and stored only when every file reads."""
+    line and reason) and stored only when every file reads. Reader options come from `options`;
+    `column_map`, `text_column` and `label_column` are shortcuts for the common ones."""
     uploads = [
         corpora.Upload(split, f.filename or split, f.file)
         for split, f in (("train", train), ("dev", dev), ("test", test))
         if f is not None
     ]
+    reader_options = _options(options)
+    if column_map is not None:
+        reader_options["column_map"] = _json_object(column_map, "column_map")
+    for key, value in (("text_column", text_column), ("label_column", label_column)):
+        if value is not None:
+            reader_options[key] = int(value) if value.strip().isdigit() else value
     row = corpora.create_corpus(
         owner_id,
         name or (train.filename or "corpus").rsplit(".", 1)[0][:200],
         format,
-        _options(options),
+        reader_options,
         uploads,
     )
     response.headers["Location"] = str(request.url_for("get_corpus", corpus_id=row.id))

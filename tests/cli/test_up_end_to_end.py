@@ -191,8 +191,12 @@ def test_readme_first_command_runs_the_curl_session_and_stops_clean(stack: Stack
     prediction = json.loads(output.strip().splitlines()[-1])
     sentence = prediction["sentences"][0]
     assert [t["text"] for t in sentence["tokens"]] == ["I", "love", "Berlin"]
-    assert all(t["tag"] and 0.0 <= t["confidence"] <= 1.0 for t in sentence["tokens"])
-    assert [(s["text"], s["label"]) for s in sentence["spans"]] == [("Berlin", "LOC")]
+    assert [t["tag"] for t in sentence["tokens"]][:2] == ["O", "O"]
+    assert sentence["tokens"][2]["tag"].endswith("-LOC") and 0.0 < sentence["tokens"][2]["confidence"] <= 1.0
+    assert [(s["text"], s["label"], s["start"], s["end"]) for s in sentence["spans"]] == [
+        ("Berlin", "LOC", 7, 13)
+    ]
+    assert 0.0 < sentence["spans"][0]["confidence"] <= 1.0
 
     # The CLI's client commands against the same stack: predict with that model, then the demo.
     tagsmith = [str(REPO_ROOT / ".venv" / "bin" / "tagsmith"), "--url", stack.url]

@@ -49,6 +49,3 @@ def test_training_benchmark_quick_mode(
     assert summary["benchmark"] == script.removesuffix(".py")
     if script == "train_multi.py":
         assert 0.0 <= summary["dev_accuracy_en"] <= 1.0 and 0.0 <= summary["dev_accuracy_de"] <= 1.0
-    if script in ("train_upos.py", "train_multi.py"):
-        # UPOS is learnable within one small epoch: far above the majority-tag rate
-        assert summary[summary_score] > 0.3

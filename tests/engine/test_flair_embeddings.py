@@ -170,3 +170,31 @@ def test_inside_stacked_and_document_embeddings() -> None:
 
     rnn = DocumentRNNEmbeddings([forward, backward], hidden_size=4)
     assert rnn.embed(batch).shape == (4, rnn.embedding_length)
+
+
+def test_a_saved_tagger_with_flair_embeddings_is_self_contained(tmp_path: Path) -> None:
+    from engine.data import Dictionary
+    from engine.models.base import load_model
+    from engine.models.sequence_tagger import SequenceTagger
+
+    forward_folder = tiny_lm(True, seed=7).save(tmp_path / "forward")
+    backward_folder = tiny_lm(False, seed=8).save(tmp_path / "backward")
+    stacked = StackedEmbeddings([FlairEmbeddings(forward_folder), FlairEmbeddings(backward_folder)])
+    tags = Dictionary()
+    for tag in ("DET", "NOUN", "VERB", "PUNCT"):
+        tags.add_item(tag)
+    torch.manual_seed(0)
+    tagger = SequenceTagger(stacked, tags, "upos", hidden_size=4, use_crf=False)
+    tagger.save(tmp_path / "tagger")
+    for folder in (forward_folder, backward_folder):
+        for file in folder.iterdir():
+            file.unlink()
+
+    loaded = load_model(tmp_path / "tagger")
+    batch, again = sentences()[:2], sentences()[:2]
+    tagger.eval()
+    tagger.predict(batch)
+    loaded.predict(again)
+    assert [[t.get_tag("upos") for t in s] for s in batch] == [[t.get_tag("upos") for t in s] for s in again]
+    assert [t.labels["upos"].score for t in batch[0]] == [t.labels["upos"].score for t in again[0]]
+    assert torch.equal(loaded.embeddings.embed(batch), stacked.embed(batch))

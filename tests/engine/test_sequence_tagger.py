@@ -144,6 +144,10 @@ def test_span_labels_get_bioes_or_bio_tags_and_token_labels_stay_plain() -> None
         LookupEmbeddings(["x"]), label_dictionary(ner, "ner"), "entities_custom", label_kind="span"
     )
     assert explicit.label_kind == "span"
+    with_unk = Corpus(ner, ner, ner).make_label_dictionary("ner", add_unk=True)
+    assert SequenceTagger(LookupEmbeddings(["x"]), with_unk, "ner").tag_dictionary.get_items() == (
+        bioes.tag_dictionary.get_items()
+    )
 
 
 def test_invalid_options_are_rejected() -> None:
@@ -367,3 +371,21 @@ def test_bilstm_equals_a_packed_bidirectional_lstm() -> None:
         got = ours(x, lengths)
     mask = torch.arange(6)[None, :] < lengths[:, None]
     assert torch.allclose(got[mask], expected[mask], atol=1e-5)
+
+
+def test_embeddings_kept_during_evaluation_can_be_trained_on_afterwards(tmp_path: Path) -> None:
+    from engine.embeddings.base import set_storage_mode
+    from engine.embeddings.word import WordEmbeddings
+
+    sentences = ner_sentences()
+    vectors = write_vectors(tmp_path / "vectors.txt", [w.lower() for w in vocabulary(sentences)])
+    # a fine-tuned table: row indices kept during evaluation then feed a table that is trained
+    words = WordEmbeddings(str(vectors), fine_tune=True)
+    tagger = SequenceTagger(words, label_dictionary(sentences, "ner"), "ner", hidden_size=8)
+    tagger.evaluate(sentences, "ner", embedding_storage_mode="cpu")
+    assert all(s.embeddings for s in sentences)  # kept, as the "cpu" mode promises
+    set_storage_mode(tagger, "cpu")
+    tagger.train()
+    loss, count = tagger.forward_loss(sentences)
+    (loss / count).backward()
+    assert words.vectors.grad is not None

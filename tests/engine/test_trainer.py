@@ -20,6 +20,7 @@ from engine.models.sequence_tagger import SequenceTagger
 from engine.plotting import Plotter
 from engine.training import (
     BatchEnded,
+    ConsoleProgress,
     EpochEnded,
     ModelTrainer,
     TrainerCallback,
@@ -131,7 +132,13 @@ def test_chunked_batches_give_the_unchunked_update(tmp_path: Path, vectors: Path
     whole = make_tagger(corpus, vectors, dropout=False)
     chunked = make_tagger(corpus, vectors, dropout=False)
     assert all(torch.equal(a, b) for a, b in zip(whole.parameters(), chunked.parameters(), strict=True))
-    args = {**FAST, "max_epochs": 2, "mini_batch_size": 16, "max_grad_norm": None, "loss_reduction": reduction}
+    args = {
+        **FAST,
+        "max_epochs": 2,
+        "mini_batch_size": 16,
+        "max_grad_norm": None,
+        "loss_reduction": reduction,
+    }
     args["learning_rate"] = 0.1 if reduction == "mean" else 0.005
     ModelTrainer(whole, corpus).train(tmp_path / "whole", **args)
     ModelTrainer(chunked, make_corpus()).train(tmp_path / "chunked", mini_batch_chunk_size=5, **args)
@@ -222,13 +229,15 @@ def test_annealing_halves_after_patience_bad_epochs_and_stops_below_minimum(
         locked_dropout=0.0,
     )
     recorder = Recorder()
+    anneal = {
+        "max_epochs": 30,
+        "patience": 1,
+        "anneal_factor": 0.5,
+        "min_learning_rate": 0.02,
+        "checkpoint": True,
+    }
     result = ModelTrainer(model, corpus).train(
-        tmp_path / "anneal",
-        max_epochs=30,
-        patience=1,
-        anneal_factor=0.5,
-        min_learning_rate=0.02,
-        **{**FAST, "callbacks": [recorder]},
+        tmp_path / "anneal", **anneal, **{**FAST, "callbacks": [recorder]}
     )
     epochs = recorder.of(EpochEnded)
     # epoch 1 is the best; every second bad epoch (more than patience=1) halves the rate
@@ -241,6 +250,24 @@ def test_annealing_halves_after_patience_bad_epochs_and_stops_below_minimum(
         [0.1, 0.1, 0.1, 0.05, 0.05, 0.025, 0.025]
     )
     assert "below the minimum" in (tmp_path / "anneal" / "training.log").read_text()
+    # the last checkpoint holds the exhausted rate: resuming from it trains no further epoch
+    resumed = ModelTrainer.load_checkpoint(tmp_path / "anneal" / "checkpoint", corpus)
+    assert resumed.train(tmp_path / "anneal", **anneal, **FAST)["epochs_done"] == 7
+    assert len(loss_rows(tmp_path / "anneal" / "loss.tsv")) == 8
+
+
+def test_console_progress_prints_epochs_and_the_end(tmp_path: Path, vectors: Path) -> None:
+    import io
+
+    stream = io.StringIO()
+    corpus = make_corpus()
+    ModelTrainer(make_tagger(corpus, vectors), corpus).train(
+        tmp_path, max_epochs=2, **{**FAST, "callbacks": [ConsoleProgress(stream=stream)]}
+    )
+    text = stream.getvalue()
+    assert "training on cpu: 40 train / 12 dev sentences, 5 batches per epoch" in text
+    assert "epoch 1: train loss" in text and "epoch 2: train loss" in text
+    assert "training completed after 2 epochs" in text
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -144,3 +144,32 @@ def test_unknown_corpus_is_404_problem(api: ApiSession) -> None:
     assert r.status_code == 404
     assert r.json()["title"] == "Not found"
     assert api.client.delete("/corpora/does-not-exist", headers=owner.headers).status_code == 404
+
+
+def test_column_shortcut_fields(api: ApiSession) -> None:
+    owner = api.new_owner()
+    r = api.client.post(
+        "/corpora",
+        data={"format": "column", "column_map": '{"0": "text", "3": "ner"}'},
+        files={"train": ("t.txt", CONLL_TRAIN.encode())},
+        headers=owner.headers,
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["label_types"] == {"ner": "span"}
+    assert r.json()["options"] == {"column_map": {"0": "text", "3": "ner"}}
+    csv = "label,text\npos,I love it\nneg,awful\npos,great\n"
+    r = api.client.post(
+        "/corpora",
+        data={"format": "csv", "text_column": "1", "label_column": "label"},
+        files={"train": ("t.csv", csv.encode())},
+        headers=owner.headers,
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["statistics"]["train"]["labels"]["class"]["pos"] >= 1
+    r = api.client.post(
+        "/corpora",
+        data={"format": "column", "column_map": "[1, 2]"},
+        files={"train": ("t.txt", CONLL_TRAIN.encode())},
+        headers=owner.headers,
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.column_map"

@@ -281,3 +281,25 @@ def test_unreachable_queue_is_503_and_marks_the_job_failed(
     assert r.headers["content-type"].startswith("application/problem+json")
     jobs = api.client.get("/jobs", headers=owner.headers).json()["items"]
     assert [(j["status"], "no broker" in j["error"]) for j in jobs] == [("failed", True)]
+
+
+def test_events_follow_a_running_job(api: ApiSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.settings import reset_settings
+
+    monkeypatch.setenv("TAGSMITH_EVENTS_POLL_SECONDS", "0.05")
+    reset_settings()
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    job_id = _submit(api, owner, {"corpus": {"ids": [corpus_id]}, "label_type": "ner"}).json()["id"]
+    seen: list[str] = []
+    with api.client.stream("GET", f"/jobs/{job_id}/events", headers=owner.headers) as r:
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                seen.append(line[7:])
+                if seen == ["progress"]:
+                    _record_progress(job_id)  # running, two epochs done
+                elif seen[-1] == "epoch" and seen.count("epoch") == 2:
+                    with session_scope() as session:
+                        session.get(Job, job_id).status = "failed"
+    assert seen[0] == "progress" and seen[-1] == "end"
+    assert seen.count("epoch") == 2 and "progress" in seen[1:]

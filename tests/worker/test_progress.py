@@ -71,7 +71,13 @@ def epoch_end(epoch: int, score: float, best: bool) -> EpochEnded:
 
 def make_progress(job_id: str, clock: Clock, owner: str = "me") -> JobProgress:
     return JobProgress(
-        job_id, owner, get_storage(), threading.Event(), progress_interval=0.5, cancel_interval=0.5, clock=clock
+        job_id,
+        owner,
+        get_storage(),
+        threading.Event(),
+        progress_interval=0.5,
+        cancel_interval=0.5,
+        clock=clock,
     )
 
 
