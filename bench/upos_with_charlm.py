@@ -63,7 +63,6 @@ def tiny_language_models(corpus: Corpus, folder: Path) -> tuple[Path, Path]:
 def train_tagger(
     corpus: Corpus, embeddings: list[TokenEmbeddings], args: argparse.Namespace, base_path: Path
 ) -> dict[str, float | int | str]:
-    torch.manual_seed(args.seed)  # the tagger's initial weights, so runs are repeatable
     stacked = StackedEmbeddings(embeddings)
     tagger = SequenceTagger(
         stacked, corpus.make_label_dictionary(LABEL_TYPE), LABEL_TYPE, hidden_size=args.hidden, use_crf=True
@@ -142,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                     return 2
         rows = []
         for with_flair in (False, True):
+            torch.manual_seed(args.seed)  # initial weights, so that runs repeat exactly
             embeddings: list[TokenEmbeddings] = [WordEmbeddings("glove"), CharacterEmbeddings()]
             if with_flair:
                 embeddings += [FlairEmbeddings(forward_path), FlairEmbeddings(backward_path)]

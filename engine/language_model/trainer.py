@@ -148,8 +148,11 @@ class LanguageModelTrainer:
         device: str | torch.device | None = None,
         seed: int = 42,
     ) -> dict[str, Any]:
-        """Train for ``max_epochs`` passes over the training splits (or until ``max_seconds``
-        have passed, checked before each split). Returns a summary dict; see the module doc."""
+        """Train for ``max_epochs`` passes over the training splits, or until ``max_seconds`` have
+        passed (checked before each split; the run then ends ``completed`` with
+        ``time_budget_reached``). Returns ``{"status", "epochs_done", "time_budget_reached",
+        "best_valid_perplexity", "test_perplexity", "model_path", "history"}``; ``epochs_done``
+        counts splits, ``history`` has one dict per split (losses, perplexity, chars/s)."""
         args = TrainingArgs(
             sequence_length, mini_batch_size, learning_rate, anneal_factor, patience, clip, seed
         )
@@ -197,8 +200,10 @@ class LanguageModelTrainer:
 
         started = time.monotonic()
         status = "completed"
+        out_of_time = False
         while self._progress.splits_done < total:
             if max_seconds is not None and time.monotonic() - started >= max_seconds:
+                out_of_time = True
                 break
             unit = self._progress.splits_done
             split = self.split_order(unit // n_splits, seed)[unit % n_splits]
@@ -277,6 +282,7 @@ class LanguageModelTrainer:
         return {
             "status": status,
             "epochs_done": self._progress.splits_done,
+            "time_budget_reached": out_of_time,
             "best_valid_perplexity": best_ppl,
             "test_perplexity": test_scores["perplexity"] if test_scores else None,
             "model_path": best_path if best_path.is_dir() else None,

@@ -15,7 +15,7 @@ from engine.data import Corpus, Sentence
 from engine.embeddings.character import CharacterEmbeddings
 from engine.embeddings.stacked import StackedEmbeddings
 from engine.embeddings.word import WordEmbeddings
-from engine.models.base import load_model
+from engine.models.base import load_model, register_model
 from engine.models.sequence_tagger import SequenceTagger
 from engine.plotting import Plotter
 from engine.training import (
@@ -50,6 +50,16 @@ def make_sentences(count: int, seed: int) -> list[Sentence]:
 
 def make_corpus() -> Corpus:
     return Corpus(make_sentences(40, 1), make_sentences(12, 2), make_sentences(12, 3))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Any:
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two threads
+    make every op wait for a descheduled one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +215,7 @@ def test_cancel_keeps_the_last_epoch_and_resume_reaches_max_epochs(tmp_path: Pat
     assert same_weights(tmp_path / "straight" / "final-model", tmp_path / "run" / "final-model")
 
 
+@register_model
 class FlatScoreTagger(SequenceTagger):
     """The dev score never improves after the first epoch, so the annealing is predictable."""
 
