@@ -1,11 +1,12 @@
 """``ModelTrainer``: trains any engine model the way the tutorial does, reports progress to
 callbacks, writes loss.tsv / training.log / weights.txt / test.tsv, and checkpoints every epoch.
 
-One epoch: shuffle the training sentences with a generator seeded by (run seed, epoch) so a
-resumed run sees the same order; for every mini-batch (split into chunks when asked) backpropagate
-the SUMMED loss of each chunk, then divide the accumulated gradients by the batch's item count,
-so chunking changes memory use but not the update; clip, step, schedule. After the epoch:
-evaluate on dev, track the best model, anneal, log, checkpoint.
+One epoch: build the batches from a generator seeded by (run seed, epoch), so a resumed run sees
+the same batches (by default length-bucketed: see ``_Run._epoch_batches``); for every mini-batch
+(split into chunks when asked) backpropagate the SUMMED loss of each chunk, so the accumulated
+gradient is the whole batch's and chunking changes memory use but not the update (with
+``loss_reduction="mean"`` it is then divided by the batch's item count); clip, step, schedule.
+After the epoch: evaluate on dev, track the best model, anneal, log, checkpoint.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ class _WeightWriter:
 
     SAMPLES = 10
 
-    def __init__(self, path: Path, model: nn.Module, seed: int) -> None:
+    def __init__(self, path: Path, model: nn.Module, seed: int, fresh: bool) -> None:
         self.path = path
         generator = torch.Generator().manual_seed(seed)
         self.picks: dict[str, list[int]] = {}
@@ -152,7 +153,7 @@ class _WeightWriter:
             if param.requires_grad and param.numel() > 0:
                 count = min(self.SAMPLES, param.numel())
                 self.picks[name] = torch.randperm(param.numel(), generator=generator)[:count].tolist()
-        if not path.exists():
+        if fresh or not path.exists():
             path.write_text("ITERATION\tPARAMETER\tINDEX\tVALUE\n", encoding="utf-8")
 
     def write(self, iteration: int, model: nn.Module) -> None:
@@ -389,7 +390,9 @@ class _Run:
             self.trainer._resume = None
         self._write_loss_tsv(state.history)
         weights = (
-            _WeightWriter(self.base_path / "weights.txt", self.model, state.shuffle_seed)
+            _WeightWriter(
+                self.base_path / "weights.txt", self.model, state.shuffle_seed, fresh=state.epoch == 0
+            )
             if a["write_weights"]
             else None
         )

@@ -226,3 +226,12 @@ def test_bench_quick_mode(tmp_path: Path) -> None:
     for direction in ("forward", "backward"):
         model = LanguageModel.load(tmp_path / "out" / direction / "best-lm")
         assert model.is_forward == (direction == "forward")
+
+
+def test_time_budget_is_checked_before_each_split(tmp_path: Path) -> None:
+    corpus = small_corpus(tmp_path / "c")
+    result = LanguageModelTrainer(small_lm(corpus), corpus).train(
+        tmp_path / "run", max_epochs=5, max_seconds=0.0, **TRAIN_ARGS
+    )
+    assert result["status"] == "completed" and result["time_budget_reached"]
+    assert result["epochs_done"] == 0 and result["model_path"] is None

@@ -474,3 +474,41 @@ def _train_defaults() -> dict[str, Any]:
         for name, p in signature.parameters.items()
         if p.default is not inspect.Parameter.empty
     }
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "scheduler", "mode"),
+    [
+        ("sgd", "anneal_on_plateau", "train"),
+        ("adamw", "linear_warmup", "fine_tune"),
+        ("adam", "none", "train"),
+    ],
+)
+def test_the_worker_spec_arguments_are_accepted(
+    tmp_path: Path, vectors: Path, optimizer: str, scheduler: str, mode: str
+) -> None:
+    """worker/build.py passes the spec's trainer section by name, as strings."""
+    corpus = make_corpus()
+    trainer = ModelTrainer(make_tagger(corpus, vectors), corpus)
+    arguments = {
+        "learning_rate": 0.01,
+        "mini_batch_size": 16,
+        "mini_batch_chunk_size": 8,
+        "max_epochs": 1,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "anneal_factor": 0.5,
+        "patience": 3,
+        "min_learning_rate": 0.0001,
+        "warmup_fraction": 0.1,
+        "embeddings_storage_mode": "cpu",
+        "train_with_dev": False,
+        "shuffle": True,
+        "checkpoint": True,
+        "write_weights": False,
+        "seed": 42,
+    }
+    run = trainer.fine_tune if mode == "fine_tune" else trainer.train
+    result = run(tmp_path, callbacks=[], device="cpu", **arguments)
+    assert result["status"] == "completed" and result["epochs_done"] == 1
+    assert read_checkpoint(tmp_path / "checkpoint").state.train_args["optimizer"] == optimizer
