@@ -1,6 +1,6 @@
 """Benchmark: train a forward and a backward character language model for a fixed time budget.
 
-    .venv/bin/python bench/train_charlm.py --minutes 30 --out bench_out/charlm   # hidden 1024
+    .venv/bin/python bench/train_charlm.py --minutes 30 --out bench/out/charlm   # hidden 1024
     .venv/bin/python bench/train_charlm.py --minutes 1 --hidden 256               # a short look
     .venv/bin/python bench/train_charlm.py --quick                                # seconds (tests)
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-chars", type=int, default=250_000, help="characters per training file")
     parser.add_argument("--directions", default="forward,backward")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench_out" / "charlm")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "out" / "charlm")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

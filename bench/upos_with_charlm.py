@@ -1,6 +1,6 @@
 """The payoff of contextual string embeddings: UPOS on UD English-EWT with and without them.
 
-    .venv/bin/python bench/upos_with_charlm.py --lm-dir bench_out/charlm --epochs 10
+    .venv/bin/python bench/upos_with_charlm.py --lm-dir bench/out/charlm --epochs 10
     .venv/bin/python bench/upos_with_charlm.py --quick     # tiny LMs and taggers, seconds
 
 Trains two BiLSTM-CRF taggers with the same seed, hyperparameters and number of epochs:
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lm-dir",
         type=Path,
-        default=REPO_ROOT / "bench_out" / "charlm",
+        default=REPO_ROOT / "bench" / "out" / "charlm",
         help="output folder of bench/train_charlm.py (uses forward/ and backward/best-lm)",
     )
     parser.add_argument("--epochs", type=int, default=10)

@@ -256,6 +256,9 @@ class Dictionary:
         self.counts: Counter[str] = Counter()
         self.add_unk = add_unk
         self.multi_label = multi_label
+        # What the values label ("token", "span" or "sentence"); set by make_label_dictionary
+        # so a model knows whether to encode spans into a tag scheme.
+        self.label_kind: LabelKind | None = None
         if add_unk:
             self.add_item(self.UNK)
 
@@ -305,6 +308,7 @@ class Dictionary:
             "counts": [self.counts[i] for i in self.idx2item],
             "add_unk": self.add_unk,
             "multi_label": self.multi_label,
+            "label_kind": self.label_kind,
         }
 
     @classmethod
@@ -314,6 +318,7 @@ class Dictionary:
         for item, count in zip(data["items"], counts, strict=True):
             d.add_item(str(item), int(count))
         d.add_unk = bool(data.get("add_unk", False))
+        d.label_kind = data.get("label_kind")
         if d.add_unk and (not d.idx2item or d.idx2item[0] != cls.UNK):
             raise ValueError(f"a dictionary with add_unk must have {cls.UNK} at index 0")
         return d
@@ -440,6 +445,7 @@ class Corpus:
             available = ", ".join(sorted(self.label_kinds())) or "none"
             raise ValueError(f"label type {label_type!r} not found in the training split (available: {available})")
         dictionary = Dictionary(add_unk=add_unk, multi_label=multi)
+        dictionary.label_kind = kind
         for value, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
             if count >= min_count:
                 dictionary.add_item(value, count)
