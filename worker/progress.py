@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.training.callbacks import BatchEnded, EpochEnded, TrainerCallback, TrainingEnded, TrainingStarted
@@ -121,13 +121,26 @@ class JobProgress(TrainerCallback):
 
     # -- writes ---------------------------------------------------------------------------------
     def _write(self, work: Callable[[Any], None], **job_values: Any) -> bool:
-        """One transaction: the fenced job update, then ``work`` only if we still hold the lease."""
+        """One transaction: the fenced job update, then ``work`` only if we still hold the lease.
+
+        The update also returns the cancel flag, so a run that writes progress learns about a
+        cancel without a read of its own."""
         with session_scope() as session:
-            if not update_owned_in(session, self.job_id, self.owner, **job_values):
+            cancel_requested = session.execute(
+                update(Job)
+                .where(Job.id == self.job_id, Job.lease_owner == self.owner)
+                .values(**job_values)
+                .returning(Job.cancel_requested)
+                .execution_options(synchronize_session=False)
+            ).scalar_one_or_none()
+            if cancel_requested is None:
                 self.lease_lost.set()
                 return False
             work(session)
-            return True
+        self._last_cancel_check = self.clock()
+        if cancel_requested:
+            self.stop_reason = self.stop_reason or "cancelled"
+        return True
 
     def _flush(self) -> None:
         losses, self._losses = self._losses, []

@@ -161,3 +161,15 @@ def test_train_end_flushes_the_buffered_losses(environment: dict[str, str]) -> N
         progress.on_batch_end(batch(1, n))
     progress.on_train_end(TrainingEnded("completed", 1, 0.5, None, None))
     assert loss_rows(job_id) == 4 and progress.ended is not None
+
+
+def test_a_progress_write_also_brings_the_cancel_flag(environment: dict[str, str]) -> None:
+    job_id = running_job()
+    clock = Clock()
+    progress = make_progress(job_id, clock)
+    progress.on_train_start(TrainingStarted(3, 1, 10, 40, 4, "cpu"))
+    with session_scope() as session:
+        session.get(Job, job_id).cancel_requested = True  # type: ignore[union-attr]
+    progress.on_batch_end(batch(1, 1))  # the first batch is written at once
+    assert progress.stop_reason == "cancelled"
+    assert progress.should_stop()
