@@ -25,4 +25,5 @@ def test_bench_jobs_quick_prints_latency_and_overhead() -> None:
     report = json.loads(lines[0])
     assert 0 < report["submit_to_first_batch_s"] < 60
     assert math.isfinite(report["callback_overhead_pct"])
+    assert 0 < report["callback_time_pct"] < 100
     assert report["train_s_without_callback"] > 0 and report["train_s_with_callback"] > 0
