@@ -16,8 +16,8 @@
 
 from __future__ import annotations
 
-import logging
 import os
+import signal
 from typing import Any
 
 from celery import Celery, signals
@@ -26,8 +26,6 @@ from kombu import Queue
 from service.queue import QUEUES
 from service.settings import get_settings
 from worker.settings import get_worker_settings
-
-log = logging.getLogger(__name__)
 
 
 def transport_options(visibility_timeout: int) -> dict[str, Any]:
@@ -100,6 +98,17 @@ def _preload_training_code(**_: Any) -> None:
     from worker.build import warm_up
 
     warm_up()
+
+
+@signals.worker_shutting_down.connect
+def _tell_training_processes(**_: Any) -> None:
+    # A warm shutdown would wait for the running job to finish (hours, maybe): ask the training
+    # processes to hand their jobs back to the queue at the next batch boundary instead.
+    import billiard.process
+
+    for child in billiard.process.active_children():
+        if child.pid is not None:
+            os.kill(child.pid, signal.SIGTERM)
 
 
 @signals.worker_process_init.connect

@@ -81,8 +81,9 @@ def upsert_epoch_metric(session: Any, values: dict[str, Any]) -> None:
 class JobProgress(TrainerCallback):
     """Reports one run of job ``job_id`` held under lease ``owner``.
 
-    ``lease_lost`` is shared with the lease heartbeat; ``stop_reason`` says why ``should_stop``
-    fired (``"cancelled"`` or ``"lease_lost"``), None while the run may go on.
+    ``lease_lost`` is shared with the lease heartbeat, ``shutdown`` is set when the worker is
+    asked to stop; ``stop_reason`` says why ``should_stop`` fired (``"cancelled"``,
+    ``"lease_lost"`` or ``"shutdown"``), None while the run may go on.
     """
 
     def __init__(
@@ -95,6 +96,7 @@ class JobProgress(TrainerCallback):
         progress_interval: float = 0.5,
         cancel_interval: float = 0.5,
         batch_sleep: float = 0.0,
+        shutdown: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.job_id = job_id
@@ -104,6 +106,7 @@ class JobProgress(TrainerCallback):
         self.progress_interval = progress_interval
         self.cancel_interval = cancel_interval
         self.batch_sleep = batch_sleep
+        self.shutdown = shutdown or threading.Event()
         self.clock = clock
         self.stop_reason: str | None = None
         self.run_token = uuid.uuid4().hex[:8]
@@ -262,6 +265,8 @@ class JobProgress(TrainerCallback):
         if self.lease_lost.is_set():
             self.stop_reason = "lease_lost"
             return True
+        if self.shutdown.is_set() and self.stop_reason is None:
+            self.stop_reason = "shutdown"
         now = self.clock()
         if now - self._last_cancel_check < self.cancel_interval:
             return self.stop_reason is not None

@@ -14,17 +14,20 @@ Celery, says what happens next (the reaper re-sends jobs whose run vanished).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 
 from service.db.models import Job, JobBatchLoss, JobEpochMetric, utcnow
 from service.db.session import session_scope
-from service.queue import TRAIN_TASK
+from service.queue import TRAIN_TASK, enqueue_job
 from service.settings import get_settings
 from service.storage import get_storage
 from worker.celery_app import app
@@ -36,6 +39,41 @@ log = logging.getLogger(__name__)
 
 class LeaseLost(Exception):
     """Our lease went to another worker: this run must change nothing more."""
+
+
+# Set in a training process when its worker is asked to stop (SIGTERM): the run stops at the
+# next batch boundary and hands the job back to the queue, instead of holding the shutdown up
+# until training ends or leaving the job to wait for its lease to expire.
+SHUTDOWN = threading.Event()
+_RUNNING = threading.Event()
+_previous_sigterm: list[Any] = [signal.SIG_DFL]
+
+
+def request_shutdown(signum: int = signal.SIGTERM, frame: Any = None) -> None:
+    """SIGTERM handler of a training process: stop the run at the next batch boundary; an idle
+    process exits the way it would have without this handler."""
+    SHUTDOWN.set()
+    if not _RUNNING.is_set():
+        previous = _previous_sigterm[0]
+        if callable(previous):
+            previous(signum, frame)
+        _exit_on_sigterm()
+
+
+def _handle_sigterm() -> None:
+    """Installed when a task starts: the pool (billiard) sets its own SIGTERM handler after the
+    process-init hooks, so that is too early."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    current = signal.getsignal(signal.SIGTERM)
+    if current is not request_shutdown:
+        _previous_sigterm[0] = current
+        signal.signal(signal.SIGTERM, request_shutdown)
+
+
+def _exit_on_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 @app.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -51,7 +89,18 @@ def error_message(exc: BaseException) -> str:
 def run_job(job_id: str, owner: str | None = None) -> str:
     """Claim and run job ``job_id``; returns what happened (``completed``, ``cancelled``,
     ``failed``, ``lease_lost``, or the claim outcome when nothing ran)."""
-    owner = owner or new_owner_id()
+    if SHUTDOWN.is_set():
+        # This process was told to stop: die before claiming, so the pool gives the message back.
+        _exit_on_sigterm()
+    _handle_sigterm()
+    _RUNNING.set()
+    try:
+        return _claim_and_run(job_id, owner or new_owner_id())
+    finally:
+        _RUNNING.clear()
+
+
+def _claim_and_run(job_id: str, owner: str) -> str:
     lease_seconds = get_settings().lease_seconds
     granted = claim(job_id, owner, lease_seconds)
     if not granted.claimed:
@@ -105,7 +154,7 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
         if job is None:
             raise LeaseLost(job_id)
         spec = TrainingSpec.model_validate(job.spec)
-        job_name, owner_id, raw_spec = job.name, job.owner_id, dict(job.spec)
+        job_name, owner_id, raw_spec, queue = job.name, job.owner_id, dict(job.spec), job.queue
     device = build.choose_device(spec)
     corpus = build.load_corpus(spec, storage, workdir / "corpus")
     resume_epoch = checkpoint_epoch(granted.resumed_from) if granted.resumed_from else 0
@@ -124,12 +173,21 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
         progress_interval=settings.progress_interval_seconds,
         cancel_interval=settings.cancel_check_interval_seconds,
         batch_sleep=settings.test_batch_sleep_seconds,
+        shutdown=SHUTDOWN,
     )
     if not update_owned(job_id, owner, device=device):
         raise LeaseLost(job_id)
     ended = build.train(trainer, spec, workdir / "run", device, progress)
     if progress.stop_reason == "lease_lost" or heartbeat.lost.is_set():
         raise LeaseLost(job_id)
+    if progress.stop_reason == "shutdown":
+        # Back to the queue with the checkpoint of the last completed epoch; any worker resumes it.
+        if not release(job_id, owner, status="queued", eta_seconds=None):
+            raise LeaseLost(job_id)
+        task_id = enqueue_job(job_id, queue)
+        update_job(job_id, celery_task_id=task_id)
+        log.warning("job %s: worker shutting down, job sent back to the queue as task %s", job_id, task_id)
+        return "requeued"
     if progress.stop_reason == "cancelled" or ended.status == "cancelled":
         if not release(job_id, owner, status="cancelled", finished_at=utcnow(), eta_seconds=None):
             raise LeaseLost(job_id)
@@ -137,6 +195,11 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
     model_dir = ended.model_path or build.save_final_model(trainer, workdir / "final-model")
     _complete(job_id, owner, owner_id, job_name, spec, raw_spec, trainer, ended, progress, model_dir)
     return "completed"
+
+
+def update_job(job_id: str, **values: Any) -> None:
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
 def _forget_epochs_after(job_id: str, owner: str, epoch: int) -> None:

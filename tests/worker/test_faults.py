@@ -6,7 +6,9 @@ batches so that a kill, a redelivery or a cancel lands inside a known epoch.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 
 import pytest
 
@@ -97,3 +99,29 @@ def test_two_workers_four_jobs_each_job_runs_once(stack: Stack) -> None:
         assert stack.epochs(job_id) == [1, 2]
     # Both workers trained: the queue was shared, not drained by one.
     assert all("claimed" in w.log() for w in stack.workers), stack.worker_logs()
+
+
+@pytest.mark.parametrize("whom", ["process group", "main process"])
+def test_a_stopping_worker_hands_its_job_back_at_once(stack: Stack, whom: str) -> None:
+    corpus = stack.upload_tagger_corpus(repeat=2)
+    leaving = stack.start_worker("leaving", **SLOW_BATCHES)
+    job_id = stack.submit(tagger_spec(corpus, max_epochs=4))
+    stack.wait_for(
+        "epoch 2",
+        lambda: (job := stack.job(job_id)).epoch == 1 and job.batch >= 1 and job.checkpoint_key is not None,
+    )
+    # SIGTERM, a warm shutdown: systemd signals the whole group, `docker stop` the main process only.
+    if whom == "process group":
+        leaving.terminate()
+    else:
+        os.kill(leaving.process.pid, signal.SIGTERM)
+    stack.wait_for("the job back in the queue", lambda: stack.job(job_id).status == "queued", timeout=10.0)
+    leaving.process.wait(timeout=30)
+
+    stack.start_worker("staying", **SLOW_BATCHES)
+    job = stack.wait_finished(job_id)
+    assert job.status == "completed", (job.error, stack.worker_logs())
+    assert stack.epochs(job_id) == [1, 2, 3, 4]
+    assert job.attempts == 2
+    assert "sent back to the queue" in leaving.log()
+    assert "reaper" not in stack.workers[-1].log(), "the job waited for its lease to expire"
