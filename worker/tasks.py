@@ -5,7 +5,9 @@ the job finished, was cancelled, or is trained by a live run elsewhere (a redeli
 the run trains from scratch or, when the job has a checkpoint, resumes from it; then it ends the
 job ``completed`` (model saved, model row created), ``cancelled`` (checkpoint kept) or
 ``failed`` (the error stored; no retry: a deterministic error would only fail again). A run that
-loses its lease stops and leaves the job to the new holder.
+loses its lease stops and leaves the job to the new holder. A run whose worker is stopped
+(SIGTERM) stops at the next batch boundary and puts the job back in the queue, to be resumed from
+its last completed epoch by any worker.
 
 The task itself always returns normally, so its message is acknowledged: the database, not
 Celery, says what happens next (the reaper re-sends jobs whose run vanished).

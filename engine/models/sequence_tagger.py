@@ -1,7 +1,14 @@
 """BiLSTM-CRF sequence tagger (Huang et al. 2015; Lample et al. 2016), as in the Flair tutorial.
 
     embeddings -> dropout, word dropout, locked dropout -> [reprojection] -> [BiLSTM]
-               -> dropouts -> linear -> tag scores -> [CRF]
+               -> dropout, locked dropout -> linear -> tag scores -> [CRF]
+
+Word dropout acts on the embeddings only (as in Flair): zeroing whole BiLSTM output vectors would
+only blind the tag layer to a token's context. The reprojection starts as the identity, so the
+BiLSTM first sees the pretrained vectors undistorted; PyTorch's default init scrambles them and
+learning starts measurably slower (GloVe 50d, CoNLL-03 dev F1 after epochs 1-3, seeds 1 and 2:
+0.666/0.647, 0.758/0.759, 0.784/0.787 with it; 0.710/0.673, 0.774/0.780, 0.809/0.806 with the
+identity).
 
 Two kinds of label type:
 - ``token`` labels (``upos``): one tag per token, predicted as is.
@@ -164,6 +171,14 @@ class SequenceTagger(Model):
             size = 2 * hidden_size
         self.linear = nn.Linear(size, len(self.tag_dictionary))
         self.crf = CRF(len(self.tag_dictionary)) if use_crf else None
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # measured on CoNLL-03, see the module docstring; without a BiLSTM the reprojection and
+        # the tag layer are just two stacked linear maps, left at PyTorch's default init
+        if self.reprojection is not None and self.rnn is not None:
+            nn.init.eye_(self.reprojection.weight)
+            nn.init.zeros_(self.reprojection.bias)
 
     def _internal_tags(self, labels: Dictionary) -> Dictionary:
         tags = Dictionary(add_unk=False)
@@ -193,7 +208,7 @@ class SequenceTagger(Model):
             x = self.reprojection(x)
         if self.rnn is not None:
             x = self.rnn(x, lengths)
-        x = self.locked_dropout(self.word_dropout(self.dropout(x)))
+        x = self.locked_dropout(self.dropout(x))
         mask = torch.arange(x.shape[1])[None, :] < lengths[:, None]
         # float32 scores: the CRF's sums of exponentials overflow in float16 under autocast
         return self.linear(x).float(), mask.to(x.device)
