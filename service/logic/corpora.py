@@ -18,9 +18,11 @@ from engine.readers.errors import CorpusFormatError, ReaderOptionError
 from service.db.models import Corpus, Job, new_id
 from service.db.session import session_scope
 from service.errors import Conflict, FieldError, Invalid, NotFound
+from service.logic import text_corpora
 from service.storage import get_storage
 
-FORMATS: tuple[str, ...] = tuple(READER_FORMATS)
+# ``text``: plain text for language models (``service.logic.text_corpora``), no labels.
+FORMATS: tuple[str, ...] = (*READER_FORMATS, text_corpora.TEXT_FORMAT)
 SUFFIXES = {
     "column": ".txt",
     "conllu": ".conllu",
@@ -58,6 +60,15 @@ def create_corpus(
     if "train" not in by_split:
         raise Invalid("a train file is required", [FieldError(["body", "train"], "missing")])
     names = {u.split: _display_name(u.filename, u.split) for u in uploads}
+    if format == text_corpora.TEXT_FORMAT:
+        if options:
+            raise Invalid(
+                "the text format has no reader options",
+                [FieldError(["body", "options"], "the text format takes no options")],
+            )
+        return text_corpora.create_text_corpus(
+            owner_id, name, [Upload(u.split, names[u.split], u.stream) for u in by_split.values()]
+        )
     suffix = READER_FORMATS[format].suffixes[0]
     with tempfile.TemporaryDirectory(prefix="tagsmith-upload-") as tmp:
         paths: dict[str, Path] = {}

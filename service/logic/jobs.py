@@ -21,7 +21,13 @@ from service.db.models import (
 )
 from service.db.session import session_scope
 from service.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
-from service.schemas.spec import FlairEmbeddingSpec, TrainingSpec, TransformerWordEmbeddingSpec
+from service.logic.text_corpora import TEXT_FORMAT
+from service.schemas.spec import (
+    FlairEmbeddingSpec,
+    LanguageModelSpec,
+    TrainingSpec,
+    TransformerWordEmbeddingSpec,
+)
 from service.settings import get_settings
 
 TAGGER_KINDS = ("token", "span")
@@ -144,6 +150,36 @@ def submit_job(owner_id: str, spec: TrainingSpec) -> Job:
             status="queued",
             queue=resolved.queue(get_settings().default_queue),
             max_epochs=resolved.trainer.max_epochs,
+        )
+        session.add(job)
+    _send(job.id, job.queue)
+    return get_job(owner_id, job.id)
+
+
+def submit_language_model_job(owner_id: str, spec: LanguageModelSpec) -> Job:
+    """A job of kind ``language_model``: checks the corpus is the owner's and of format ``text``."""
+    with session_scope() as session:
+        corpus = session.get(Corpus, spec.corpus_id)
+        if corpus is None or corpus.owner_id != owner_id:
+            raise Invalid(
+                f"corpus {spec.corpus_id} not found",
+                [FieldError(["body", "corpus_id"], f"corpus {spec.corpus_id} not found", "not_found")],
+            )
+        if corpus.format != TEXT_FORMAT:
+            message = (
+                f"corpus {spec.corpus_id} has format {corpus.format!r}; a language model trains on a "
+                f"'text' corpus (upload one, or make one with POST /corpora/{spec.corpus_id}/text)"
+            )
+            raise Invalid(message, [FieldError(["body", "corpus_id"], message)])
+        resolved = spec.model_copy(update={"name": spec.name or f"language-model-{spec.direction}"})
+        job = Job(
+            owner_id=owner_id,
+            name=resolved.name or "language-model",
+            kind="language_model",
+            spec=resolved.model_dump(mode="json"),
+            status="queued",
+            queue=resolved.queue(get_settings().default_queue),
+            max_epochs=resolved.max_epochs,
         )
         session.add(job)
     _send(job.id, job.queue)

@@ -7,9 +7,9 @@ from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFil
 
 from service.deps import current_owner
 from service.errors import FieldError, Invalid
-from service.logic import corpora
+from service.logic import corpora, text_corpora
 from service.routers.common import problems
-from service.schemas.api import CorpusList, CorpusOut
+from service.schemas.api import CorpusList, CorpusOut, TextCorpusCreate
 
 router = APIRouter(prefix="/corpora", tags=["corpora"])
 
@@ -78,7 +78,8 @@ def create_corpus(
     owner_id: str = Depends(current_owner),
 ) -> CorpusOut:
     """Upload a corpus: the files are validated with the engine's readers (422 names the file,
-    line and reason) and stored only when every file reads. Reader options come from `options`;
+    line and reason) and stored only when every file reads. Format `text` is plain UTF-8 text
+    for language models, one sentence or paragraph per line (no labels, no options). Reader options come from `options`;
     `column_map`, `text_column` and `label_column` are shortcuts for the common ones."""
     uploads = [
         corpora.Upload(split, f.filename or split, f.file)
@@ -98,6 +99,23 @@ def create_corpus(
         reader_options,
         uploads,
     )
+    response.headers["Location"] = str(request.url_for("get_corpus", corpus_id=row.id))
+    return corpus_out(row)
+
+
+@router.post(
+    "/{corpus_id}/text", status_code=201, response_model=CorpusOut, responses=problems(401, 404, 422)
+)
+def create_text_corpus(
+    corpus_id: str,
+    request: Request,
+    response: Response,
+    body: TextCorpusCreate | None = None,
+    owner_id: str = Depends(current_owner),
+) -> CorpusOut:
+    """Make a language-model corpus (format `text`) from the text of an uploaded corpus: one line
+    per sentence, split by split, no labels. The source corpus is unchanged."""
+    row = text_corpora.text_corpus_from(owner_id, corpus_id, body.name if body else None)
     response.headers["Location"] = str(request.url_for("get_corpus", corpus_id=row.id))
     return corpus_out(row)
 

@@ -15,7 +15,7 @@ from service.logic import jobs
 from service.logic.curves import render_curves
 from service.routers.common import problems
 from service.schemas.api import BatchLossOut, EpochMetricOut, JobList, JobMetrics, JobOut
-from service.schemas.spec import TrainingSpec
+from service.schemas.spec import LanguageModelSpec, TrainingSpec
 from service.settings import get_settings
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -35,6 +35,22 @@ def submit_job(
     """Submit a training job. The spec is checked against the corpora (label type, document
     boundaries for `use_context`, ...); the answer is 202 with the job's URL in `Location`."""
     job = jobs.submit_job(owner_id, spec)
+    out = job_out(request, job)
+    response.headers["Location"] = out.url
+    return out
+
+
+@router.post(
+    "/language-model", status_code=202, response_model=JobOut, responses=problems(401, 422, 503)
+)
+def submit_language_model_job(
+    spec: LanguageModelSpec, request: Request, response: Response, owner_id: str = Depends(current_owner)
+) -> JobOut:
+    """Train a character language model on a `text` corpus (job kind `language_model`). Progress,
+    metrics, curves, cancel and resume work as for training jobs; one epoch row per training
+    file (dev score: validation perplexity, lower is better). On success the model (task
+    `language_model`) is what `flair` embeddings reference by `model_id`."""
+    job = jobs.submit_language_model_job(owner_id, spec)
     out = job_out(request, job)
     response.headers["Location"] = out.url
     return out

@@ -49,6 +49,10 @@ class CorpusOut(_Out):
     created_at: datetime
 
 
+class TextCorpusCreate(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=200, description="Default: `<source name>-text`.")
+
+
 class CorpusList(BaseModel):
     items: list[CorpusOut]
 

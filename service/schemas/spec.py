@@ -165,12 +165,23 @@ class ModelOptions(_Strict):
     )
 
 
+FINE_TUNE_DEFAULTS: dict[str, Any] = {
+    "optimizer": "adamw",
+    "learning_rate": 5e-5,
+    "scheduler": "linear_warmup",
+    "warmup_fraction": 0.1,
+    "embeddings_storage_mode": "none",
+}
+
+
 class TrainerOptions(_Strict):
     """``ModelTrainer.train`` / ``fine_tune`` options."""
 
     mode: Literal["train", "fine_tune"] = Field(
         "train",
-        description="`train` (SGD + annealing, the tutorial's default) or `fine_tune` (AdamW + linear warmup).",
+        description="`train` (SGD + annealing, the tutorial's default) or `fine_tune`, whose defaults are "
+        "AdamW, learning rate 5e-5, linear warm-up over 10% and embeddings storage `none` "
+        "(values set explicitly are kept).",
     )
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     learning_rate: float = Field(0.1, gt=0.0, le=10.0)
@@ -194,6 +205,16 @@ class TrainerOptions(_Strict):
     device: Literal["auto", "cpu", "gpu"] = Field(
         "auto", description="`gpu` sends the job to the GPU queue; `auto` uses the server's default queue."
     )
+
+    @model_validator(mode="after")
+    def _fine_tune_defaults(self) -> TrainerOptions:
+        # Fine-tuning has its own defaults (the tutorial's ``trainer.fine_tune``); only values the
+        # user left out take them, so an explicit choice always wins.
+        if self.mode == "fine_tune":
+            for field, value in FINE_TUNE_DEFAULTS.items():
+                if field not in self.model_fields_set:
+                    object.__setattr__(self, field, value)
+        return self
 
     @field_validator("mini_batch_chunk_size")
     @classmethod
@@ -275,3 +296,38 @@ class TrainingSpec(_Strict):
 
     def queue(self, default_queue: str) -> str:
         return "gpu" if self.trainer.device == "gpu" else default_queue
+
+
+# -- language-model jobs ------------------------------------------------------------------------
+class LanguageModelSpec(_Strict):
+    """A character language model (``LanguageModelTrainer``) trained on a `text` corpus; the
+    result is a model with task `language_model`, used by `flair` embeddings."""
+
+    name: str | None = Field(
+        None, min_length=1, max_length=200, description="Job and model name. Default: `language-model-<direction>`."
+    )
+    task: Literal["language_model"] = "language_model"
+    corpus_id: str = Field(min_length=1, description="A corpus of format `text`.")
+    direction: Literal["forward", "backward"] = "forward"
+    hidden_size: int = Field(1024, ge=1, le=8192, description="LSTM hidden size (Flair: 1024 or 2048).")
+    nlayers: int = Field(1, ge=1, le=8)
+    embedding_size: int = Field(100, ge=1, le=4096, description="Character embedding size.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    sequence_length: int = Field(250, ge=2, le=10_000, description="Characters per truncated BPTT window.")
+    mini_batch_size: int = Field(100, ge=1, le=4096, description="Parallel character streams.")
+    learning_rate: float = Field(20.0, gt=0.0, le=1000.0, description="SGD learning rate.")
+    anneal_factor: float = Field(0.25, gt=0.0, lt=1.0)
+    patience: int = Field(10, ge=0, le=1000)
+    clip: float = Field(0.25, gt=0.0, le=100.0, description="Gradient-norm clipping.")
+    max_epochs: int = Field(1, ge=1, le=1000, description="Passes over the training text.")
+    max_seconds: float | None = Field(
+        None, gt=0.0, description="Time budget: no new training file is started after it."
+    )
+    train_chunk_chars: int = Field(
+        1_000_000, ge=1000, le=100_000_000, description="Training text is cut into files of this size."
+    )
+    seed: int = Field(42, ge=0)
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+
+    def queue(self, default_queue: str) -> str:
+        return "gpu" if self.device == "gpu" else default_queue

@@ -1,0 +1,124 @@
+"""Language-model corpora (format ``text``): plain UTF-8 text, one sentence or paragraph per line.
+
+Made from an upload (``POST /corpora`` with ``format=text``) or from the text of a tagging or
+classification corpus already uploaded (``POST /corpora/{id}/text``: one line per sentence, the
+same splits). Stored as ``corpora/<id>/<split>.txt``; the worker turns them into the engine's
+corpus folder (``engine.language_model.corpus``) when a language-model job runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from engine.language_model.corpus import corpus_texts
+from engine.readers import read_corpus_files
+from engine.readers.errors import CorpusFormatError
+from engine.readers.files import read_text
+from service.db.models import Corpus, new_id
+from service.db.session import session_scope
+from service.errors import FieldError, Invalid, NotFound
+from service.storage import get_storage
+
+TEXT_FORMAT = "text"
+TEXT_TASK = "language_model"
+SUFFIX = ".txt"
+
+
+def _format_error(e: CorpusFormatError, split: str, file: str) -> Invalid:
+    return Invalid(
+        f"{file} ({split}), line {e.line}: {e.reason}",
+        [
+            FieldError(
+                ["body", split],
+                e.reason,
+                type="corpus_format",
+                extra={"file": file, "split": split, "line": e.line, "reason": e.reason},
+            )
+        ],
+    )
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in (" ".join(raw.split()) for raw in text.split("\n")) if line]
+
+
+def _store(owner_id: str, name: str, options: dict[str, Any], texts: dict[str, list[str]]) -> Corpus:
+    if len(texts.get("train", [])) < 2:
+        raise Invalid(
+            "the train text needs at least two non-empty lines",
+            [FieldError(["body", "train"], "at least two non-empty lines are needed (one is held out for validation)")],
+        )
+    corpus_id = new_id()
+    storage = get_storage()
+    files = {split: f"corpora/{corpus_id}/{split}{SUFFIX}" for split, lines in texts.items() if lines}
+    statistics = {
+        split: {"lines": len(lines), "characters": sum(len(line) + 1 for line in lines)}
+        for split, lines in texts.items()
+        if lines
+    }
+    try:
+        for split, key in files.items():
+            storage.put(key, ("\n".join(texts[split]) + "\n").encode("utf-8"))
+        with session_scope() as session:
+            row = Corpus(
+                id=corpus_id,
+                owner_id=owner_id,
+                name=name,
+                task=TEXT_TASK,
+                format=TEXT_FORMAT,
+                options=options,
+                files=files,
+                statistics=statistics,
+                label_types={},
+                has_documents=False,
+            )
+            session.add(row)
+        return row
+    except BaseException:
+        storage.delete(f"corpora/{corpus_id}")
+        raise
+
+
+def create_text_corpus(owner_id: str, name: str, uploads: Iterable[Any]) -> Corpus:
+    """``uploads``: ``service.logic.corpora.Upload`` items. Every file must be UTF-8 (422 names
+    the file and line of the first bad byte)."""
+    texts: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix="tagsmith-text-") as tmp:
+        for upload in uploads:
+            path = Path(tmp) / f"{upload.split}{SUFFIX}"
+            with path.open("wb") as out:
+                shutil.copyfileobj(upload.stream, out, 1024 * 1024)
+            try:
+                texts[upload.split] = _lines(read_text(path))
+            except CorpusFormatError as e:
+                raise _format_error(e, upload.split, upload.filename) from None
+    return _store(owner_id, name, {}, texts)
+
+
+def text_corpus_from(owner_id: str, source_id: str, name: str | None) -> Corpus:
+    """A text corpus with one line per sentence of ``source_id`` (split by split)."""
+    with session_scope() as session:
+        source = session.get(Corpus, source_id)
+        if source is None or source.owner_id != owner_id:
+            raise NotFound(f"corpus {source_id} not found")
+        format, options, files, source_name = source.format, dict(source.options or {}), dict(source.files), source.name
+    if format == TEXT_FORMAT:
+        raise Invalid(
+            f"corpus {source_id} is already a text corpus",
+            [FieldError(["path", "corpus_id"], "already a text corpus")],
+        )
+    storage = get_storage()
+    with tempfile.TemporaryDirectory(prefix="tagsmith-text-") as tmp:
+        paths: dict[str, Path] = {}
+        for split, key in files.items():
+            path = Path(tmp) / Path(key).name
+            with storage.open(key) as src, path.open("wb") as out:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+            paths[split] = path
+        corpus = read_corpus_files(format, paths, options)
+    texts = {split: _lines("\n".join(corpus_texts(corpus, [split]))) for split in corpus.splits()}
+    return _store(owner_id, name or f"{source_name}-text", {"from_corpus": source_id}, texts)
