@@ -22,6 +22,8 @@ import signal
 import tempfile
 import threading
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -146,8 +148,6 @@ def _claim_and_run(job_id: str, owner: str) -> str:
 
 def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir: Path) -> str:
     # Heavy imports (torch, the engine) stay out of the API process that imports this module's app.
-    from service.schemas.spec import TrainingSpec
-    from worker import build
     from worker.progress import JobProgress, checkpoint_epoch
 
     storage = get_storage()
@@ -155,17 +155,25 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
         job = session.get(Job, job_id)
         if job is None:
             raise LeaseLost(job_id)
-        spec = TrainingSpec.model_validate(job.spec)
-        job_name, owner_id, raw_spec, queue = job.name, job.owner_id, dict(job.spec), job.queue
-    device = build.choose_device(spec)
-    corpus = build.load_corpus(spec, storage, workdir / "corpus")
+        job_name, owner_id, raw_spec, queue, kind = (
+            job.name,
+            job.owner_id,
+            dict(job.spec),
+            job.queue,
+            job.kind,
+        )
+    plan = (
+        _language_model_plan(raw_spec, workdir)
+        if kind == "language_model"
+        else _tagger_plan(raw_spec, workdir)
+    )
     resume_epoch = checkpoint_epoch(granted.resumed_from) if granted.resumed_from else 0
     _forget_epochs_after(job_id, owner, resume_epoch)
     if granted.resumed_from:
         checkpoint_dir = storage.get_dir(granted.resumed_from, workdir / "resume-checkpoint")
-        trainer = build.resume_trainer(checkpoint_dir, corpus)
+        trainer = plan.resume(checkpoint_dir)
     else:
-        trainer = build.new_trainer(spec, corpus, workdir / "resources")
+        trainer = plan.new()
     settings = get_worker_settings()
     progress = JobProgress(
         job_id,
@@ -177,9 +185,9 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
         batch_sleep=settings.test_batch_sleep_seconds,
         shutdown=SHUTDOWN,
     )
-    if not update_owned(job_id, owner, device=device):
+    if not update_owned(job_id, owner, device=plan.device):
         raise LeaseLost(job_id)
-    ended = build.train(trainer, spec, workdir / "run", device, progress)
+    ended = plan.train(trainer, progress)
     if progress.stop_reason == "lease_lost" or heartbeat.lost.is_set():
         raise LeaseLost(job_id)
     if progress.stop_reason == "shutdown":
@@ -194,9 +202,74 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
         if not release(job_id, owner, status="cancelled", finished_at=utcnow(), eta_seconds=None):
             raise LeaseLost(job_id)
         return "cancelled"
-    model_dir = ended.model_path or build.save_final_model(trainer, workdir / "final-model")
-    _complete(job_id, owner, owner_id, job_name, spec, raw_spec, trainer, ended, progress, model_dir)
+    model_dir = ended.model_path or _save_final_model(trainer, workdir / "final-model")
+    task, label_type, labels = plan.registration(trainer)
+    _complete(
+        job_id,
+        owner,
+        owner_id,
+        job_name,
+        task,
+        label_type,
+        labels,
+        raw_spec,
+        ended,
+        progress,
+        model_dir,
+        plan.lower_is_better,
+    )
     return "completed"
+
+
+@dataclass
+class _Plan:
+    """What differs between job kinds: how to build, resume and train, and what model results."""
+
+    device: str
+    new: Callable[[], Any]
+    resume: Callable[[Path], Any]
+    train: Callable[[Any, Any], Any]
+    registration: Callable[[Any], tuple[str, str, list[str]]]
+    lower_is_better: bool = False  # of the dev main score (a language model's perplexity)
+
+
+def _tagger_plan(raw_spec: dict[str, Any], workdir: Path) -> _Plan:
+    from service.schemas.spec import TrainingSpec
+    from worker import build
+
+    spec = TrainingSpec.model_validate(raw_spec)
+    device = build.choose_device(spec)
+    corpus = build.load_corpus(spec, get_storage(), workdir / "corpus")
+    return _Plan(
+        device=device,
+        new=lambda: build.new_trainer(spec, corpus, workdir / "resources"),
+        resume=lambda checkpoint: build.resume_trainer(checkpoint, corpus),
+        train=lambda trainer, progress: build.train(trainer, spec, workdir / "run", device, progress),
+        registration=lambda trainer: (spec.task, trainer.model.label_type, build.model_labels(trainer.model)),
+    )
+
+
+def _language_model_plan(raw_spec: dict[str, Any], workdir: Path) -> _Plan:
+    from service.schemas.spec import LanguageModelSpec
+    from worker import language_model as lm
+
+    spec = LanguageModelSpec.model_validate(raw_spec)
+    device = lm.choose_device(spec)
+    corpus = lm.load_text_corpus(spec, get_storage(), workdir / "corpus")
+    return _Plan(
+        device=device,
+        new=lambda: lm.new_trainer(spec, corpus),
+        resume=lambda checkpoint: lm.resume_trainer(checkpoint, corpus),
+        train=lambda trainer, progress: lm.train(trainer, spec, workdir / "run", device, progress),
+        # The label type of a language model is its direction; it has no labels.
+        registration=lambda trainer: ("language_model", spec.direction, []),
+        lower_is_better=True,
+    )
+
+
+def _save_final_model(trainer: Any, folder: Path) -> Path:
+    trainer.model.save(folder)
+    return folder
 
 
 def update_job(job_id: str, **values: Any) -> None:
@@ -220,22 +293,23 @@ def _complete(
     owner: str,
     owner_id: str,
     name: str,
-    spec: Any,
+    task: str,
+    label_type: str,
+    labels: list[str],
     raw_spec: dict[str, Any],
-    trainer: Any,
     ended: Any,
     progress: Any,
     model_dir: Path,
+    lower_is_better: bool = False,
 ) -> None:
     from service.db.models import ModelRow, new_id
-    from worker.build import model_labels
 
     storage = get_storage()
     model_id = new_id()
     key = f"models/{model_id}"
     storage.put_dir(key, model_dir)
     try:
-        dev_metrics = progress.best_dev_scores or _best_dev_metrics(job_id)
+        dev_metrics = progress.best_dev_scores or _best_dev_metrics(job_id, lower_is_better)
         with session_scope() as session:
             checkpoint = session.get(Job, job_id)
             old_checkpoint = checkpoint.checkpoint_key if checkpoint is not None else None
@@ -260,9 +334,9 @@ def _complete(
                     owner_id=owner_id,
                     job_id=job_id,
                     name=name,
-                    task=spec.task,
-                    label_type=trainer.model.label_type,
-                    labels=model_labels(trainer.model),
+                    task=task,
+                    label_type=label_type,
+                    labels=labels,
                     storage_key=key,
                     size_bytes=storage.size(key),
                     dev_metrics=dev_metrics,
@@ -277,7 +351,7 @@ def _complete(
         storage.delete(old_checkpoint)
 
 
-def _best_dev_metrics(job_id: str) -> dict[str, Any] | None:
+def _best_dev_metrics(job_id: str, lower_is_better: bool = False) -> dict[str, Any] | None:
     """The best epoch's dev scores from the stored rows (the run that saw it may have died)."""
     from sqlalchemy import select
 
@@ -287,13 +361,17 @@ def _best_dev_metrics(job_id: str) -> dict[str, Any] | None:
             .where(JobEpochMetric.job_id == job_id)
             .order_by(
                 JobEpochMetric.is_best.desc(),
-                JobEpochMetric.dev_main_score.desc(),
+                JobEpochMetric.dev_main_score.asc()
+                if lower_is_better
+                else JobEpochMetric.dev_main_score.desc(),
                 JobEpochMetric.epoch.desc(),
             )
             .limit(1)
         ).scalar_one_or_none()
         if row is None or row.dev_main_score is None:
             return None
+        if lower_is_better:
+            return {"main_score": row.dev_main_score, "perplexity": row.dev_main_score, "loss": row.dev_loss}
         return {
             "main_score": row.dev_main_score,
             "micro_precision": row.dev_precision,

@@ -212,7 +212,11 @@ def upload(
     test: Annotated[Path | None, typer.Option(help="Test file.")] = None,
     name: Annotated[str | None, typer.Option(help="Corpus name. Default: the train file's name.")] = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="column, conllu, fasttext, csv, tsv or jsonl.")
+        str,
+        typer.Option(
+            "--format",
+            help="column, conllu, fasttext, csv, tsv, jsonl or text (plain text for language models).",
+        ),
     ] = "column",
     columns: Annotated[
         str | None,

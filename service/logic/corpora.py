@@ -148,7 +148,13 @@ def get_corpus(owner_id: str, corpus_id: str) -> Corpus:
 
 def jobs_using(session: Any, owner_id: str, corpus_id: str) -> list[str]:
     jobs = session.scalars(select(Job).where(Job.owner_id == owner_id, Job.status.in_(ACTIVE_STATUSES))).all()
-    return [j.id for j in jobs if corpus_id in ((j.spec or {}).get("corpus") or {}).get("ids", [])]
+    # Training specs name corpora in ``corpus.ids``, language-model specs in ``corpus_id``.
+    return [
+        j.id
+        for j in jobs
+        if corpus_id in ((j.spec or {}).get("corpus") or {}).get("ids", [])
+        or (j.spec or {}).get("corpus_id") == corpus_id
+    ]
 
 
 def delete_corpus(owner_id: str, corpus_id: str) -> None:

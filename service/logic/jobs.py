@@ -179,7 +179,9 @@ def submit_language_model_job(owner_id: str, spec: LanguageModelSpec) -> Job:
             spec=resolved.model_dump(mode="json"),
             status="queued",
             queue=resolved.queue(get_settings().default_queue),
-            max_epochs=resolved.max_epochs,
+            # A job epoch is one training file; how many there are is known once the worker has
+            # cut the text into files (it then sets max_epochs = files x passes).
+            max_epochs=None,
         )
         session.add(job)
     _send(job.id, job.queue)

@@ -50,7 +50,12 @@ def _store(owner_id: str, name: str, options: dict[str, Any], texts: dict[str, l
     if len(texts.get("train", [])) < 2:
         raise Invalid(
             "the train text needs at least two non-empty lines",
-            [FieldError(["body", "train"], "at least two non-empty lines are needed (one is held out for validation)")],
+            [
+                FieldError(
+                    ["body", "train"],
+                    "at least two non-empty lines are needed (one is held out for validation)",
+                )
+            ],
         )
     corpus_id = new_id()
     storage = get_storage()
@@ -105,7 +110,12 @@ def text_corpus_from(owner_id: str, source_id: str, name: str | None) -> Corpus:
         source = session.get(Corpus, source_id)
         if source is None or source.owner_id != owner_id:
             raise NotFound(f"corpus {source_id} not found")
-        format, options, files, source_name = source.format, dict(source.options or {}), dict(source.files), source.name
+        format, options, files, source_name = (
+            source.format,
+            dict(source.options or {}),
+            dict(source.files),
+            source.name,
+        )
     if format == TEXT_FORMAT:
         raise Invalid(
             f"corpus {source_id} is already a text corpus",

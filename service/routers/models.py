@@ -3,7 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
+from pydantic_core import to_json
 from starlette.background import BackgroundTask
 
 from service.deps import current_owner
@@ -60,8 +61,10 @@ def delete_model(model_id: str, request: Request, owner_id: str = Depends(curren
 @router.post("/{model_id}/predict", response_model=PredictResponse, responses=problems(401, 404, 422))
 async def predict_route(
     model_id: str, body: PredictRequest, request: Request, owner_id: str = Depends(current_owner)
-) -> JSONResponse:
+) -> Response:
     """Tag or classify raw texts (split into sentences and tokenized, character offsets returned)
     or pre-tokenized sentences. Concurrent requests for one model are batched together."""
     result = await predict.predict(request.app.state.model_cache, owner_id, model_id, body, get_settings())
-    return JSONResponse(result)
+    # The hot path: pydantic-core's serialiser is ~4x faster than json.dumps (JSONResponse), and
+    # the result already has the declared response_model's shape (PredictResponse, in the docs).
+    return Response(to_json(result), media_type="application/json")

@@ -257,6 +257,15 @@ class TrainingSpec(_Strict):
     model: ModelOptions = Field(default_factory=ModelOptions)
     trainer: TrainerOptions = Field(default_factory=TrainerOptions)
 
+    @field_validator("task", mode="before")
+    @classmethod
+    def _not_a_language_model(cls, value: Any) -> Any:
+        if value == "language_model":
+            raise ValueError(
+                "language models are trained with POST /jobs/language-model (a LanguageModelSpec)"
+            )
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _fill_default_embeddings(cls, data: Any) -> Any:
@@ -304,7 +313,10 @@ class LanguageModelSpec(_Strict):
     result is a model with task `language_model`, used by `flair` embeddings."""
 
     name: str | None = Field(
-        None, min_length=1, max_length=200, description="Job and model name. Default: `language-model-<direction>`."
+        None,
+        min_length=1,
+        max_length=200,
+        description="Job and model name. Default: `language-model-<direction>`.",
     )
     task: Literal["language_model"] = "language_model"
     corpus_id: str = Field(min_length=1, description="A corpus of format `text`.")

@@ -15,7 +15,9 @@ def test_document_lists_every_endpoint() -> None:
     expected = {
         "/corpora": {"get", "post"},
         "/corpora/{corpus_id}": {"get", "delete"},
+        "/corpora/{corpus_id}/text": {"post"},
         "/jobs": {"get", "post"},
+        "/jobs/language-model": {"post"},
         "/jobs/{job_id}": {"get"},
         "/jobs/{job_id}/metrics": {"get"},
         "/jobs/{job_id}/curves.png": {"get"},
