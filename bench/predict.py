@@ -10,6 +10,12 @@ fresh sentences, after a warm-up call on other sentence objects (so the one-off 
 is not counted). Fields: ``sentences``, ``seconds`` (wall clock), ``sentences_per_s``, ``tokens``, ``cpu_seconds``
 (CPU time of this process: on a machine shared with other work, wall time includes waiting for a
 core, CPU time does not), ``threads``.
+
+Threads: one torch intra-op thread by default, as the service runs inference
+(``TAGSMITH_PREDICT_TORCH_THREADS=1``). With two OpenMP threads on two cores shared with other
+work, each of the LSTM's small per-step kernels waits at a barrier for a descheduled thread:
+measured at load 3-4, 460-730 sentences/s and 4-7 times the CPU time of one thread.
+``--threads 0`` uses torch's default.
 Reference on the 2-core development machine: Flair 0.15.1 does 540-770 sentences/s; target 2,300.
 """
 
@@ -43,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         "--path", type=Path, default=DATA / "conll03" / "dev.txt", help="a two-column NER file"
     )
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (default 1; 0: torch's default)"
+    )
     args = parser.parse_args(argv)
     if not args.path.is_file():
         print(f"error: {args.path} not found (see ../shared/data/README.md)", file=sys.stderr)

@@ -108,7 +108,7 @@ def token_embedding(spec: Any, folder: Path) -> TokenEmbeddings:
     if isinstance(spec, s.FlairEmbeddingSpec):
         from engine.embeddings.flair import FlairEmbeddings
 
-        return FlairEmbeddings(_language_model_folder(spec.model_id, folder), fine_tune=spec.fine_tune)
+        return FlairEmbeddings(_language_model_folder(spec.model, folder), fine_tune=spec.fine_tune)
     raise BuildError(f"{spec.type!r} is not a token embedding")
 
 

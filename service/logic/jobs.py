@@ -103,15 +103,15 @@ def _check_against_corpora(session: Any, owner_id: str, spec: TrainingSpec) -> T
                 )
     for j, emb in enumerate(spec.token_embeddings()):
         if isinstance(emb, FlairEmbeddingSpec):
-            model = session.get(Model, emb.model_id)
+            model = session.get(Model, emb.model)
             if model is None or model.owner_id != owner_id:
                 errors.append(
-                    FieldError(["body", "embeddings", j, "model_id"], f"model {emb.model_id} not found")
+                    FieldError(["body", "embeddings", j, "model"], f"model {emb.model} not found")
                 )
             elif model.task != "language_model":
                 errors.append(
                     FieldError(
-                        ["body", "embeddings", j, "model_id"], f"model {emb.model_id} is not a language model"
+                        ["body", "embeddings", j, "model"], f"model {emb.model} is not a language model"
                     )
                 )
     if errors:

@@ -49,7 +49,7 @@ def submit_language_model_job(
     """Train a character language model on a `text` corpus (job kind `language_model`). Progress,
     metrics, curves, cancel and resume work as for training jobs; one epoch row per training
     file (dev score: validation perplexity, lower is better). On success the model (task
-    `language_model`) is what `flair` embeddings reference by `model_id`."""
+    `language_model`) is what `flair` embeddings reference by `model`."""
     job = jobs.submit_language_model_job(owner_id, spec)
     out = job_out(request, job)
     response.headers["Location"] = out.url

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 Task = Literal["sequence_tagging", "text_classification"]
 
@@ -42,7 +50,11 @@ class FlairEmbeddingSpec(_Strict):
     `language_model` job (``FlairEmbeddings``)."""
 
     type: Literal["flair"] = "flair"
-    model_id: str = Field(description="Id of a language model (a model whose task is `language_model`).")
+    model: str = Field(
+        min_length=1,
+        validation_alias=AliasChoices("model", "model_id"),
+        description="Id of a language model (a model whose task is `language_model`); `model_id` is accepted too.",
+    )
     fine_tune: bool = False
 
 

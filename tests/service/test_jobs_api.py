@@ -142,10 +142,10 @@ def test_checks_against_the_corpora(api: ApiSession) -> None:
         {
             "corpus": {"ids": [tagging]},
             "label_type": "ner",
-            "embeddings": [{"type": "flair", "model_id": "nope"}],
+            "embeddings": [{"type": "flair", "model": "nope"}],
         },
     )
-    assert _fields(r) == ["body.embeddings.0.model_id"]
+    assert _fields(r) == ["body.embeddings.0.model"]
     assert api.enqueued == []
     with session_scope() as session:
         assert session.query(Job).count() == 0

@@ -119,14 +119,14 @@ def test_flair_embeddings_must_reference_own_language_models(api: ApiSession, tm
         return {
             "corpus": {"ids": [corpus_id]},
             "label_type": "ner",
-            "embeddings": [{"type": "character"}, {"type": "flair", "model_id": model_id}],
+            "embeddings": [{"type": "character"}, {"type": "flair", "model": model_id}],
         }
 
     ok = api.client.post("/jobs", json=spec(lm.id), headers=owner.headers)
     assert ok.status_code == 202, ok.text
     for bad, words in ((tagger.id, "not a language model"), (foreign.id, "not found"), ("nope", "not found")):
         r = api.client.post("/jobs", json=spec(bad), headers=owner.headers)
-        assert _fields(r) == ["body.embeddings.1.model_id"]
+        assert _fields(r) == ["body.embeddings.1.model"]
         assert words in r.json()["errors"][0]["message"]
     listed = api.client.get("/models", headers=owner.headers).json()["items"]
     assert {m["task"] for m in listed} == {"language_model", "sequence_tagging"}

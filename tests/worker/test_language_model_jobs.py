@@ -81,7 +81,7 @@ def test_train_two_language_models_then_a_tagger_on_them(stack: Stack) -> None:
         language_models.append(model["id"])
 
     spec = tagger_spec(tagger_corpus, max_epochs=2)
-    spec["embeddings"] += [{"type": "flair", "model_id": lm} for lm in language_models]
+    spec["embeddings"] += [{"type": "flair", "model": lm} for lm in language_models]
     tagger_job = stack.submit(spec)
     job = stack.wait_finished(tagger_job)
     assert job.status == "completed", (job.error, stack.worker_logs())
