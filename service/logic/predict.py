@@ -218,6 +218,18 @@ def _load(info: ModelInfo, cache_root: Path) -> tuple[Any, Path]:
         raise
 
 
+def _freeze_heap(collect: bool) -> None:
+    """Move every object alive now (imports, the app, the loaded models) out of the cyclic
+    collector's generations. A full collection scans every tracked object - with torch and the
+    web stack imported ~200k, ~100 ms holding the GIL - and stalled predict every few seconds
+    (p99 ~200 ms at concurrency 16). ``collect``: after dropping a model, first free its cycles
+    (one such stall, on a rare event)."""
+    if collect:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
+
+
 class ModelCache:
     def __init__(self, settings: Settings) -> None:
         self.size = settings.model_cache_size
@@ -259,17 +271,14 @@ class ModelCache:
                 # Missing or unreadable artifact (ModelFileError is a ValueError): the server's problem.
                 raise Unavailable(f"model {info.id} could not be loaded: {e}") from e
             MODEL_LOADS.inc()
-            # A full collection of the cyclic GC scans every tracked object (with torch and the
-            # web stack imported: ~200k, ~100 ms holding the GIL): it stalled predict every few
-            # seconds (p99 ~200 ms at concurrency 16). Objects alive now - the imports, the app
-            # and the loaded models - stay, so they move out of the collector's generations.
-            gc.freeze()
             batcher = Batcher(model, self.executor, self.wait_s, self.max_sentences, self.parallel)
             entry = LoadedModel(info, model, batcher, directory)
             self.entries[key] = entry
+            evicted = len(self.entries) > self.size
             while len(self.entries) > self.size:
                 _, old = self.entries.popitem(last=False)
                 self._drop(old)
+            _freeze_heap(collect=evicted)
             MODELS_LOADED.set(len(self.entries))
         self.locks.pop(key, None)
         return entry
@@ -277,12 +286,13 @@ class ModelCache:
     def _drop(self, entry: LoadedModel) -> None:
         entry.batcher.close()
         shutil.rmtree(entry.directory, ignore_errors=True)
-        # Let the collector reach a dropped model's reference cycles (the next load freezes again).
-        gc.unfreeze()
 
     def evict(self, model_id: str) -> None:
-        for key in [k for k, e in self.entries.items() if e.info.id == model_id]:
+        keys = [k for k, e in self.entries.items() if e.info.id == model_id]
+        for key in keys:
             self._drop(self.entries.pop(key))
+        if keys:
+            _freeze_heap(collect=True)
         MODELS_LOADED.set(len(self.entries))
 
     def close(self) -> None:

@@ -88,3 +88,20 @@ def test_negative_log_likelihood_is_positive_and_differentiable() -> None:
     # padding positions receive no gradient
     assert torch.all(emissions.grad[1, 2:] == 0)
     assert crf.transitions.grad is not None and crf.transitions.grad.abs().sum() > 0
+
+
+def test_marginals_fall_back_to_log_space_when_probabilities_underflow() -> None:
+    # Extreme scores underflow the probability-space recursion; the result must stay finite
+    # and equal the log-space computation.
+    crf = CRF(2)
+    with torch.no_grad():
+        crf.transitions.copy_(torch.tensor([[-200.0, 0.0], [0.0, 0.0]]))
+        crf.start_transitions.copy_(torch.tensor([0.0, -200.0]))
+        crf.end_transitions.zero_()
+    emissions = torch.tensor([[[0.0, -200.0], [0.0, -200.0], [0.0, 0.0]]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    fast = crf.marginals(emissions, mask)
+    reference = crf._log_marginals(emissions, mask)
+    assert torch.isfinite(fast).all()
+    assert torch.allclose(fast, reference, atol=1e-5)
+    assert torch.allclose(fast.sum(dim=-1), torch.ones(1, 3), atol=1e-5)
