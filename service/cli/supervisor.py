@@ -64,11 +64,31 @@ class Child:
                 self.proc.wait()
         # Pool processes (Celery's prefork children) may outlive their parent inside the group.
         signal_group(self.proc.pid, signal.SIGKILL)
+        wait_group_gone(self.proc.pid, timeout=5.0)
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def wait_group_gone(pgid: int, timeout: float) -> bool:
+    """Wait until no live (non-zombie) process is left in the group: SIGKILL is delivered
+    asynchronously, so a member may still show as running right after killpg."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for proc in psutil.process_iter(["pid"]):
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc.pid)
+        if not alive:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def pid_alive(pid: int) -> bool:
