@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -90,3 +91,19 @@ class EpochPrinter(TrainerCallback):
                 "epoch_s": round(info.seconds, 2),
             }
         )
+
+
+def training_parser(doc: str | None, epochs: int, quick_help: str) -> argparse.ArgumentParser:
+    """The options every training benchmark shares; scripts add their own on top."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--epochs", type=int, default=epochs, help=f"maximum number of epochs (default {epochs})"
+    )
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (default 1: see bench/_common.py)"
+    )
+    parser.add_argument("--out", type=Path, help="training folder (default: a new temporary folder)")
+    return parser

@@ -12,26 +12,14 @@ model's ``dev_accuracy_en`` / ``dev_accuracy_de`` per language, ``wall_s``, ``pe
 
 from __future__ import annotations
 
-import argparse
 import random
 import time
-from pathlib import Path
 
-from _common import EpochPrinter, data_file, emit, output_dir, peak_rss_mb, set_threads
+from _common import EpochPrinter, data_file, emit, output_dir, peak_rss_mb, set_threads, training_parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--quick", action="store_true", help="150 sentences per language, 1 epoch")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch intra-op threads (default 1: see bench/_common.py)"
-    )
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--out", type=Path)
+    parser = training_parser(__doc__, epochs=20, quick_help="150 sentences per language, 1 epoch")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()

@@ -15,31 +15,19 @@ Reference (Flair 0.15.1, same machine and configuration, GloVe): about 2,700 tok
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
-from _common import EpochPrinter, data_file, emit, output_dir, peak_rss_mb, set_threads
+from _common import EpochPrinter, data_file, emit, output_dir, peak_rss_mb, set_threads, training_parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--epochs", type=int, default=5, help="maximum number of epochs (default 5)")
+    parser = training_parser(__doc__, epochs=5, quick_help="150 train / 50 dev sentences, 1 epoch")
     parser.add_argument("--embeddings", choices=("glove", "glove+char"), default="glove")
-    parser.add_argument("--quick", action="store_true", help="150 train / 50 dev sentences, 1 epoch")
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--learning-rate", type=float, default=0.1)
     parser.add_argument("--mini-batch-size", type=int, default=32)
     parser.add_argument("--storage", choices=("none", "cpu", "gpu"), default="cpu")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch intra-op threads (default 1: see bench/_common.py)"
-    )
     parser.add_argument("--no-bucketing", action="store_true", help="plain shuffled batches (as Flair)")
-    parser.add_argument("--out", type=Path, help="training folder (default: a new temporary folder)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()

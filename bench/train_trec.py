@@ -12,27 +12,15 @@ none, final model evaluated). One JSON line per epoch (``epoch``, ``tokens_per_s
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
-from _common import EpochPrinter, data_file, emit, output_dir, peak_rss_mb, set_threads
+from _common import EpochPrinter, data_file, emit, output_dir, peak_rss_mb, set_threads, training_parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="96 train / 48 held-out questions, 1 epoch")
+    parser = training_parser(__doc__, epochs=5, quick_help="96 train / 48 held-out questions, 1 epoch")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--mini-batch-size", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch intra-op threads (default 1: see bench/_common.py)"
-    )
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
     started = time.perf_counter()

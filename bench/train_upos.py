@@ -11,27 +11,15 @@ mini-batch 32, annealing on dev accuracy, storage mode ``cpu``. One JSON line pe
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
-from _common import EpochPrinter, data_file, emit, output_dir, peak_rss_mb, set_threads
+from _common import EpochPrinter, data_file, emit, output_dir, peak_rss_mb, set_threads, training_parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--quick", action="store_true", help="150 train / 50 dev sentences, 1 epoch")
+    parser = training_parser(__doc__, epochs=30, quick_help="150 train / 50 dev sentences, 1 epoch")
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--no-crf", action="store_true", help="softmax output layer instead of a CRF")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch intra-op threads (default 1: see bench/_common.py)"
-    )
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
