@@ -317,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                 "--no-access-log",
                 "--log-level",
                 "warning",
+                "--workers",
+                str(args.workers),
             ],
             cwd=REPO,
             env={**os.environ, **env, **server_env, "PYTHONPATH": str(REPO)},

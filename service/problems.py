@@ -139,6 +139,22 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def render(request: Request, exc: Exception) -> JSONResponse:
+    """The problem response the installed handlers give for ``exc`` (for code that answers
+    outside FastAPI's exception handling, such as the predict fast path)."""
+    from engine.readers.errors import CorpusFormatError
+
+    if isinstance(exc, ServiceError):
+        return await _service_error(request, exc)
+    if isinstance(exc, RequestValidationError):
+        return await _request_validation(request, exc)
+    if isinstance(exc, StarletteHTTPException):
+        return await _http_exception(request, exc)
+    if isinstance(exc, CorpusFormatError):
+        return await _corpus_format_error(request, exc)
+    return await _unexpected(request, exc)
+
+
 def install(app: FastAPI) -> None:
     from engine.readers.errors import CorpusFormatError
 

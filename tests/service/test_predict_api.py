@@ -273,3 +273,50 @@ def test_wrong_task_guard(api: ApiSession, tmp_path: Path) -> None:
     r = _predict(api, owner, classifier, {"texts": ["a"], "task": "sequence_tagging"})
     assert r.status_code == 422 and "text_classification" in r.json()["detail"]
     assert _predict(api, owner, tagger, {"texts": ["a"], "task": "sequence_tagging"}).status_code == 200
+
+
+def test_the_fast_path_answers_exactly_as_the_documented_route(api: ApiSession, tmp_path: Path) -> None:
+    """``service.predict_fastpath`` serves predict ahead of FastAPI's router; an app without it
+    (the plain route) must give the same bodies, statuses and problem documents."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.metrics import HTTP_REQUESTS
+    from service.predict_fastpath import PredictFastPath
+
+    owner = api.new_owner()
+    model_id = _register_tagger(owner, tmp_path)
+    plain_app = create_app(run_migrations=False)
+    plain_app.user_middleware = [m for m in plain_app.user_middleware if m.cls is not PredictFastPath]
+    cases: list[tuple[str, Any, dict[str, str]]] = [
+        (model_id, {"texts": ["Anna lives in Berlin. She works in Paris ."]}, owner.headers),
+        (
+            model_id,
+            {"sentences": [["New York", "!"]], "return_probabilities_for_all_classes": True},
+            owner.headers,
+        ),
+        (model_id, {"texts": ["ok", "  "]}, owner.headers),  # 422 naming body.texts.1
+        (model_id, {"texts": "not a list"}, owner.headers),  # 422 from the schema
+        (model_id, {"texts": ["a"], "extra": 1}, owner.headers),  # 422: unknown field
+        ("missing", {"texts": ["a"]}, owner.headers),  # 404
+        (model_id, {"texts": ["a"]}, {}),  # 401
+        (model_id, {"texts": ["a"]}, api.new_owner("other").headers),  # 404 for another owner
+    ]
+    with TestClient(plain_app) as plain:
+        for target, body, headers in cases:
+            fast_r = api.client.post(f"/models/{target}/predict", json=body, headers=headers)
+            plain_r = plain.post(f"/models/{target}/predict", json=body, headers=headers)
+            assert (fast_r.status_code, fast_r.json()) == (plain_r.status_code, plain_r.json()), body
+            assert fast_r.headers["content-type"] == plain_r.headers["content-type"]
+        malformed = api.client.post(
+            f"/models/{model_id}/predict",
+            content=b"{not json",
+            headers={**owner.headers, "content-type": "application/json"},
+        )
+        assert malformed.status_code == 422
+        assert malformed.headers["content-type"].startswith("application/problem+json")
+    # requests it serves are counted under the route's template, as routed ones are
+    counter = HTTP_REQUESTS.labels("POST", "/models/{model_id}/predict", "200")
+    before = counter._value.get()
+    assert api.client.post(f"/models/{model_id}/predict", json=cases[0][1], headers=owner.headers).is_success
+    assert counter._value.get() == before + 1
