@@ -3,6 +3,7 @@
     .venv/bin/python bench/train_ner.py                          # 5 epochs, GloVe
     .venv/bin/python bench/train_ner.py --embeddings glove+char --epochs 150   # to convergence
     .venv/bin/python bench/train_ner.py --quick                  # 150 sentences, 1 epoch
+    .venv/bin/python bench/train_ner.py --device cuda --storage gpu --use-amp   # on a GPU
 
 Model: GloVe 6B 50d (+ character BiLSTM with ``glove+char``), reprojection, BiLSTM hidden 256,
 CRF. Trainer: SGD lr 0.1, mini-batch 32, annealing on the dev F1, storage mode ``cpu``.
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mini-batch-size", type=int, default=32)
     parser.add_argument("--storage", choices=("none", "cpu", "gpu"), default="cpu")
     parser.add_argument("--no-bucketing", action="store_true", help="plain shuffled batches (as Flair)")
+    parser.add_argument(
+        "--use-amp", action="store_true", help="mixed precision (float16 autocast; CUDA only, ignored on CPU)"
+    )
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -68,12 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         callbacks=[printer],
         length_bucketing=not args.no_bucketing,
+        use_amp=args.use_amp,
     )
     emit(
         {
             "benchmark": "train_ner",
             "embeddings": args.embeddings,
             "length_bucketing": not args.no_bucketing,
+            "storage": args.storage,
+            "use_amp": args.use_amp,
             "threads": torch.get_num_threads(),
             "epochs": result["epochs_done"],
             "train_sentences": len(corpus.train),

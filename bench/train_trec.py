@@ -4,6 +4,7 @@ TREC-6 train only is here, so a seeded 10% is held out for evaluation (the corpu
 
     .venv/bin/python bench/train_trec.py                 # 5 epochs of fine-tuning
     .venv/bin/python bench/train_trec.py --quick         # 96 questions, 1 epoch
+    .venv/bin/python bench/train_trec.py --device cuda --use-amp --pooling mean
 
 Trainer: ``fine_tune`` (AdamW, lr 5e-5, 10% linear warm-up then decay, mini-batch 16, storage mode
 none, final model evaluated). One JSON line per epoch (``epoch``, ``tokens_per_s``, ``train_loss``,
@@ -21,6 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = training_parser(__doc__, epochs=5, quick_help="96 train / 48 held-out questions, 1 epoch")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--mini-batch-size", type=int, default=16)
+    parser.add_argument(
+        "--pooling",
+        choices=("cls", "mean"),
+        default="cls",
+        help="document vector: [CLS] or mean of subtokens",
+    )
+    parser.add_argument(
+        "--use-amp", action="store_true", help="mixed precision (float16 autocast; CUDA only, ignored on CPU)"
+    )
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -46,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         corpus.train, corpus.dev, epochs = corpus.train[:96], corpus.dev[:48], 1
     torch.manual_seed(args.seed)
     classifier = TextClassifier(
-        TransformerDocumentEmbeddings("minilm", fine_tune=True),
+        TransformerDocumentEmbeddings("minilm", fine_tune=True, pooling=args.pooling),
         corpus.make_label_dictionary("question_class"),
         "question_class",
     )
@@ -60,11 +70,16 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         device=args.device,
         callbacks=[printer],
+        use_amp=args.use_amp,
     )
     emit(
         {
             "benchmark": "train_trec",
             "epochs": epochs,
+            "learning_rate": args.learning_rate,
+            "mini_batch_size": args.mini_batch_size,
+            "pooling": args.pooling,
+            "use_amp": args.use_amp,
             "train_sentences": len(corpus.train),
             "heldout_sentences": len(corpus.dev),
             # fine_tune keeps the final model: its score is the last epoch's

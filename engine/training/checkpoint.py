@@ -6,6 +6,8 @@ Layout of ``checkpoint/`` (state after the last completed epoch):
 - ``best-model/``: the best model so far, only when it is not the current one;
 - ``optimizer.pt``, ``scheduler.pt``: ``torch.save`` of the state dicts (tensors and plain values);
 - ``rng.pt``: torch CPU/CUDA generator states as uint8 tensors;
+- ``scaler.pt``: the mixed-precision gradient scaler's state (loss scale, growth tracker), only
+  for runs with ``use_amp`` on CUDA;
 - ``state.json``: epoch, best score, bad epochs, learning rate, the rows of loss.tsv, the train
   arguments, the Python and NumPy generator states.
 
@@ -112,6 +114,7 @@ def write_checkpoint(
     scheduler_state: dict[str, Any],
     state: TrainerState,
     best_model_dir: Path | None,
+    scaler_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write a complete checkpoint to ``target`` atomically; ``best_model_dir`` (a saved model
     folder) is copied in when the best model is not the current one."""
@@ -126,6 +129,8 @@ def write_checkpoint(
             shutil.copytree(best_model_dir, tmp / "best-model")
         torch.save(optimizer_state, tmp / "optimizer.pt")
         torch.save(scheduler_state, tmp / "scheduler.pt")
+        if scaler_state:
+            torch.save(scaler_state, tmp / "scaler.pt")
         rng_tensors, rng_json = capture_rng()
         torch.save(rng_tensors, tmp / "rng.pt")
         payload = state.to_json()
@@ -180,6 +185,7 @@ class LoadedCheckpoint:
     scheduler_state: dict[str, Any]
     rng_tensors: dict[str, torch.Tensor]
     rng_json: dict[str, Any]
+    scaler_state: dict[str, Any] | None = None
 
     @property
     def model_dir(self) -> Path:
@@ -213,4 +219,9 @@ def read_checkpoint(path: Path) -> LoadedCheckpoint:
         scheduler_state=torch.load(folder / "scheduler.pt", map_location="cpu", weights_only=True),
         rng_tensors=torch.load(folder / "rng.pt", map_location="cpu", weights_only=True),
         rng_json=payload["rng"],
+        scaler_state=(
+            torch.load(folder / "scaler.pt", map_location="cpu", weights_only=True)
+            if (folder / "scaler.pt").is_file()
+            else None
+        ),
     )

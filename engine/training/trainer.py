@@ -371,6 +371,7 @@ class _Run:
         optimizer = self._build_optimizer()
         scheduler = self._build_scheduler(optimizer)
         scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
+        self.scaler = scaler
         if a["use_amp"] and not self.use_amp:
             self.log("use_amp ignored: mixed precision needs a CUDA device")
 
@@ -460,6 +461,9 @@ class _Run:
             )
         optimizer.load_state_dict(resume.optimizer_state)
         scheduler.load_state_dict(resume.scheduler_state)
+        if self.scaler is not None and resume.scaler_state:
+            # the loss scale the run had reached; a fresh scaler would skip steps finding it again
+            self.scaler.load_state_dict(resume.scaler_state)
         restore_rng(resume.rng_tensors, resume.rng_json)
         # Model selection continues from the checkpoint's best model.
         best_target = self.base_path / "best-model"
@@ -719,6 +723,7 @@ class _Run:
             scheduler.state_dict(),
             state,
             best_dir if copy_best else None,
+            self.scaler.state_dict() if self.scaler is not None else None,
         )
         self.log(f"checkpoint after epoch {epoch} written to {path}")
         self._emit("on_checkpoint", path, epoch)

@@ -153,7 +153,7 @@ def test_chunked_batches_give_the_unchunked_update(tmp_path: Path, vectors: Path
     ModelTrainer(whole, corpus).train(tmp_path / "whole", **args)
     ModelTrainer(chunked, make_corpus()).train(tmp_path / "chunked", mini_batch_chunk_size=5, **args)
     moved = max(
-        (a - b).abs().max().item()
+        (a.detach().cpu() - b).abs().max().item()
         for a, b in zip(
             whole.parameters(), make_tagger(corpus, vectors, dropout=False).parameters(), strict=True
         )
@@ -273,7 +273,7 @@ def test_console_progress_prints_epochs_and_the_end(tmp_path: Path, vectors: Pat
     stream = io.StringIO()
     corpus = make_corpus()
     ModelTrainer(make_tagger(corpus, vectors), corpus).train(
-        tmp_path, max_epochs=2, **{**FAST, "callbacks": [ConsoleProgress(stream=stream)]}
+        tmp_path, max_epochs=2, device="cpu", **{**FAST, "callbacks": [ConsoleProgress(stream=stream)]}
     )
     text = stream.getvalue()
     assert "training on cpu: 40 train / 12 dev sentences, 5 batches per epoch" in text
@@ -299,6 +299,7 @@ def test_files_callbacks_and_plots(tmp_path: Path, vectors: Path) -> None:
         checkpoint=True,
         embeddings_storage_mode="gpu",  # no GPU here: behaves like "cpu"
         use_amp=True,  # ignored on the CPU
+        device="cpu",  # what this test describes, also on a machine with a GPU
         **{**FAST, "callbacks": [recorder]},
     )
     for name in (
