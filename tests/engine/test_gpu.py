@@ -35,6 +35,7 @@ from tests.engine.test_trainer import (  # noqa: F401  (fixtures)
     make_sentences,
     make_tagger,
     one_thread,
+    straight_and_resumed,
     vectors,
 )
 
@@ -199,20 +200,7 @@ def test_cuda_trained_model_loads_on_cpu_and_predicts_the_same(tmp_path: Path, v
 @pytest.mark.parametrize("use_amp", [False, True], ids=["fp32", "amp"])
 def test_resume_on_cuda_equals_the_uninterrupted_run(tmp_path: Path, vectors: Path, use_amp: bool) -> None:  # noqa: F811
     args = {**FAST, "max_grad_norm": 5.0, "device": "cuda", "use_amp": use_amp}
-    corpus = make_corpus()
-    straight = ModelTrainer(make_tagger(corpus, vectors), corpus).train(
-        tmp_path / "straight", max_epochs=4, **args
-    )
-
-    corpus = make_corpus()
-    first = ModelTrainer(make_tagger(corpus, vectors), corpus).train(
-        tmp_path / "part1", max_epochs=2, checkpoint=True, **args
-    )
-    assert first["epochs_done"] == 2
-    resumed = ModelTrainer.load_checkpoint(tmp_path / "part1" / "checkpoint", corpus)
-    result = resumed.train(tmp_path / "part2", max_epochs=4, checkpoint=True, **args)
-    assert result["epochs_done"] == 4
-
+    straight, result = straight_and_resumed(tmp_path, vectors, args, epochs=4, interrupt_after=2)
     expected = loss_rows(tmp_path / "straight" / "loss.tsv")
     assert len(expected) == 5
     losses = [float(row[expected[0].index("TRAIN_LOSS")]) for row in expected[1:]]

@@ -163,22 +163,29 @@ def test_chunked_batches_give_the_unchunked_update(tmp_path: Path, vectors: Path
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, vectors: Path) -> None:
-    args = {**FAST, "max_grad_norm": 5.0}
+def straight_and_resumed(
+    tmp_path: Path, vectors: Path, args: dict[str, Any], epochs: int, interrupt_after: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train ``epochs`` epochs in one go (``straight/``), and again stopped with a checkpoint
+    after ``interrupt_after`` (``part1/``) and resumed to ``epochs`` (``part2/``)."""
     corpus = make_corpus()
     straight = ModelTrainer(make_tagger(corpus, vectors), corpus).train(
-        tmp_path / "straight", max_epochs=3, **args
+        tmp_path / "straight", max_epochs=epochs, **args
     )
-
     corpus = make_corpus()
     first = ModelTrainer(make_tagger(corpus, vectors), corpus).train(
-        tmp_path / "part1", max_epochs=1, checkpoint=True, **args
+        tmp_path / "part1", max_epochs=interrupt_after, checkpoint=True, **args
     )
-    assert first["epochs_done"] == 1
+    assert first["epochs_done"] == interrupt_after
     resumed = ModelTrainer.load_checkpoint(tmp_path / "part1" / "checkpoint", corpus)
-    result = resumed.train(tmp_path / "part2", max_epochs=3, checkpoint=True, **args)
+    result = resumed.train(tmp_path / "part2", max_epochs=epochs, checkpoint=True, **args)
+    assert result["epochs_done"] == epochs
+    return straight, result
 
-    assert result["epochs_done"] == 3
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, vectors: Path) -> None:
+    args = {**FAST, "max_grad_norm": 5.0}
+    straight, result = straight_and_resumed(tmp_path, vectors, args, epochs=3, interrupt_after=1)
     assert same_weights(tmp_path / "straight" / "final-model", tmp_path / "part2" / "final-model")
     assert same_weights(tmp_path / "straight" / "best-model", tmp_path / "part2" / "best-model")
     assert loss_rows(tmp_path / "straight" / "loss.tsv") == loss_rows(tmp_path / "part2" / "loss.tsv")
