@@ -133,8 +133,7 @@ class Sentence:
             if use_tokenizer:
                 from engine.tokenization import tokenize
 
-                for word, start, end, ws in tokenize(text):
-                    self.add_token(word, start_pos=start, end_pos=end, whitespace_after=ws)
+                self._add_token_tuples(tokenize(text))
             else:
                 pos = 0
                 for word in text.split():
@@ -144,6 +143,19 @@ class Sentence:
         else:
             for word in text:
                 self.add_token(word)
+
+    @classmethod
+    def from_token_tuples(cls, text: str, tokens: Iterable[tuple[str, int, int, bool]]) -> Sentence:
+        """A sentence over ``text`` with tokens already found in it: (word, start, end,
+        whitespace_after) as ``engine.tokenization`` gives them."""
+        sentence = cls()
+        sentence.text = text
+        sentence._add_token_tuples(tokens)
+        return sentence
+
+    def _add_token_tuples(self, tokens: Iterable[tuple[str, int, int, bool]]) -> None:
+        for word, start, end, ws in tokens:
+            self.add_token(word, start_pos=start, end_pos=end, whitespace_after=ws)
 
     # tokens -----------------------------------------------------------------
     def add_token(

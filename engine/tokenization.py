@@ -6,14 +6,27 @@ segtok returns strings, not offsets; this module aligns them back onto the input
 every token ``text[start:end] == word`` holds. segtok joins a word hyphenated across a line break
 (``"Hel-\\n lo"`` -> ``"Hel-lo"``); such a token is returned as its pieces between the
 whitespace, so offsets stay exact.
+
+Tokenizing is the largest cost of a one-sentence predict request on the event loop, and nearly
+all of it is segtok's word regex applied to each whitespace-separated span. ``_word_tokens``
+therefore runs segtok's ``word_tokenizer`` + ``split_contractions`` steps itself with the
+per-span and per-token work memoised (words repeat: Zipf), and a test checks it gives exactly
+segtok's tokens.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from segtok.segmenter import split_single
-from segtok.tokenizer import split_contractions, word_tokenizer
+from segtok.segmenter import SENTENCE_TERMINALS, split_single
+from segtok.tokenizer import (
+    APO_MATCHER,
+    HYPHENATED_LINEBREAK,
+    space_tokenizer,
+    split_contractions,
+    word_tokenizer,
+)
 
 if TYPE_CHECKING:
     from engine.data import Sentence
@@ -46,8 +59,48 @@ def split_sentences(text: str) -> list[tuple[str, int]]:
     return result
 
 
-def _tokenize_sentence(sentence: str) -> list[str]:
-    return split_contractions(word_tokenizer(sentence))
+CACHED_WORDS = 1 << 16
+LINE_BREAKS = ("\n", "\r", "\u2028")
+
+
+@lru_cache(maxsize=CACHED_WORDS)
+def _split_span(span: str) -> tuple[str, ...]:
+    return tuple(t for t in word_tokenizer.split(span) if t)
+
+
+@lru_cache(maxsize=CACHED_WORDS)
+def _finish_token(token: str) -> tuple[str, ...]:
+    """segtok's last two steps for one token: dangling commas, semicolons and colons become
+    tokens of their own, then contractions are split. Both act on each token alone."""
+    dangling: list[str] = []
+    while len(token) > 1 and token[-1] in ",;:":
+        dangling.append(token[-1])
+        token = token[:-1]
+    return (*split_contractions([token]), *reversed(dangling))
+
+
+def _word_tokens(sentence: str) -> list[str]:
+    """``split_contractions(word_tokenizer(sentence))``, with the same result."""
+    if any(b in sentence for b in LINE_BREAKS):
+        sentence = HYPHENATED_LINEBREAK.sub(r"\1\2", sentence)
+    tokens = [t for span in space_tokenizer(sentence) for t in _split_span(span)]
+    # The sentence terminal comes off the last word that carries one (segtok looks at the last
+    # three tokens only).
+    for idx, word in enumerate(reversed(tokens[-3:]), 1):
+        if (word_tokenizer.match(word) and not APO_MATCHER.match(word)) or any(
+            t in word for t in SENTENCE_TERMINALS
+        ):
+            last = len(word) - 1
+            if last == 0 or word == "...":
+                pass
+            elif any(word.rfind(t) == last for t in SENTENCE_TERMINALS):
+                tokens[-idx] = word[:-1]
+                tokens.insert(len(tokens) - idx + 1, word[-1])
+            elif any(word.find(t) == 0 for t in SENTENCE_TERMINALS):
+                tokens[-idx] = word[0]
+                tokens.insert(len(tokens) - idx + 1, word[1:])
+            break
+    return [piece for token in tokens for piece in _finish_token(token)]
 
 
 def _align(text: str, words: list[str], offset: int, pos: int, out: list[TokenTuple]) -> int:
@@ -94,9 +147,21 @@ def tokenize(text: str) -> list[TokenTuple]:
     """
     out: list[TokenTuple] = []
     for sentence, start in split_sentences(text):
-        _align(sentence, _tokenize_sentence(sentence), start, 0, out)
+        _align(sentence, _word_tokens(sentence), start, 0, out)
+    return _with_whitespace(text, out)
+
+
+def tokenize_sentence(text: str) -> list[TokenTuple]:
+    """``tokenize`` for a text known to be one sentence (a piece from ``split_sentences``):
+    the same tokens, without splitting it again."""
+    out: list[TokenTuple] = []
+    _align(text, _word_tokens(text), 0, 0, out)
+    return _with_whitespace(text, out)
+
+
+def _with_whitespace(text: str, tokens: list[TokenTuple]) -> list[TokenTuple]:
     n = len(text)
-    return [(word, s, e, e < n and text[e].isspace()) for word, s, e, _ in out]
+    return [(word, s, e, e < n and text[e].isspace()) for word, s, e, _ in tokens]
 
 
 def sentences_from_text(text: str) -> list[Sentence]:
@@ -111,7 +176,7 @@ def sentences_from_text(text: str) -> list[Sentence]:
 
     sentences: list[Sentence] = []
     for sentence_text, start in split_sentences(text):
-        sentence = Sentence(sentence_text)
+        sentence = Sentence.from_token_tuples(sentence_text, tokenize_sentence(sentence_text))
         sentence.metadata["offset"] = start
         if sentences:
             sentences[-1].next_sentence = sentence

@@ -78,12 +78,43 @@ class LockedDropout(nn.Module):
         return x * keep / (1 - self.p)
 
 
+# Cost of one CPU LSTM call over a padded group, in row-steps: T_max * (rows + STEP_OVERHEAD) +
+# CALL_OVERHEAD. Measured for hidden 256 on a 2-core AVX2 EPYC (torch 2.13, one thread): per step
+# ~10 us + ~7 us per row; per call ~0.1 ms.
+STEP_OVERHEAD_ROWS = 1.5
+CALL_OVERHEAD_ROW_STEPS = 15.0
+
+
+def length_groups(lengths: list[int]) -> list[list[int]]:
+    """Split a batch into groups of similar length (indices, longest first) so that padded LSTM
+    work is smallest. On a CPU the LSTM is compute-bound from a few rows up: a random batch of 16
+    CoNLL sentences padded to its longest does ~2.5x the real work. Exact dynamic programme over
+    the sorted lengths (groups are contiguous there); n is a mini-batch, so O(n^2) is cheap."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    longest = [lengths[i] for i in order]
+    n = len(order)
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j):
+            cost = best[i] + longest[i] * (j - i + STEP_OVERHEAD_ROWS) + CALL_OVERHEAD_ROW_STEPS
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups: list[list[int]] = []
+    j = n
+    while j > 0:
+        groups.append(order[cut[j] : j])
+        j = cut[j]
+    return groups[::-1]
+
+
 class BiLSTM(nn.Module):
     """Bidirectional LSTM over padded batches: per layer a forward LSTM over the tokens and a
     backward LSTM over each sentence reversed *within its length*, so padding (always at the end)
     never reaches a real token in either direction. The result equals a packed bidirectional
     ``nn.LSTM``; running two plain LSTMs on padded input takes PyTorch's fused CPU kernel, about
-    twice as fast as packed sequences for inference."""
+    twice as fast as packed sequences for inference. On the CPU a batch of mixed lengths runs as
+    groups of similar length (``length_groups``): each sentence's result is the same."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> None:
         super().__init__()
@@ -93,6 +124,23 @@ class BiLSTM(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or x.shape[0] < 2:
+            return self._padded(x, lengths)
+        sizes = lengths.tolist()
+        groups = length_groups(sizes)
+        if len(groups) == 1:
+            return self._padded(x, lengths)
+        time = x.shape[1]
+        parts = []
+        for group in groups:
+            index = torch.tensor(group)
+            longest = sizes[group[0]]
+            part = self._padded(x[index, :longest], lengths[index])
+            parts.append(F.pad(part, (0, 0, 0, time - longest)))
+        order = torch.tensor([i for group in groups for i in group])
+        return torch.cat(parts).index_select(0, torch.argsort(order))
+
+    def _padded(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(x.shape[1], device=x.device)[None, :]
         last = lengths.to(x.device)[:, None] - 1
         reverse = torch.where(positions <= last, last - positions, positions).unsqueeze(-1)

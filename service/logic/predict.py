@@ -357,14 +357,13 @@ def prepare(request: PredictRequest, info: ModelInfo, settings: Settings) -> lis
     split = request.split_sentences
     if split is None:
         split = info.task == "sequence_tagging"
-    from engine.tokenization import split_sentences
+    from engine.tokenization import sentences_from_text
 
     for i, text in enumerate(inputs):
-        pieces = split_sentences(text) if split else [(text, 0)]
-        for piece, offset in pieces:
-            sentence = Sentence(piece)
+        # Sentences of one text are linked, so models with document context see their neighbours.
+        for sentence in sentences_from_text(text) if split else [Sentence(text)]:
             if len(sentence):
-                prepared.append(Prepared(i, sentence, offset))
+                prepared.append(Prepared(i, sentence, sentence.metadata.get("offset", 0)))
     return prepared
 
 

@@ -389,3 +389,25 @@ def test_embeddings_kept_during_evaluation_can_be_trained_on_afterwards(tmp_path
     loss, count = tagger.forward_loss(sentences)
     (loss / count).backward()
     assert words.vectors.grad is not None
+
+
+def test_mixed_lengths_run_in_groups_with_the_same_results_and_gradients() -> None:
+    from engine.models.sequence_tagger import BiLSTM, length_groups
+
+    lengths = [60, 3, 2, 50, 1, 4, 5, 2, 58, 3]
+    groups = length_groups(lengths)
+    assert len(groups) > 1, "mixed lengths should not run padded to the longest"
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert length_groups([7, 7, 6, 7]) == [[0, 1, 3, 2]]  # similar lengths stay one call
+
+    torch.manual_seed(0)
+    model = BiLSTM(5, 7, num_layers=2, dropout=0.0)
+    size = torch.tensor(lengths)
+    mask = torch.arange(60)[None, :] < size[:, None]
+    x = (torch.randn(len(lengths), 60, 5) * mask[..., None]).requires_grad_()
+    grouped = model(x, size)
+    (grad_grouped,) = torch.autograd.grad(grouped[mask].sum(), x)
+    single = model._padded(x, size)
+    (grad_single,) = torch.autograd.grad(single[mask].sum(), x)
+    assert torch.allclose(grouped[mask], single[mask], atol=1e-5)
+    assert torch.allclose(grad_grouped, grad_single, atol=1e-5)

@@ -64,3 +64,51 @@ def test_sentences_from_text_keep_offsets_into_the_whole_text() -> None:
     offset = second.metadata["offset"]
     london = second[5]
     assert text[offset + london.start_pos : offset + london.end_pos] == "London"
+
+
+def _segtok_words(sentence: str) -> list[str]:
+    from segtok.tokenizer import split_contractions, word_tokenizer
+
+    return split_contractions(word_tokenizer(sentence))
+
+
+# Characters that exercise every rule of segtok's word tokenizer: terminals, abbreviation dots,
+# ellipses, commas and colons between digits or letters, hyphens (ASCII and Unicode) across line
+# breaks, apostrophes and contractions, superscript powers, subscript digits, Unicode spaces.
+ALPHABET = list("aAbsntdlmrevZ019 ...,,;::!?''-\u2010\u2019\u00b2\u207b\u2082()\n\r\u2028\t\u00a0") + [
+    "n't",
+    "'s",
+    "i.e.",
+    "12:30",
+    "H\u2082O",
+    "km\u00b2",
+    "Mr.",
+    " ",
+    "  ",
+    "Hel-\n lo",
+]
+
+
+def test_cached_word_tokenizer_gives_exactly_segtoks_tokens() -> None:
+    import random
+
+    from engine.tokenization import _word_tokens
+
+    rng = random.Random(7)
+    texts = [*TEXTS, "didn't.", "It's, like, 5'-ACGT-3'...", "a,,;:", "x:", "Fred's", "rock'n'roll's!"]
+    texts += ["".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 40))) for _ in range(5000)]
+    for text in texts:
+        # Twice: the second call answers from the caches.
+        assert _word_tokens(text) == _segtok_words(text), text
+        assert _word_tokens(text) == _segtok_words(text), text
+
+
+def test_a_sentence_from_split_text_is_tokenized_as_the_whole_text_is() -> None:
+    from engine.tokenization import tokenize_sentence
+
+    text = "  Mr. Smith didn't like it!  He left at 12:30 p.m. on Jan. 3rd...\n\nNew paragraph here."
+    whole = tokenize(text)
+    pieces = []
+    for sentence, start in split_sentences(text):
+        pieces += [(w, s + start, e + start) for w, s, e, _ in tokenize_sentence(sentence)]
+    assert pieces == [(w, s, e) for w, s, e, _ in whole]
