@@ -307,7 +307,11 @@ class Dictionary:
         return len(self.idx2item)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Dictionary) and self.idx2item == other.idx2item and self.add_unk == other.add_unk
+        return (
+            isinstance(other, Dictionary)
+            and self.idx2item == other.idx2item
+            and self.add_unk == other.add_unk
+        )
 
     def __repr__(self) -> str:
         shown = ", ".join(self.idx2item[:30])
@@ -455,7 +459,9 @@ class Corpus:
             counts.update(values)
         if kind is None:
             available = ", ".join(sorted(self.label_kinds())) or "none"
-            raise ValueError(f"label type {label_type!r} not found in the training split (available: {available})")
+            raise ValueError(
+                f"label type {label_type!r} not found in the training split (available: {available})"
+            )
         dictionary = Dictionary(add_unk=add_unk, multi_label=multi)
         dictionary.label_kind = kind
         for value, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):

@@ -138,8 +138,10 @@ class Model(nn.Module, abc.ABC):
         # the sentence objects, so the caller's list keeps its order.
         order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
         previous_modes = _swap_storage_modes(self.embeddings, storage_mode)
+        # Switching modes walks every module: only when needed (predict on a served model is hot).
         was_training = self.training
-        self.eval()
+        if was_training:
+            self.eval()
         total_loss, total_count = 0.0, 0
         try:
             # Tensors made under inference mode can never take part in autograd later, so when
@@ -155,7 +157,8 @@ class Model(nn.Module, abc.ABC):
                     total_count += count
                     clear_stored_embeddings(batch, storage_mode)
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
             _restore_storage_modes(previous_modes)
         return total_loss, total_count
 

@@ -155,7 +155,7 @@ class CRF(nn.Module):
         for t in range(1, time):
             candidates = score[:, :, None] + trans  # [B, from, to]
             previous = candidates.argmax(axis=1)
-            best = np.take_along_axis(candidates, previous[:, None, :], axis=1)[:, 0]
+            best = candidates.max(axis=1)  # the same values as indexing with previous, cheaper
             score = np.where(m[:, t, None], best + e[:, t], score)
             back[t - 1] = np.where(m[:, t, None], previous, identity)
         score = score + end

@@ -105,9 +105,7 @@ def _check_against_corpora(session: Any, owner_id: str, spec: TrainingSpec) -> T
         if isinstance(emb, FlairEmbeddingSpec):
             model = session.get(Model, emb.model)
             if model is None or model.owner_id != owner_id:
-                errors.append(
-                    FieldError(["body", "embeddings", j, "model"], f"model {emb.model} not found")
-                )
+                errors.append(FieldError(["body", "embeddings", j, "model"], f"model {emb.model} not found"))
             elif model.task != "language_model":
                 errors.append(
                     FieldError(

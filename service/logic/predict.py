@@ -6,7 +6,7 @@
   coroutine takes everything queued, runs ``model.predict`` on it in the thread pool (the event
   loop never blocks) and wakes the requests. While a batch runs, the next one fills up, so under
   load batches grow by themselves; after a batch with several requests it also waits up to
-  ``predict_batch_wait_ms`` for more.
+  ``predict_batch_wait_ms`` for more, until as many requests are in as the last batch had.
 """
 
 from __future__ import annotations
@@ -133,7 +133,10 @@ class Batcher:
                 item = self.queue.get_nowait()
             except asyncio.QueueEmpty:
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                # Waiting only pays while fewer requests are here than the last batch served
+                # (the load level): at a steady load the batch is complete and waiting more would
+                # only idle the model.
+                if remaining <= 0 or len(items) >= self._last_requests:
                     break
                 try:
                     item = await asyncio.wait_for(self.queue.get(), remaining)
@@ -167,31 +170,42 @@ class Batcher:
                 break
             items, stop = await self._collect(first)
             self._last_requests = len(items)
-            task = asyncio.get_running_loop().create_task(self._run_batch(items))
+            task = asyncio.get_running_loop().create_task(self._run_batch(items, slots))
             running.add(task)
-            task.add_done_callback(lambda t: (running.discard(t), slots.release()))
+            task.add_done_callback(running.discard)
         if running:
             await asyncio.gather(*running, return_exceptions=True)
 
-    async def _run_batch(self, items: list[_Item]) -> None:
+    async def _run_batch(self, items: list[_Item], slots: asyncio.Semaphore) -> None:
         loop = asyncio.get_running_loop()
-        for flag in (False, True):
-            group = [i for i in items if i.all_classes is flag]
-            if not group:
-                continue
-            sentences = [s for i in group for s in i.sentences]
-            PREDICT_BATCH_SIZE.observe(len(sentences))
-            try:
-                await loop.run_in_executor(self.executor, self._predict, sentences, flag)
-            except Exception as e:
-                for item in group:
-                    if not item.future.done():
-                        item.future.set_exception(e)
-                continue
-            PREDICT_SENTENCES.inc(len(sentences))
+        outcomes: list[tuple[list[_Item], BaseException | None]] = []
+        try:
+            for flag in (False, True):
+                group = [i for i in items if i.all_classes is flag]
+                if not group:
+                    continue
+                sentences = [s for i in group for s in i.sentences]
+                PREDICT_BATCH_SIZE.observe(len(sentences))
+                try:
+                    await loop.run_in_executor(self.executor, self._predict, sentences, flag)
+                except Exception as e:
+                    outcomes.append((group, e))
+                    continue
+                PREDICT_SENTENCES.inc(len(sentences))
+                outcomes.append((group, None))
+        finally:
+            # The slot goes back before any request wakes: asyncio runs callbacks in order, so the
+            # batcher starts the next batch (on the inference thread) first, and the event loop
+            # formats and sends this batch's answers while the model runs - not one after the other.
+            slots.release()
+        for group, error in outcomes:
             for item in group:
-                if not item.future.done():
+                if item.future.done():
+                    continue
+                if error is None:
                     item.future.set_result(None)
+                else:
+                    item.future.set_exception(error)
 
 
 # -- the model cache --------------------------------------------------------------------------

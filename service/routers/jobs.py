@@ -40,9 +40,7 @@ def submit_job(
     return out
 
 
-@router.post(
-    "/language-model", status_code=202, response_model=JobOut, responses=problems(401, 422, 503)
-)
+@router.post("/language-model", status_code=202, response_model=JobOut, responses=problems(401, 422, 503))
 def submit_language_model_job(
     spec: LanguageModelSpec, request: Request, response: Response, owner_id: str = Depends(current_owner)
 ) -> JobOut:
