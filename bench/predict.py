@@ -34,7 +34,9 @@ import torch  # noqa: E402
 
 from engine.data import Corpus, Sentence  # noqa: E402
 from engine.embeddings.word import WordEmbeddings  # noqa: E402
+from engine.models.base import load_model  # noqa: E402
 from engine.models.sequence_tagger import SequenceTagger  # noqa: E402
+from engine.precision import PRECISIONS, resolve_precision  # noqa: E402
 from engine.readers.column import read_column_file  # noqa: E402
 
 DATA = REPO_ROOT.parent / "shared" / "data"
@@ -52,6 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads (default 1; 0: torch's default)"
     )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="predict's arithmetic (engine.precision); other than float32 also reports the share of "
+        "sentences tagged exactly as float32 tags them",
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="a saved tagger folder (e.g. bench/train_ner.py --out DIR/best-model) "
+        "instead of an untrained one: agreement with float32 means something only for a trained model",
+    )
     args = parser.parse_args(argv)
     if not args.path.is_file():
         print(f"error: {args.path} not found (see ../shared/data/README.md)", file=sys.stderr)
@@ -61,28 +76,46 @@ def main(argv: list[str] | None = None) -> int:
     sentences, _ = read_column_file(args.path, {0: "text", 1: "ner"})
     if args.quick:
         sentences = sentences[:256]
-    dictionary = Corpus(sentences, sample_missing_splits=False).make_label_dictionary("ner")
-    torch.manual_seed(0)
-    tagger = SequenceTagger(WordEmbeddings("glove"), dictionary, "ner", hidden_size=256)
+    if args.model:
+        tagger = load_model(args.model)
+    else:
+        dictionary = Corpus(sentences, sample_missing_splits=False).make_label_dictionary("ner")
+        torch.manual_seed(0)
+        tagger = SequenceTagger(WordEmbeddings("glove"), dictionary, "ner", hidden_size=256)
+    precision = resolve_precision(args.precision, torch.device("cpu"))
 
     def fresh() -> list[Sentence]:
         return [Sentence([t.text for t in s.tokens]) for s in sentences]
 
-    tagger.predict(fresh()[: args.batch_size * 2], mini_batch_size=args.batch_size)  # warm-up
+    warm_up = fresh()[: args.batch_size * 2]
+    tagger.predict(warm_up, mini_batch_size=args.batch_size, precision=precision)
     timed = fresh()
     start, cpu_start = time.perf_counter(), time.process_time()
-    tagger.predict(timed, mini_batch_size=args.batch_size)
+    tagger.predict(timed, mini_batch_size=args.batch_size, precision=precision)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    record = {
+    record: dict[str, object] = {
         "sentences": len(timed),
         "seconds": round(seconds, 4),
         "sentences_per_s": round(len(timed) / seconds, 1),
         "tokens": sum(len(s) for s in timed),
         "cpu_seconds": round(cpu_seconds, 4),
         "threads": torch.get_num_threads(),
+        "precision": precision,
     }
+    if precision != "float32":
+        reference = fresh()
+        tagger.predict(reference, mini_batch_size=args.batch_size)
+        label = tagger.label_type
+        same = sum(_tags(a, label) == _tags(b, label) for a, b in zip(timed, reference, strict=True))
+        record["same_tags_as_float32"] = round(same / len(timed), 5)
     print(json.dumps(record))
     return 0
+
+
+def _tags(sentence: Sentence, label: str) -> list[tuple[int, int, str]]:
+    return [(sp.start, sp.end, sp.label.value) for sp in sentence.get_spans(label)] + [
+        (t.idx, t.idx, t.get_tag(label)) for t in sentence.tokens if label in t.labels
+    ]
 
 
 if __name__ == "__main__":

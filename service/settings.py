@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -72,6 +73,12 @@ class Settings(BaseSettings):
         ge=0,
         description="PyTorch intra-op threads in the API process (0: PyTorch's default). One is fastest for "
         "small batches, and leaves the other cores to the event loop.",
+    )
+    predict_precision: Literal["float32", "bfloat16", "auto"] = Field(
+        default="float32",
+        description="Arithmetic of predict: `float32`; `bfloat16` (autocast: several times faster LSTMs on "
+        "CPUs with native bfloat16 - AVX512-BF16 or AMX - and slower on others; tags agree with float32 "
+        "almost everywhere); `auto`: bfloat16 where the CPU has it natively, else float32.",
     )
     model_cache_size: int = Field(
         default=4, ge=1, description="Models kept loaded in memory (LRU, by count)."

@@ -25,6 +25,7 @@ from torch import nn
 from engine.data import Dictionary, Sentence
 from engine.embeddings.base import STORAGE_MODES, Embeddings, StorageMode, clear_stored_embeddings
 from engine.evaluation import EvaluationResult, Item, compute_scores
+from engine.precision import inference_autocast
 from engine.readers.files import gc_paused
 from engine.serialization import (
     CONFIG_FILE,
@@ -107,19 +108,22 @@ class Model(nn.Module, abc.ABC):
         return_probabilities_for_all_classes: bool = False,
         label_name: str | None = None,
         embedding_storage_mode: StorageMode = "none",
+        precision: str = "float32",
     ) -> None:
         """Write predicted labels with scores onto ``sentences`` under ``label_name`` (default: the
-        model's ``label_type``), replacing earlier predictions of that name."""
+        model's ``label_type``), replacing earlier predictions of that name. ``precision``:
+        ``float32``, ``bfloat16`` (autocast) or ``auto`` (see ``engine.precision``)."""
         if isinstance(sentences, Sentence):
             sentences = [sentences]
-        self._run(
-            list(sentences),
-            mini_batch_size,
-            label_name or self.label_type,
-            return_probabilities_for_all_classes,
-            embedding_storage_mode,
-            with_loss=False,
-        )
+        with inference_autocast(precision, self.device):
+            self._run(
+                list(sentences),
+                mini_batch_size,
+                label_name or self.label_type,
+                return_probabilities_for_all_classes,
+                embedding_storage_mode,
+                with_loss=False,
+            )
 
     def _run(
         self,

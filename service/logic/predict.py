@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from engine.data import Sentence
 from engine.models.base import distribution_key
+from engine.precision import resolve_precision
 from service.db.models import Model
 from service.db.session import session_scope
 from service.errors import FieldError, Invalid, NotFound, Unavailable
@@ -99,9 +102,16 @@ class BatcherClosed(Exception):
 
 class Batcher:
     def __init__(
-        self, model: Any, executor: ThreadPoolExecutor, wait_s: float, max_sentences: int, parallel: int = 1
+        self,
+        model: Any,
+        executor: ThreadPoolExecutor,
+        wait_s: float,
+        max_sentences: int,
+        parallel: int = 1,
+        precision: str = "float32",
     ) -> None:
         self.model = model
+        self.precision = precision
         self.executor = executor
         self.parallel = parallel
         self.wait_s = wait_s
@@ -154,6 +164,7 @@ class Batcher:
             sentences,
             mini_batch_size=max(1, len(sentences)),
             return_probabilities_for_all_classes=all_classes,
+            precision=self.precision,
         )
 
     async def _run(self) -> None:
@@ -253,11 +264,11 @@ class ModelCache:
         # One batch per thread at a time; a model's batches may run side by side (inference only
         # reads the weights).
         self.parallel = settings.predict_threads
+        # Resolved once ("auto" reads the CPU's flags); models are served on the CPU.
+        self.precision = resolve_precision(settings.predict_precision, torch.device("cpu"))
         self.executor = ThreadPoolExecutor(settings.predict_threads, thread_name_prefix="predict")
         self._torch_threads: int | None = None
         if settings.predict_torch_threads:
-            import torch
-
             self._torch_threads = torch.get_num_threads()
             torch.set_num_threads(settings.predict_torch_threads)
         self.entries: OrderedDict[str, LoadedModel] = OrderedDict()
@@ -285,7 +296,9 @@ class ModelCache:
                 # Missing or unreadable artifact (ModelFileError is a ValueError): the server's problem.
                 raise Unavailable(f"model {info.id} could not be loaded: {e}") from e
             MODEL_LOADS.inc()
-            batcher = Batcher(model, self.executor, self.wait_s, self.max_sentences, self.parallel)
+            batcher = Batcher(
+                model, self.executor, self.wait_s, self.max_sentences, self.parallel, self.precision
+            )
             entry = LoadedModel(info, model, batcher, directory)
             self.entries[key] = entry
             evicted = len(self.entries) > self.size
@@ -316,8 +329,6 @@ class ModelCache:
         MODELS_LOADED.set(0)
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self._torch_threads is not None:
-            import torch
-
             torch.set_num_threads(self._torch_threads)
 
 

@@ -411,3 +411,17 @@ def test_mixed_lengths_run_in_groups_with_the_same_results_and_gradients() -> No
     (grad_single,) = torch.autograd.grad(single[mask].sum(), x)
     assert torch.allclose(grouped[mask], single[mask], atol=1e-5)
     assert torch.allclose(grad_grouped, grad_single, atol=1e-5)
+
+
+def test_bfloat16_predict_tags_as_float32_does() -> None:
+    sentences = ner_sentences()
+    tagger = make_tagger(sentences, "ner")
+    fit(tagger, sentences, steps=80)
+    tagger.predict(sentences, label_name="fp32")
+    tagger.predict(sentences, label_name="bf16", precision="bfloat16")
+    for sentence in sentences:
+        assert spans_of(sentence, "bf16") == spans_of(sentence, "fp32") == spans_of(sentence, "ner")
+        for span in sentence.get_spans("bf16"):
+            assert isinstance(span.label.score, float) and 0.0 < span.label.score <= 1.0
+    with pytest.raises(ValueError, match="precision"):
+        tagger.predict(sentences, precision="float16")

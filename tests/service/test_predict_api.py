@@ -320,3 +320,35 @@ def test_the_fast_path_answers_exactly_as_the_documented_route(api: ApiSession, 
     before = counter._value.get()
     assert api.client.post(f"/models/{model_id}/predict", json=cases[0][1], headers=owner.headers).is_success
     assert counter._value.get() == before + 1
+
+
+def test_the_precision_setting_serves_bfloat16_predictions(
+    service_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from engine.data import Sentence
+    from engine.models.base import load_model
+    from service.app import create_app
+    from service.settings import reset_settings
+
+    monkeypatch.setenv("TAGSMITH_PREDICT_PRECISION", "bfloat16")
+    reset_settings()
+    text = "what a great little film"
+    with TestClient(create_app()) as client:
+        session = ApiSession(client=client)
+        owner = session.new_owner()
+        model_id = _register_classifier(owner, tmp_path)
+        r = _predict(session, owner, model_id, {"texts": [text]})
+        assert r.status_code == 200, r.text
+        served = r.json()["sentences"][0]["labels"][0]
+    model = load_model(tmp_path / "classifier-False")
+    scores = {}
+    for precision in ("float32", "bfloat16"):
+        sentence = Sentence(text)
+        model.predict(sentence, precision=precision)
+        label = sentence.get_labels("sentiment")[0]
+        scores[precision] = (label.value, label.score)
+    assert abs(scores["float32"][1] - scores["bfloat16"][1]) > 1e-6, "the two precisions must differ here"
+    assert served["value"] == scores["bfloat16"][0]
+    assert served["score"] == pytest.approx(scores["bfloat16"][1], abs=1e-6)
