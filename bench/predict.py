@@ -9,7 +9,12 @@ not depend on their values). Timed: one ``predict(sentences, mini_batch_size=64)
 fresh sentences, after a warm-up call on other sentence objects (so the one-off GloVe index build
 is not counted). Fields: ``sentences``, ``seconds`` (wall clock), ``sentences_per_s``, ``tokens``, ``cpu_seconds``
 (CPU time of this process: on a machine shared with other work, wall time includes waiting for a
-core, CPU time does not), ``threads``.
+core, CPU time does not), ``threads``, ``precision``, ``random_batches``.
+
+``--random-batches`` times what the served API does instead: one ``predict`` call per batch of
+randomly drawn sentences of mixed lengths (a sorted whole file pads almost nothing).
+``--precision bfloat16`` runs under bfloat16 autocast and adds ``same_tags_as_float32``;
+``--model DIR`` loads a saved (trained) tagger instead of the untrained one.
 
 Threads: one torch intra-op thread by default, as the service runs inference
 (``TAGSMITH_PREDICT_TORCH_THREADS=1``). With two OpenMP threads on two cores shared with other
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -62,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         "sentences tagged exactly as float32 tags them",
     )
     parser.add_argument(
+        "--random-batches",
+        action="store_true",
+        help="one predict call per batch of randomly drawn sentences (seeded), as the served API "
+        "batches concurrent requests, instead of one call over the whole file (which sorts by length)",
+    )
+    parser.add_argument(
         "--model",
         type=Path,
         help="a saved tagger folder (e.g. bench/train_ner.py --out DIR/best-model) "
@@ -90,8 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     warm_up = fresh()[: args.batch_size * 2]
     tagger.predict(warm_up, mini_batch_size=args.batch_size, precision=precision)
     timed = fresh()
+    if args.random_batches:
+        random.Random(0).shuffle(timed)
+        calls = [timed[i : i + args.batch_size] for i in range(0, len(timed), args.batch_size)]
+    else:
+        calls = [timed]
     start, cpu_start = time.perf_counter(), time.process_time()
-    tagger.predict(timed, mini_batch_size=args.batch_size, precision=precision)
+    for call in calls:
+        tagger.predict(call, mini_batch_size=args.batch_size, precision=precision)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     record: dict[str, object] = {
         "sentences": len(timed),
@@ -101,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_seconds": round(cpu_seconds, 4),
         "threads": torch.get_num_threads(),
         "precision": precision,
+        "random_batches": args.random_batches,
     }
     if precision != "float32":
         reference = fresh()
