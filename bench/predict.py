@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     tagger.predict(warm_up, mini_batch_size=args.batch_size, precision=precision)
     timed = fresh()
     if args.random_batches:
-        random.Random(0).shuffle(timed)
-        calls = [timed[i : i + args.batch_size] for i in range(0, len(timed), args.batch_size)]
+        drawn = random.Random(0).sample(timed, len(timed))  # ``timed`` keeps the file's order
+        calls = [drawn[i : i + args.batch_size] for i in range(0, len(drawn), args.batch_size)]
     else:
         calls = [timed]
     start, cpu_start = time.perf_counter(), time.process_time()
