@@ -204,6 +204,10 @@ class Batcher:
                     continue
                 PREDICT_SENTENCES.inc(len(sentences))
                 outcomes.append((group, None))
+        except BaseException:  # cancelled (shutdown): no request may wait forever
+            for item in items:
+                item.future.cancel()
+            raise
         finally:
             # The slot goes back before any request wakes: asyncio runs callbacks in order, so the
             # batcher starts the next batch (on the inference thread) first, and the event loop
