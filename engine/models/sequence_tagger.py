@@ -79,7 +79,7 @@ class LockedDropout(nn.Module):
 
 
 # Cost of one CPU LSTM call over a padded group, in row-steps: T_max * (rows + STEP_OVERHEAD) +
-# CALL_OVERHEAD. Measured for hidden 256 on a 2-core AVX2 EPYC (torch 2.13, one thread): per step
+# CALL_OVERHEAD. Measured for hidden 256 on a 2-core Zen 4 EPYC (torch 2.13, one thread): per step
 # ~10 us + ~7 us per row; per call ~0.1 ms.
 STEP_OVERHEAD_ROWS = 1.5
 CALL_OVERHEAD_ROW_STEPS = 15.0
