@@ -300,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         args.duration, args.warmup = 2.0, 1.0
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
     server_env = dict(item.split("=", 1) for item in args.server_env)
+    if args.workers > 1:
+        from service.cli.commands import MULTI_WORKER_ENV  # what `tagsmith api --workers N` sets
+
+        server_env = {**MULTI_WORKER_ENV, **server_env}
 
     with tempfile.TemporaryDirectory(prefix="tagsmith-bench-") as tmp:
         env, key, model_id = prepare(Path(tmp))

@@ -4,8 +4,10 @@ helpers, and `tagsmith worker` refusing to start without a broker."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,3 +108,46 @@ def test_child_stop_kills_the_whole_process_group_after_the_grace_period() -> No
     assert child.proc.returncode == -signal.SIGKILL
     for pid in family:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_api_with_several_workers_serves_and_spreads_connections(data_dir: Path) -> None:
+    import httpx
+
+    from service.cli.commands import MULTI_WORKER_ENV
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    tagsmith = str(Path(sys.executable).parent / "tagsmith")
+    process = subprocess.Popen(
+        [tagsmith, "api", "--port", str(port), "--workers", "2", "--migrate"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "tagsmith api --workers 2 did not come up"
+            time.sleep(0.3)
+        workers = [
+            p
+            for p in psutil.Process(process.pid).children(recursive=True)
+            if "spawn" in " ".join(p.cmdline())
+        ]
+        assert len(workers) == 2
+        for worker in workers:
+            environment = worker.environ()
+            for name, value in MULTI_WORKER_ENV.items():
+                assert environment.get(name) == value
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
