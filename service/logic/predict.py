@@ -189,38 +189,38 @@ class Batcher:
 
     async def _run_batch(self, items: list[_Item], slots: asyncio.Semaphore) -> None:
         loop = asyncio.get_running_loop()
-        outcomes: list[tuple[list[_Item], BaseException | None]] = []
+        groups = [g for flag in (False, True) if (g := [i for i in items if i.all_classes is flag])]
+        released = False
         try:
-            for flag in (False, True):
-                group = [i for i in items if i.all_classes is flag]
-                if not group:
-                    continue
+            for n, group in enumerate(groups, 1):
                 sentences = [s for i in group for s in i.sentences]
                 PREDICT_BATCH_SIZE.observe(len(sentences))
+                error: Exception | None = None
                 try:
-                    await loop.run_in_executor(self.executor, self._predict, sentences, flag)
+                    await loop.run_in_executor(self.executor, self._predict, sentences, group[0].all_classes)
+                    PREDICT_SENTENCES.inc(len(sentences))
                 except Exception as e:
-                    outcomes.append((group, e))
-                    continue
-                PREDICT_SENTENCES.inc(len(sentences))
-                outcomes.append((group, None))
+                    error = e
+                if n == len(groups):
+                    # The slot goes back before these requests wake: asyncio runs callbacks in
+                    # order, so the batcher starts the next batch (on the inference thread) first,
+                    # and the event loop answers this one while the model runs.
+                    slots.release()
+                    released = True
+                for item in group:
+                    if item.future.done():
+                        continue
+                    if error is None:
+                        item.future.set_result(None)
+                    else:
+                        item.future.set_exception(error)
         except BaseException:  # cancelled (shutdown): no request may wait forever
             for item in items:
                 item.future.cancel()
             raise
         finally:
-            # The slot goes back before any request wakes: asyncio runs callbacks in order, so the
-            # batcher starts the next batch (on the inference thread) first, and the event loop
-            # formats and sends this batch's answers while the model runs - not one after the other.
-            slots.release()
-        for group, error in outcomes:
-            for item in group:
-                if item.future.done():
-                    continue
-                if error is None:
-                    item.future.set_result(None)
-                else:
-                    item.future.set_exception(error)
+            if not released:
+                slots.release()
 
 
 # -- the model cache --------------------------------------------------------------------------
