@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -78,6 +78,13 @@ def upsert_epoch_metric(session: Any, values: dict[str, Any]) -> None:
     session.execute(stmt.on_conflict_do_update(index_elements=["job_id", "epoch"], set_=changed))
 
 
+class Flag(Protocol):
+    """What the run reads of its shutdown flag: a ``threading.Event``, or the lock-free
+    ``worker.tasks.SignalFlag`` that a signal handler sets."""
+
+    def is_set(self) -> bool: ...
+
+
 class JobProgress(TrainerCallback):
     """Reports one run of job ``job_id`` held under lease ``owner``.
 
@@ -96,7 +103,7 @@ class JobProgress(TrainerCallback):
         progress_interval: float = 0.5,
         cancel_interval: float = 0.5,
         batch_sleep: float = 0.0,
-        shutdown: threading.Event | None = None,
+        shutdown: Flag | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.job_id = job_id
@@ -106,7 +113,7 @@ class JobProgress(TrainerCallback):
         self.progress_interval = progress_interval
         self.cancel_interval = cancel_interval
         self.batch_sleep = batch_sleep
-        self.shutdown = shutdown or threading.Event()
+        self.shutdown: Flag = shutdown if shutdown is not None else threading.Event()
         self.clock = clock
         self.stop_reason: str | None = None
         self.run_token = uuid.uuid4().hex[:8]

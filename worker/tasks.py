@@ -45,17 +45,46 @@ class LeaseLost(Exception):
     """Our lease went to another worker: this run must change nothing more."""
 
 
+class SignalFlag:
+    """A flag that a signal handler may set: no lock, unlike ``threading.Event``.
+
+    Python runs a handler between any two bytecodes of the main thread, including those of an
+    earlier run of the same handler. ``Event.set`` holds a lock that is not reentrant, so a second
+    SIGTERM landing while the first one's handler is inside it (systemd signals the whole process
+    group, and the worker's main process passes the signal on a moment later) would wait for that
+    lock forever: the run never reaches its next batch, its heartbeat keeps the lease alive, and
+    the job stays ``running`` while the warm shutdown waits for it. Assigning an attribute is
+    atomic and cannot block. Deliberately no ``__bool__``: ``flag or default`` must not depend on
+    whether it is set."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self) -> None:
+        self._value = False
+
+    def set(self) -> None:
+        self._value = True
+
+    def clear(self) -> None:
+        self._value = False
+
+    def is_set(self) -> bool:
+        return self._value
+
+
 # Set in a training process when its worker is asked to stop (SIGTERM): the run stops at the
 # next batch boundary and hands the job back to the queue, instead of holding the shutdown up
-# until training ends or leaving the job to wait for its lease to expire.
-SHUTDOWN = threading.Event()
-_RUNNING = threading.Event()
+# until training ends or leaving the job to wait for its lease to expire. Both are touched by the
+# signal handler, hence lock-free flags.
+SHUTDOWN = SignalFlag()
+_RUNNING = SignalFlag()
 _previous_sigterm: list[Any] = [signal.SIG_DFL]
 
 
 def request_shutdown(signum: int = signal.SIGTERM, frame: Any = None) -> None:
     """SIGTERM handler of a training process: stop the run at the next batch boundary; an idle
-    process exits the way it would have without this handler."""
+    process exits the way it would have without this handler. It may run nested inside itself
+    (signals arriving back to back), so it must take no lock (see ``SignalFlag``)."""
     SHUTDOWN.set()
     if not _RUNNING.is_set():
         previous = _previous_sigterm[0]
