@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", choices=("none", "cpu", "gpu"), default="cpu")
     parser.add_argument("--no-bucketing", action="store_true", help="plain shuffled batches (as Flair)")
     parser.add_argument(
-        "--use-amp", action="store_true", help="mixed precision (float16 autocast; CUDA only, ignored on CPU)"
+        "--use-amp",
+        action="store_true",
+        help="mixed precision: float16 on CUDA, bfloat16 on a CPU with native bfloat16 (else ignored)",
     )
     args = parser.parse_args(argv)
 

@@ -21,6 +21,12 @@ from _common import EpochPrinter, data_file, emit, output_dir, peak_rss_mb, set_
 def main(argv: list[str] | None = None) -> int:
     parser = training_parser(__doc__, epochs=5, quick_help="96 train / 48 held-out questions, 1 epoch")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument(
+        "--decoder-learning-rate",
+        type=float,
+        default=None,
+        help="a rate of its own for the classifier's linear layer (default: --learning-rate)",
+    )
     parser.add_argument("--mini-batch-size", type=int, default=16)
     parser.add_argument(
         "--pooling",
@@ -29,7 +35,15 @@ def main(argv: list[str] | None = None) -> int:
         help="document vector: [CLS] or mean of subtokens",
     )
     parser.add_argument(
-        "--use-amp", action="store_true", help="mixed precision (float16 autocast; CUDA only, ignored on CPU)"
+        "--no-bucketing",
+        action="store_true",
+        help="plain shuffled batches (as Flair)",
+    )
+    parser.add_argument("--loss-reduction", choices=("sum", "mean"), default="sum")
+    parser.add_argument(
+        "--use-amp",
+        action="store_true",
+        help="mixed precision: float16 on CUDA, bfloat16 on a CPU with native bfloat16 (else ignored)",
     )
     args = parser.parse_args(argv)
 
@@ -71,15 +85,21 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         callbacks=[printer],
         use_amp=args.use_amp,
+        length_bucketing=not args.no_bucketing,
+        loss_reduction=args.loss_reduction,
+        decoder_learning_rate=args.decoder_learning_rate,
     )
     emit(
         {
             "benchmark": "train_trec",
             "epochs": epochs,
             "learning_rate": args.learning_rate,
+            "decoder_learning_rate": args.decoder_learning_rate,
             "mini_batch_size": args.mini_batch_size,
             "pooling": args.pooling,
             "use_amp": args.use_amp,
+            "length_bucketing": not args.no_bucketing,
+            "loss_reduction": args.loss_reduction,
             "train_sentences": len(corpus.train),
             "heldout_sentences": len(corpus.dev),
             # fine_tune keeps the final model: its score is the last epoch's

@@ -1,4 +1,5 @@
-"""Reduced-precision inference: bfloat16 autocast, where the hardware computes it natively.
+"""Reduced precision: bfloat16 autocast for inference, and the mixed-precision type of training,
+where the hardware computes it natively.
 
 On a CPU with native bfloat16 (AVX512-BF16 or AMX) PyTorch runs the LSTM and linear layers in
 bfloat16 at several times the float32 speed; without it bfloat16 is emulated and slower, so
@@ -55,3 +56,12 @@ def inference_autocast(precision: str, device: torch.device) -> AbstractContextM
     if resolve_precision(precision, device) == "float32":
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast type of mixed-precision training (``use_amp``) on a device, or None where it
+    would not pay: float16 (with loss scaling) on CUDA, bfloat16 on a CPU that computes it
+    natively; an emulated bfloat16 CPU trains slower than in float32."""
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if native_bfloat16(device) else None

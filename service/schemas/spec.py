@@ -211,8 +211,19 @@ class TrainerOptions(_Strict):
     checkpoint: bool = True
     write_weights: bool = False
     seed: int = Field(42, ge=0)
+    decoder_learning_rate: float | None = Field(
+        None,
+        gt=0.0,
+        le=10.0,
+        description="A learning rate of its own for the layers above the embeddings (the classifier's "
+        "linear layer, the tagger's LSTM and CRF), scaled by the same schedule as `learning_rate`. "
+        "Useful when fine-tuning a transformer, whose fresh output layer learns slowly at the "
+        "transformer's rate. Default: `learning_rate` for every parameter.",
+    )
     use_amp: bool = Field(
-        False, description="Mixed precision (automatic mixed precision) on a CUDA device; ignored on CPU."
+        False,
+        description="Mixed precision: float16 autocast with loss scaling on a CUDA device, bfloat16 "
+        "autocast on a CPU that computes bfloat16 natively (AVX512-BF16 or AMX); ignored on other CPUs.",
     )
     device: Literal["auto", "cpu", "gpu"] = Field(
         "auto", description="`gpu` sends the job to the GPU queue; `auto` uses the server's default queue."

@@ -212,6 +212,10 @@ def test_document_embeddings_cls_mean_windows_and_round_trip(tiny_bert: Path, tm
     assert torch.allclose(
         mean_emb.embed(sentences[:1])[0], reference_hidden(tiny_bert, ids).mean(0), atol=1e-5
     )
+    max_emb = TransformerDocumentEmbeddings(str(tiny_bert), pooling="max", fine_tune=False)
+    assert torch.allclose(
+        max_emb.embed(sentences[:1])[0], reference_hidden(tiny_bert, ids).max(0).values, atol=1e-5
+    )
     long_text = Sentence(" ".join(WHOLE_WORDS[i % 10] for i in range(700)))
     assert mean_emb.embed([long_text]).shape == (1, HIDDEN)
 

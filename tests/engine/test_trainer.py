@@ -20,6 +20,7 @@ from engine.models.sequence_tagger import SequenceTagger
 from engine.plotting import Plotter
 from engine.training import (
     BatchEnded,
+    CheckpointError,
     ConsoleProgress,
     EpochEnded,
     ModelTrainer,
@@ -294,7 +295,10 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_files_callbacks_and_plots(tmp_path: Path, vectors: Path) -> None:
+def test_files_callbacks_and_plots(tmp_path: Path, vectors: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import precision
+
+    monkeypatch.setattr(precision, "_native_bfloat16_cpu", lambda: False)
     corpus = make_corpus()
     recorder = Recorder()
     base = tmp_path / "files"
@@ -305,7 +309,7 @@ def test_files_callbacks_and_plots(tmp_path: Path, vectors: Path) -> None:
         monitor_test=True,
         checkpoint=True,
         embeddings_storage_mode="gpu",  # no GPU here: behaves like "cpu"
-        use_amp=True,  # ignored on the CPU
+        use_amp=True,  # ignored on a CPU without native bfloat16
         device="cpu",  # what this test describes, also on a machine with a GPU
         **{**FAST, "callbacks": [recorder]},
     )
@@ -520,3 +524,107 @@ def test_the_worker_spec_arguments_are_accepted(
     result = run(tmp_path, callbacks=[], device="cpu", **arguments)
     assert result["status"] == "completed" and result["epochs_done"] == 1
     assert read_checkpoint(tmp_path / "checkpoint").state.train_args["optimizer"] == optimizer
+
+
+def one_batch_corpus() -> Corpus:
+    return Corpus(make_sentences(8, 1), make_sentences(4, 2))
+
+
+def weight_deltas(model: SequenceTagger, start: SequenceTagger) -> dict[str, torch.Tensor]:
+    before = dict(start.named_parameters())
+    return {name: (p.detach() - before[name].detach()) for name, p in model.named_parameters()}
+
+
+def test_the_decoder_learning_rate_updates_the_layers_above_the_embeddings_at_their_own_rate(
+    tmp_path: Path, vectors: Path
+) -> None:
+    """One plain SGD step (one batch, no clipping, no schedule): every parameter moves by rate x
+    gradient, so with a decoder rate 3x the base rate the layers above the embeddings move exactly
+    3x as far as in the run without it, and the embeddings move the same."""
+    args = {**FAST, "max_epochs": 1, "scheduler": "none", "max_grad_norm": None, "shuffle": False}
+    models = {}
+    for name, decoder_rate in (("same", None), ("decoder", 0.3)):
+        corpus = one_batch_corpus()
+        models[name] = make_tagger(corpus, vectors, dropout=False)
+        ModelTrainer(models[name], corpus).train(tmp_path / name, decoder_learning_rate=decoder_rate, **args)
+    start = make_tagger(one_batch_corpus(), vectors, dropout=False)
+    same, decoder = weight_deltas(models["same"], start), weight_deltas(models["decoder"], start)
+    above = [name for name in same if not name.startswith("embeddings.")]
+    inside = [name for name in same if name.startswith("embeddings.") and same[name].abs().max() > 0]
+    assert above and inside  # the character embeddings train too, so both groups are compared
+    for name in above:
+        torch.testing.assert_close(decoder[name], 3 * same[name], rtol=1e-4, atol=1e-7, msg=name)
+    for name in inside:
+        torch.testing.assert_close(decoder[name], same[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_schedules_keep_the_ratio_of_the_decoder_rate(tmp_path: Path, vectors: Path) -> None:
+    from engine.training.schedulers import AnnealOnPlateau, ConstantRate, LinearWarmupDecay, OneCycle
+
+    def optimizer() -> torch.optim.Optimizer:
+        groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in (0.1, 1.0)]
+        return torch.optim.SGD(groups, lr=0.1)
+
+    anneal = AnnealOnPlateau(optimizer(), factor=0.5, patience=0)
+    anneal.step_epoch(1.0)
+    assert anneal.step_epoch(0.5)
+    assert anneal.learning_rates == pytest.approx([0.05, 0.5]) and anneal.learning_rate == 0.05
+    restored = AnnealOnPlateau(optimizer(), factor=0.5, patience=0)
+    restored.load_state_dict(anneal.state_dict())
+    assert restored.learning_rates == pytest.approx([0.05, 0.5])
+    # a checkpoint from before per-group rates holds a single "lr"
+    old = ConstantRate(optimizer())
+    old.load_state_dict({"lr": 0.01})
+    assert old.learning_rates == [0.01, 0.01]
+
+    linear = LinearWarmupDecay(optimizer(), total_steps=10, warmup_fraction=0.0)
+    for _ in range(5):
+        linear.step_batch()
+    assert linear.learning_rates == pytest.approx([0.05, 0.5])
+    cycle = OneCycle(optimizer(), total_steps=10)
+    peaks = [0.0, 0.0]
+    for _ in range(10):
+        cycle.optimizer.step()
+        cycle.step_batch()
+        peaks = [max(p, lr) for p, lr in zip(peaks, cycle.learning_rates, strict=True)]
+    assert peaks == pytest.approx([0.1, 1.0], rel=0.05)
+
+
+def test_resuming_with_another_decoder_rate_setting_is_a_clear_error(tmp_path: Path, vectors: Path) -> None:
+    corpus = make_corpus()
+    ModelTrainer(make_tagger(corpus, vectors), corpus).train(
+        tmp_path, max_epochs=1, checkpoint=True, decoder_learning_rate=0.5, **FAST
+    )
+    resumed = ModelTrainer.load_checkpoint(tmp_path / "checkpoint", corpus)
+    with pytest.raises(CheckpointError, match="decoder_learning_rate"):
+        resumed.train(tmp_path, max_epochs=2, **FAST)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_use_amp_on_a_cpu_trains_under_bfloat16_only_where_it_is_native(
+    tmp_path: Path, vectors: Path, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    from engine import precision
+
+    monkeypatch.setattr(precision, "_native_bfloat16_cpu", lambda: native)
+    corpus = make_corpus()
+    model = make_tagger(corpus, vectors)
+    seen: list[tuple[bool, torch.dtype]] = []
+    forward_loss = model.forward_loss
+
+    def recording_forward_loss(sentences: list[Sentence]) -> Any:
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return forward_loss(sentences)
+
+    monkeypatch.setattr(model, "forward_loss", recording_forward_loss)
+    recorder = Recorder()
+    result = ModelTrainer(model, corpus).train(
+        tmp_path, max_epochs=3, use_amp=True, device="cpu", **{**FAST, "callbacks": [recorder]}
+    )
+    assert result["status"] == "completed" and seen
+    assert all(enabled == native for enabled, _ in seen)
+    if native:
+        assert all(dtype == torch.bfloat16 for _, dtype in seen)
+    losses = [e.train_loss for e in recorder.of(EpochEnded)]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+    assert ("use_amp ignored" in (tmp_path / "training.log").read_text()) == (not native)
