@@ -49,3 +49,19 @@ def test_training_benchmark_quick_mode(
     assert summary["benchmark"] == script.removesuffix(".py")
     if script == "train_multi.py":
         assert 0.0 <= summary["dev_accuracy_en"] <= 1.0 and 0.0 <= summary["dev_accuracy_de"] <= 1.0
+
+
+def test_fine_tune_step_benchmark_compares_both_optimizer_implementations(shared_data: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "fine_tune_step.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    foreach, fused, summary = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert (foreach["optimizer"], fused["optimizer"]) == ("AdamW (foreach)", "AdamW (fused)")
+    for record in (foreach, fused):
+        parts = record["forward_ms"] + record["backward_ms"] + record["clip_ms"] + record["step_ms"]
+        assert record["total_ms"] == pytest.approx(parts, abs=0.5) and record["sentences_per_s"] > 0
+    assert summary["speedup"] == pytest.approx(foreach["total_ms"] / fused["total_ms"], abs=0.01)
