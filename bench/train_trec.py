@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mini-batch-size", type=int, default=16)
     parser.add_argument(
         "--pooling",
-        choices=("cls", "mean"),
+        choices=("cls", "mean", "max"),
         default="cls",
-        help="document vector: [CLS] or mean of subtokens",
+        help="document vector: [CLS], or the mean or maximum over subtokens",
     )
     parser.add_argument(
         "--no-bucketing",
