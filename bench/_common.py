@@ -30,6 +30,22 @@ def data_file(*parts: str) -> Path:
     return path
 
 
+def trec_corpus() -> Any:
+    """TREC-6 with the coarse class as ``question_class``. Only train is here, so a seeded 10% of
+    it is held out as the dev split (the same questions in every run)."""
+    from engine.readers.classification import ClassificationCorpus
+
+    return ClassificationCorpus(
+        train_file=data_file("trec6", "train.txt"),
+        format="fasttext",
+        label_prefix=None,
+        label_separator=":",
+        label_type="question_class",
+        sample_missing_splits=True,
+        seed=42,
+    )
+
+
 def set_threads(threads: int | None) -> None:
     """Intra-op threads for torch (None: torch's default, one per core). The benchmarks default to
     one: the LSTM/CRF ops of these models are small, and with two threads on a 2-core machine that

@@ -15,7 +15,7 @@ import copy
 import time
 from typing import Any
 
-from _common import data_file, emit, set_threads, training_parser
+from _common import emit, set_threads, training_parser, trec_corpus
 
 
 def time_steps(
@@ -60,15 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.embeddings.transformer import TransformerDocumentEmbeddings
     from engine.models.text_classifier import TextClassifier
-    from engine.readers.classification import ClassificationCorpus
 
-    corpus = ClassificationCorpus(
-        train_file=data_file("trec6", "train.txt"),
-        format="fasttext",
-        label_prefix=None,
-        label_separator=":",
-        label_type="question_class",
-    )
+    corpus = trec_corpus()
     torch.manual_seed(args.seed)
     model = TextClassifier(
         TransformerDocumentEmbeddings("minilm", fine_tune=True),

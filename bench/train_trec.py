@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import time
 
-from _common import EpochPrinter, data_file, emit, output_dir, peak_rss_mb, set_threads, training_parser
+from _common import (
+    EpochPrinter,
+    emit,
+    output_dir,
+    peak_rss_mb,
+    set_threads,
+    training_parser,
+    trec_corpus,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,18 +61,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.embeddings.transformer import TransformerDocumentEmbeddings
     from engine.models.text_classifier import TextClassifier
-    from engine.readers.classification import ClassificationCorpus
     from engine.training.trainer import ModelTrainer
 
-    corpus = ClassificationCorpus(
-        train_file=data_file("trec6", "train.txt"),
-        format="fasttext",
-        label_prefix=None,
-        label_separator=":",
-        label_type="question_class",
-        sample_missing_splits=True,  # a seeded 10% of train becomes the held-out dev split
-        seed=42,
-    )
+    corpus = trec_corpus()
     epochs = args.epochs
     if args.quick:
         corpus.train, corpus.dev, epochs = corpus.train[:96], corpus.dev[:48], 1

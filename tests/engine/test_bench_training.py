@@ -13,16 +13,21 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 
-def run_quick(script: str, tmp_path: Path) -> list[dict[str, Any]]:
+def run_bench(script: str, *arguments: str) -> list[dict[str, Any]]:
+    """The JSON lines a benchmark script prints."""
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / script), "--quick", "--out", str(tmp_path / "run")],
+        [sys.executable, str(REPO_ROOT / "bench" / script), *arguments],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    records = [json.loads(line) for line in result.stdout.strip().splitlines()]
-    assert len(records) == 2, result.stdout  # one epoch, then the summary
+    return [json.loads(line) for line in result.stdout.strip().splitlines()]
+
+
+def run_quick(script: str, tmp_path: Path) -> list[dict[str, Any]]:
+    records = run_bench(script, "--quick", "--out", str(tmp_path / "run"))
+    assert len(records) == 2, records  # one epoch, then the summary
     epoch, summary = records
     assert epoch["epoch"] == 1
     assert epoch["tokens_per_s"] > 0 and epoch["train_loss"] > 0 and epoch["epoch_s"] > 0
@@ -52,14 +57,7 @@ def test_training_benchmark_quick_mode(
 
 
 def test_fine_tune_step_benchmark_compares_both_optimizer_implementations(shared_data: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "fine_tune_step.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    foreach, fused, summary = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    foreach, fused, summary = run_bench("fine_tune_step.py", "--quick")
     assert (foreach["optimizer"], fused["optimizer"]) == ("AdamW (foreach)", "AdamW (fused)")
     for record in (foreach, fused):
         parts = record["forward_ms"] + record["backward_ms"] + record["clip_ms"] + record["step_ms"]
