@@ -628,3 +628,16 @@ def test_use_amp_on_a_cpu_trains_under_bfloat16_only_where_it_is_native(
     losses = [e.train_loss for e in recorder.of(EpochEnded)]
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
     assert ("use_amp ignored" in (tmp_path / "training.log").read_text()) == (not native)
+
+
+def test_the_optimizer_is_fused_where_torch_has_a_fused_kernel(tmp_path: Path, vectors: Path) -> None:
+    from engine.training.trainer import _fused
+
+    corpus = make_corpus()
+    params = list(make_tagger(corpus, vectors).parameters())
+    for p in params:
+        p.grad = torch.ones_like(p)
+    for cls in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW):
+        assert _fused(cls, params) == {"fused": True}
+        cls(params, lr=0.1, **_fused(cls, params)).step()  # accepted on this device
+    assert _fused(torch.optim.Adagrad, params) == {}  # its fused kernel is CPU-only
