@@ -1,44 +1,62 @@
-"""Benchmark: where one fine-tuning step of the TREC MiniLM classifier spends its time, with
-torch's default (``foreach``) optimizer and with the ``fused`` one the trainer now uses.
+"""Benchmark: where one fine-tuning step of the TREC MiniLM classifier spends its time: torch's
+default (``foreach``) AdamW against the ``fused`` one the trainer uses, and mixed precision
+(``use_amp``: bfloat16 on a CPU that computes it natively, float16 with loss scaling on CUDA).
 
     .venv/bin/python bench/fine_tune_step.py                  # AdamW, 8 questions a batch
+    .venv/bin/python bench/fine_tune_step.py --device cuda    # on a GPU (phases synchronised)
     .venv/bin/python bench/fine_tune_step.py --quick          # 3 timed steps
 
-Both implementations train the same model copy on the same batches, one after the other, in one
-process: one JSON line each (``forward_ms``, ``backward_ms``, ``clip_ms``, ``step_ms``,
-``total_ms`` per step, ``sentences_per_s``), then ``{"speedup": ...}``.
+Every variant trains a copy of the same model on the same batches, one after the other, in one
+process, with the trainer's order of operations: one JSON line each (``forward_ms``,
+``backward_ms``, ``clip_ms``, ``step_ms``, ``total_ms`` per step, ``sentences_per_s``), then
+``{"speedup": foreach / fused}``.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from contextlib import nullcontext
 from typing import Any
 
 from _common import emit, set_threads, training_parser, trec_corpus
 
 
 def time_steps(
-    model: Any, batches: list[Any], optimizer_options: dict[str, Any], warmup: int
+    model: Any, batches: list[Any], fused: bool, amp: Any, device: Any, warmup: int
 ) -> dict[str, float]:
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=5e-5, **optimizer_options)
+    optimizer = torch.optim.AdamW(params, lr=5e-5, **({"fused": True} if fused else {"foreach": True}))
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     model.train()
+
+    def mark() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
     totals = {"forward_ms": 0.0, "backward_ms": 0.0, "clip_ms": 0.0, "step_ms": 0.0}
     sentences = 0
     for index, batch in enumerate(batches):
-        marks = [time.perf_counter()]
+        marks = [mark()]
         optimizer.zero_grad(set_to_none=True)
-        loss, _ = model.forward_loss(batch)
-        marks.append(time.perf_counter())
-        loss.backward()
-        marks.append(time.perf_counter())
+        with torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext():
+            loss, _ = model.forward_loss(batch)
+        marks.append(mark())
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        marks.append(mark())
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, 5.0)
-        marks.append(time.perf_counter())
-        optimizer.step()
-        marks.append(time.perf_counter())
+        marks.append(mark())
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        marks.append(mark())
         if index >= warmup:
             sentences += len(batch)
             for key, start, end in zip(totals, marks, marks[1:], strict=False):
@@ -52,7 +70,7 @@ def time_steps(
 
 def main(argv: list[str] | None = None) -> int:
     parser = training_parser(__doc__, epochs=1, quick_help="3 timed steps")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per implementation")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per variant")
     parser.add_argument("--mini-batch-size", type=int, default=8)
     args = parser.parse_args(argv)
     set_threads(args.threads)
@@ -60,25 +78,33 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.embeddings.transformer import TransformerDocumentEmbeddings
     from engine.models.text_classifier import TextClassifier
+    from engine.precision import amp_dtype
+    from engine.training.trainer import resolve_device
 
+    device = resolve_device(args.device)
     corpus = trec_corpus()
     torch.manual_seed(args.seed)
     model = TextClassifier(
         TransformerDocumentEmbeddings("minilm", fine_tune=True),
         corpus.make_label_dictionary("question_class"),
         "question_class",
-    )
+    ).to(device)
     steps, warmup, size = (
         (3, 1, args.mini_batch_size) if args.quick else (args.steps, 2, args.mini_batch_size)
     )
     batches = [corpus.train[i * size : (i + 1) * size] for i in range(steps + warmup)]
+    variants = [("foreach", False, None), ("fused", True, None)]
+    amp = amp_dtype(device)
+    if amp is not None:
+        variants.append((f"fused, {str(amp).removeprefix('torch.')} autocast", True, amp))
     results = {}
-    for name, options in (("foreach", {"foreach": True}), ("fused", {"fused": True})):
-        results[name] = time_steps(copy.deepcopy(model), batches, options, warmup)
+    for name, fused, dtype in variants:
+        results[name] = time_steps(copy.deepcopy(model), batches, fused, dtype, device, warmup)
         emit(
             {
                 "benchmark": "fine_tune_step",
                 "optimizer": f"AdamW ({name})",
+                "device": device.type,
                 "mini_batch_size": size,
                 **results[name],
             }

@@ -56,10 +56,17 @@ def test_training_benchmark_quick_mode(
         assert 0.0 <= summary["dev_accuracy_en"] <= 1.0 and 0.0 <= summary["dev_accuracy_de"] <= 1.0
 
 
-def test_fine_tune_step_benchmark_compares_both_optimizer_implementations(shared_data: Path) -> None:
-    foreach, fused, summary = run_bench("fine_tune_step.py", "--quick")
-    assert (foreach["optimizer"], fused["optimizer"]) == ("AdamW (foreach)", "AdamW (fused)")
-    for record in (foreach, fused):
+def test_fine_tune_step_benchmark_compares_the_optimizer_implementations(shared_data: Path) -> None:
+    import torch
+
+    from engine.precision import amp_dtype
+
+    *variants, summary = run_bench("fine_tune_step.py", "--quick", "--device", "cpu")
+    names = [record["optimizer"] for record in variants]
+    mixed = ["AdamW (fused, bfloat16 autocast)"] if amp_dtype(torch.device("cpu")) else []
+    assert names == ["AdamW (foreach)", "AdamW (fused)", *mixed]
+    for record in variants:
         parts = record["forward_ms"] + record["backward_ms"] + record["clip_ms"] + record["step_ms"]
         assert record["total_ms"] == pytest.approx(parts, abs=0.5) and record["sentences_per_s"] > 0
+    foreach, fused = variants[:2]
     assert summary["speedup"] == pytest.approx(foreach["total_ms"] / fused["total_ms"], abs=0.01)
