@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -19,6 +19,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from engine.training.callbacks import BatchEnded, EpochEnded, TrainerCallback  # noqa: E402
+
+if TYPE_CHECKING:
+    from engine.readers.classification import ClassificationCorpus
 
 DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -30,7 +33,7 @@ def data_file(*parts: str) -> Path:
     return path
 
 
-def trec_corpus() -> Any:
+def trec_corpus() -> ClassificationCorpus:
     """TREC-6 with the coarse class as ``question_class``. Only train is here, so a seeded 10% of
     it is held out as the dev split (the same questions in every run)."""
     from engine.readers.classification import ClassificationCorpus

@@ -17,13 +17,24 @@ from __future__ import annotations
 import copy
 import time
 from contextlib import nullcontext
-from typing import Any
+from typing import TYPE_CHECKING
 
 from _common import emit, set_threads, training_parser, trec_corpus
 
+if TYPE_CHECKING:
+    import torch
+
+    from engine.data import Sentence
+    from engine.models.text_classifier import TextClassifier
+
 
 def time_steps(
-    model: Any, batches: list[Any], fused: bool, amp: Any, device: Any, warmup: int
+    model: TextClassifier,
+    batches: list[list[Sentence]],
+    fused: bool,
+    amp: torch.dtype | None,
+    device: torch.device,
+    warmup: int,
 ) -> dict[str, float]:
     import torch
 
