@@ -34,6 +34,11 @@ Tokenizer = Literal["segtok", "whitespace"]
 TableFormat = Literal["csv", "tsv", "jsonl"]
 TABLE_FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl")
 
+# The csv module refuses fields over 131072 characters by default, but a long document is a valid
+# example (FastText lines have no such limit) and the whole file is in memory already. The limit is
+# process-wide; 2**31 - 1 is the largest value every platform's C long holds.
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+
 
 def _check_tokenizer(tokenizer: str) -> bool:
     if tokenizer not in ("segtok", "whitespace"):
@@ -188,7 +193,8 @@ def _split_labels(value: str, multi_label_separator: str | None) -> list[str]:
 
 
 def _column_index(path: str | Path, header: list[str] | None, column: str | int, role: str) -> int:
-    if isinstance(column, int) or (header is None and str(column).lstrip("-").isdigit()):
+    digits = str(column).lstrip("-")
+    if isinstance(column, int) or (header is None and digits.isascii() and digits.isdigit()):
         index = int(column)
         if header is not None and not -len(header) <= index < len(header):
             raise CorpusFormatError(
@@ -219,7 +225,14 @@ def _read_delimited(
     width = 0
     text_index = label_index = 0
     end_line = 0
-    for row in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise CorpusFormatError(path, reader.line_num, f"unreadable row ({e})") from None
         start_line, end_line = end_line + 1, reader.line_num
         if not row:
             continue
@@ -229,12 +242,11 @@ def _read_delimited(
             width = len(row)
             text_index = _column_index(path, header, text_column, "text")
             label_index = _column_index(path, header, label_column, "label")
-            if not -width <= text_index < width or not -width <= label_index < width:
-                raise CorpusFormatError(
-                    path,
-                    start_line,
-                    f"the text and label columns need {max(text_index, label_index) + 1} columns, got {width}",
-                )
+            for role, index in (("text", text_index), ("label", label_index)):
+                if not -width <= index < width:
+                    raise CorpusFormatError(
+                        path, start_line, f"{role} column {index} not in a row of {width} columns"
+                    )
             if has_header:
                 continue
         if len(row) != width:
@@ -262,6 +274,11 @@ def _read_jsonl(
             record = json.loads(line)
         except json.JSONDecodeError as e:
             raise CorpusFormatError(path, lineno, f"invalid JSON ({e.msg} at column {e.colno})") from None
+        except ValueError:
+            # Python refuses integers of more than sys.get_int_max_str_digits() digits.
+            raise CorpusFormatError(path, lineno, "invalid JSON (a number has too many digits)") from None
+        except RecursionError:
+            raise CorpusFormatError(path, lineno, "invalid JSON (nested too deeply)") from None
         if not isinstance(record, dict):
             raise CorpusFormatError(path, lineno, f"expected a JSON object, got {type(record).__name__}")
         if text_key not in record:

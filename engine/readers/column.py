@@ -82,10 +82,23 @@ def _span_column_schemes(span_columns: SpanColumns, names: Iterable[str]) -> dic
         return None
     if isinstance(span_columns, str):
         span_columns = [span_columns]
-    if isinstance(span_columns, Mapping):
-        wanted = {n: (normalize_scheme(s) if s else None) for n, s in span_columns.items()}
-    else:
-        wanted = dict.fromkeys(span_columns)
+    # The options arrive as JSON from the API, so names and schemes are checked here rather than
+    # trusted to be strings.
+    pairs = (
+        list(span_columns.items()) if isinstance(span_columns, Mapping) else [(n, None) for n in span_columns]
+    )
+    wanted: dict[str, str | None] = {}
+    for name, scheme in pairs:
+        if not isinstance(name, str):
+            raise ReaderOptionError(f"span column names must be strings, got {name!r}")
+        if scheme is not None and not isinstance(scheme, str):
+            raise ReaderOptionError(
+                f"the tag scheme of span column {name!r} must be a string, got {scheme!r}"
+            )
+        try:
+            wanted[name] = normalize_scheme(scheme) if scheme else None
+        except ValueError as e:
+            raise ReaderOptionError(f"span column {name!r}: {e}") from None
     unknown = sorted(set(wanted) - set(names))
     if unknown:
         raise ReaderOptionError(f"span columns {', '.join(unknown)} are not in the column map")

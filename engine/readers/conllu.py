@@ -42,7 +42,7 @@ def _field_columns(fields: Iterable[str]) -> list[tuple[int, str]]:
         fields = [fields]
     result: list[tuple[int, str]] = []
     for name in fields:
-        if name not in FIELD_COLUMNS:
+        if not isinstance(name, str) or name not in FIELD_COLUMNS:
             raise ReaderOptionError(f"unknown CoNLL-U field {name!r} (known: {', '.join(FIELD_COLUMNS)})")
         result.append((FIELD_COLUMNS[name], name))
     return result
@@ -136,14 +136,14 @@ def _read_conllu(path: str | Path, columns: list[tuple[int, str]]) -> tuple[list
             raise CorpusFormatError(path, lineno, f"wrong number of columns (expected 10, got {len(row)})")
         word_id = row[0]
         tokens = state.tokens
-        if not word_id.isdigit():
+        if not _is_number(word_id):
             if "." in word_id:
                 _check_empty_node(path, lineno, word_id, len(tokens))
                 continue
             if "-" in word_id:
                 first, _, last = word_id.partition("-")
                 if (
-                    not (first.isdigit() and last.isdigit())
+                    not (_is_number(first) and _is_number(last))
                     or int(first) != len(tokens) + 1
                     or int(last) < int(first)
                 ):
@@ -183,9 +183,15 @@ def _read_conllu(path: str | Path, columns: list[tuple[int, str]]) -> tuple[list
     return sentences, skipped
 
 
+def _is_number(text: str) -> bool:
+    # CoNLL-U ids are ASCII digits; str.isdigit alone also accepts superscripts and other
+    # scripts' digits, some of which int() refuses.
+    return text.isascii() and text.isdigit()
+
+
 def _check_empty_node(path: str | Path, lineno: int, word_id: str, words: int) -> None:
     major, _, minor = word_id.partition(".")
-    if not (major.isdigit() and minor.isdigit()) or int(major) != words:
+    if not (_is_number(major) and _is_number(minor)) or int(major) != words:
         raise CorpusFormatError(path, lineno, f"invalid empty node id {word_id!r} after word {words}")
 
 

@@ -38,6 +38,10 @@ def _json_object(raw: str, field: str) -> dict[str, Any]:
         raise Invalid(
             f"{field} is not JSON", [FieldError(["body", field], f"invalid JSON: {e.msg}")]
         ) from None
+    except (ValueError, RecursionError) as e:
+        # Valid JSON that Python's parser refuses: an integer of too many digits, too deep nesting.
+        reason = "nested too deeply" if isinstance(e, RecursionError) else "a number has too many digits"
+        raise Invalid(f"{field} is not usable JSON", [FieldError(["body", field], reason)]) from None
     if not isinstance(value, dict):
         raise Invalid(
             f"{field} must be a JSON object", [FieldError(["body", field], "must be a JSON object")]
@@ -91,7 +95,9 @@ def create_corpus(
         reader_options["column_map"] = _json_object(column_map, "column_map")
     for key, value in (("text_column", text_column), ("label_column", label_column)):
         if value is not None:
-            reader_options[key] = int(value) if value.strip().isdigit() else value
+            digits = value.strip()
+            # isascii: str.isdigit also accepts digits (e.g. superscripts) that int() refuses.
+            reader_options[key] = int(digits) if digits.isascii() and digits.isdigit() else value
     row = corpora.create_corpus(
         owner_id,
         name or (train.filename or "corpus").rsplit(".", 1)[0][:200],

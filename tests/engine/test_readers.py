@@ -416,6 +416,88 @@ def test_error_conllu_bad_multiword_range(tmp_path: Path) -> None:
     assert_error(excinfo, path, 2, "invalid multi-word token range '3-4'")
 
 
+def test_error_jsonl_json_that_python_refuses(tmp_path: Path) -> None:
+    # Valid JSON that json.loads still refuses: an integer past Python's digit limit, deep nesting.
+    good = '{"text": "a", "label": "x"}\n'
+    path = write(tmp_path / "train.jsonl", good + '{"text": "b", "label": ' + "9" * 5000 + "}\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_table_file(path)
+    assert_error(excinfo, path, 2, "invalid JSON (a number has too many digits)")
+    path = write(
+        tmp_path / "train.jsonl", good + '{"text": "b", "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
+    )
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_table_file(path)
+    assert_error(excinfo, path, 2, "invalid JSON (nested too deeply)")
+
+
+def test_csv_field_longer_than_the_csv_module_default(tmp_path: Path) -> None:
+    import csv
+
+    text = "word " * 60_000
+    path = write(tmp_path / "train.csv", f'text,label\n"{text}",pos\nshort,neg\n')
+    sentences, _ = read_table_file(path)
+    assert len(sentences[0]) == 60_000
+    # Any csv.Error left names the line: here a limit lowered on purpose.
+    previous = csv.field_size_limit(1000)
+    try:
+        with pytest.raises(CorpusFormatError) as excinfo:
+            read_table_file(path)
+    finally:
+        csv.field_size_limit(previous)
+    assert_error(excinfo, path, 2, "unreadable row (field larger than field limit (1000))")
+
+
+def test_error_csv_column_index_outside_the_row(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.csv", "hi,pos\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_table_file(path, has_header=False, text_column="-5", label_column=1)
+    assert_error(excinfo, path, 1, "text column -5 not in a row of 2 columns")
+    # A non-ASCII digit is a column name, not an index, so without a header it is an option error.
+    with pytest.raises(ReaderOptionError, match="must be an index"):
+        read_table_file(path, has_header=False, text_column="\u00b2", label_column=1)
+
+
+@pytest.mark.parametrize(
+    ("word_id", "reason"),
+    [
+        ("\u00b2", "invalid word id '\u00b2'"),
+        ("\u0661", "invalid word id '\u0661'"),
+        ("1-\u00b2", "invalid multi-word token range '1-\u00b2'"),
+    ],
+)
+def test_error_conllu_non_ascii_digits_in_ids(tmp_path: Path, word_id: str, reason: str) -> None:
+    row = "\t".join(["{}", "w", "w", "X", "_", "_", "0", "root", "_", "_"])
+    path = write(tmp_path / "train.conllu", "\n".join([row.format(word_id), row.format(1)]) + "\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_conllu_file(path)
+    assert_error(excinfo, path, 1, reason)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"span_columns": {"ner": "NOPE"}}, "span column 'ner': unknown tag scheme 'NOPE'"),
+        ({"span_columns": {"ner": 5}}, "tag scheme of span column 'ner' must be a string, got 5"),
+        ({"span_columns": [5]}, "span column names must be strings, got 5"),
+        ({"span_columns": [["ner"]]}, "span column names must be strings, got ['ner']"),
+    ],
+)
+def test_ill_typed_span_columns_are_option_errors(
+    tmp_path: Path, options: dict[str, object], message: str
+) -> None:
+    path = write(tmp_path / "train.txt", "EU B-ORG\n")
+    with pytest.raises(ReaderOptionError) as excinfo:
+        read_corpus_files("column", {"train": path}, {"column_map": {"0": "text", "1": "ner"}, **options})
+    assert message in str(excinfo.value)
+
+
+def test_ill_typed_conllu_fields_are_option_errors(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.conllu", "1\tw\tw\tX\t_\t_\t0\troot\t_\t_\n")
+    with pytest.raises(ReaderOptionError, match=r"unknown CoNLL-U field \['upos'\]"):
+        read_corpus_files("conllu", {"train": path}, {"fields": [["upos"]]})
+
+
 def test_error_in_dev_file_names_the_dev_file(tmp_path: Path) -> None:
     train = write(tmp_path / "train.txt", "EU B-ORG\n")
     dev = write(tmp_path / "dev.txt", "EU B-ORG\n\nit O\nis\n")

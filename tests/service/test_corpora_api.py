@@ -86,6 +86,68 @@ def test_bad_format_and_options_are_422(api: ApiSession, data: dict[str, str], f
     assert _stored_files() == []
 
 
+CONLLU_ROW = "\t".join(["{}", "w", "w", "X", "_", "_", "0", "root", "_", "_"]) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("format", "train", "line", "reason"),
+    [
+        ("jsonl", '{"text": "a", "label": ' + "9" * 5000 + "}\n", 1, "a number has too many digits"),
+        ("jsonl", '{"text": "a", "label": ' + "[" * 100_000 + "]" * 100_000 + "}\n", 1, "nested too deeply"),
+        ("conllu", CONLLU_ROW.format(1) + CONLLU_ROW.format("\u00b2"), 2, "invalid word id"),
+        ("conllu", CONLLU_ROW.format("1-\u00b2") + CONLLU_ROW.format(1), 1, "multi-word token range"),
+    ],
+)
+def test_files_the_parser_refuses_are_422_with_the_line(
+    api: ApiSession, format: str, train: str, line: int, reason: str
+) -> None:
+    owner = api.new_owner()
+    r = api.upload(owner, train=train, format=format)
+    assert r.status_code == 422, r.text
+    error = r.json()["errors"][0]
+    assert (error["field"], error["file"], error["line"]) == ("body.train", "train.txt", line)
+    assert reason in error["reason"]
+    assert _stored_files() == []
+    assert _corpus_rows() == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "message"),
+    [
+        (
+            {"format": "column", "options": '{"column_map": {"0": "text", "1": "ner"}, "span_columns": [5]}'},
+            "options",
+            "span column names must be strings",
+        ),
+        (
+            {"format": "column", "options": '{"span_columns": {"ner": "NOPE"}}'},
+            "options",
+            "unknown tag scheme 'NOPE'",
+        ),
+        ({"format": "conllu", "options": '{"fields": [["upos"]]}'}, "options", "unknown CoNLL-U field"),
+        ({"format": "column", "options": '{"x": ' + "9" * 5000 + "}"}, "options", "too many digits"),
+        ({"format": "column", "options": "[" * 100_000 + "]" * 100_000}, "options", "nested too deeply"),
+        (
+            {"format": "column", "column_map": "[" * 100_000 + "]" * 100_000},
+            "column_map",
+            "nested too deeply",
+        ),
+        ({"format": "csv", "text_column": "\u00b2"}, "train", "no text column '\u00b2'"),
+    ],
+)
+def test_ill_typed_options_are_422(api: ApiSession, data: dict[str, str], field: str, message: str) -> None:
+    owner = api.new_owner()
+    r = api.client.post(
+        "/corpora", data=data, files={"train": ("t.txt", b"text,label\nhi,pos\n")}, headers=owner.headers
+    )
+    assert r.status_code == 422, r.text
+    error = r.json()["errors"][0]
+    assert error["field"] == f"body.{field}"
+    assert message in error["message"]
+    assert _stored_files() == []
+    assert _corpus_rows() == 0
+
+
 def test_missing_train_file_is_422(api: ApiSession) -> None:
     owner = api.new_owner()
     r = api.client.post("/corpora", data={"format": "column"}, headers=owner.headers)
