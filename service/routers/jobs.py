@@ -20,6 +20,9 @@ from service.settings import get_settings
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 Status = Literal["queued", "running", "completed", "failed", "cancelled"]
+# The largest OFFSET SQLite and PostgreSQL take (a signed 64-bit integer); past it the database
+# driver raises instead of answering an empty page.
+MAX_OFFSET = 2**63 - 1
 
 
 def job_out(request: Request, job: Job) -> JobOut:
@@ -59,7 +62,7 @@ def list_jobs(
     request: Request,
     status: Annotated[Status | None, Query(description="Only jobs in this state.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     owner_id: str = Depends(current_owner),
 ) -> JobList:
     return JobList(items=[job_out(request, j) for j in jobs.list_jobs(owner_id, status, limit, offset)])

@@ -174,6 +174,19 @@ def test_list_filter_and_get(api: ApiSession) -> None:
     assert api.client.get("/jobs/unknown", headers=owner.headers).status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("limit=0", "query.limit"), ("limit=1001", "query.limit"), ("offset=-1", "query.offset")]
+    + [(f"offset={2**63}", "query.offset"), ("offset=99999999999999999999", "query.offset")],
+)
+def test_pagination_out_of_range_is_422(api: ApiSession, query: str, field: str) -> None:
+    # An offset past a signed 64-bit integer reached the database driver and answered 500.
+    owner = api.new_owner()
+    assert _fields(api.client.get(f"/jobs?{query}", headers=owner.headers)) == [field]
+    r = api.client.get(f"/jobs?offset={2**63 - 1}", headers=owner.headers)
+    assert r.status_code == 200 and r.json()["items"] == []
+
+
 def _record_progress(job_id: str, status: str = "running") -> None:
     with session_scope() as session:
         job = session.get(Job, job_id)
