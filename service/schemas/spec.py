@@ -25,7 +25,15 @@ Task = Literal["sequence_tagging", "text_classification"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Python's JSON parser accepts NaN and Infinity: an infinite bound (min_learning_rate,
+    # max_seconds) passed the range checks and reached the JSON column, which PostgreSQL refuses.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# torch.manual_seed refuses seeds past 2**64 - 1 and the trainer seeds each epoch's shuffle with
+# seed * 100_003 + epoch, so larger seeds made jobs that failed at their first epoch; 2**32 - 1
+# is NumPy's bound and leaves that product room.
+MAX_SEED = 2**32 - 1
 
 
 # -- token embeddings ---------------------------------------------------------------------------
@@ -210,7 +218,7 @@ class TrainerOptions(_Strict):
     shuffle: bool = True
     checkpoint: bool = True
     write_weights: bool = False
-    seed: int = Field(42, ge=0)
+    seed: int = Field(42, ge=0, le=MAX_SEED)
     decoder_learning_rate: float | None = Field(
         None,
         gt=0.0,
@@ -361,7 +369,7 @@ class LanguageModelSpec(_Strict):
     train_chunk_chars: int = Field(
         1_000_000, ge=1000, le=100_000_000, description="Training text is cut into files of this size."
     )
-    seed: int = Field(42, ge=0)
+    seed: int = Field(42, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "gpu"] = "auto"
 
     def queue(self, default_queue: str) -> str:

@@ -103,6 +103,43 @@ def test_invalid_spec_fields_and_combinations(
     assert api.enqueued == []
 
 
+def _job_rows() -> int:
+    with session_scope() as session:
+        return session.query(Job).count()
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "field"),
+    [
+        ("/jobs", '"trainer": {"min_learning_rate": Infinity}', "body.trainer.min_learning_rate"),
+        ("/jobs", '"trainer": {"learning_rate": NaN}', "body.trainer.learning_rate"),
+        ("/jobs", f'"trainer": {{"seed": {2**32}}}', "body.trainer.seed"),
+        ("/jobs", f'"trainer": {{"seed": {10**30}}}', "body.trainer.seed"),
+        ("/jobs/language-model", '"max_seconds": Infinity', "body.max_seconds"),
+        ("/jobs/language-model", f'"seed": {2**64}', "body.seed"),
+    ],
+)
+def test_non_finite_numbers_and_seeds_no_run_takes_are_422(
+    api: ApiSession, path: str, fields: str, field: str
+) -> None:
+    # Python's JSON accepts NaN and Infinity; an infinite min_learning_rate was stored (PostgreSQL's
+    # JSON refuses it) and a seed past torch's range made a job that failed at its first epoch.
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    head = (
+        f'"corpus": {{"ids": ["{corpus_id}"]}}, "label_type": "ner"'
+        if path == "/jobs"
+        else f'"corpus_id": "{corpus_id}"'
+    )
+    r = api.client.post(
+        path,
+        content="{" + head + ", " + fields + "}",
+        headers={**owner.headers, "Content-Type": "application/json"},
+    )
+    assert _fields(r) == [field]
+    assert _job_rows() == 0 and api.enqueued == []
+
+
 def test_checks_against_the_corpora(api: ApiSession) -> None:
     owner = api.new_owner()
     tagging = api.corpus(owner)
