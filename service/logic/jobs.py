@@ -91,27 +91,23 @@ def _check_against_corpora(session: Any, owner_id: str, spec: TrainingSpec) -> T
                 FieldError(["body", "corpus", "ids", i], f"{label_type!r} has another kind in this corpus")
             )
 
-    for j, emb in enumerate(spec.embeddings):
+    # Token embeddings nested in a classifier's document embedding are checked like top-level ones.
+    for loc, emb in spec.token_embeddings():
         if isinstance(emb, TransformerWordEmbeddingSpec) and emb.use_context:
             without = [c.id for c in corpora if not c.has_documents]
             if without:
                 errors.append(
                     FieldError(
-                        ["body", "embeddings", j, "use_context"],
+                        [*loc, "use_context"],
                         f"use_context needs document boundaries; corpus {', '.join(without)} has none",
                     )
                 )
-    for j, emb in enumerate(spec.token_embeddings()):
         if isinstance(emb, FlairEmbeddingSpec):
             model = session.get(Model, emb.model)
             if model is None or model.owner_id != owner_id:
-                errors.append(FieldError(["body", "embeddings", j, "model"], f"model {emb.model} not found"))
+                errors.append(FieldError([*loc, "model"], f"model {emb.model} not found"))
             elif model.task != "language_model":
-                errors.append(
-                    FieldError(
-                        ["body", "embeddings", j, "model"], f"model {emb.model} is not a language model"
-                    )
-                )
+                errors.append(FieldError([*loc, "model"], f"model {emb.model} is not a language model"))
     if errors:
         raise Invalid(errors[0].message, errors)
     name = spec.name or f"{spec.task}-{label_type}"

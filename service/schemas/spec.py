@@ -79,6 +79,14 @@ class TransformerWordEmbeddingSpec(_Strict):
         False, description="Add neighbouring sentences of the same document as context (needs documents)."
     )
 
+    @field_validator("use_context")
+    @classmethod
+    def _context_not_negative(cls, value: bool | int) -> bool | int:
+        # The embedding refuses a negative count, so such a job failed in the worker at every run.
+        if not isinstance(value, bool) and value < 0:
+            raise ValueError(f"must be true, false or a token count >= 0, got {value}")
+        return value
+
 
 TokenEmbeddingSpec = Annotated[
     WordEmbeddingSpec | CharacterEmbeddingSpec | FlairEmbeddingSpec | TransformerWordEmbeddingSpec,
@@ -324,14 +332,17 @@ class TrainingSpec(_Strict):
                 )
         return value
 
-    def token_embeddings(self) -> list[Any]:
-        """Every token embedding, including those nested in document embeddings."""
-        found: list[Any] = []
-        for emb in self.embeddings:
+    def token_embeddings(self) -> list[tuple[list[str | int], Any]]:
+        """Every token embedding, including those nested in document embeddings, with its
+        path in the request body (for error locations)."""
+        found: list[tuple[list[str | int], Any]] = []
+        for i, emb in enumerate(self.embeddings):
             if isinstance(emb, DocumentPoolEmbeddingSpec | DocumentRNNEmbeddingSpec):
-                found.extend(emb.embeddings)
+                found.extend(
+                    (["body", "embeddings", i, "embeddings", j], e) for j, e in enumerate(emb.embeddings)
+                )
             elif emb.type in TOKEN_EMBEDDING_TYPES:
-                found.append(emb)
+                found.append((["body", "embeddings", i], emb))
         return found
 
     def queue(self, default_queue: str) -> str:

@@ -140,6 +140,44 @@ def test_non_finite_numbers_and_seeds_no_run_takes_are_422(
     assert _job_rows() == 0 and api.enqueued == []
 
 
+def test_token_embeddings_inside_a_document_embedding_are_checked(api: ApiSession) -> None:
+    # use_context inside document_pool was accepted on a corpus without documents, and a nested
+    # flair model's error pointed at the wrong list.
+    owner = api.new_owner()
+    classes = api.corpus(owner, train=FASTTEXT_TRAIN, format="fasttext")
+    inner = [
+        {"type": "word"},
+        {"type": "transformer", "use_context": True},
+        {"type": "flair", "model": "nope"},
+    ]
+    spec = {
+        "task": "text_classification",
+        "corpus": {"ids": [classes]},
+        "embeddings": [{"type": "document_pool", "embeddings": inner}],
+    }
+    r = _submit(api, owner, spec)
+    assert _fields(r) == [
+        "body.embeddings.0.embeddings.1.use_context",
+        "body.embeddings.0.embeddings.2.model",
+    ]
+    assert "document boundaries" in r.json()["detail"]
+    assert _job_rows() == 0 and api.enqueued == []
+
+
+def test_negative_use_context_is_422(api: ApiSession) -> None:
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    spec = {
+        "corpus": {"ids": [corpus_id]},
+        "label_type": "ner",
+        "embeddings": [{"type": "transformer", "use_context": -5}],
+    }
+    r = _submit(api, owner, spec)
+    assert _fields(r) == ["body.embeddings.0.transformer.use_context"]
+    assert "token count >= 0, got -5" in r.json()["detail"]
+    assert _job_rows() == 0
+
+
 def test_checks_against_the_corpora(api: ApiSession) -> None:
     owner = api.new_owner()
     tagging = api.corpus(owner)
