@@ -167,6 +167,10 @@ def _parse(
                     raise CorpusFormatError(path, lineno, _too_few(fields, min_width))
                 width = len(fields)
                 resolved = {(i if i >= 0 else width + i): name for i, name in column_map.items()}
+                if len(resolved) != len(column_map):
+                    # e.g. {3: "a", -2: "b"} on 5 columns: both are column 3, and one name would
+                    # silently replace the other.
+                    raise CorpusFormatError(path, lineno, _colliding(column_map, width))
             if len(fields) != width:
                 if len(fields) == 1:
                     raise CorpusFormatError(
@@ -189,6 +193,14 @@ def _parse(
     if not sentences:
         raise CorpusFormatError(path, 1, "empty file: no token lines")
     return sentences, resolved, width
+
+
+def _colliding(column_map: dict[int, str], width: int) -> str:
+    by_column: dict[int, list[str]] = {}
+    for i, name in column_map.items():
+        by_column.setdefault(i if i >= 0 else width + i, []).append(f"{i} ({name})")
+    shared = next(names for names in by_column.values() if len(names) > 1)
+    return f"column map entries {' and '.join(shared)} are the same column in a line of {width} columns"
 
 
 def _too_few(fields: list[str], min_width: int) -> str:

@@ -498,6 +498,17 @@ def test_ill_typed_conllu_fields_are_option_errors(tmp_path: Path) -> None:
         read_corpus_files("conllu", {"train": path}, {"fields": [["upos"]]})
 
 
+def test_error_column_map_entries_that_meet_in_one_column(tmp_path: Path) -> None:
+    # 3 and -2 are distinct on 4 columns (the fewest the map needs) but the same column on 5:
+    # one label column used to vanish without a word.
+    path = write(tmp_path / "train.txt", "\nEU a b B-ORG x\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_column_file(path, {0: "text", 3: "ner", -2: "pos"})
+    assert_error(
+        excinfo, path, 2, "column map entries 3 (ner) and -2 (pos) are the same column in a line of 5"
+    )
+
+
 def test_error_in_dev_file_names_the_dev_file(tmp_path: Path) -> None:
     train = write(tmp_path / "train.txt", "EU B-ORG\n")
     dev = write(tmp_path / "dev.txt", "EU B-ORG\n\nit O\nis\n")
