@@ -49,6 +49,43 @@ def _json_object(raw: str, field: str) -> dict[str, Any]:
     return value
 
 
+UPLOAD_FIELDS = (
+    "format",
+    "train",
+    "dev",
+    "test",
+    "name",
+    "options",
+    "column_map",
+    "text_column",
+    "label_column",
+)
+
+
+async def _each_field_once(request: Request) -> None:
+    """FastAPI keeps the last of repeated form fields and ignores unknown ones, so a second train
+    file or a `validation` file would be dropped without a word; refuse both instead. The form
+    is already parsed (and cached on the request) by the time dependencies run."""
+    form = await request.form()
+    counts: dict[str, int] = {}
+    for key, _ in form.multi_items():
+        counts[key] = counts.get(key, 0) + 1
+    errors = [
+        FieldError(
+            ["body", key], f"unknown field; the fields are {', '.join(UPLOAD_FIELDS)}", "extra_forbidden"
+        )
+        for key in counts
+        if key not in UPLOAD_FIELDS
+    ]
+    errors += [
+        FieldError(["body", key], f"given {n} times; give it once", "duplicate")
+        for key, n in counts.items()
+        if n > 1 and key in UPLOAD_FIELDS
+    ]
+    if errors:
+        raise Invalid(f"{errors[0].loc[-1]}: {errors[0].message}", errors)
+
+
 def _options(raw: str | None) -> dict[str, Any]:
     return _json_object(raw, "options") if raw is not None and raw.strip() else {}
 
@@ -80,6 +117,7 @@ def create_corpus(
         str | None, Form(description="CSV/TSV/JSONL: the label's header name, JSON key or 0-based index.")
     ] = None,
     owner_id: str = Depends(current_owner),
+    _fields: None = Depends(_each_field_once),
 ) -> CorpusOut:
     """Upload a corpus: the files are validated with the engine's readers (422 names the file,
     line and reason) and stored only when every file reads. Format `text` is plain UTF-8 text

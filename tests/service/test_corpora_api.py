@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from service.db.models import Corpus
@@ -144,6 +146,50 @@ def test_ill_typed_options_are_422(api: ApiSession, data: dict[str, str], field:
     error = r.json()["errors"][0]
     assert error["field"] == f"body.{field}"
     assert message in error["message"]
+    assert _stored_files() == []
+    assert _corpus_rows() == 0
+
+
+@pytest.mark.parametrize(
+    ("files", "data", "field", "message"),
+    [
+        (
+            [("train", ("a.txt", FASTTEXT_TRAIN.encode())), ("train", ("b.txt", FASTTEXT_TRAIN.encode()))],
+            {"format": "fasttext"},
+            "body.train",
+            "given 2 times",
+        ),
+        (
+            [
+                ("train", ("a.txt", FASTTEXT_TRAIN.encode())),
+                ("validation", ("v.txt", FASTTEXT_TRAIN.encode())),
+            ],
+            {"format": "fasttext"},
+            "body.validation",
+            "unknown field",
+        ),
+        (
+            [("train", ("a.txt", FASTTEXT_TRAIN.encode()))],
+            {"format": ["column", "fasttext"]},
+            "body.format",
+            "given 2 times",
+        ),
+    ],
+)
+def test_repeated_or_unknown_form_fields_are_422(
+    api: ApiSession,
+    files: list[tuple[str, tuple[str, bytes]]],
+    data: dict[str, Any],
+    field: str,
+    message: str,
+) -> None:
+    # FastAPI kept the last of repeated fields and ignored unknown ones: a second train file or a
+    # "validation" split vanished and the upload still answered 201.
+    owner = api.new_owner()
+    r = api.client.post("/corpora", data=data, files=files, headers=owner.headers)
+    assert r.status_code == 422, r.text
+    error = r.json()["errors"][0]
+    assert error["field"] == field and message in error["message"]
     assert _stored_files() == []
     assert _corpus_rows() == 0
 
