@@ -50,6 +50,8 @@ class CorpusOut(_Out):
 
 
 class TextCorpusCreate(BaseModel):
+    # Like every other request body: a misspelt field (`nmae`) is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
     name: str | None = Field(None, min_length=1, max_length=200, description="Default: `<source name>-text`.")
 
 

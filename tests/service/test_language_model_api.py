@@ -75,6 +75,15 @@ def test_text_corpus_from_a_tagging_corpus(api: ApiSession) -> None:
     assert again.status_code == 422
 
 
+def test_text_corpus_body_with_an_unknown_field_is_422(api: ApiSession) -> None:
+    # A misspelt name ("nmae") was ignored and the corpus made under the default name.
+    owner = api.new_owner()
+    tagging = api.corpus(owner)
+    r = api.client.post(f"/corpora/{tagging}/text", json={"nmae": "mine"}, headers=owner.headers)
+    assert _fields(r) == ["body.nmae"]
+    assert [c["id"] for c in api.client.get("/corpora", headers=owner.headers).json()["items"]] == [tagging]
+
+
 def test_language_model_job_is_validated_and_queued(api: ApiSession) -> None:
     owner = api.new_owner()
     text_id = _text_corpus(api, owner).json()["id"]
