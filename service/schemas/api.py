@@ -20,6 +20,13 @@ class KeyCreate(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=200, description="Name of a new owner.")
     owner_id: str | None = Field(None, description="Add a key to this existing owner instead.")
 
+    @model_validator(mode="after")
+    def _one_owner(self) -> KeyCreate:
+        # With both, the key went to owner_id and the name was dropped without a word.
+        if self.name is not None and self.owner_id is not None:
+            raise ValueError("give 'name' (a new owner) or 'owner_id' (an existing one), not both")
+        return self
+
 
 class KeyCreated(BaseModel):
     id: str

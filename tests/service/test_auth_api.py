@@ -55,6 +55,13 @@ def test_keys_are_stored_hashed_and_only_admin_creates_them(api: ApiSession) -> 
     assert api.client.post("/keys", json={"owner_id": "missing"}, headers=ADMIN).status_code == 404
 
 
+def test_a_key_for_both_a_new_and_an_existing_owner_is_422(api: ApiSession) -> None:
+    owner = api.new_owner("alice")
+    r = api.client.post("/keys", json={"name": "bob", "owner_id": owner.id}, headers=ADMIN)
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "body" and "not both" in r.json()["detail"]
+
+
 def test_revoked_key_stops_working(api: ApiSession) -> None:
     owner = api.new_owner()
     with session_scope() as session:
