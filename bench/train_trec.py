@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         help="document vector: [CLS], or the mean or maximum over subtokens",
     )
     parser.add_argument(
+        "--layers",
+        default="-1",
+        help='transformer layers whose mean is pooled: "-1" (the last), "all", or a list like "-1,-2"',
+    )
+    parser.add_argument(
         "--no-bucketing",
         action="store_true",
         help="plain shuffled batches (as Flair)",
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         corpus.train, corpus.dev, epochs = corpus.train[:96], corpus.dev[:48], 1
     torch.manual_seed(args.seed)
     classifier = TextClassifier(
-        TransformerDocumentEmbeddings("minilm", fine_tune=True, pooling=args.pooling),
+        TransformerDocumentEmbeddings("minilm", layers=args.layers, fine_tune=True, pooling=args.pooling),
         corpus.make_label_dictionary("question_class"),
         "question_class",
     )
@@ -96,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             "decoder_learning_rate": args.decoder_learning_rate,
             "mini_batch_size": args.mini_batch_size,
             "pooling": args.pooling,
+            "layers": args.layers,
             "use_amp": args.use_amp,
             "length_bucketing": not args.no_bucketing,
             "loss_reduction": args.loss_reduction,
