@@ -37,6 +37,13 @@ class Settings(BaseSettings):
         default="",
         description="Artifact storage: a local folder path or `file://` URL. Empty: `storage/` in the data folder.",
     )
+    transformers_dir: str = Field(
+        default="",
+        description="Folder of Hugging Face model folders (config.json, tokenizer, weights) that training specs "
+        'may name, as `"model": "<folder name>"`, besides the installed `all-MiniLM-L6-v2`. The API '
+        "checks names against it and every worker loads from it: give them the same folders. Empty: "
+        "`transformers/` in the data folder.",
+    )
     admin_key: str = Field(
         default="",
         description="Admin API key (bearer token) that may create API keys with `POST /keys`. Empty: no admin.",
@@ -119,6 +126,12 @@ class Settings(BaseSettings):
                 f"TAGSMITH_STORAGE_URL: unsupported scheme in {self.storage_url!r} (use a path or file://)"
             )
         return Path(url).expanduser().resolve()
+
+    @property
+    def transformers_root(self) -> Path:
+        if not self.transformers_dir:
+            return self.resolved_data_dir / "transformers"
+        return Path(self.transformers_dir).expanduser().resolve()
 
     @property
     def max_upload_bytes(self) -> int:

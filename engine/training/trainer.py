@@ -343,7 +343,12 @@ class _Run:
         if a["max_grad_norm"] is not None and a["max_grad_norm"] <= 0:
             raise TrainerConfigError(f"max_grad_norm must be > 0 or None, got {a['max_grad_norm']!r}")
         _optimizer_class(a["optimizer"])
-        scheduler_kind(a["scheduler"])
+        if scheduler_kind(a["scheduler"]) == "anneal" and a["learning_rate"] < a["min_learning_rate"]:
+            # the run would end before its first epoch, with nothing trained
+            raise TrainerConfigError(
+                f"learning_rate {a['learning_rate']:g} is below min_learning_rate {a['min_learning_rate']:g}: "
+                "annealing stops as soon as the rate is below the minimum"
+            )
 
     # -- setup -------------------------------------------------------------------------------------
     def _seed(self) -> int:

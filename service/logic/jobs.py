@@ -26,6 +26,7 @@ from service.schemas.spec import (
     FlairEmbeddingSpec,
     LanguageModelSpec,
     TrainingSpec,
+    TransformerDocumentEmbeddingSpec,
     TransformerWordEmbeddingSpec,
 )
 from service.settings import get_settings
@@ -108,10 +109,35 @@ def _check_against_corpora(session: Any, owner_id: str, spec: TrainingSpec) -> T
                 errors.append(FieldError([*loc, "model"], f"model {emb.model} not found"))
             elif model.task != "language_model":
                 errors.append(FieldError([*loc, "model"], f"model {emb.model} is not a language model"))
+    errors.extend(_check_transformers(spec))
     if errors:
         raise Invalid(errors[0].message, errors)
     name = spec.name or f"{spec.task}-{label_type}"
     return spec.model_copy(update={"label_type": label_type, "name": name})
+
+
+def _check_transformers(spec: TrainingSpec) -> list[FieldError]:
+    """Every transformer the spec names is on this server and has the layers asked for."""
+    from engine.embeddings.base import EmbeddingConfigError
+    from engine.embeddings.transformer import parse_layers
+    from service.transformers import TransformerNotAvailable, hidden_states, transformer_folder
+
+    found = [*spec.token_embeddings()]
+    found += [(["body", "embeddings", i], e) for i, e in enumerate(spec.embeddings)]
+    errors: list[FieldError] = []
+    for loc, emb in found:
+        if not isinstance(emb, TransformerWordEmbeddingSpec | TransformerDocumentEmbeddingSpec):
+            continue
+        try:
+            states = hidden_states(transformer_folder(emb.model), emb.model)
+        except (TransformerNotAvailable, EmbeddingConfigError) as error:
+            errors.append(FieldError([*loc, "model"], str(error)))
+            continue
+        try:
+            parse_layers(emb.layers, states)
+        except EmbeddingConfigError as error:
+            errors.append(FieldError([*loc, "layers"], f"{emb.model}: {error}"))
+    return errors
 
 
 def _send(job_id: str, queue: str) -> None:

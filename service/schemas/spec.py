@@ -9,9 +9,11 @@ corpora (label type present, document boundaries for ``use_context``) run in
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -66,11 +68,33 @@ class FlairEmbeddingSpec(_Strict):
     fine_tune: bool = False
 
 
+# a folder name: no separators, and never "." or ".."
+TRANSFORMER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+TRANSFORMER_MODEL_HELP = (
+    "A transformer by name: `all-MiniLM-L6-v2` (installed with Tagsmith) or a Hugging Face model folder "
+    "in the server's `TAGSMITH_TRANSFORMERS_DIR`. Never a path."
+)
+
+
+def _transformer_name(value: str) -> str:
+    # A spec names a model and the server resolves it (service.transformers): a path would let any
+    # user make a worker read any folder on its machine.
+    if not TRANSFORMER_NAME.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a transformer name (letters, digits, '.', '_', '-'; no paths): install the "
+            "model folder in the server's TAGSMITH_TRANSFORMERS_DIR and give its folder name"
+        )
+    return value
+
+
+TransformerName = Annotated[str, AfterValidator(_transformer_name)]
+
+
 class TransformerWordEmbeddingSpec(_Strict):
     """Token embeddings from a Hugging Face transformer (``TransformerWordEmbeddings``)."""
 
     type: Literal["transformer"] = "transformer"
-    model: str = Field("all-MiniLM-L6-v2", min_length=1, description="A transformer available offline.")
+    model: TransformerName = Field("all-MiniLM-L6-v2", description=TRANSFORMER_MODEL_HELP)
     layers: str = Field("-1", pattern=r"^(all|-?\d+(,-?\d+)*)$", description="`-1`, `-1,-2,-3,-4` or `all`.")
     subtoken_pooling: Literal["first", "last", "first_last", "mean"] = "first"
     layer_mean: bool = True
@@ -99,7 +123,7 @@ class TransformerDocumentEmbeddingSpec(_Strict):
     """A whole-text transformer embedding (``TransformerDocumentEmbeddings``)."""
 
     type: Literal["transformer_document"] = "transformer_document"
-    model: str = Field("all-MiniLM-L6-v2", min_length=1)
+    model: TransformerName = Field("all-MiniLM-L6-v2", description=TRANSFORMER_MODEL_HELP)
     layers: str = Field("-1", pattern=r"^(all|-?\d+(,-?\d+)*)$")
     cls_pooling: Literal["cls", "mean", "max"] = "cls"
     fine_tune: bool = True
@@ -253,6 +277,12 @@ class TrainerOptions(_Strict):
             for field, value in FINE_TUNE_DEFAULTS.items():
                 if field not in self.model_fields_set:
                     object.__setattr__(self, field, value)
+        if self.scheduler == "anneal_on_plateau" and self.learning_rate < self.min_learning_rate:
+            # the trainer would stop before the first epoch: a job that trains nothing
+            raise ValueError(
+                f"learning_rate {self.learning_rate:g} is below min_learning_rate {self.min_learning_rate:g}: "
+                "anneal_on_plateau stops as soon as the rate is below the minimum"
+            )
         return self
 
     @field_validator("mini_batch_chunk_size")

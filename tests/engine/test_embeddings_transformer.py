@@ -233,3 +233,31 @@ def test_minilm_alias_loads_the_installed_model() -> None:
     assert out.shape == (1, 6, 384) and emb.encoder.max_length == 512
     with pytest.raises(EmbeddingConfigError, match="not a known alias"):
         TransformerWordEmbeddings("/nonexistent/model")
+
+
+def test_a_model_folder_with_pickled_weights_is_refused_without_running_them(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    from tests.engine.test_model_files import _Payload
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_bert, folder)
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    torch.save({"weights": _Payload(marker)}, folder / "pytorch_model.bin")
+    with pytest.raises(EmbeddingConfigError, match="has no model.safetensors"):
+        TransformerDocumentEmbeddings(str(folder))
+    assert not marker.exists()
+
+
+def test_a_truncated_model_folder_is_a_clear_error(tiny_bert: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "truncated"
+    shutil.copytree(tiny_bert, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(EmbeddingConfigError, match="truncated: cannot load the model"):
+        TransformerWordEmbeddings(str(folder))
+    (folder / "tokenizer.json").unlink()
+    (folder / "vocab.txt").unlink()
+    with pytest.raises(EmbeddingConfigError, match="has no tokenizer.json"):
+        TransformerWordEmbeddings(str(folder))

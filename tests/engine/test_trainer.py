@@ -435,6 +435,8 @@ def test_checkpoint_write_is_atomic(tmp_path: Path, vectors: Path, monkeypatch: 
         ("scheduler", "cosine-ish", "unknown scheduler"),
         ("embeddings_storage_mode", "disk", "embeddings_storage_mode"),
         ("learning_rate", 0.0, "learning_rate"),
+        # annealing would stop before the first epoch: a run that trains nothing
+        ("min_learning_rate", 1.0, "below min_learning_rate 1"),
     ],
 )
 def test_bad_arguments_are_named(

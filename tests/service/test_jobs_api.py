@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from typing import Any
 
@@ -391,3 +392,81 @@ def test_events_follow_a_running_job(api: ApiSession, monkeypatch: pytest.Monkey
                         session.get(Job, job_id).status = "failed"
     assert seen[0] == "progress" and seen[-1] == "end"
     assert seen.count("epoch") == 2 and "progress" in seen[1:]
+
+
+def test_transformers_are_named_never_paths_and_checked_on_submit(api: ApiSession) -> None:
+    # A path let any user make a worker read any folder on its machine, and a layer the model
+    # lacks was accepted and then failed in the worker.
+    from service.settings import get_settings
+    from tests.engine.test_embeddings_transformer import build_tiny_bert
+
+    root = get_settings().transformers_root
+    build_tiny_bert(root / "tiny-bert")  # 2 layers: 3 hidden states
+    (root / "half-copied").mkdir()  # no config.json: not a model
+    (root / "pickled").mkdir()  # weights only in a pickle, which is never loaded
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(root / "tiny-bert" / name, root / "pickled")
+    (root / "pickled" / "pytorch_model.bin").write_bytes(b"not loaded")
+    owner = api.new_owner()
+    classes = api.corpus(owner, train=FASTTEXT_TRAIN, format="fasttext")
+
+    def spec(**embedding: Any) -> dict[str, Any]:
+        return {
+            "task": "text_classification",
+            "corpus": {"ids": [classes]},
+            "embeddings": [{"type": "transformer_document", **embedding}],
+        }
+
+    for path in ("/etc", str(root / "tiny-bert"), "../tiny-bert", "tiny-bert/", ".", ".."):
+        r = _submit(api, owner, spec(model=path))
+        assert _fields(r) == ["body.embeddings.0.transformer_document.model"], path
+        assert "no paths" in r.json()["detail"]
+
+    for name in ("bert-large-cased", "half-copied"):
+        r = _submit(api, owner, spec(model=name))
+        assert _fields(r) == ["body.embeddings.0.model"]
+        assert f"no transformer {name!r}" in r.json()["detail"]
+        assert "available: minilm, all-minilm-l6-v2, pickled, tiny-bert " in r.json()["detail"]
+
+    r = _submit(api, owner, spec(model="pickled"))
+    assert _fields(r) == ["body.embeddings.0.model"]
+    assert "folder 'pickled' has no model.safetensors" in r.json()["detail"]
+    assert str(root) not in r.json()["detail"]
+
+    r = _submit(api, owner, spec(model="tiny-bert", layers="-1,-4"))
+    assert _fields(r) == ["body.embeddings.0.layers"]
+    assert "layer -4 out of range for a model with 3 hidden states" in r.json()["detail"]
+
+    # nested in a document embedding, a word-level transformer is checked the same way
+    pooled = {
+        "task": "text_classification",
+        "corpus": {"ids": [classes]},
+        "embeddings": [
+            {
+                "type": "document_pool",
+                "embeddings": [{"type": "transformer", "model": "tiny-bert", "layers": "3"}],
+            }
+        ],
+    }
+    assert _fields(_submit(api, owner, pooled)) == ["body.embeddings.0.embeddings.0.layers"]
+    assert _job_rows() == 0 and api.enqueued == []
+
+    for good in (spec(model="tiny-bert", layers="all"), spec(model="tiny-bert", layers="-3"), spec()):
+        r = _submit(api, owner, good)
+        assert r.status_code == 202, r.text
+    assert _job_rows() == 3
+
+
+def test_a_learning_rate_below_the_annealing_minimum_is_422(api: ApiSession) -> None:
+    # The trainer stops annealing once the rate is below the minimum: such a job trained nothing.
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    base = {"corpus": {"ids": [corpus_id]}, "label_type": "ner"}
+    r = _submit(api, owner, {**base, "trainer": {"learning_rate": 1e-5}})
+    assert _fields(r) == ["body.trainer"]
+    assert "learning_rate 1e-05 is below min_learning_rate 0.0001" in r.json()["detail"]
+    r = _submit(api, owner, {**base, "trainer": {"mode": "fine_tune", "scheduler": "anneal_on_plateau"}})
+    assert _fields(r) == ["body.trainer"]
+    assert _job_rows() == 0
+    # fine-tuning's linear schedule has no minimum: 5e-5 below the default 1e-4 is fine
+    assert _submit(api, owner, {**base, "trainer": {"mode": "fine_tune"}}).status_code == 202

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.engine.test_embeddings_transformer import build_tiny_bert
 from tests.worker.conftest import Stack, classifier_spec, tagger_spec
 
 pytestmark = pytest.mark.postgres
@@ -108,17 +109,17 @@ def test_a_job_that_cannot_be_built_fails_once_with_its_error(stack: Stack) -> N
     worker = stack.start_worker("failing")
     corpus = stack.upload_tagger_corpus()
     spec = tagger_spec(corpus, max_epochs=2)
-    spec["embeddings"] = [
-        {
-            "type": "transformer",
-            "model": "no-such-transformer-anywhere",
-            "fine_tune": False,
-        }
-    ]
+    # The API checks the model folder's files and config; loading the weights is the worker's job,
+    # and a truncated copy of them fails there.
+    folder = stack.data_dir / "transformers" / "truncated"
+    build_tiny_bert(folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    spec["embeddings"] = [{"type": "transformer", "model": "truncated", "fine_tune": False}]
     job_id = stack.submit(spec)
     job = stack.wait_finished(job_id)
     assert job.status == "failed"
-    assert job.error and "no-such-transformer-anywhere" in job.error
+    assert job.error and "truncated: cannot load the model" in job.error
     assert job.attempts == 1
     api = stack.api_job(job_id)
     assert api["error"] == job.error

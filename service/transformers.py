@@ -1,0 +1,65 @@
+"""The transformer models a training spec may name, and where they are.
+
+A spec names a model, never a path: one installed with Tagsmith (``all-MiniLM-L6-v2``) or a
+folder in ``TAGSMITH_TRANSFORMERS_DIR``. A path would let any API user make a worker read any
+folder on its machine. The API checks names and layers when a job is submitted, so a mistake is
+a 422 and not a job that fails later; the worker resolves the name again on its own machine.
+Imported by the worker: no FastAPI here.
+"""
+
+from __future__ import annotations
+
+from engine.embeddings.base import EmbeddingConfigError
+from engine.embeddings.transformer import (
+    MODEL_ALIASES,
+    check_model_folder,
+    resolve_model_path,
+)
+from service.schemas.spec import TRANSFORMER_NAME
+from service.settings import get_settings
+
+
+class TransformerNotAvailable(ValueError):
+    """The name is neither installed nor a model folder in TAGSMITH_TRANSFORMERS_DIR."""
+
+
+def available_transformers() -> list[str]:
+    """The names a spec may use here: the installed aliases, then the model folders."""
+    root = get_settings().transformers_root
+    folders = (
+        sorted(
+            p.name
+            for p in root.iterdir()
+            if TRANSFORMER_NAME.fullmatch(p.name) and (p / "config.json").is_file()
+        )
+        if root.is_dir()
+        else []
+    )
+    return [*MODEL_ALIASES, *folders]
+
+
+def transformer_folder(name: str) -> str:
+    """The model folder for a spec's transformer name on this machine."""
+    if name.lower() in MODEL_ALIASES:
+        return resolve_model_path(name)
+    folder = get_settings().transformers_root / name
+    if TRANSFORMER_NAME.fullmatch(name) and (folder / "config.json").is_file():
+        return str(folder)
+    raise TransformerNotAvailable(
+        f"no transformer {name!r} on this server; available: {', '.join(available_transformers())} "
+        f"(a model folder with config.json in TAGSMITH_TRANSFORMERS_DIR is available by its folder name)"
+    )
+
+
+def hidden_states(folder: str, name: str) -> int:
+    """How many hidden states (embeddings + layers) the model ``name`` in ``folder`` has. Raises
+    EmbeddingConfigError unless the folder holds what a worker needs to load it (config,
+    safetensors weights, tokenizer), so the mistake is found before a job is queued."""
+    from transformers import AutoConfig
+
+    check_model_folder(folder, repr(name))  # not the server's path: the API shows this message
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError) as error:
+        raise EmbeddingConfigError(f"cannot read the config.json of {name!r}: {error}") from error
+    return int(config.num_hidden_layers) + 1
