@@ -4,6 +4,7 @@ watch the progress (``GET /jobs/{id}`` and the event stream), fetch the models, 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from typing import Any
 
@@ -127,3 +128,23 @@ def test_a_job_that_cannot_be_built_fails_once_with_its_error(stack: Stack) -> N
     time.sleep(2.0)
     assert stack.job(job_id).attempts == 1
     assert worker.log().count(f"job {job_id}: claimed") == 1
+
+
+def test_a_transformer_from_the_transformers_dir_trains_and_its_model_stands_alone(stack: Stack) -> None:
+    stack.start_worker("transformer")
+    folder = build_tiny_bert(stack.data_dir / "transformers" / "tiny-bert")
+    spec = classifier_spec(stack.upload_classifier_corpus(), max_epochs=1)
+    spec["embeddings"] = [{"type": "transformer_document", "model": "tiny-bert", "layers": "all"}]
+    spec["trainer"].update({"mode": "fine_tune", "learning_rate": 1e-3})
+    job_id = stack.submit(spec)
+    job = stack.wait_finished(job_id)
+    assert job.status == "completed", (job.error, stack.worker_logs())
+
+    # The model carries the transformer's config and tokenizer: the folder is no longer needed.
+    shutil.rmtree(folder)
+    model_id = stack.api_job(job_id)["model_id"]
+    predicted = stack.client.post(
+        f"/models/{model_id}/predict", json={"texts": ["a great and lovely film"]}, headers=stack.headers
+    )
+    assert predicted.status_code == 200, predicted.text
+    assert predicted.json()["sentences"][0]["labels"][0]["value"] in ("NEGATIVE", "POSITIVE")
