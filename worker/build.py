@@ -25,7 +25,7 @@ from service.db.models import Model as ModelRow
 from service.db.session import session_scope
 from service.schemas import spec as s
 from service.storage import Storage, get_storage
-from service.transformers import transformer_folder
+from service.transformer_models import transformer_folder
 from worker.progress import JobProgress
 
 

@@ -120,7 +120,7 @@ def _check_transformers(spec: TrainingSpec) -> list[FieldError]:
     """Every transformer the spec names is on this server and has the layers asked for."""
     from engine.embeddings.base import EmbeddingConfigError
     from engine.embeddings.transformer import parse_layers
-    from service.transformers import TransformerNotAvailable, hidden_states, transformer_folder
+    from service.transformer_models import TransformerNotAvailable, hidden_states, transformer_folder
 
     found = [*spec.token_embeddings()]
     found += [(["body", "embeddings", i], e) for i, e in enumerate(spec.embeddings)]

@@ -77,7 +77,7 @@ TRANSFORMER_MODEL_HELP = (
 
 
 def _transformer_name(value: str) -> str:
-    # A spec names a model and the server resolves it (service.transformers): a path would let any
+    # A spec names a model and the server resolves it (service.transformer_models): a path would let any
     # user make a worker read any folder on its machine.
     if not TRANSFORMER_NAME.fullmatch(value):
         raise ValueError(
