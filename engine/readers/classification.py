@@ -52,6 +52,9 @@ class _Builder:
     def __init__(
         self, path: str | Path, label_type: str, label_separator: str | None, tokenizer: str
     ) -> None:
+        if not label_type.strip():
+            # The labels would go under a nameless type no spec can ask for.
+            raise ReaderOptionError(f"label_type must be a name, got {label_type!r}")
         self.path = path
         self.label_type = label_type
         self.label_separator = label_separator or None
@@ -104,6 +107,10 @@ def read_fasttext_file(
     None: the label is the first field. ``label_separator``: keep each label's part before it.
     ``label_type``: the name the labels go under. ``tokenizer``: ``"segtok"`` or ``"whitespace"``.
     """
+    if label_prefix == "":
+        # Every field starts with "", so literally all would be labels; None is the documented
+        # way to say "the first field is the label".
+        raise ReaderOptionError("label_prefix must not be empty; null means the first field is the label")
     builder = _Builder(path, label_type, label_separator, tokenizer)
     text = read_text(path)
     with gc_paused():
@@ -154,6 +161,8 @@ def read_table_file(
     fmt = format or _table_format_from_suffix(path)
     if fmt not in TABLE_FORMATS:
         raise ReaderOptionError(f"unknown table format {fmt!r} (use {', '.join(TABLE_FORMATS)})")
+    if text_column == label_column or (fmt == "jsonl" and str(text_column) == str(label_column)):
+        raise _same_column(text_column)
     builder = _Builder(path, label_type, label_separator, tokenizer)
     text = read_text(path)
     with gc_paused():
@@ -171,6 +180,17 @@ def read_table_file(
                 multi_label_separator,
             )
         return builder.result()
+
+
+def _same_column(
+    text_column: str | int, label_column: str | int | None = None, index: int | None = None
+) -> ReaderOptionError:
+    # The text would double as its own label: every example would be labelled with itself.
+    if index is None:
+        given = f"are both {text_column!r}"
+    else:
+        given = f"({text_column!r} and {label_column!r}) are both column {index}"
+    return ReaderOptionError(f"text_column and label_column {given}; they must name different columns")
 
 
 def _table_format_from_suffix(path: str | Path) -> str:
@@ -247,6 +267,9 @@ def _read_delimited(
                     raise CorpusFormatError(
                         path, start_line, f"{role} column {index} not in a row of {width} columns"
                     )
+            # A name and an index (or -1 and the last index) can still be one column.
+            if text_index % width == label_index % width:
+                raise _same_column(text_column, label_column, text_index % width)
             if has_header:
                 continue
         if len(row) != width:

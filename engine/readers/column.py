@@ -268,6 +268,9 @@ def read_column_file(
     ``schemes``: a dict that receives the scheme of every span column (name -> scheme).
     Column files have no empty sentences, so ``skipped`` is always 0. Raises CorpusFormatError.
     """
+    if not document_separator.strip():
+        # An empty separator starts a document on every line that begins with a blank.
+        raise ReaderOptionError(f"document_separator must not be empty, got {document_separator!r}")
     cmap = normalize_column_map(column_map)
     wanted = _span_column_schemes(span_columns, cmap.values())
     with gc_paused():

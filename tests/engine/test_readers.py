@@ -498,6 +498,37 @@ def test_ill_typed_conllu_fields_are_option_errors(tmp_path: Path) -> None:
         read_corpus_files("conllu", {"train": path}, {"fields": [["upos"]]})
 
 
+@pytest.mark.parametrize(
+    ("format", "content", "options", "message"),
+    [
+        ("fasttext", "__label__a hi\n", {"label_type": ""}, "label_type must be a name, got ''"),
+        ("csv", "text,label\nhi,a\n", {"label_type": " "}, "label_type must be a name, got ' '"),
+        ("fasttext", "__label__a hi\n", {"label_prefix": ""}, "label_prefix must not be empty"),
+        ("column", "EU B-ORG\n", {"document_separator": ""}, "document_separator must not be empty"),
+        ("csv", "text,label\nhi,a\n", {"text_column": "label"}, "are both 'label'"),
+        ("jsonl", '{"t": "hi"}\n', {"text_column": "t", "label_column": "t"}, "are both 't'"),
+        ("jsonl", '{"0": "hi"}\n', {"text_column": 0, "label_column": "0"}, "are both 0"),
+        ("csv", "text,label\nhi,a\n", {"text_column": "label", "label_column": 1}, "are both column 1"),
+        ("tsv", "hi\ta\n", {"has_header": False, "text_column": -1, "label_column": 1}, "both column 1"),
+    ],
+)
+def test_empty_names_and_one_column_for_text_and_label_are_option_errors(
+    tmp_path: Path, format: str, content: str, options: dict[str, object], message: str
+) -> None:
+    # Each was read without a word: a nameless label type, every field a label (or the text its
+    # own label), documents started by any line beginning with a blank.
+    path = write(tmp_path / f"train.{format}", content)
+    with pytest.raises(ReaderOptionError) as excinfo:
+        read_corpus_files(format, {"train": path}, options)
+    assert message in str(excinfo.value)
+
+
+def test_null_label_prefix_still_means_the_first_field_is_the_label(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.txt", "DESC:manner How ?\n")
+    sentences, _ = read_fasttext_file(path, label_prefix=None, label_separator=":")
+    assert [label.value for label in sentences[0].labels["class"]] == ["DESC"]
+
+
 def test_error_column_map_entries_that_meet_in_one_column(tmp_path: Path) -> None:
     # 3 and -2 are distinct on 4 columns (the fewest the map needs) but the same column on 5:
     # one label column used to vanish without a word.

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -192,6 +193,48 @@ def test_repeated_or_unknown_form_fields_are_422(
     assert error["field"] == field and message in error["message"]
     assert _stored_files() == []
     assert _corpus_rows() == 0
+
+
+@pytest.mark.parametrize(
+    ("format", "options", "form", "message"),
+    [
+        ("fasttext", {"label_type": ""}, {}, "label_type must be a name"),
+        ("fasttext", {"label_prefix": ""}, {}, "null means the first field is the label"),
+        ("column", {"document_separator": ""}, {}, "document_separator must not be empty"),
+        ("csv", None, {"text_column": "label", "label_column": "label"}, "are both 'label'"),
+        ("csv", None, {"text_column": "1"}, "are both column 1"),
+    ],
+)
+def test_empty_reader_names_and_text_as_its_own_label_are_422(
+    api: ApiSession, format: str, options: dict[str, str] | None, form: dict[str, str], message: str
+) -> None:
+    # Each was stored: a label type named "", documents started by any indented line, a csv
+    # whose text was also its label.
+    owner = api.new_owner()
+    train = {"csv": "text,label\nI love it,pos\n", "column": CONLL_TRAIN}.get(format, FASTTEXT_TRAIN)
+    data = {"format": format, **form}
+    if options is not None:
+        data["options"] = json.dumps(options)
+    r = api.client.post(
+        "/corpora", data=data, files={"train": ("t.txt", train.encode())}, headers=owner.headers
+    )
+    assert r.status_code == 422, r.text
+    error = r.json()["errors"][0]
+    assert error["field"] == "body.options" and message in error["message"]
+    assert _stored_files() == []
+    assert _corpus_rows() == 0
+
+
+def test_a_null_label_prefix_keeps_its_documented_meaning(api: ApiSession) -> None:
+    owner = api.new_owner()
+    r = api.upload(
+        owner,
+        train="DESC:manner How ?\nNUM:date When ?\n",
+        format="fasttext",
+        options={"label_prefix": None, "label_separator": ":"},
+    )
+    assert r.status_code == 201, r.text
+    assert set(r.json()["statistics"]["train"]["labels"]["class"]) <= {"DESC", "NUM"}
 
 
 def test_missing_train_file_is_422(api: ApiSession) -> None:
