@@ -22,9 +22,12 @@ class KeyCreate(BaseModel):
 
     @model_validator(mode="after")
     def _one_owner(self) -> KeyCreate:
-        # With both, the key went to owner_id and the name was dropped without a word.
+        # With both, the key went to owner_id and the name was dropped without a word; with
+        # neither, a new owner was made and named "owner", which the API never documented.
         if self.name is not None and self.owner_id is not None:
             raise ValueError("give 'name' (a new owner) or 'owner_id' (an existing one), not both")
+        if self.name is None and self.owner_id is None:
+            raise ValueError("'name' (a new owner) or 'owner_id' (an existing one) is required")
         return self
 
 

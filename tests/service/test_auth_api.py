@@ -62,6 +62,17 @@ def test_a_key_for_both_a_new_and_an_existing_owner_is_422(api: ApiSession) -> N
     assert r.json()["errors"][0]["field"] == "body" and "not both" in r.json()["detail"]
 
 
+@pytest.mark.parametrize("body", [{}, {"name": None}, {"owner_id": None}])
+def test_a_key_for_no_owner_is_422_and_creates_none(api: ApiSession, body: dict[str, None]) -> None:
+    # An empty body made a new owner named "owner"; the README documents `name` or `owner_id`.
+    r = api.client.post("/keys", json=body, headers=ADMIN)
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "body"
+    assert "'name' (a new owner) or 'owner_id' (an existing one) is required" in r.json()["detail"]
+    with session_scope() as session:
+        assert session.query(ApiKey).count() == 0
+
+
 def test_revoked_key_stops_working(api: ApiSession) -> None:
     owner = api.new_owner()
     with session_scope() as session:
