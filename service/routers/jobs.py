@@ -3,9 +3,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -55,6 +55,14 @@ def submit_language_model_job(
     out = job_out(request, job)
     response.headers["Location"] = out.url
     return out
+
+
+@router.get("/language-model", include_in_schema=False, response_model=None)
+def language_model_jobs_are_posted() -> NoReturn:
+    """405 like any other wrong method on a path. Without this route `GET /jobs/{job_id}` would
+    take the path as the job "language-model" (404): the router prefers a route that matches
+    path and method to one that matches the path alone, which is where a 405 comes from."""
+    raise HTTPException(405, headers={"Allow": "POST"})
 
 
 @router.get("", response_model=JobList, responses=problems(401, 422))

@@ -178,3 +178,17 @@ def test_a_language_model_spec_posted_to_jobs_points_to_its_endpoint(api: ApiSes
     )
     assert _fields(r) == ["body.task"]
     assert "/jobs/language-model" in r.json()["errors"][0]["message"]
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_other_methods_on_the_language_model_endpoint_are_405(api: ApiSession, method: str) -> None:
+    # GET was routed to GET /jobs/{job_id} and answered 404 "job language-model not found".
+    owner = api.new_owner()
+    r = api.client.request(method, "/jobs/language-model", headers=owner.headers)
+    assert r.status_code == 405, r.text
+    assert r.headers["allow"] == "POST"
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["detail"] == "Method Not Allowed"
+    # Deeper paths are still a job id's.
+    r = api.client.get("/jobs/language-model/metrics", headers=owner.headers)
+    assert r.status_code == 404 and r.json()["detail"] == "job language-model not found"
