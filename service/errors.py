@@ -3,6 +3,7 @@ RFC 9457 problem document. Plain exceptions, so logic stays independent of FastA
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,3 +71,24 @@ class Forbidden(ServiceError):
 
 class Unavailable(ServiceError):
     status, title, slug = 503, "Service unavailable", "unavailable"
+
+
+def json_refusal(error: ValueError | RecursionError) -> str:
+    """Why Python's JSON parser refused a text, with the place where the parser gives one."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"{error.msg} at line {error.lineno}, column {error.colno}"
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 (byte {error.start})"
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    # The other ValueError json.loads raises: an integer of more digits than Python converts
+    # (sys.get_int_max_str_digits()).
+    return "a number has too many digits"
+
+
+def invalid_json_body(reason: str) -> Invalid:
+    """The 422 for a request body that is not JSON the service can read."""
+    return Invalid(
+        f"the body is not valid JSON: {reason}",
+        [FieldError(["body"], f"not valid JSON: {reason}", "json_invalid")],
+    )

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import problems
 from service.deps import current_owner
-from service.errors import PayloadTooLarge
+from service.errors import PayloadTooLarge, invalid_json_body
 from service.logic import predict
 from service.schemas.api import PredictRequest
 from service.settings import get_settings
@@ -77,9 +77,8 @@ def _parse(body: bytes) -> PredictRequest:
     try:
         data = from_json(body)
     except ValueError as e:
-        raise RequestValidationError(
-            [{"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {e}"}]
-        ) from None
+        # pydantic's message already says where ("... at line 1 column 9").
+        raise invalid_json_body(str(e)) from None
     try:
         return PredictRequest.model_validate(data)
     except ValidationError as e:

@@ -8,6 +8,7 @@ without internals (they are logged).
 
 from __future__ import annotations
 
+import json
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -18,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import FieldError, ServiceError
+from service.errors import FieldError, ServiceError, invalid_json_body, json_refusal
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,9 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    if isinstance(exc.__cause__, json.JSONDecodeError):
+        # FastAPI's own error puts the character offset where a field name goes ("body.12").
+        return await _service_error(request, invalid_json_body(json_refusal(exc.__cause__)))
     errors = _validation_errors(exc)
     first = errors[0] if errors else None
     detail = f"{len(errors)} invalid field(s)"
@@ -103,12 +107,28 @@ async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if (
+        exc.status_code == 400
+        and _is_json(request)
+        and isinstance(exc.__cause__, ValueError | RecursionError)
+    ):
+        # FastAPI answers "There was an error parsing the body" for JSON that json.loads refuses
+        # past its syntax (too many digits, too deep, not UTF-8); say which, as for bad syntax.
+        return await _service_error(request, invalid_json_body(json_refusal(exc.__cause__)))
     try:
         title = HTTPStatus(exc.status_code).phrase
     except ValueError:
         title = "Error"
     detail = exc.detail if isinstance(exc.detail, str) else title
     return problem_response(request, exc.status_code, title, detail, headers=getattr(exc, "headers", None))
+
+
+def _is_json(request: Request) -> bool:
+    """Whether FastAPI reads this request's body as JSON: no content type, or a JSON one."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return media_type in ("", "application/json") or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
 
 
 async def _corpus_format_error(request: Request, exc: Exception) -> JSONResponse:

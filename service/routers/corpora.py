@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 
 from service.deps import current_owner
-from service.errors import FieldError, Invalid
+from service.errors import FieldError, Invalid, json_refusal
 from service.logic import corpora, text_corpora
 from service.routers.common import problems
 from service.schemas.api import CorpusList, CorpusOut, TextCorpusCreate
@@ -34,14 +34,11 @@ def corpus_out(row: Any) -> CorpusOut:
 def _json_object(raw: str, field: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise Invalid(
-            f"{field} is not JSON", [FieldError(["body", field], f"invalid JSON: {e.msg}")]
-        ) from None
     except (ValueError, RecursionError) as e:
-        # Valid JSON that Python's parser refuses: an integer of too many digits, too deep nesting.
-        reason = "nested too deeply" if isinstance(e, RecursionError) else "a number has too many digits"
-        raise Invalid(f"{field} is not usable JSON", [FieldError(["body", field], reason)]) from None
+        reason = json_refusal(e)
+        raise Invalid(
+            f"{field} is not valid JSON: {reason}", [FieldError(["body", field], f"invalid JSON: {reason}")]
+        ) from None
     if not isinstance(value, dict):
         raise Invalid(
             f"{field} must be a JSON object", [FieldError(["body", field], "must be a JSON object")]

@@ -141,6 +141,29 @@ def test_non_finite_numbers_and_seeds_no_run_takes_are_422(
     assert _job_rows() == 0 and api.enqueued == []
 
 
+@pytest.mark.parametrize("path", ["/jobs", "/jobs/language-model"])
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"corpus": {"ids": ["x"]},\n "label_type" "ner"}', "Expecting ':' delimiter at line 2, column 15"),
+        (b'{"corpus": {"ids": ["x"]}, "seed": ' + b"9" * 5000 + b"}", "a number has too many digits"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"name": "\xff"}', "not UTF-8 (byte 10)"),
+    ],
+)
+def test_a_body_that_is_not_json_is_a_422_problem_saying_why_and_where(
+    api: ApiSession, path: str, body: bytes, reason: str
+) -> None:
+    # Syntax errors answered "JSON decode error" at the field "body.<offset>"; JSON that Python
+    # refuses otherwise answered FastAPI's 400 "There was an error parsing the body".
+    owner = api.new_owner()
+    r = api.client.post(path, content=body, headers={**owner.headers, "Content-Type": "application/json"})
+    assert _fields(r) == ["body"]
+    assert r.json()["detail"] == f"the body is not valid JSON: {reason}"
+    assert r.json()["errors"][0]["type"] == "json_invalid"
+    assert _job_rows() == 0 and api.enqueued == []
+
+
 def test_token_embeddings_inside_a_document_embedding_are_checked(api: ApiSession) -> None:
     # use_context inside document_pool was accepted on a corpus without documents, and a nested
     # flair model's error pointed at the wrong list.
