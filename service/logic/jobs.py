@@ -122,12 +122,14 @@ def _check_transformers(spec: TrainingSpec) -> list[FieldError]:
     from engine.embeddings.transformer import parse_layers
     from service.transformer_models import TransformerNotAvailable, hidden_states, transformer_folder
 
-    found = [*spec.token_embeddings()]
-    found += [(["body", "embeddings", i], e) for i, e in enumerate(spec.embeddings)]
+    found = [(loc, e) for loc, e in spec.token_embeddings() if isinstance(e, TransformerWordEmbeddingSpec)]
+    found += [
+        (["body", "embeddings", i], e)
+        for i, e in enumerate(spec.embeddings)
+        if isinstance(e, TransformerDocumentEmbeddingSpec)
+    ]
     errors: list[FieldError] = []
     for loc, emb in found:
-        if not isinstance(emb, TransformerWordEmbeddingSpec | TransformerDocumentEmbeddingSpec):
-            continue
         try:
             states = hidden_states(transformer_folder(emb.model), emb.model)
         except (TransformerNotAvailable, EmbeddingConfigError) as error:

@@ -472,6 +472,14 @@ def test_transformers_are_named_never_paths_and_checked_on_submit(api: ApiSessio
         ],
     }
     assert _fields(_submit(api, owner, pooled)) == ["body.embeddings.0.embeddings.0.layers"]
+    # a tagger's transformer, once per mistake
+    tagging = api.corpus(owner)
+    tagger = {
+        "corpus": {"ids": [tagging]},
+        "label_type": "ner",
+        "embeddings": [{"type": "transformer", "model": "nope"}],
+    }
+    assert _fields(_submit(api, owner, tagger)) == ["body.embeddings.0.model"]
     assert _job_rows() == 0 and api.enqueued == []
 
     for good in (spec(model="tiny-bert", layers="all"), spec(model="tiny-bert", layers="-3"), spec()):
