@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, get_type_hints
 
-from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile, params
 
 from service.deps import current_owner
 from service.errors import FieldError, Invalid, json_refusal
@@ -46,19 +47,6 @@ def _json_object(raw: str, field: str) -> dict[str, Any]:
     return value
 
 
-UPLOAD_FIELDS = (
-    "format",
-    "train",
-    "dev",
-    "test",
-    "name",
-    "options",
-    "column_map",
-    "text_column",
-    "label_column",
-)
-
-
 async def _each_field_once(request: Request) -> None:
     """FastAPI keeps the last of repeated form fields and ignores unknown ones, so a second train
     file or a `validation` file would be dropped without a word; refuse both instead. The form
@@ -81,6 +69,16 @@ async def _each_field_once(request: Request) -> None:
     ]
     if errors:
         raise Invalid(f"{errors[0].loc[-1]}: {errors[0].message}", errors)
+
+
+def _form_fields(endpoint: Callable[..., Any]) -> tuple[str, ...]:
+    """The form and file fields an endpoint declares, in order (File is a kind of Form)."""
+    hints = get_type_hints(endpoint, include_extras=True)
+    return tuple(
+        name
+        for name, hint in hints.items()
+        if any(isinstance(m, params.Form) for m in getattr(hint, "__metadata__", ()))
+    )
 
 
 def _options(raw: str | None) -> dict[str, Any]:
@@ -142,6 +140,9 @@ def create_corpus(
     )
     response.headers["Location"] = str(request.url_for("get_corpus", corpus_id=row.id))
     return corpus_out(row)
+
+
+UPLOAD_FIELDS = _form_fields(create_corpus)
 
 
 @router.post(
