@@ -240,11 +240,27 @@ class TrainerOptions(_Strict):
     mini_batch_size: int = Field(32, ge=1, le=4096)
     mini_batch_chunk_size: int | None = Field(None, ge=1, le=4096)
     max_epochs: int = Field(10, ge=1, le=1000)
-    scheduler: Literal["anneal_on_plateau", "linear_warmup", "none"] = "anneal_on_plateau"
+    scheduler: Literal["anneal_on_plateau", "linear_warmup", "one_cycle", "none"] = Field(
+        "anneal_on_plateau",
+        description="`anneal_on_plateau`: multiply the rate by `anneal_factor` after `patience` epochs "
+        "without a better dev score, and stop when it falls below `min_learning_rate`. "
+        "`linear_warmup`: rise over `warmup_fraction` of the batches, then decay linearly to 0. "
+        "`one_cycle`: PyTorch's one-cycle policy, peaking at `learning_rate`. `none`: a constant rate.",
+    )
     anneal_factor: float = Field(0.5, gt=0.0, lt=1.0)
     patience: int = Field(3, ge=0, le=100)
     min_learning_rate: float = Field(0.0001, ge=0.0)
+    anneal_with_restarts: bool = Field(
+        False,
+        description="`anneal_on_plateau` only: each time the rate is lowered, training continues from "
+        "the best model so far rather than the current one.",
+    )
     warmup_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="The optimizer's weight decay.")
+    max_grad_norm: float | None = Field(
+        5.0, gt=0.0, le=1e6, description="Gradients are clipped to this norm; `null` turns clipping off."
+    )
+    eval_batch_size: int = Field(64, ge=1, le=4096, description="Sentences per batch when evaluating.")
     embeddings_storage_mode: Literal["none", "cpu", "gpu"] = "cpu"
     train_with_dev: bool = False
     shuffle: bool = True
@@ -277,6 +293,11 @@ class TrainerOptions(_Strict):
             for field, value in FINE_TUNE_DEFAULTS.items():
                 if field not in self.model_fields_set:
                     object.__setattr__(self, field, value)
+        if self.anneal_with_restarts and self.scheduler != "anneal_on_plateau":
+            # restarts happen when the rate is annealed: with any other schedule it would do nothing
+            raise ValueError(
+                f"anneal_with_restarts needs scheduler 'anneal_on_plateau', not {self.scheduler!r}"
+            )
         if self.scheduler == "anneal_on_plateau" and self.learning_rate < self.min_learning_rate:
             # the trainer would stop before the first epoch: a job that trains nothing
             raise ValueError(

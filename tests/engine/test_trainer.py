@@ -496,6 +496,7 @@ def _train_defaults() -> dict[str, Any]:
         ("sgd", "anneal_on_plateau", "train"),
         ("adamw", "linear_warmup", "fine_tune"),
         ("adam", "none", "train"),
+        ("adamw", "one_cycle", "train"),
     ],
 )
 def test_the_worker_spec_arguments_are_accepted(
@@ -514,7 +515,11 @@ def test_the_worker_spec_arguments_are_accepted(
         "anneal_factor": 0.5,
         "patience": 3,
         "min_learning_rate": 0.0001,
+        "anneal_with_restarts": scheduler == "anneal_on_plateau",
         "warmup_fraction": 0.1,
+        "weight_decay": 0.01,
+        "max_grad_norm": None if optimizer == "adam" else 5.0,
+        "eval_batch_size": 8,
         "embeddings_storage_mode": "cpu",
         "train_with_dev": False,
         "shuffle": True,

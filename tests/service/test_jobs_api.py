@@ -501,3 +501,45 @@ def test_a_learning_rate_below_the_annealing_minimum_is_422(api: ApiSession) -> 
     assert _job_rows() == 0
     # fine-tuning's linear schedule has no minimum: 5e-5 below the default 1e-4 is fine
     assert _submit(api, owner, {**base, "trainer": {"mode": "fine_tune"}}).status_code == 202
+
+
+def test_the_trainers_schedules_and_optimizer_options_reach_the_stored_spec(api: ApiSession) -> None:
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    base = {"corpus": {"ids": [corpus_id]}, "label_type": "ner"}
+    chosen = {
+        "optimizer": "adamw",
+        "learning_rate": 0.001,
+        "scheduler": "one_cycle",
+        "weight_decay": 0.01,
+        "max_grad_norm": None,
+        "eval_batch_size": 8,
+    }
+    r = _submit(api, owner, {**base, "trainer": chosen})
+    assert r.status_code == 202, r.text
+    stored = api.client.get(r.headers["location"], headers=owner.headers).json()["spec"]["trainer"]
+    assert {key: stored[key] for key in chosen} == chosen
+    restarts = {"scheduler": "anneal_on_plateau", "anneal_with_restarts": True}
+    assert _submit(api, owner, {**base, "trainer": restarts}).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("trainer", "field", "message"),
+    [
+        ({"anneal_with_restarts": True, "scheduler": "one_cycle"}, "body.trainer", "needs scheduler"),
+        ({"mode": "fine_tune", "anneal_with_restarts": True}, "body.trainer", "not 'linear_warmup'"),
+        ({"weight_decay": -0.1}, "body.trainer.weight_decay", "greater than or equal to 0"),
+        ({"max_grad_norm": 0}, "body.trainer.max_grad_norm", "greater than 0"),
+        ({"scheduler": "cosine"}, "body.trainer.scheduler", "one_cycle"),
+        ({"eval_batch_size": 0}, "body.trainer.eval_batch_size", "greater than or equal to 1"),
+    ],
+)
+def test_trainer_options_that_cannot_work_are_422(
+    api: ApiSession, trainer: dict[str, object], field: str, message: str
+) -> None:
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    r = _submit(api, owner, {"corpus": {"ids": [corpus_id]}, "label_type": "ner", "trainer": trainer})
+    assert _fields(r) == [field], r.text
+    assert message in r.text
+    assert _job_rows() == 0
