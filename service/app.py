@@ -16,7 +16,7 @@ from service.limits import UploadLimitMiddleware
 from service.logic.predict import ModelCache
 from service.metrics import MetricsMiddleware
 from service.predict_fastpath import PredictFastPath
-from service.routers import corpora, jobs, keys, models, ops
+from service.routers import corpora, jobs, keys, models, ops, transformers
 from service.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def create_app(run_migrations: bool = True) -> FastAPI:
     problems.install(app)
     # Predict is the hot path: PredictFastPath serves it before routing; its router comes first
     # for the documented route.
-    for router in (models.router, ops.router, keys.router, corpora.router, jobs.router):
+    for router in (models.router, ops.router, keys.router, corpora.router, jobs.router, transformers.router):
         app.include_router(router)
     app.add_middleware(UploadLimitMiddleware)
     app.add_middleware(PredictFastPath, route=_route(models.router, "/models/{model_id}/predict"))

@@ -9,6 +9,8 @@ Imported by the worker: no FastAPI here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from engine.embeddings.base import EmbeddingConfigError
 from engine.embeddings.transformer import (
     MODEL_ALIASES,
@@ -51,15 +53,43 @@ def transformer_folder(name: str) -> str:
     )
 
 
-def hidden_states(folder: str, name: str) -> int:
-    """How many hidden states (embeddings + layers) the model ``name`` in ``folder`` has. Raises
-    EmbeddingConfigError unless the folder holds what a worker needs to load it (config,
-    safetensors weights, tokenizer), so the mistake is found before a job is queued."""
+@dataclass(frozen=True)
+class TransformerShape:
+    hidden_states: int  # the embedding layer and every transformer layer: what `layers` indexes
+    hidden_size: int
+
+
+def transformer_shape(folder: str, name: str) -> TransformerShape:
+    """The shape of the model ``name`` in ``folder``. Raises EmbeddingConfigError unless the folder
+    holds what a worker needs to load it (config, safetensors weights, tokenizer), so the mistake
+    is found before a job is queued."""
     from transformers import AutoConfig
 
     check_model_folder(folder, repr(name))  # not the server's path: the API shows this message
     try:
         config = AutoConfig.from_pretrained(folder)
-    except (OSError, ValueError) as error:
+        return TransformerShape(int(config.num_hidden_layers) + 1, int(config.hidden_size))
+    except (OSError, ValueError, AttributeError, TypeError) as error:
         raise EmbeddingConfigError(f"cannot read the config.json of {name!r}: {error}") from error
-    return int(config.num_hidden_layers) + 1
+
+
+@dataclass(frozen=True)
+class TransformerInfo:
+    name: str
+    source: str  # "installed" (a Python package) or "transformers_dir" (a folder there)
+    shape: TransformerShape | None
+    problem: str | None  # why a spec naming it would be refused; None when it is usable
+
+
+def describe_transformers() -> list[TransformerInfo]:
+    """Every name ``available_transformers`` lists, with its shape or what is wrong with it."""
+    infos = []
+    for name in available_transformers():
+        source = "installed" if name in MODEL_ALIASES else "transformers_dir"
+        try:
+            shape = transformer_shape(transformer_folder(name), name)
+        except (EmbeddingConfigError, TransformerNotAvailable) as error:
+            infos.append(TransformerInfo(name, source, None, str(error)))
+        else:
+            infos.append(TransformerInfo(name, source, shape, None))
+    return infos

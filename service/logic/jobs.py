@@ -120,7 +120,7 @@ def _check_transformers(spec: TrainingSpec) -> list[FieldError]:
     """Every transformer the spec names is on this server and has the layers asked for."""
     from engine.embeddings.base import EmbeddingConfigError
     from engine.embeddings.transformer import parse_layers
-    from service.transformer_models import TransformerNotAvailable, hidden_states, transformer_folder
+    from service.transformer_models import TransformerNotAvailable, transformer_folder, transformer_shape
 
     found = [(loc, e) for loc, e in spec.token_embeddings() if isinstance(e, TransformerWordEmbeddingSpec)]
     found += [
@@ -131,7 +131,7 @@ def _check_transformers(spec: TrainingSpec) -> list[FieldError]:
     errors: list[FieldError] = []
     for loc, emb in found:
         try:
-            states = hidden_states(transformer_folder(emb.model), emb.model)
+            states = transformer_shape(transformer_folder(emb.model), emb.model).hidden_states
         except (TransformerNotAvailable, EmbeddingConfigError) as error:
             errors.append(FieldError([*loc, "model"], str(error)))
             continue

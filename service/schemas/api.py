@@ -232,6 +232,25 @@ class PredictResponse(BaseModel):
 JobSubmit = TrainingSpec
 
 
+# -- transformers -------------------------------------------------------------------------------
+class TransformerOut(BaseModel):
+    name: str = Field(description="What a spec's `model` may say.")
+    source: Literal["installed", "transformers_dir"] = Field(
+        description="`installed` with Tagsmith, or a model folder in `TAGSMITH_TRANSFORMERS_DIR`."
+    )
+    hidden_states: int | None = Field(
+        None, description="The embedding layer and every transformer layer: `layers` counts in these."
+    )
+    hidden_size: int | None = Field(None, description="Width of each hidden state.")
+    problem: str | None = Field(
+        None, description="Why a spec naming this model would be refused; `null` when it is usable."
+    )
+
+
+class TransformerList(BaseModel):
+    items: list[TransformerOut]
+
+
 class Health(BaseModel):
     status: str
 

@@ -33,6 +33,7 @@ def test_document_lists_every_endpoint() -> None:
         "/health": {"get"},
         "/ready": {"get"},
         "/metrics": {"get"},
+        "/transformers": {"get"},
     }
     assert {p: set(ops) for p, ops in paths.items()} == expected
     assert "application/problem+json" in paths["/jobs"]["post"]["responses"]["422"]["content"]
