@@ -105,8 +105,10 @@ class JobProgress(TrainerCallback):
         batch_sleep: float = 0.0,
         shutdown: Flag | None = None,
         clock: Callable[[], float] = time.monotonic,
+        run_dir: Path | None = None,
     ) -> None:
         self.job_id = job_id
+        self.run_dir = run_dir  # the trainer's base_path: its files go out with every checkpoint
         self.owner = owner
         self.storage = storage
         self.lease_lost = lease_lost
@@ -252,16 +254,32 @@ class JobProgress(TrainerCallback):
     def on_checkpoint(self, path: Path, epoch: int) -> None:
         key = checkpoint_key(self.job_id, epoch, self.run_token)
         self.storage.put_dir(key, Path(path))
-        # Read the old key and point to the new one in the same fenced transaction.
+        files = self.publish_files(f"epoch-{epoch:04d}")
+        # Read the old keys and point to the new ones in the same fenced transaction, so the job
+        # never points to a snapshot of files older than its checkpoint.
         with session_scope() as session:
-            previous = session.execute(select(Job.checkpoint_key).where(Job.id == self.job_id)).scalar_one()
-            owned = update_owned_in(session, self.job_id, self.owner, checkpoint_key=key)
+            previous = session.execute(
+                select(Job.checkpoint_key, Job.files_key).where(Job.id == self.job_id)
+            ).one()
+            values = {"checkpoint_key": key, **({"files_key": files} if files else {})}
+            owned = update_owned_in(session, self.job_id, self.owner, **values)
         if not owned:
             self.lease_lost.set()
-            self.storage.delete(key)
+            for new in (key, files):
+                if new:
+                    self.storage.delete(new)
             return
-        if previous and previous != key:
-            self.storage.delete(previous)
+        for old, new in ((previous.checkpoint_key, key), (previous.files_key, files)):
+            if old and new and old != new:
+                self.storage.delete(old)
+
+    def publish_files(self, label: str) -> str | None:
+        """A snapshot of the run folder's files under a key of this run's (None: nothing yet)."""
+        if self.run_dir is None:
+            return None
+        from worker.run_files import publish
+
+        return publish(self.storage, self.job_id, self.run_token, label, self.run_dir)
 
     def on_train_end(self, info: TrainingEnded) -> None:
         self.ended = info

@@ -22,6 +22,7 @@ import signal
 import tempfile
 import threading
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from service.db.session import session_scope
 from service.queue import TRAIN_TASK, enqueue_job
 from service.settings import get_settings
 from service.storage import get_storage
+from worker import run_files
 from worker.celery_app import app
 from worker.lease import Claim, Heartbeat, claim, new_owner_id, release, update_owned, update_owned_in
 from worker.settings import get_worker_settings
@@ -166,8 +168,17 @@ def _claim_and_run(job_id: str, owner: str) -> str:
         if heartbeat.lost.is_set():
             return "lease_lost"
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-        release(
-            job_id, owner, status="failed", error=error_message(exc), finished_at=utcnow(), eta_seconds=None
+        run_files.release_with_files(
+            get_storage(),
+            job_id,
+            owner,
+            uuid.uuid4().hex[:8],
+            "failed",
+            workdir / "run",
+            status="failed",
+            error=error_message(exc),
+            finished_at=utcnow(),
+            eta_seconds=None,
         )
         return "failed"
     finally:
@@ -184,23 +195,28 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
         job = session.get(Job, job_id)
         if job is None:
             raise LeaseLost(job_id)
-        job_name, owner_id, raw_spec, queue, kind = (
+        job_name, owner_id, raw_spec, queue, kind, files_key = (
             job.name,
             job.owner_id,
             dict(job.spec),
             job.queue,
             job.kind,
+            job.files_key,
         )
+    run_dir = workdir / "run"  # the trainer's base_path (also read when the run fails)
     plan = (
-        _language_model_plan(raw_spec, workdir)
+        _language_model_plan(raw_spec, workdir, run_dir)
         if kind == "language_model"
-        else _tagger_plan(raw_spec, workdir)
+        else _tagger_plan(raw_spec, workdir, run_dir)
     )
     resume_epoch = checkpoint_epoch(granted.resumed_from) if granted.resumed_from else 0
     _forget_epochs_after(job_id, owner, resume_epoch)
     if granted.resumed_from:
         checkpoint_dir = storage.get_dir(granted.resumed_from, workdir / "resume-checkpoint")
         trainer = plan.resume(checkpoint_dir)
+        if files_key:
+            # written in the same transaction as the checkpoint: the log goes on where it stopped
+            run_files.restore(storage, files_key, run_dir)
     else:
         trainer = plan.new()
     settings = get_worker_settings()
@@ -213,6 +229,7 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
         cancel_interval=settings.cancel_check_interval_seconds,
         batch_sleep=settings.test_batch_sleep_seconds,
         shutdown=SHUTDOWN,
+        run_dir=run_dir,
     )
     if not update_owned(job_id, owner, device=plan.device):
         raise LeaseLost(job_id)
@@ -221,14 +238,26 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
         raise LeaseLost(job_id)
     if progress.stop_reason == "shutdown":
         # Back to the queue with the checkpoint of the last completed epoch; any worker resumes it.
-        if not release(job_id, owner, status="queued", eta_seconds=None):
+        if not run_files.release_with_files(
+            storage, job_id, owner, progress.run_token, "requeued", run_dir, status="queued", eta_seconds=None
+        ):
             raise LeaseLost(job_id)
         task_id = enqueue_job(job_id, queue)
         update_job(job_id, celery_task_id=task_id)
         log.warning("job %s: worker shutting down, job sent back to the queue as task %s", job_id, task_id)
         return "requeued"
     if progress.stop_reason == "cancelled" or ended.status == "cancelled":
-        if not release(job_id, owner, status="cancelled", finished_at=utcnow(), eta_seconds=None):
+        if not run_files.release_with_files(
+            storage,
+            job_id,
+            owner,
+            progress.run_token,
+            "cancelled",
+            run_dir,
+            status="cancelled",
+            finished_at=utcnow(),
+            eta_seconds=None,
+        ):
             raise LeaseLost(job_id)
         return "cancelled"
     model_dir = ended.model_path or _save_final_model(trainer, workdir / "final-model")
@@ -262,7 +291,7 @@ class _Plan:
     lower_is_better: bool = False  # of the dev main score (a language model's perplexity)
 
 
-def _tagger_plan(raw_spec: dict[str, Any], workdir: Path) -> _Plan:
+def _tagger_plan(raw_spec: dict[str, Any], workdir: Path, run_dir: Path) -> _Plan:
     from service.schemas.spec import TrainingSpec
     from worker import build
 
@@ -273,12 +302,12 @@ def _tagger_plan(raw_spec: dict[str, Any], workdir: Path) -> _Plan:
         device=device,
         new=lambda: build.new_trainer(spec, corpus, workdir / "resources"),
         resume=lambda checkpoint: build.resume_trainer(checkpoint, corpus),
-        train=lambda trainer, progress: build.train(trainer, spec, workdir / "run", device, progress),
+        train=lambda trainer, progress: build.train(trainer, spec, run_dir, device, progress),
         registration=lambda trainer: (spec.task, trainer.model.label_type, build.model_labels(trainer.model)),
     )
 
 
-def _language_model_plan(raw_spec: dict[str, Any], workdir: Path) -> _Plan:
+def _language_model_plan(raw_spec: dict[str, Any], workdir: Path, run_dir: Path) -> _Plan:
     from service.schemas.spec import LanguageModelSpec
     from worker import language_model as lm
 
@@ -289,7 +318,7 @@ def _language_model_plan(raw_spec: dict[str, Any], workdir: Path) -> _Plan:
         device=device,
         new=lambda: lm.new_trainer(spec, corpus),
         resume=lambda checkpoint: lm.resume_trainer(checkpoint, corpus),
-        train=lambda trainer, progress: lm.train(trainer, spec, workdir / "run", device, progress),
+        train=lambda trainer, progress: lm.train(trainer, spec, run_dir, device, progress),
         # The label type of a language model is its direction; it has no labels.
         registration=lambda trainer: ("language_model", spec.direction, []),
         lower_is_better=True,
@@ -337,11 +366,13 @@ def _complete(
     model_id = new_id()
     key = f"models/{model_id}"
     storage.put_dir(key, model_dir)
+    files = progress.publish_files("final")
     try:
         dev_metrics = progress.best_dev_scores or _best_dev_metrics(job_id, lower_is_better)
         with session_scope() as session:
             checkpoint = session.get(Job, job_id)
             old_checkpoint = checkpoint.checkpoint_key if checkpoint is not None else None
+            old_files = checkpoint.files_key if checkpoint is not None else None
             done = update_owned_in(
                 session,
                 job_id,
@@ -354,6 +385,7 @@ def _complete(
                 checkpoint_key=None,
                 lease_owner=None,
                 lease_expires_at=None,
+                **({"files_key": files} if files else {}),
             )
             if not done:
                 raise LeaseLost(job_id)
@@ -375,9 +407,13 @@ def _complete(
             )
     except BaseException:
         storage.delete(key)
+        if files:
+            storage.delete(files)
         raise
     if old_checkpoint:
         storage.delete(old_checkpoint)
+    if files and old_files and old_files != files:
+        storage.delete(old_files)
 
 
 def _best_dev_metrics(job_id: str, lower_is_better: bool = False) -> dict[str, Any] | None:

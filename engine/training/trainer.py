@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -162,7 +163,11 @@ class _WeightWriter:
 
     SAMPLES = 10
 
-    def __init__(self, path: Path, model: nn.Module, seed: int, fresh: bool) -> None:
+    HEADER = "ITERATION\tPARAMETER\tINDEX\tVALUE\n"
+
+    def __init__(self, path: Path, model: nn.Module, seed: int, done_iterations: int) -> None:
+        """``done_iterations``: the batches the checkpoint a run resumes from has trained (0 for a
+        new run)."""
         self.path = path
         generator = torch.Generator().manual_seed(seed)
         self.picks: dict[str, list[int]] = {}
@@ -170,8 +175,25 @@ class _WeightWriter:
             if param.requires_grad and param.numel() > 0:
                 count = min(self.SAMPLES, param.numel())
                 self.picks[name] = torch.randperm(param.numel(), generator=generator)[:count].tolist()
-        if fresh or not path.exists():
-            path.write_text("ITERATION\tPARAMETER\tINDEX\tVALUE\n", encoding="utf-8")
+        if done_iterations == 0 or not path.exists():
+            path.write_text(self.HEADER, encoding="utf-8")
+        else:
+            self._drop_after(done_iterations)
+
+    def _drop_after(self, iteration: int) -> None:
+        # A run cancelled or failed inside an epoch sampled part of it; the resumed run trains that
+        # epoch again from the checkpoint, and its samples replace those.
+        with open(self.path, encoding="utf-8") as handle:
+            lines = handle.readlines()
+        kept = [self.HEADER] + [
+            line
+            for line in lines[1:]
+            if line.split("\t", 1)[0].isdigit() and int(line.split("\t", 1)[0]) <= iteration
+        ]
+        if len(kept) < len(lines):
+            temporary = self.path.with_name(self.path.name + ".tmp")
+            temporary.write_text("".join(kept), encoding="utf-8")
+            os.replace(temporary, self.path)
 
     def write(self, iteration: int, model: nn.Module) -> None:
         params = dict(model.named_parameters())
@@ -439,7 +461,10 @@ class _Run:
         self._write_loss_tsv(state.history)
         weights = (
             _WeightWriter(
-                self.base_path / "weights.txt", self.model, state.shuffle_seed, fresh=state.epoch == 0
+                self.base_path / "weights.txt",
+                self.model,
+                state.shuffle_seed,
+                done_iterations=state.epoch * self.batches_per_epoch,
             )
             if a["write_weights"]
             else None

@@ -119,6 +119,8 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     checkpoint_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # the newest snapshot of the run's files (service.run_files): training.log, loss.tsv ...
+    files_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
     epoch: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     max_epochs: Mapped[int | None] = mapped_column(Integer, nullable=True)
     batch: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

@@ -22,6 +22,7 @@ from service.db.models import (
 from service.db.session import session_scope
 from service.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
 from service.logic.text_corpora import TEXT_FORMAT
+from service.run_files import RUN_FILES
 from service.schemas.spec import (
     FlairEmbeddingSpec,
     LanguageModelSpec,
@@ -30,6 +31,7 @@ from service.schemas.spec import (
     TransformerWordEmbeddingSpec,
 )
 from service.settings import get_settings
+from service.storage import get_storage
 
 TAGGER_KINDS = ("token", "span")
 
@@ -161,6 +163,10 @@ def _send(job_id: str, queue: str) -> None:
         session.execute(update(Job).where(Job.id == job_id).values(celery_task_id=task_id))
 
 
+# a worker replaces the snapshot every epoch: a reader that lost the race reads the row again
+_SNAPSHOT_TRIES = 3
+
+
 def submit_job(owner_id: str, spec: TrainingSpec) -> Job:
     with session_scope() as session:
         resolved = _check_against_corpora(session, owner_id, spec)
@@ -244,6 +250,36 @@ def job_metrics(owner_id: str, job_id: str) -> tuple[list[JobEpochMetric], list[
             .order_by(JobBatchLoss.epoch, JobBatchLoss.batch, JobBatchLoss.id)
         ).all()
         return list(epochs), list(batches)
+
+
+def job_files(owner_id: str, job_id: str) -> list[tuple[str, int]]:
+    """(name, size in bytes) of each file in the job's newest run-file snapshot."""
+    storage = get_storage()
+    for _ in range(_SNAPSHOT_TRIES):
+        key = get_job(owner_id, job_id).files_key
+        if key is None:
+            return []
+        found = {k.rsplit("/", 1)[-1]: k for k in storage.list(key)}
+        if found or key == get_job(owner_id, job_id).files_key:
+            return [(name, storage.size(found[name])) for name in RUN_FILES if name in found]
+    raise Unavailable(f"the files of job {job_id} kept changing while being read; try again")
+
+
+def job_file(owner_id: str, job_id: str, name: str) -> tuple[bytes, str]:
+    """One file of the job's newest run-file snapshot and its media type."""
+    if name not in RUN_FILES:
+        raise NotFound(f"job {job_id} has no file {name!r} (a job's files: {', '.join(RUN_FILES)})")
+    storage = get_storage()
+    for _ in range(_SNAPSHOT_TRIES):
+        key = get_job(owner_id, job_id).files_key
+        if key is None:
+            raise NotFound(f"job {job_id} has written no files yet")
+        try:
+            return storage.get(f"{key}/{name}"), RUN_FILES[name]
+        except FileNotFoundError:
+            if key == get_job(owner_id, job_id).files_key:
+                raise NotFound(f"job {job_id} has no {name} (yet)") from None
+    raise Unavailable(f"the files of job {job_id} kept changing while being read; try again")
 
 
 def cancel_job(owner_id: str, job_id: str) -> Job:

@@ -14,7 +14,16 @@ from service.deps import current_owner
 from service.logic import jobs
 from service.logic.curves import render_curves
 from service.routers.common import problems
-from service.schemas.api import BatchLossOut, EpochMetricOut, JobList, JobMetrics, JobOut
+from service.run_files import RUN_FILES
+from service.schemas.api import (
+    BatchLossOut,
+    EpochMetricOut,
+    JobFileList,
+    JobFileOut,
+    JobList,
+    JobMetrics,
+    JobOut,
+)
 from service.schemas.spec import LanguageModelSpec, TrainingSpec
 from service.settings import get_settings
 
@@ -104,6 +113,40 @@ def job_curves(job_id: str, owner_id: str = Depends(current_owner)) -> Response:
     epochs, batches = jobs.job_metrics(owner_id, job_id)
     png = render_curves(f"{job.name} ({job.status})", epochs, batches)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/{job_id}/files", response_model=JobFileList, responses=problems(401, 404, 503))
+def list_job_files(job_id: str, request: Request, owner_id: str = Depends(current_owner)) -> JobFileList:
+    """The files the trainer wrote (`training.log`, `loss.tsv`, `weights.txt` and `weights.png`
+    with `write_weights`, `test.tsv` with the test predictions), as of the last checkpoint or the
+    end of the job; empty until the first epoch ends."""
+    return JobFileList(
+        items=[
+            JobFileOut(
+                name=name,
+                size_bytes=size,
+                url=str(request.url_for("get_job_file", job_id=job_id, name=name)),
+            )
+            for name, size in jobs.job_files(owner_id, job_id)
+        ]
+    )
+
+
+@router.get(
+    "/{job_id}/files/{name}",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {media: {} for media in dict.fromkeys(RUN_FILES.values())},
+            "description": "The file",
+        },
+        **problems(401, 404, 503),
+    },
+)
+def get_job_file(job_id: str, name: str, owner_id: str = Depends(current_owner)) -> Response:
+    """One of the job's files (see `GET /jobs/{job_id}/files`)."""
+    data, media_type = jobs.job_file(owner_id, job_id, name)
+    return Response(data, media_type=media_type, headers={"Cache-Control": "no-store"})
 
 
 def _event(name: str, data: Any) -> str:

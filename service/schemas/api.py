@@ -135,6 +135,16 @@ class JobMetrics(BaseModel):
     batches: list[BatchLossOut]
 
 
+class JobFileOut(BaseModel):
+    name: str = Field(description="`training.log`, `loss.tsv`, `weights.txt`, `weights.png` or `test.tsv`.")
+    size_bytes: int
+    url: str
+
+
+class JobFileList(BaseModel):
+    items: list[JobFileOut]
+
+
 # -- models -------------------------------------------------------------------------------------
 class ModelOut(_Out):
     id: str

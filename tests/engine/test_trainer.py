@@ -199,7 +199,11 @@ def test_cancel_keeps_the_last_epoch_and_resume_reaches_max_epochs(tmp_path: Pat
     recorder = Recorder(stop_at=(2, 2))  # stop before batch 3 of epoch 2
     trainer = ModelTrainer(make_tagger(corpus, vectors), corpus)
     result = trainer.train(
-        tmp_path / "run", max_epochs=3, checkpoint=True, **{**FAST, "callbacks": [recorder]}
+        tmp_path / "run",
+        max_epochs=3,
+        checkpoint=True,
+        write_weights=True,
+        **{**FAST, "callbacks": [recorder]},
     )
 
     assert result["status"] == "cancelled" and result["epochs_done"] == 1
@@ -214,13 +218,19 @@ def test_cancel_keeps_the_last_epoch_and_resume_reaches_max_epochs(tmp_path: Pat
     assert isinstance(load_model(checkpoint.model_dir), SequenceTagger)
 
     resumed = ModelTrainer.load_checkpoint(tmp_path / "run" / "checkpoint", corpus)
-    result = resumed.train(tmp_path / "run", max_epochs=3, checkpoint=True, **FAST)
+    result = resumed.train(tmp_path / "run", max_epochs=3, checkpoint=True, write_weights=True, **FAST)
     assert result["status"] == "completed" and result["epochs_done"] == 3
     assert [int(r[0]) for r in loss_rows(tmp_path / "run" / "loss.tsv")[1:]] == [1, 2, 3]
 
     corpus = make_corpus()
-    ModelTrainer(make_tagger(corpus, vectors), corpus).train(tmp_path / "straight", max_epochs=3, **FAST)
+    ModelTrainer(make_tagger(corpus, vectors), corpus).train(
+        tmp_path / "straight", max_epochs=3, write_weights=True, **FAST
+    )
     assert same_weights(tmp_path / "straight" / "final-model", tmp_path / "run" / "final-model")
+    # the cancelled part of epoch 2 was sampled, then trained again: its samples are replaced
+    assert (tmp_path / "run" / "weights.txt").read_text() == (
+        tmp_path / "straight" / "weights.txt"
+    ).read_text()
 
 
 @register_model

@@ -22,6 +22,8 @@ def test_document_lists_every_endpoint() -> None:
         "/jobs/{job_id}/metrics": {"get"},
         "/jobs/{job_id}/curves.png": {"get"},
         "/jobs/{job_id}/events": {"get"},
+        "/jobs/{job_id}/files": {"get"},
+        "/jobs/{job_id}/files/{name}": {"get"},
         "/jobs/{job_id}/cancel": {"post"},
         "/jobs/{job_id}/resume": {"post"},
         "/models": {"get"},

@@ -148,3 +148,57 @@ def test_a_transformer_from_the_transformers_dir_trains_and_its_model_stands_alo
     )
     assert predicted.status_code == 200, predicted.text
     assert predicted.json()["sentences"][0]["labels"][0]["value"] in ("NEGATIVE", "POSITIVE")
+
+
+def test_the_trainers_files_are_kept_with_the_job(stack: Stack) -> None:
+    # training.log, loss.tsv, weights.txt and test.tsv used to stay in the worker's temporary
+    # folder and were deleted with it: `write_weights` did nothing a user could see.
+    from service.settings import get_settings
+
+    stack.start_worker("files")
+    spec = tagger_spec(stack.upload_tagger_corpus(), max_epochs=2)
+    spec["trainer"]["write_weights"] = True
+    job_id = stack.submit(spec)
+    job = stack.wait_finished(job_id)
+    assert job.status == "completed", (job.error, stack.worker_logs())
+
+    listed = stack.client.get(f"/jobs/{job_id}/files", headers=stack.headers)
+    assert listed.status_code == 200, listed.text
+    items = listed.json()["items"]
+    assert [item["name"] for item in items] == [
+        "training.log",
+        "loss.tsv",
+        "weights.txt",
+        "weights.png",
+        "test.tsv",
+    ]
+    assert all(item["size_bytes"] > 0 for item in items)
+
+    def fetch(name: str) -> Any:
+        url = next(item["url"] for item in items if item["name"] == name)
+        response = stack.client.get(url, headers=stack.headers)
+        assert response.status_code == 200, response.text
+        return response
+
+    loss = fetch("loss.tsv")
+    assert loss.headers["content-type"].startswith("text/tab-separated-values")
+    rows = loss.text.splitlines()
+    assert rows[0].startswith("EPOCH\t") and [row.split("\t")[0] for row in rows[1:]] == ["1", "2"]
+    assert "training completed after 2 epochs" in fetch("training.log").text
+    assert fetch("weights.txt").text.startswith("ITERATION\tPARAMETER\tINDEX\tVALUE\n")
+    assert fetch("weights.png").content.startswith(b"\x89PNG")
+    # the test split's sentences with gold and predicted tags
+    assert "Tom" in fetch("test.tsv").text
+
+    # one snapshot is kept: each epoch's replaced the one before
+    root = get_settings().storage_root / "jobs" / job_id / "files"
+    assert len(list(root.iterdir())) == 1
+
+    missing = stack.client.get(f"/jobs/{job_id}/files/model.safetensors", headers=stack.headers)
+    assert missing.status_code == 404 and "training.log" in missing.json()["detail"]
+    other = stack.client.post(
+        "/keys", json={"name": "other"}, headers={"Authorization": "Bearer test-admin-key"}
+    )
+    other_headers = {"Authorization": f"Bearer {other.json()['key']}"}
+    assert stack.client.get(f"/jobs/{job_id}/files", headers=other_headers).status_code == 404
+    assert stack.client.get(f"/jobs/{job_id}/files/loss.tsv", headers=other_headers).status_code == 404

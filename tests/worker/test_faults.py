@@ -23,6 +23,12 @@ def claims_in_logs(stack: Stack, job_id: str) -> int:
     return len(re.findall(rf"job {job_id}: claimed", stack.worker_logs()))
 
 
+def training_log(stack: Stack, job_id: str) -> str:
+    response = stack.client.get(f"/jobs/{job_id}/files/training.log", headers=stack.headers)
+    assert response.status_code == 200, response.text
+    return response.text
+
+
 def test_a_worker_killed_in_epoch_two_is_resumed_by_another(stack: Stack) -> None:
     corpus = stack.upload_tagger_corpus(repeat=2)
     first = stack.start_worker("doomed", **SLOW_BATCHES)
@@ -42,6 +48,10 @@ def test_a_worker_killed_in_epoch_two_is_resumed_by_another(stack: Stack) -> Non
     assert job.attempts == 2
     assert job.model_id is not None
     assert "resuming from" in stack.workers[-1].log()
+    # the log goes on from the epoch-1 checkpoint: nothing of the lost epoch 2, nothing twice
+    log = training_log(stack, job_id)
+    assert [log.count(f"epoch {n}: train loss") for n in (1, 2, 3, 4)] == [1, 1, 1, 1], log
+    assert log.index("epoch 1: train loss") < log.index("resuming from") < log.index("epoch 2: train loss")
 
 
 def test_a_redelivered_message_does_not_start_a_second_run(stack: Stack) -> None:
@@ -84,6 +94,9 @@ def test_cancel_stops_within_seconds_and_resume_finishes_the_epochs(stack: Stack
     assert job.status == "completed", (job.error, stack.worker_logs())
     assert stack.epochs(job_id) == [1, 2, 3, 4]
     assert job.epoch == 4
+    log = training_log(stack, job_id)
+    assert log.index("cancelled in epoch") < log.index("resuming from") < log.index("epoch 4: train loss")
+    assert [log.count(f"epoch {n}: train loss") for n in (1, 2, 3, 4)] == [1, 1, 1, 1], log
 
 
 def test_two_workers_four_jobs_each_job_runs_once(stack: Stack) -> None:
