@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 
 from service import queue as job_queue
 from service.db.models import (
@@ -280,6 +280,22 @@ def job_file(owner_id: str, job_id: str, name: str) -> tuple[bytes, str]:
             if key == get_job(owner_id, job_id).files_key:
                 raise NotFound(f"job {job_id} has no {name} (yet)") from None
     raise Unavailable(f"the files of job {job_id} kept changing while being read; try again")
+
+
+def delete_job(owner_id: str, job_id: str) -> None:
+    """A finished job with its metrics, checkpoint and files; the model it trained stays."""
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.owner_id != owner_id:
+            raise NotFound(f"job {job_id} not found")
+        # Conditional, so a resume that queued the job meanwhile wins; the metric rows go with the
+        # job (ON DELETE CASCADE).
+        gone = session.execute(
+            delete(Job).where(Job.id == job_id, Job.status.in_(FINISHED_STATUSES))
+        ).rowcount
+        if not gone:
+            raise Conflict(f"job {job_id} is {job.status}: cancel it first, then delete it")
+    get_storage().delete(f"jobs/{job_id}")
 
 
 def cancel_job(owner_id: str, job_id: str) -> Job:

@@ -200,6 +200,14 @@ def job_events(job_id: str, request: Request, owner_id: str = Depends(current_ow
     )
 
 
+@router.delete("/{job_id}", status_code=204, responses=problems(401, 404, 409))
+def delete_job(job_id: str, owner_id: str = Depends(current_owner)) -> Response:
+    """Delete a finished job (completed, failed or cancelled) with its metrics, checkpoint and
+    files; 409 while it is queued or running. The model it trained stays."""
+    jobs.delete_job(owner_id, job_id)
+    return Response(status_code=204)
+
+
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=problems(401, 404, 409))
 def cancel_job(job_id: str, request: Request, owner_id: str = Depends(current_owner)) -> JobOut:
     """Cancel: a queued job ends at once; a running one stops at its next batch boundary."""

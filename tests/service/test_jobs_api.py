@@ -543,3 +543,51 @@ def test_trainer_options_that_cannot_work_are_422(
     assert _fields(r) == [field], r.text
     assert message in r.text
     assert _job_rows() == 0
+
+
+def test_deleting_a_finished_job_removes_its_rows_and_files_and_keeps_its_model(api: ApiSession) -> None:
+    # Checkpoints of cancelled and failed jobs (kept for resume) and every job's files had no way out.
+    from service.db.models import Model
+    from service.settings import get_settings
+
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    job_id = _submit(api, owner, {"corpus": {"ids": [corpus_id]}, "label_type": "ner"}).json()["id"]
+    r = api.client.delete(f"/jobs/{job_id}", headers=owner.headers)
+    assert r.status_code == 409 and "queued: cancel it first" in r.json()["detail"]
+
+    _record_progress(job_id, status="running")
+    assert api.client.delete(f"/jobs/{job_id}", headers=owner.headers).status_code == 409
+    with session_scope() as session:
+        session.get(Job, job_id).status = "cancelled"
+        session.add(
+            Model(
+                id="m-of-deleted-job",
+                owner_id=owner.id,
+                job_id=job_id,
+                name="kept",
+                task="sequence_tagging",
+                label_type="ner",
+                labels=["PER"],
+                storage_key="models/m-of-deleted-job",
+                size_bytes=1,
+                spec={},
+            )
+        )
+    stored = get_settings().storage_root / "jobs" / job_id
+    (stored / "checkpoints" / "epoch-0002-abc").mkdir(parents=True)
+    (stored / "checkpoints" / "epoch-0002-abc" / "model.safetensors").write_bytes(b"weights")
+    (stored / "files" / "epoch-0002-abc").mkdir(parents=True)
+
+    other = api.new_owner("other")
+    assert api.client.delete(f"/jobs/{job_id}", headers=other.headers).status_code == 404
+    r = api.client.delete(f"/jobs/{job_id}", headers=owner.headers)
+    assert r.status_code == 204, r.text
+    assert api.client.get(f"/jobs/{job_id}", headers=owner.headers).status_code == 404
+    assert api.client.delete(f"/jobs/{job_id}", headers=owner.headers).status_code == 404
+    assert not stored.exists()
+    with session_scope() as session:
+        assert session.query(JobEpochMetric).filter_by(job_id=job_id).count() == 0
+        assert session.query(JobBatchLoss).filter_by(job_id=job_id).count() == 0
+    kept = api.client.get("/models/m-of-deleted-job", headers=owner.headers)
+    assert kept.status_code == 200 and kept.json()["job_id"] == job_id

@@ -18,7 +18,7 @@ def test_document_lists_every_endpoint() -> None:
         "/corpora/{corpus_id}/text": {"post"},
         "/jobs": {"get", "post"},
         "/jobs/language-model": {"post"},
-        "/jobs/{job_id}": {"get"},
+        "/jobs/{job_id}": {"get", "delete"},
         "/jobs/{job_id}/metrics": {"get"},
         "/jobs/{job_id}/curves.png": {"get"},
         "/jobs/{job_id}/events": {"get"},
