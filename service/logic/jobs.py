@@ -325,12 +325,37 @@ def cancel_job(owner_id: str, job_id: str) -> Job:
     return get_job(owner_id, job_id)
 
 
+def _deleted_inputs(session: Any, owner_id: str, job: Job) -> list[str]:
+    """The corpora and language models a job was built from that are gone (a finished job no longer
+    holds its corpus: it may be deleted), so a resume is refused here, not failed by a worker."""
+    if job.kind == "language_model":
+        corpora, models = [LanguageModelSpec.model_validate(job.spec).corpus_id], []
+    else:
+        spec = TrainingSpec.model_validate(job.spec)
+        corpora = spec.corpus.ids
+        models = [e.model for _, e in spec.token_embeddings() if isinstance(e, FlairEmbeddingSpec)]
+    gone = [
+        f"corpus {cid}"
+        for cid in dict.fromkeys(corpora)
+        if (row := session.get(Corpus, cid)) is None or row.owner_id != owner_id
+    ]
+    gone += [
+        f"language model {mid}"
+        for mid in dict.fromkeys(models)
+        if (row := session.get(Model, mid)) is None or row.owner_id != owner_id
+    ]
+    return gone
+
+
 def resume_job(owner_id: str, job_id: str) -> Job:
     """Queue a cancelled or failed job again; the worker continues from its last checkpoint."""
     job = get_job(owner_id, job_id)
     if job.status not in ("cancelled", "failed"):
         raise Conflict(f"only cancelled or failed jobs can be resumed; job {job_id} is {job.status}")
     with session_scope() as session:
+        gone = _deleted_inputs(session, owner_id, job)
+        if gone:
+            raise Conflict(f"job {job_id} cannot be resumed: {', '.join(gone)} deleted since it was submitted")
         changed = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status.in_(("cancelled", "failed")))

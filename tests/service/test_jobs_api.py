@@ -377,6 +377,24 @@ def test_cancel_and_resume(api: ApiSession) -> None:
     assert r.json()["status"] == "running" and r.json()["cancel_requested"] is True
 
 
+def test_a_job_whose_corpus_was_deleted_is_not_resumed(api: ApiSession) -> None:
+    # A finished job no longer holds its corpus; resuming it used to queue a run that failed.
+    owner = api.new_owner()
+    kept, deleted = api.corpus(owner), api.corpus(owner)
+    spec = {"corpus": {"ids": [kept, deleted]}, "label_type": "ner"}
+    job_id = _submit(api, owner, spec).json()["id"]
+    assert api.client.post(f"/jobs/{job_id}/cancel", headers=owner.headers).status_code == 200
+    assert api.client.delete(f"/corpora/{deleted}", headers=owner.headers).status_code == 204
+    r = api.client.post(f"/jobs/{job_id}/resume", headers=owner.headers)
+    assert r.status_code == 409, r.text
+    assert (
+        r.json()["detail"]
+        == f"job {job_id} cannot be resumed: corpus {deleted} deleted since it was submitted"
+    )
+    assert api.client.get(f"/jobs/{job_id}", headers=owner.headers).json()["status"] == "cancelled"
+    assert [q for q, _ in api.enqueued] == [job_id]
+
+
 def test_unreachable_queue_is_503_and_marks_the_job_failed(
     api: ApiSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
