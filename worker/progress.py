@@ -254,7 +254,11 @@ class JobProgress(TrainerCallback):
     def on_checkpoint(self, path: Path, epoch: int) -> None:
         key = checkpoint_key(self.job_id, epoch, self.run_token)
         self.storage.put_dir(key, Path(path))
-        files = self.publish_files(f"epoch-{epoch:04d}")
+        try:
+            files = self.publish_files(f"epoch-{epoch:04d}")
+        except BaseException:
+            self.storage.delete(key)  # not recorded anywhere: nothing would ever delete it
+            raise
         # Read the old keys and point to the new ones in the same fenced transaction, so the job
         # never points to a snapshot of files older than its checkpoint.
         with session_scope() as session:

@@ -366,8 +366,9 @@ def _complete(
     model_id = new_id()
     key = f"models/{model_id}"
     storage.put_dir(key, model_dir)
-    files = progress.publish_files("final")
+    files = None
     try:
+        files = progress.publish_files("final")
         dev_metrics = progress.best_dev_scores or _best_dev_metrics(job_id, lower_is_better)
         with session_scope() as session:
             checkpoint = session.get(Job, job_id)
