@@ -40,6 +40,11 @@ class Api:
     transport: httpx.BaseTransport | None = None  # tests plug in an httpx.MockTransport
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON answer (None when empty); raises CliError with the problem's message."""
+        response = self.request(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         try:
             with httpx.Client(
@@ -53,7 +58,7 @@ class Api:
             ) from exc
         if response.status_code >= 400:
             raise CliError(problem_message(response))
-        return response.json() if response.content else None
+        return response
 
 
 def problem_message(response: httpx.Response) -> str:

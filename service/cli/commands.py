@@ -276,6 +276,32 @@ def watch(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="Job id
 
 
 @app.command()
+def files(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    name: Annotated[str | None, typer.Argument(help="A file to fetch, e.g. training.log.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the file here instead of printing it.")
+    ] = None,
+) -> None:
+    """A job's files (training.log, loss.tsv, weights.txt, weights.png, test.tsv): without NAME a
+    list, with NAME the file."""
+    api_ = _api(ctx)
+    if name is None:
+        for item in api_.call("GET", f"/jobs/{job_id}/files")["items"]:
+            typer.echo(f"{item['name']:<14} {item['size_bytes']:>12,} bytes")
+        return
+    response = api_.request("GET", f"/jobs/{job_id}/files/{name}")
+    if output is not None:
+        output.write_bytes(response.content)
+        typer.echo(f"{name}: {len(response.content):,} bytes written to {output}")
+    elif response.headers.get("content-type", "").startswith("text/"):
+        typer.echo(response.text, nl=False)
+    else:
+        raise CliError(f"{name} is not text: write it to a file with --output")
+
+
+@app.command()
 def predict(
     ctx: typer.Context,
     model_id: Annotated[str, typer.Argument(help="Model id.")],

@@ -208,6 +208,15 @@ def test_readme_first_command_runs_the_curl_session_and_stops_clean(stack: Stack
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Berlin/" in done.stdout and "LOC" in done.stdout, done.stdout
+    # the trainer's files of the job that made the model
+    job_id = httpx.get(f"{stack.url}/models/{prediction['model_id']}", timeout=30).json()["job_id"]
+    done = subprocess.run([*tagsmith, "files", job_id], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [line.split()[0] for line in done.stdout.splitlines()] == ["training.log", "loss.tsv", "test.tsv"]
+    done = subprocess.run(
+        [*tagsmith, "files", job_id, "loss.tsv"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.startswith("EPOCH\t"), done.stdout + done.stderr
     done = subprocess.run(
         [*tagsmith, "demo", "--max-epochs", "2"], capture_output=True, text=True, timeout=300
     )
