@@ -135,6 +135,10 @@ def run_job(job_id: str, owner: str | None = None) -> str:
         _RUNNING.clear()
 
 
+# the trainer's base_path inside a run's working folder
+RUN_DIR = "run"
+
+
 def _claim_and_run(job_id: str, owner: str) -> str:
     lease_seconds = get_settings().lease_seconds
     granted = claim(job_id, owner, lease_seconds)
@@ -174,7 +178,7 @@ def _claim_and_run(job_id: str, owner: str) -> str:
             owner,
             uuid.uuid4().hex[:8],
             "failed",
-            workdir / "run",
+            workdir / RUN_DIR,
             status="failed",
             error=error_message(exc),
             finished_at=utcnow(),
@@ -203,7 +207,7 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
             job.kind,
             job.files_key,
         )
-    run_dir = workdir / "run"  # the trainer's base_path (also read when the run fails)
+    run_dir = workdir / RUN_DIR
     plan = (
         _language_model_plan(raw_spec, workdir, run_dir)
         if kind == "language_model"
@@ -215,7 +219,8 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
         checkpoint_dir = storage.get_dir(granted.resumed_from, workdir / "resume-checkpoint")
         trainer = plan.resume(checkpoint_dir)
         if files_key:
-            # written in the same transaction as the checkpoint: the log goes on where it stopped
+            # the last run's files: the log goes on where that run stopped (the trainer drops the
+            # weight samples it took after the checkpoint)
             run_files.restore(storage, files_key, run_dir)
     else:
         trainer = plan.new()
