@@ -807,7 +807,8 @@ class _Run:
             best_dir if copy_best else None,
             self.scaler.state_dict() if self.scaler is not None else None,
         )
-        self.log(f"checkpoint after epoch {epoch} written to {path}")
+        # relative: the log sits beside it, and a worker's temporary folder means nothing to a reader
+        self.log(f"checkpoint after epoch {epoch} written to {Path(path).relative_to(self.base_path)}/")
         self._emit("on_checkpoint", path, epoch)
 
     # -- loss.tsv ----------------------------------------------------------------------------------

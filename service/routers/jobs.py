@@ -66,11 +66,12 @@ def submit_language_model_job(
     return out
 
 
-@router.get("/language-model", include_in_schema=False, response_model=None)
+@router.api_route("/language-model", methods=["GET", "DELETE"], include_in_schema=False, response_model=None)
 def language_model_jobs_are_posted() -> NoReturn:
-    """405 like any other wrong method on a path. Without this route `GET /jobs/{job_id}` would
-    take the path as the job "language-model" (404): the router prefers a route that matches
-    path and method to one that matches the path alone, which is where a 405 comes from."""
+    """405 like any other wrong method on a path. Without this route `GET` and `DELETE
+    /jobs/{job_id}` would take the path as the job "language-model" (404): the router prefers a
+    route that matches path and method to one that matches the path alone, which is where a 405
+    comes from."""
     raise HTTPException(405, headers={"Allow": "POST"})
 
 
