@@ -128,3 +128,35 @@ def test_reaper_sends_expired_and_lost_jobs_again(environment: dict[str, str]) -
     assert job_row(fresh).status == "queued"
     # A second pass (another worker's reaper) finds nothing left to do.
     assert reap_once(app) == []
+
+
+def test_a_run_that_ends_publishes_its_files_only_while_it_holds_the_lease(
+    environment: dict[str, str], tmp_path: Any
+) -> None:
+    # A failed run's log is what its user reads first; a run fenced off must not replace the files
+    # of the run that took its job over.
+    from service.storage import get_storage
+    from worker.run_files import release_with_files
+
+    storage = get_storage()
+    storage.put("jobs/x/files/epoch-0001-old/training.log", b"epoch 1\n")
+    job_id = make_job()
+    assert lease.claim(job_id, "worker-a", lease_seconds=30).claimed
+    lease.update_owned(job_id, "worker-a", files_key="jobs/x/files/epoch-0001-old")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "training.log").write_text("epoch 1\nepoch 2: out of memory\n")
+    (run_dir / "model.safetensors").write_bytes(b"not a run file")
+
+    assert not release_with_files(storage, job_id, "worker-b", "r2", "failed", run_dir, status="failed")
+    assert job_row(job_id).files_key == "jobs/x/files/epoch-0001-old"
+    assert storage.list(f"jobs/{job_id}/files") == []
+
+    assert release_with_files(
+        storage, job_id, "worker-a", "r1", "failed", run_dir, status="failed", error="oom"
+    )
+    row = job_row(job_id)
+    assert (row.status, row.lease_owner, row.files_key) == ("failed", None, f"jobs/{job_id}/files/failed-r1")
+    assert storage.list(row.files_key) == [f"{row.files_key}/training.log"]
+    assert storage.get(f"{row.files_key}/training.log").endswith(b"out of memory\n")
+    assert not storage.exists("jobs/x/files/epoch-0001-old/training.log")
