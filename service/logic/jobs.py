@@ -355,7 +355,9 @@ def resume_job(owner_id: str, job_id: str) -> Job:
     with session_scope() as session:
         gone = _deleted_inputs(session, owner_id, job)
         if gone:
-            raise Conflict(f"job {job_id} cannot be resumed: {', '.join(gone)} deleted since it was submitted")
+            raise Conflict(
+                f"job {job_id} cannot be resumed: {', '.join(gone)} deleted since it was submitted"
+            )
         changed = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status.in_(("cancelled", "failed")))
