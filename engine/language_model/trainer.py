@@ -22,6 +22,8 @@ exactly as if never interrupted. ``best-lm/`` is the model with the lowest valid
 
 from __future__ import annotations
 
+import csv
+import logging
 import math
 import random
 import time
@@ -43,7 +45,22 @@ from engine.training.callbacks import (
     TrainingEnded,
     TrainingStarted,
 )
+from engine.training.run_log import RunLog
 from engine.training.schedulers import AnnealOnPlateau
+
+log = logging.getLogger(__name__)
+
+# loss.tsv: one row per training split, named like the sequence trainer's where they mean the same
+LOSS_COLUMNS = (
+    ("EPOCH", "epoch"),
+    ("SPLIT", "split"),
+    ("LEARNING_RATE", "learning_rate"),
+    ("TRAIN_LOSS", "train_loss"),
+    ("DEV_LOSS", "valid_loss"),
+    ("DEV_PERPLEXITY", "valid_perplexity"),
+    ("CHARS_PER_S", "chars_per_s"),
+    ("SECONDS", "seconds"),
+)
 
 CHECKPOINT = "checkpoint"
 BEST_MODEL = "best-lm"
@@ -166,6 +183,7 @@ class LanguageModelTrainer:
             raise ValueError("resuming with different training arguments: " + ", ".join(changed))
         base_path = Path(base_path)
         base_path.mkdir(parents=True, exist_ok=True)
+        run_log = RunLog(base_path / "training.log", log)
         device = torch.device(device) if device is not None else torch.device("cpu")
         model = self.model.to(device)
         if self._rng_state is not None:
@@ -183,6 +201,14 @@ class LanguageModelTrainer:
         total = max_epochs * n_splits
         newline = model.dictionary.get_idx_for_item("\n")
         history = self._progress.history if self._progress.history is not None else []
+        _write_loss_tsv(base_path / "loss.tsv", history)
+        if self._progress.splits_done:
+            run_log(f"resuming after split {self._progress.splits_done} of {total}")
+        run_log(
+            f"{model.direction} language model, "
+            f"{sum(p.numel() for p in model.parameters())} parameters; {n_splits} training file(s), "
+            f"{max_epochs} pass(es); device {device}, arguments {asdict(args)}"
+        )
         first_len = len(
             batchify(torch.zeros(len(self.corpus.read_train(0)), dtype=torch.long), mini_batch_size)
         )
@@ -210,6 +236,7 @@ class LanguageModelTrainer:
             outcome = self._train_split(model, optimizer, split, unit + 1, args, newline, callbacks)
             if outcome is None:
                 status = "cancelled"
+                run_log(f"cancelled in split {unit + 1}: the partial split is dropped")
                 break
             train_loss, chars_per_s, seconds = outcome
             valid_loss = self.evaluate_ids(valid_ids, args.mini_batch_size, sequence_length)
@@ -234,6 +261,12 @@ class LanguageModelTrainer:
                 "seconds": seconds,
             }
             history.append(record)
+            _write_loss_tsv(base_path / "loss.tsv", history)
+            run_log(
+                f"split {unit + 1} of {total} ({record['split']}): train loss {train_loss:.4f}, validation "
+                f"perplexity {record['valid_perplexity']:.3f}{' (best)' if is_best else ''}, "
+                f"lr {scheduler.learning_rate:.4g}, {chars_per_s:.0f} characters/s"
+            )
             self._progress = _Progress(
                 unit + 1, self._progress.best_valid_loss, scheduler.state_dict(), history
             )
@@ -269,6 +302,12 @@ class LanguageModelTrainer:
             _perplexity(self._progress.best_valid_loss) if self._progress.best_valid_loss < math.inf else None
         )
         test_scores = {"perplexity": _perplexity(test_loss)} if test_loss is not None else None
+        run_log(
+            f"training {status} after {self._progress.splits_done} splits"
+            + (" (time budget reached)" if out_of_time else "")
+            + (f"; best validation perplexity {best_ppl:.3f}" if best_ppl is not None else "")
+            + (f"; test perplexity {test_scores['perplexity']:.3f}" if test_scores else "")
+        )
         for cb in callbacks:
             cb.on_train_end(
                 TrainingEnded(
@@ -394,3 +433,15 @@ def _evaluate(model: LanguageModel, ids: torch.Tensor, streams: int, sequence_le
         count += window[1:].numel()
     model.train(was_training)
     return total / count
+
+
+def _write_loss_tsv(path: Path, history: list[dict[str, Any]]) -> None:
+    """Rewritten from the history after every split, so a resumed run's file is whole."""
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(name for name, _ in LOSS_COLUMNS)
+        for record in history:
+            writer.writerow(
+                f"{v:.6g}" if isinstance(v := record.get(key), float) else "" if v is None else v
+                for _, key in LOSS_COLUMNS
+            )

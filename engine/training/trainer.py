@@ -47,6 +47,7 @@ from engine.training.checkpoint import (
     restore_rng,
     write_checkpoint,
 )
+from engine.training.run_log import RunLog
 from engine.training.schedulers import (
     AnnealOnPlateau,
     ConstantRate,
@@ -143,19 +144,6 @@ def _scores(result: Any) -> dict[str, float]:
 
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-class _RunLog:
-    """training.log lines, mirrored to the module logger."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __call__(self, message: str) -> None:
-        log.info(message)
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(f"{stamp} {message}\n")
 
 
 class _WeightWriter:
@@ -325,7 +313,7 @@ class _Run:
         )
         self.amp_dtype = amp_dtype(self.device) if self.a["use_amp"] else None
         self.use_amp = self.amp_dtype is not None
-        self.log = _RunLog(self.base_path / "training.log")
+        self.log = RunLog(self.base_path / "training.log", log)
 
         self.train_data: list[Sentence] = list(self.corpus.train)
         self.dev_data: list[Sentence] = list(self.corpus.dev)

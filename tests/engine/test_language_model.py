@@ -172,6 +172,25 @@ def test_training_lowers_perplexity_and_reports_through_callbacks(tmp_path: Path
         "trainer_state.json",
     ]
     assert not any(p.name.endswith((".tmp", ".old")) for p in (tmp_path / "run").iterdir())
+    # the files a person reads: one loss.tsv row and one log line per split, and how it ended
+    rows = (tmp_path / "run" / "loss.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == [
+        "EPOCH",
+        "SPLIT",
+        "LEARNING_RATE",
+        "TRAIN_LOSS",
+        "DEV_LOSS",
+        "DEV_PERPLEXITY",
+        "CHARS_PER_S",
+        "SECONDS",
+    ]
+    assert [row.split("\t")[0] for row in rows[1:]] == [str(e.epoch) for e in epochs]
+    assert [float(row.split("\t")[5]) for row in rows[1:]] == [
+        pytest.approx(e.dev_scores["perplexity"], rel=1e-5) for e in epochs
+    ]
+    text = (tmp_path / "run" / "training.log").read_text()
+    assert text.count(": train loss ") == 3 * n_splits
+    assert f"training completed after {3 * n_splits} splits" in text
 
 
 @pytest.mark.parametrize("is_forward", [True, False])
@@ -191,6 +210,16 @@ def test_resume_equals_uninterrupted(tmp_path: Path, is_forward: bool) -> None:
     recorder = Recorder()
     resumed = resumed_trainer.train(tmp_path / "cut", max_epochs=2, callbacks=[recorder], **TRAIN_ARGS)
     assert recorder.events[0].start_epoch == len(corpus.train_files) + 2
+    # loss.tsv is rewritten whole from the checkpoint's history; the log goes on
+    cut_rows = (tmp_path / "cut" / "loss.tsv").read_text().splitlines()
+    full_rows = (tmp_path / "full" / "loss.tsv").read_text().splitlines()
+    assert [r.split("\t")[:6] for r in cut_rows] == [r.split("\t")[:6] for r in full_rows]
+    text = (tmp_path / "cut" / "training.log").read_text()
+    assert (
+        text.index("cancelled in split")
+        < text.index("resuming after split")
+        < text.index("training completed")
+    )
     assert resumed["history"] == [
         {
             **r,

@@ -119,3 +119,14 @@ def test_cancel_and_resume_a_language_model_job(stack: Stack) -> None:
     assert job.status == "completed", (job.error, stack.worker_logs())
     assert stack.epochs(job_id) == [1, 2, 3, 4]
     assert job.model_id is not None and job.checkpoint_key is None
+    # its log and loss.tsv, across the cancel and the resume
+    files = stack.client.get(f"/jobs/{job_id}/files", headers=stack.headers).json()["items"]
+    assert [f["name"] for f in files] == ["training.log", "loss.tsv"]
+    loss = stack.client.get(f"/jobs/{job_id}/files/loss.tsv", headers=stack.headers).text.splitlines()
+    assert [row.split("\t")[0] for row in loss[1:]] == ["1", "2", "3", "4"]
+    log = stack.client.get(f"/jobs/{job_id}/files/training.log", headers=stack.headers).text
+    assert (
+        log.index("cancelled in split")
+        < log.index("resuming after split")
+        < log.index("completed after 4 splits")
+    )
