@@ -193,6 +193,7 @@ def follow_job(
             write(f"job {job_id} failed: {job.get('error')}")
         else:
             write(f"job {job_id} {job.get('status')}")
+        write(f"its training log, loss.tsv ...: tagsmith files {job_id}")
     return job
 
 

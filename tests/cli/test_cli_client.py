@@ -101,7 +101,7 @@ def test_follow_job_reports_every_epoch_once_and_returns_the_final_job() -> None
     printed: list[str] = []
     final = client.follow_job(api, "j1", poll_seconds=0.0, show=True, write=printed.append)
     assert final["status"] == "completed"
-    assert printed == ["job j1 completed: model m1"]
+    assert printed == ["job j1 completed: model m1", "its training log, loss.tsv ...: tagsmith files j1"]
     assert sum(1 for r in scripted.requests if r.url.path == "/jobs/j1") == 4
 
 
