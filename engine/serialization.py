@@ -79,7 +79,8 @@ def library_versions() -> dict[str, str]:
 
 
 # atomic writes --------------------------------------------------------------------------------
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``path`` holds the old bytes or the new ones, never a part (temporary file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -97,7 +98,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` as pretty JSON, atomically. Raises TypeError for non-JSON values."""
     text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
-    _atomic_write_bytes(Path(path), (text + "\n").encode("utf-8"))
+    atomic_write_bytes(Path(path), (text + "\n").encode("utf-8"))
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
@@ -135,7 +136,7 @@ def save_tensors(
             tensor = tensor.clone()
         seen.add(key)
         prepared[name] = tensor
-    _atomic_write_bytes(Path(path), save(prepared, metadata=dict(metadata) if metadata else None))
+    atomic_write_bytes(Path(path), save(prepared, metadata=dict(metadata) if metadata else None))
 
 
 def check_safetensors_header(path: str | Path) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import random
 import shutil
 import time
@@ -31,6 +30,7 @@ from torch import nn
 from engine.data import Corpus, Sentence
 from engine.embeddings.base import clear_stored_embeddings, set_storage_mode
 from engine.precision import amp_dtype
+from engine.serialization import atomic_write_bytes
 from engine.training.callbacks import (
     BatchEnded,
     ConsoleProgress,
@@ -173,15 +173,13 @@ class _WeightWriter:
         # epoch again from the checkpoint, and its samples replace those.
         with open(self.path, encoding="utf-8") as handle:
             lines = handle.readlines()
-        kept = [self.HEADER] + [
-            line
-            for line in lines[1:]
-            if line.split("\t", 1)[0].isdigit() and int(line.split("\t", 1)[0]) <= iteration
-        ]
+        kept = [self.HEADER]
+        for line in lines[1:]:
+            head = line.split("\t", 1)[0]
+            if head.isdigit() and int(head) <= iteration:
+                kept.append(line)
         if len(kept) < len(lines):
-            temporary = self.path.with_name(self.path.name + ".tmp")
-            temporary.write_text("".join(kept), encoding="utf-8")
-            os.replace(temporary, self.path)
+            atomic_write_bytes(self.path, "".join(kept).encode("utf-8"))
 
     def write(self, iteration: int, model: nn.Module) -> None:
         params = dict(model.named_parameters())

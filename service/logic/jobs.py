@@ -163,10 +163,6 @@ def _send(job_id: str, queue: str) -> None:
         session.execute(update(Job).where(Job.id == job_id).values(celery_task_id=task_id))
 
 
-# a worker replaces the snapshot every epoch: a reader that lost the race reads the row again
-_SNAPSHOT_TRIES = 3
-
-
 def submit_job(owner_id: str, spec: TrainingSpec) -> Job:
     with session_scope() as session:
         resolved = _check_against_corpora(session, owner_id, spec)
@@ -250,6 +246,10 @@ def job_metrics(owner_id: str, job_id: str) -> tuple[list[JobEpochMetric], list[
             .order_by(JobBatchLoss.epoch, JobBatchLoss.batch, JobBatchLoss.id)
         ).all()
         return list(epochs), list(batches)
+
+
+# a worker replaces the snapshot every epoch: a reader that lost the race reads the row again
+_SNAPSHOT_TRIES = 3
 
 
 def job_files(owner_id: str, job_id: str) -> list[tuple[str, int]]:
