@@ -56,7 +56,14 @@ def test_a_worker_killed_in_epoch_two_is_resumed_by_another(stack: Stack) -> Non
 
 def test_a_redelivered_message_does_not_start_a_second_run(stack: Stack) -> None:
     # The broker hands the unacknowledged message out again after 2 s; the job runs much longer.
-    fast_redelivery = {"TAGSMITH_TEST_BATCH_SLEEP_SECONDS": "0.4", "TAGSMITH_VISIBILITY_TIMEOUT_SECONDS": "2"}
+    # The lease is long so that only the redelivery is under test: with the suite's 5 s lease, a
+    # machine that stalls for longer (seen once in CI, both workers frozen 14 s) rightly lets the
+    # second worker take over the expired lease, and the redelivery is never dropped.
+    fast_redelivery = {
+        "TAGSMITH_TEST_BATCH_SLEEP_SECONDS": "0.4",
+        "TAGSMITH_VISIBILITY_TIMEOUT_SECONDS": "2",
+        "TAGSMITH_LEASE_SECONDS": "120",
+    }
     corpus = stack.upload_tagger_corpus(repeat=2)
     stack.start_worker("first", **fast_redelivery)
     stack.start_worker("second", **fast_redelivery)
