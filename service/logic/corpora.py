@@ -17,8 +17,9 @@ from engine.readers import read_corpus_files
 from engine.readers.errors import CorpusFormatError, ReaderOptionError
 from service.db.models import Corpus, Job, new_id
 from service.db.session import session_scope
-from service.errors import Conflict, FieldError, Invalid, NotFound
+from service.errors import Conflict, FieldError, Invalid
 from service.logic import text_corpora
+from service.logic.owned import owned_or_404
 from service.storage import get_storage
 
 # ``text``: plain text for language models (``service.logic.text_corpora``), no labels.
@@ -140,10 +141,7 @@ def list_corpora(owner_id: str) -> list[Corpus]:
 
 def get_corpus(owner_id: str, corpus_id: str) -> Corpus:
     with session_scope() as session:
-        row = session.get(Corpus, corpus_id)
-        if row is None or row.owner_id != owner_id:
-            raise NotFound(f"corpus {corpus_id} not found")
-        return row
+        return owned_or_404(session, Corpus, corpus_id, owner_id, "corpus")
 
 
 def jobs_using(session: Any, owner_id: str, corpus_id: str) -> list[str]:
@@ -159,9 +157,7 @@ def jobs_using(session: Any, owner_id: str, corpus_id: str) -> list[str]:
 
 def delete_corpus(owner_id: str, corpus_id: str) -> None:
     with session_scope() as session:
-        row = session.get(Corpus, corpus_id)
-        if row is None or row.owner_id != owner_id:
-            raise NotFound(f"corpus {corpus_id} not found")
+        row = owned_or_404(session, Corpus, corpus_id, owner_id, "corpus")
         using = jobs_using(session, owner_id, corpus_id)
         if using:
             raise Conflict(f"corpus {corpus_id} is used by unfinished job(s): {', '.join(using)}")

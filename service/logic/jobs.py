@@ -21,6 +21,7 @@ from service.db.models import (
 )
 from service.db.session import session_scope
 from service.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
+from service.logic.owned import owned, owned_or_404
 from service.logic.text_corpora import TEXT_FORMAT
 from service.run_files import RUN_FILES
 from service.schemas.spec import (
@@ -41,8 +42,8 @@ def _check_against_corpora(session: Any, owner_id: str, spec: TrainingSpec) -> T
     errors: list[FieldError] = []
     corpora: list[Corpus] = []
     for i, corpus_id in enumerate(spec.corpus.ids):
-        row = session.get(Corpus, corpus_id)
-        if row is None or row.owner_id != owner_id:
+        row = owned(session, Corpus, corpus_id, owner_id)
+        if row is None:
             errors.append(
                 FieldError(["body", "corpus", "ids", i], f"corpus {corpus_id} not found", "not_found")
             )
@@ -106,8 +107,8 @@ def _check_against_corpora(session: Any, owner_id: str, spec: TrainingSpec) -> T
                     )
                 )
         if isinstance(emb, FlairEmbeddingSpec):
-            model = session.get(Model, emb.model)
-            if model is None or model.owner_id != owner_id:
+            model = owned(session, Model, emb.model, owner_id)
+            if model is None:
                 errors.append(FieldError([*loc, "model"], f"model {emb.model} not found"))
             elif model.task != "language_model":
                 errors.append(FieldError([*loc, "model"], f"model {emb.model} is not a language model"))
@@ -183,8 +184,8 @@ def submit_job(owner_id: str, spec: TrainingSpec) -> Job:
 def submit_language_model_job(owner_id: str, spec: LanguageModelSpec) -> Job:
     """A job of kind ``language_model``: checks the corpus is the owner's and of format ``text``."""
     with session_scope() as session:
-        corpus = session.get(Corpus, spec.corpus_id)
-        if corpus is None or corpus.owner_id != owner_id:
+        corpus = owned(session, Corpus, spec.corpus_id, owner_id)
+        if corpus is None:
             raise Invalid(
                 f"corpus {spec.corpus_id} not found",
                 [FieldError(["body", "corpus_id"], f"corpus {spec.corpus_id} not found", "not_found")],
@@ -214,10 +215,7 @@ def submit_language_model_job(owner_id: str, spec: LanguageModelSpec) -> Job:
 
 def get_job(owner_id: str, job_id: str) -> Job:
     with session_scope() as session:
-        job = session.get(Job, job_id)
-        if job is None or job.owner_id != owner_id:
-            raise NotFound(f"job {job_id} not found")
-        return job
+        return owned_or_404(session, Job, job_id, owner_id, "job")
 
 
 def list_jobs(owner_id: str, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Job]:
@@ -285,9 +283,7 @@ def job_file(owner_id: str, job_id: str, name: str) -> tuple[bytes, str]:
 def delete_job(owner_id: str, job_id: str) -> None:
     """A finished job with its metrics, checkpoint and files; the model it trained stays."""
     with session_scope() as session:
-        job = session.get(Job, job_id)
-        if job is None or job.owner_id != owner_id:
-            raise NotFound(f"job {job_id} not found")
+        job = owned_or_404(session, Job, job_id, owner_id, "job")
         # Conditional, so a resume that queued the job meanwhile wins; the metric rows go with the
         # job (ON DELETE CASCADE).
         gone = session.execute(
@@ -335,14 +331,12 @@ def _deleted_inputs(session: Any, owner_id: str, job: Job) -> list[str]:
         corpora = spec.corpus.ids
         models = [e.model for _, e in spec.token_embeddings() if isinstance(e, FlairEmbeddingSpec)]
     gone = [
-        f"corpus {cid}"
-        for cid in dict.fromkeys(corpora)
-        if (row := session.get(Corpus, cid)) is None or row.owner_id != owner_id
+        f"corpus {cid}" for cid in dict.fromkeys(corpora) if owned(session, Corpus, cid, owner_id) is None
     ]
     gone += [
         f"language model {mid}"
         for mid in dict.fromkeys(models)
-        if (row := session.get(Model, mid)) is None or row.owner_id != owner_id
+        if owned(session, Model, mid, owner_id) is None
     ]
     return gone
 

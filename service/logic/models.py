@@ -14,6 +14,7 @@ from sqlalchemy import select
 from service.db.models import Model, new_id
 from service.db.session import session_scope
 from service.errors import NotFound
+from service.logic.owned import owned_or_404
 from service.storage import get_storage
 
 
@@ -28,17 +29,12 @@ def list_models(owner_id: str) -> list[Model]:
 
 def get_model(owner_id: str, model_id: str) -> Model:
     with session_scope() as session:
-        row = session.get(Model, model_id)
-        if row is None or row.owner_id != owner_id:
-            raise NotFound(f"model {model_id} not found")
-        return row
+        return owned_or_404(session, Model, model_id, owner_id, "model")
 
 
 def delete_model(owner_id: str, model_id: str) -> Model:
     with session_scope() as session:
-        row = session.get(Model, model_id)
-        if row is None or row.owner_id != owner_id:
-            raise NotFound(f"model {model_id} not found")
+        row = owned_or_404(session, Model, model_id, owner_id, "model")
         session.delete(row)
     get_storage().delete(row.storage_key)
     return row

@@ -20,7 +20,8 @@ from engine.readers.errors import CorpusFormatError
 from engine.readers.files import read_text
 from service.db.models import Corpus, new_id
 from service.db.session import session_scope
-from service.errors import FieldError, Invalid, NotFound
+from service.errors import FieldError, Invalid
+from service.logic.owned import owned_or_404
 from service.storage import get_storage
 
 TEXT_FORMAT = "text"
@@ -107,9 +108,7 @@ def create_text_corpus(owner_id: str, name: str, uploads: Iterable[Any]) -> Corp
 def text_corpus_from(owner_id: str, source_id: str, name: str | None) -> Corpus:
     """A text corpus with one line per sentence of ``source_id`` (split by split)."""
     with session_scope() as session:
-        source = session.get(Corpus, source_id)
-        if source is None or source.owner_id != owner_id:
-            raise NotFound(f"corpus {source_id} not found")
+        source = owned_or_404(session, Corpus, source_id, owner_id, "corpus")
         format, options, files, source_name = (
             source.format,
             dict(source.options or {}),
