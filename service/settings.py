@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(
         default=200.0, gt=0, description="Largest corpus upload (all files together), in MB."
     )
+    max_model_upload_mb: float = Field(
+        default=2048.0,
+        gt=0,
+        description="Largest model archive for POST /models, in MB; unpacked, it may hold at most "
+        "four times as much.",
+    )
     predict_max_batch: int = Field(
         default=256, ge=1, description="Most sentences or texts in one predict request."
     )
@@ -136,6 +142,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_model_upload_bytes(self) -> int:
+        return int(self.max_model_upload_mb * 1024 * 1024)
 
 
 @lru_cache(maxsize=1)

@@ -257,10 +257,6 @@ def save_final_model(trainer: ModelTrainer, folder: Path) -> Path:
     return folder
 
 
-def model_labels(model: Model) -> list[str]:
-    return [item for item in model.label_dictionary.get_items() if item != Dictionary.UNK]
-
-
 def warm_up() -> None:
     """Pay the one-time cost of a training process (building the first optimizer imports a large
     part of torch, ~2 s) in the worker's main process, so every forked training process starts

@@ -308,7 +308,7 @@ def _tagger_plan(raw_spec: dict[str, Any], workdir: Path, run_dir: Path) -> _Pla
         new=lambda: build.new_trainer(spec, corpus, workdir / "resources"),
         resume=lambda checkpoint: build.resume_trainer(checkpoint, corpus),
         train=lambda trainer, progress: build.train(trainer, spec, run_dir, device, progress),
-        registration=lambda trainer: (spec.task, trainer.model.label_type, build.model_labels(trainer.model)),
+        registration=lambda trainer: (spec.task, trainer.model.label_type, trainer.model.label_names()),
     )
 
 

@@ -71,6 +71,15 @@ class Model(nn.Module, abc.ABC):
         return False
 
     @property
+    def task(self) -> str:
+        """``"text_classification"`` or ``"sequence_tagging"`` (the training spec's names)."""
+        return "text_classification" if self.label_kind == "sentence" else "sequence_tagging"
+
+    def label_names(self) -> list[str]:
+        """The labels the model can predict (the dictionary without its unknown entry)."""
+        return [item for item in self.label_dictionary.get_items() if item != Dictionary.UNK]
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 

@@ -4,6 +4,8 @@ the text rendering of predictions. It speaks only the public REST API (openapi/o
 from __future__ import annotations
 
 import json
+import tarfile
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -106,6 +108,33 @@ def upload_corpus(
             raise CliError(f"{split} file not found: {path}")
         parts.append((split, (path.name, path.read_bytes())))
     return dict(api.call("POST", "/corpora", data={"name": name, "format": fmt, **fields}, files=parts))
+
+
+def import_model(api: Api, path: Path, name: str | None) -> dict[str, Any]:
+    """POST /models with a model folder (archived here first) or an archive of one."""
+    data = {"name": name} if name else {}
+    if path.is_file():
+        with path.open("rb") as archive:
+            return dict(api.call("POST", "/models", data=data, files={"file": (path.name, archive)}))
+    if not (path / "config.json").is_file():
+        raise CliError(f"{path} is neither a model folder (with config.json) nor an archive of one")
+    with tempfile.TemporaryFile(suffix=".tar.gz") as archive:
+        with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+            tar.add(path, arcname="model")
+        archive.seek(0)
+        return dict(
+            api.call(
+                "POST", "/models", data={"name": path.name, **data}, files={"file": ("model.tar.gz", archive)}
+            )
+        )
+
+
+def model_summary(model: dict[str, Any]) -> str:
+    labels = model.get("labels") or []
+    shown = ", ".join(labels[:8]) + (f", ... ({len(labels)} in all)" if len(labels) > 8 else "")
+    return f"model {model['id']}  {model['name']}: {model['task']}, {model['label_type']}" + (
+        f" [{shown}]" if labels else ""
+    )
 
 
 def corpus_summary(corpus: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """The ``tagsmith`` commands.
 
 Server: ``up`` (the whole stack on one machine), ``api``, ``worker``, ``migrate``, ``create-key``.
-Client (HTTP, against ``--url`` / ``TAGSMITH_URL``): ``upload``, ``train``, ``watch``,
+Client (HTTP, against ``--url`` / ``TAGSMITH_URL``): ``upload``, ``import-model``, ``train``, ``watch``,
 ``predict``, ``demo``.
 """
 
@@ -244,6 +244,20 @@ def upload(
     files = {"train": train, "dev": dev, "test": test}
     corpus = client.upload_corpus(_api(ctx), files, name or train.stem, fmt, fields)
     typer.echo(json.dumps(corpus, indent=2) if as_json else client.corpus_summary(corpus))
+
+
+@app.command("import-model")
+def import_model(
+    ctx: typer.Context,
+    path: Annotated[
+        Path, typer.Argument(help="A model folder that model.save() wrote, or a .tar.gz of one.")
+    ],
+    name: Annotated[
+        str | None, typer.Option(help="Model name. Default: the folder's or archive's name.")
+    ] = None,
+) -> None:
+    """Add a model trained elsewhere (POST /models) to serve it; prints its id."""
+    typer.echo(client.model_summary(client.import_model(_api(ctx), path, name)))
 
 
 @app.command()

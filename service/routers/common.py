@@ -1,9 +1,15 @@
-"""Shared route declarations: the problem responses documented on every endpoint."""
+"""Shared route declarations: the problem responses documented on every endpoint, and the
+check that a form upload has each field once."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from functools import cache
+from typing import Any, get_type_hints
 
+from fastapi import Request, params
+
+from service.errors import FieldError, Invalid
 from service.problems import PROBLEM_MEDIA_TYPE, Problem
 
 
@@ -21,3 +27,37 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         s: {"model": Problem, "description": described.get(s, "Error"), "content": {PROBLEM_MEDIA_TYPE: {}}}
         for s in statuses
     }
+
+
+async def each_form_field_once(request: Request) -> None:
+    """FastAPI keeps the last of repeated form fields and ignores unknown ones, so a second train
+    file or a `validation` file would be dropped without a word; refuse both instead. The form
+    is already parsed (and cached on the request) by the time dependencies run."""
+    fields = form_fields(request.scope["endpoint"])
+    form = await request.form()
+    counts: dict[str, int] = {}
+    for key, _ in form.multi_items():
+        counts[key] = counts.get(key, 0) + 1
+    errors = [
+        FieldError(["body", key], f"unknown field; the fields are {', '.join(fields)}", "extra_forbidden")
+        for key in counts
+        if key not in fields
+    ]
+    errors += [
+        FieldError(["body", key], f"given {n} times; give it once", "duplicate")
+        for key, n in counts.items()
+        if n > 1 and key in fields
+    ]
+    if errors:
+        raise Invalid(f"{errors[0].loc[-1]}: {errors[0].message}", errors)
+
+
+@cache
+def form_fields(endpoint: Callable[..., Any]) -> tuple[str, ...]:
+    """The form and file fields an endpoint declares, in order (File is a kind of Form)."""
+    hints = get_type_hints(endpoint, include_extras=True)
+    return tuple(
+        name
+        for name, hint in hints.items()
+        if any(isinstance(m, params.Form) for m in getattr(hint, "__metadata__", ()))
+    )

@@ -1,15 +1,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Annotated, Any, get_type_hints
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile, params
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 
 from service.deps import current_owner
 from service.errors import FieldError, Invalid, json_refusal
 from service.logic import corpora, text_corpora
-from service.routers.common import problems
+from service.routers.common import each_form_field_once, problems
 from service.schemas.api import CorpusList, CorpusOut, TextCorpusCreate
 
 router = APIRouter(prefix="/corpora", tags=["corpora"])
@@ -47,40 +46,6 @@ def _json_object(raw: str, field: str) -> dict[str, Any]:
     return value
 
 
-async def _each_field_once(request: Request) -> None:
-    """FastAPI keeps the last of repeated form fields and ignores unknown ones, so a second train
-    file or a `validation` file would be dropped without a word; refuse both instead. The form
-    is already parsed (and cached on the request) by the time dependencies run."""
-    form = await request.form()
-    counts: dict[str, int] = {}
-    for key, _ in form.multi_items():
-        counts[key] = counts.get(key, 0) + 1
-    errors = [
-        FieldError(
-            ["body", key], f"unknown field; the fields are {', '.join(UPLOAD_FIELDS)}", "extra_forbidden"
-        )
-        for key in counts
-        if key not in UPLOAD_FIELDS
-    ]
-    errors += [
-        FieldError(["body", key], f"given {n} times; give it once", "duplicate")
-        for key, n in counts.items()
-        if n > 1 and key in UPLOAD_FIELDS
-    ]
-    if errors:
-        raise Invalid(f"{errors[0].loc[-1]}: {errors[0].message}", errors)
-
-
-def _form_fields(endpoint: Callable[..., Any]) -> tuple[str, ...]:
-    """The form and file fields an endpoint declares, in order (File is a kind of Form)."""
-    hints = get_type_hints(endpoint, include_extras=True)
-    return tuple(
-        name
-        for name, hint in hints.items()
-        if any(isinstance(m, params.Form) for m in getattr(hint, "__metadata__", ()))
-    )
-
-
 def _options(raw: str | None) -> dict[str, Any]:
     return _json_object(raw, "options") if raw is not None and raw.strip() else {}
 
@@ -112,7 +77,7 @@ def create_corpus(
         str | None, Form(description="CSV/TSV/JSONL: the label's header name, JSON key or 0-based index.")
     ] = None,
     owner_id: str = Depends(current_owner),
-    _fields: None = Depends(_each_field_once),
+    _fields: None = Depends(each_form_field_once),
 ) -> CorpusOut:
     """Upload a corpus: the files are validated with the engine's readers (422 names the file,
     line and reason) and stored only when every file reads. Format `text` is plain UTF-8 text
@@ -140,9 +105,6 @@ def create_corpus(
     )
     response.headers["Location"] = str(request.url_for("get_corpus", corpus_id=row.id))
     return corpus_out(row)
-
-
-UPLOAD_FIELDS = _form_fields(create_corpus)
 
 
 @router.post(

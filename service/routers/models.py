@@ -1,15 +1,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 from pydantic_core import to_json
 from starlette.background import BackgroundTask
 
 from service.deps import current_owner
-from service.logic import models, predict
-from service.routers.common import problems
+from service.logic import model_import, models, predict
+from service.routers.common import each_form_field_once, problems
 from service.schemas.api import ModelList, ModelOut, PredictRequest, PredictResponse
 from service.settings import get_settings
 
@@ -19,6 +20,26 @@ router = APIRouter(prefix="/models", tags=["models"])
 @router.get("", response_model=ModelList, responses=problems(401))
 def list_models(owner_id: str = Depends(current_owner)) -> ModelList:
     return ModelList(items=[ModelOut.model_validate(m) for m in models.list_models(owner_id)])
+
+
+@router.post("", status_code=201, response_model=ModelOut, responses=problems(401, 413, 422))
+def import_model(
+    response: Response,
+    file: Annotated[
+        UploadFile,
+        File(description="A tar archive (.tar.gz) of a model folder, as `GET /models/{id}/download` gives."),
+    ],
+    name: Annotated[str | None, Form(max_length=200, description="Default: the archive's name.")] = None,
+    owner_id: str = Depends(current_owner),
+    _fields: None = Depends(each_form_field_once),
+) -> ModelOut:
+    """Add a model trained elsewhere (`model.save(folder)` from Python, or another server's
+    download) to serve it. The archive may hold only files and folders; the model must load
+    (its config, weights and resources are checked; nothing in it is code). 422 names the archive
+    member that is wrong. Imported models have no job, spec or metrics."""
+    row = model_import.import_model(owner_id, name, file.filename or "model.tar.gz", file.file)
+    response.headers["Location"] = f"/models/{row.id}"
+    return ModelOut.model_validate(row)
 
 
 @router.get("/{model_id}", response_model=ModelOut, responses=problems(401, 404))

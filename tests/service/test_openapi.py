@@ -26,7 +26,7 @@ def test_document_lists_every_endpoint() -> None:
         "/jobs/{job_id}/files/{name}": {"get"},
         "/jobs/{job_id}/cancel": {"post"},
         "/jobs/{job_id}/resume": {"post"},
-        "/models": {"get"},
+        "/models": {"get", "post"},
         "/models/{model_id}": {"get", "delete"},
         "/models/{model_id}/download": {"get"},
         "/models/{model_id}/predict": {"post"},

@@ -1,0 +1,167 @@
+"""Models trained elsewhere (``model.save(folder)`` in Python, or another Tagsmith's download):
+a tar archive of the model folder is unpacked with every member checked, loaded by the engine
+(which reads JSON and safetensors only, so nothing in the archive can run), and stored like a
+model a job trained."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tarfile
+import tempfile
+import zlib
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from engine.language_model.model import LanguageModel, LanguageModelError, is_language_model_folder
+from engine.models import load_model
+from engine.serialization import CONFIG_FILE, ModelFileError
+from service.db.models import Model
+from service.errors import FieldError, Invalid
+from service.logic.models import register_model
+from service.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+FIELD = "file"
+MAX_MEMBERS = 10_000
+# Weights barely compress, word lists do (about 3x); a legitimate model unpacks to well under this.
+UNPACKED_FACTOR = 4
+
+
+def _refuse(message: str, member: str | None = None) -> Invalid:
+    extra = {"member": member} if member is not None else {}
+    return Invalid(message, [FieldError(["body", FIELD], message, "model_archive", extra)])
+
+
+def import_model(owner_id: str, name: str | None, filename: str, stream: BinaryIO) -> Model:
+    """Unpack, load and store one model archive; on any refusal nothing is stored."""
+    with tempfile.TemporaryDirectory(prefix="tagsmith-import-") as tmp:
+        archive = Path(tmp) / "upload"
+        with archive.open("wb") as out:
+            shutil.copyfileobj(stream, out, 1024 * 1024)
+        root = Path(tmp) / "unpacked"
+        root.mkdir()
+        _unpack(archive, root, filename)
+        archive.unlink()
+        folder = _model_folder(root)
+        task, label_type, labels = _describe(folder, root)
+        return register_model(
+            owner_id,
+            folder,
+            name=(name or _stem(filename))[:200],
+            task=task,
+            label_type=label_type,
+            labels=labels,
+        )
+
+
+def _stem(filename: str) -> str:
+    base = PurePosixPath(filename.replace("\\", "/")).name
+    for suffix in (".tar.gz", ".tgz", ".tar"):
+        if base.endswith(suffix):
+            return base[: -len(suffix)] or "model"
+    return base or "model"
+
+
+def _unpack(archive: Path, root: Path, filename: str) -> None:
+    """Regular files and folders only, every path inside ``root``, within the size limits."""
+    budget = UNPACKED_FACTOR * get_settings().max_model_upload_bytes
+    total = count = 0
+    files: set[PurePosixPath] = set()
+    folders: set[PurePosixPath] = set()
+    try:
+        with _open(archive, filename) as tar:
+            for member in tar:
+                count += 1
+                if count > MAX_MEMBERS:
+                    raise _refuse(f"{filename}: more than {MAX_MEMBERS} entries; a model folder has a few")
+                path = _member_path(member)
+                if member.isdir():
+                    if path in files:
+                        raise _refuse(f"{member.name}: both a file and a folder", member.name)
+                    folders.add(path)
+                    continue
+                if not member.isfile():
+                    raise _refuse(
+                        f"{member.name}: links and special files are not allowed, only files and folders",
+                        member.name,
+                    )
+                if path in files or path in folders or any(p in files for p in path.parents):
+                    raise _refuse(f"{member.name}: appears twice or inside a file", member.name)
+                total += member.size
+                if total > budget:
+                    raise _refuse(
+                        f"{filename}: unpacks to more than {budget / 1024 / 1024:g} MB "
+                        f"({UNPACKED_FACTOR} x TAGSMITH_MAX_MODEL_UPLOAD_MB)"
+                    )
+                files.add(path)
+                target = root.joinpath(*path.parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                assert source is not None  # a regular file always has content
+                with source, target.open("wb") as out:
+                    shutil.copyfileobj(source, out, 1024 * 1024)
+    except (tarfile.TarError, EOFError, zlib.error) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise _refuse(f"{filename} is truncated or corrupt ({reason})") from None
+    if not files:
+        raise _refuse(f"{filename}: the archive holds no files")
+
+
+def _open(archive: Path, filename: str) -> tarfile.TarFile:
+    try:
+        return tarfile.open(archive, "r:*")
+    except (tarfile.TarError, EOFError, zlib.error):
+        raise _refuse(
+            f"{filename} is not a tar archive (plain, gzip, bzip2 or xz); send a .tar.gz of the model "
+            "folder, as GET /models/{id}/download gives"
+        ) from None
+
+
+def _member_path(member: tarfile.TarInfo) -> PurePosixPath:
+    path = PurePosixPath(member.name)
+    parts = [p for p in path.parts if p not in (".", "")]
+    if path.is_absolute() or ".." in parts or not parts:
+        raise _refuse(f"{member.name}: a path outside the archive's folder", member.name)
+    return PurePosixPath(*parts)
+
+
+def _model_folder(root: Path) -> Path:
+    """``config.json`` at the top, or in the archive's one top-level folder (the download's
+    layout: ``model/config.json``)."""
+    if (root / CONFIG_FILE).is_file():
+        return root
+    entries = list(root.iterdir())
+    if len(entries) == 1 and entries[0].is_dir() and (entries[0] / CONFIG_FILE).is_file():
+        return entries[0]
+    raise _refuse(
+        f"no {CONFIG_FILE} at the archive's top or in its one top-level folder: "
+        "archive the folder that model.save() wrote"
+    )
+
+
+def _describe(folder: Path, root: Path) -> tuple[str, str, list[str]]:
+    """Task, label type and labels, read off the loaded model (loading is the validation)."""
+    try:
+        if is_language_model_folder(folder):
+            language_model = LanguageModel.load(folder)
+            return "language_model", language_model.direction, []
+        model = load_model(folder)
+    except ModelFileError as error:
+        where = _inside(error.path, root)
+        raise _refuse(f"{where}: {error.reason}", where) from None
+    except LanguageModelError as error:
+        raise _refuse(str(error).replace(f"{root}/", "")) from None
+    except Exception as error:  # an upload is untrusted input: whatever breaks loading is its fault
+        log.warning("model import: loading failed", exc_info=True)
+        message = str(error).replace(f"{root}/", "")
+        raise _refuse(f"the model does not load: {type(error).__name__}: {message}") from None
+    return model.task, model.label_type, model.label_names()
+
+
+def _inside(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return path.name
