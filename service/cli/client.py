@@ -119,7 +119,8 @@ def import_model(api: Api, path: Path, name: str | None) -> dict[str, Any]:
     if not (path / "config.json").is_file():
         raise CliError(f"{path} is neither a model folder (with config.json) nor an archive of one")
     with tempfile.TemporaryFile(suffix=".tar.gz") as archive:
-        with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        # Weights barely compress: the fastest level loses almost nothing.
+        with tarfile.open(fileobj=archive, mode="w:gz", compresslevel=1) as tar:
             tar.add(path, arcname="model")
         archive.seek(0)
         return dict(
