@@ -35,15 +35,11 @@ def _refuse(message: str, member: str | None = None) -> Invalid:
 
 
 def import_model(owner_id: str, name: str | None, filename: str, stream: BinaryIO) -> Model:
-    """Unpack, load and store one model archive; on any refusal nothing is stored."""
+    """Unpack, load and store one model archive; on any refusal nothing is stored. ``stream``
+    must be seekable (the upload's spooled file is read in place, not copied)."""
     with tempfile.TemporaryDirectory(prefix="tagsmith-import-") as tmp:
-        archive = Path(tmp) / "upload"
-        with archive.open("wb") as out:
-            shutil.copyfileobj(stream, out, 1024 * 1024)
-        root = Path(tmp) / "unpacked"
-        root.mkdir()
-        _unpack(archive, root, filename)
-        archive.unlink()
+        root = Path(tmp)
+        _unpack(stream, root, filename)
         folder = _model_folder(root)
         task, label_type, labels = _describe(folder, root)
         return register_model(
@@ -64,7 +60,7 @@ def _stem(filename: str) -> str:
     return base or "model"
 
 
-def _unpack(archive: Path, root: Path, filename: str) -> None:
+def _unpack(archive: BinaryIO, root: Path, filename: str) -> None:
     """Regular files and folders only, every path inside ``root``, within the size limits."""
     budget = UNPACKED_FACTOR * get_settings().max_model_upload_bytes
     total = count = 0
@@ -109,9 +105,9 @@ def _unpack(archive: Path, root: Path, filename: str) -> None:
         raise _refuse(f"{filename}: the archive holds no files")
 
 
-def _open(archive: Path, filename: str) -> tarfile.TarFile:
+def _open(archive: BinaryIO, filename: str) -> tarfile.TarFile:
     try:
-        return tarfile.open(archive, "r:*")
+        return tarfile.open(fileobj=archive, mode="r:*")
     except (tarfile.TarError, EOFError, zlib.error):
         raise _refuse(
             f"{filename} is not a tar archive (plain, gzip, bzip2 or xz); send a .tar.gz of the model "
