@@ -27,9 +27,12 @@ from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Test-speed settings shared by the test process and its workers.
+# Test-speed settings shared by the test process and its workers. The lease is not short: a CI
+# machine that stalls (seen once: every process frozen for 14 s) would let a lease expire and
+# turn a test of something else into a legitimate takeover. Tests of takeover give the worker that
+# dies a short lease (SHORT_LEASE).
 FAST_SETTINGS = {
-    "TAGSMITH_LEASE_SECONDS": "5",
+    "TAGSMITH_LEASE_SECONDS": "30",
     "TAGSMITH_REAPER_INTERVAL_SECONDS": "1",
     "TAGSMITH_QUEUED_LOST_SECONDS": "30",
     "TAGSMITH_PROGRESS_INTERVAL_SECONDS": "0.2",
@@ -40,6 +43,8 @@ FAST_SETTINGS = {
     "TRANSFORMERS_OFFLINE": "1",
     "OMP_NUM_THREADS": "1",
 }
+
+SHORT_LEASE = {"TAGSMITH_LEASE_SECONDS": "5"}
 
 TAGGER_TRAIN = [
     ("George Washington went to Washington .", "B-PER I-PER O O B-LOC O"),

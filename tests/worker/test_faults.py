@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from tests.worker.conftest import Stack, tagger_spec
+from tests.worker.conftest import SHORT_LEASE, Stack, tagger_spec
 
 pytestmark = pytest.mark.postgres
 
@@ -31,7 +31,7 @@ def training_log(stack: Stack, job_id: str) -> str:
 
 def test_a_worker_killed_in_epoch_two_is_resumed_by_another(stack: Stack) -> None:
     corpus = stack.upload_tagger_corpus(repeat=2)
-    first = stack.start_worker("doomed", **SLOW_BATCHES)
+    first = stack.start_worker("doomed", **SLOW_BATCHES, **SHORT_LEASE)
     job_id = stack.submit(tagger_spec(corpus, max_epochs=4))
     stack.wait_for(
         "the job to be inside epoch 2 with the epoch-1 checkpoint stored",
@@ -55,15 +55,9 @@ def test_a_worker_killed_in_epoch_two_is_resumed_by_another(stack: Stack) -> Non
 
 
 def test_a_redelivered_message_does_not_start_a_second_run(stack: Stack) -> None:
-    # The broker hands the unacknowledged message out again after 2 s; the job runs much longer.
-    # The lease is long so that only the redelivery is under test: with the suite's 5 s lease, a
-    # machine that stalls for longer (seen once in CI, both workers frozen 14 s) rightly lets the
-    # second worker take over the expired lease, and the redelivery is never dropped.
-    fast_redelivery = {
-        "TAGSMITH_TEST_BATCH_SLEEP_SECONDS": "0.4",
-        "TAGSMITH_VISIBILITY_TIMEOUT_SECONDS": "2",
-        "TAGSMITH_LEASE_SECONDS": "120",
-    }
+    # The broker hands the unacknowledged message out again after 2 s; the job runs much longer,
+    # inside the suite's 30 s lease.
+    fast_redelivery = {"TAGSMITH_TEST_BATCH_SLEEP_SECONDS": "0.4", "TAGSMITH_VISIBILITY_TIMEOUT_SECONDS": "2"}
     corpus = stack.upload_tagger_corpus(repeat=2)
     stack.start_worker("first", **fast_redelivery)
     stack.start_worker("second", **fast_redelivery)
