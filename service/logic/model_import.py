@@ -128,7 +128,8 @@ def _model_folder(root: Path) -> Path:
     layout: ``model/config.json``)."""
     if (root / CONFIG_FILE).is_file():
         return root
-    entries = list(root.iterdir())
+    # macOS tar adds "._name" companions (extended attributes) and Finder ".DS_Store" files.
+    entries = [e for e in root.iterdir() if not e.name.startswith("._") and e.name != ".DS_Store"]
     if len(entries) == 1 and entries[0].is_dir() and (entries[0] / CONFIG_FILE).is_file():
         return entries[0]
     raise _refuse(

@@ -138,6 +138,20 @@ def test_a_classifier_with_its_files_at_the_archive_top_and_a_given_name(
     assert predicted.json()["sentences"][0]["labels"][0]["value"] in ("question", "statement")
 
 
+def test_a_macos_tar_with_attribute_companions_imports(api: ApiSession, tmp_path: Path) -> None:
+    folder = _save_tagger(tmp_path / "best-model")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name in ("._best-model", ".DS_Store"):
+            info = tarfile.TarInfo(name)
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"\0\0\0\0"))
+        tar.add(folder, arcname="best-model")
+    r = _post(api, api.new_owner(), buffer.getvalue(), filename="best-model.tar.gz")
+    assert r.status_code == 201, r.text
+    assert r.json()["name"] == "best-model"
+
+
 def test_a_download_imports_on_another_account_unchanged(api: ApiSession, tmp_path: Path) -> None:
     alice, bob = api.new_owner("alice"), api.new_owner("bob")
     first = _post(api, alice, _tar(_save_tagger(tmp_path / "m"))).json()
