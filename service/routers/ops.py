@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from service import broker, metrics
 from service.db.session import get_engine
 from service.deps import get_principal
+from service.routers.common import problems
 from service.schemas.api import Health, Readiness
 from service.settings import get_settings
 from service.storage import get_storage
@@ -59,7 +60,7 @@ async def ready() -> JSONResponse:
     "/metrics",
     response_class=Response,
     dependencies=[Depends(get_principal)],
-    responses={200: {"content": {"text/plain": {}}}},
+    responses={200: {"content": {"text/plain": {}}}, **problems(401)},
 )
 def prometheus_metrics() -> Response:
     """Prometheus metrics (any valid key, the admin key included)."""

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import re
+
 from service.openapi_export import OUTPUT, openapi_document, render
+from tests.service.fixtures import ApiSession
 
 
 def test_committed_openapi_document_is_up_to_date() -> None:
@@ -39,3 +42,19 @@ def test_document_lists_every_endpoint() -> None:
     }
     assert {p: set(ops) for p, ops in paths.items()} == expected
     assert "application/problem+json" in paths["/jobs"]["post"]["responses"]["422"]["content"]
+
+
+def test_every_operation_that_needs_a_key_documents_401(api: ApiSession) -> None:
+    # GET /metrics answered 401 without a key while its documentation knew only 200.
+    paths = openapi_document()["paths"]
+    for path, operations in paths.items():
+        concrete = re.sub(r"\{[^}]+\}", "00000000-0000-0000-0000-000000000000", path)
+        for method, operation in operations.items():
+            status = api.client.request(method.upper(), concrete).status_code
+            documented = set(operation["responses"])
+            if status == 401:
+                assert "401" in documented, f"{method.upper()} {path} answers 401 but documents {documented}"
+            else:
+                assert path in ("/health", "/ready"), (
+                    f"{method.upper()} {path} answered {status} without a key"
+                )
