@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -120,7 +121,28 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     except ValueError:
         title = "Error"
     detail = exc.detail if isinstance(exc.detail, str) else title
-    return problem_response(request, exc.status_code, title, detail, headers=getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {', '.join(allowed)}"
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+    return problem_response(request, exc.status_code, title, detail, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The documented methods of this path. Starlette's own ``Allow`` names only the first route
+    that matches the path, and GET and POST of one path are separate routes here. A literal path
+    hides the templates it also matches (/jobs/language-model is not a job id)."""
+    paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
+    path = request.url.path
+    if path in paths:
+        templates = [path]
+    else:
+        templates = [
+            template
+            for template in paths
+            if re.fullmatch("[^/]+".join(map(re.escape, re.split(r"\{[^/}]+\}", template))), path)
+        ]
+    return sorted({method.upper() for template in templates for method in paths[template]})
 
 
 def _is_json(request: Request) -> bool:

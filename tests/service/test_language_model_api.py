@@ -188,7 +188,7 @@ def test_other_methods_on_the_language_model_endpoint_are_405(api: ApiSession, m
     assert r.status_code == 405, r.text
     assert r.headers["allow"] == "POST"
     assert r.headers["content-type"].startswith("application/problem+json")
-    assert r.json()["detail"] == "Method Not Allowed"
+    assert r.json()["detail"] == f"{method} is not allowed on /jobs/language-model; allowed: POST"
     # Deeper paths are still a job id's.
     r = api.client.get("/jobs/language-model/metrics", headers=owner.headers)
     assert r.status_code == 404 and r.json()["detail"] == "job language-model not found"

@@ -58,3 +58,18 @@ def test_every_operation_that_needs_a_key_documents_401(api: ApiSession) -> None
                 assert path in ("/health", "/ready"), (
                     f"{method.upper()} {path} answered {status} without a key"
                 )
+
+
+def test_a_wrong_method_is_405_naming_every_documented_method(api: ApiSession) -> None:
+    # Allow named only the first route on the path: PUT /corpora said "Allow: POST", not GET too.
+    owner = api.new_owner()
+    for method, path, allowed in [
+        ("PUT", "/corpora", "GET, POST"),
+        ("PATCH", "/models/some-id", "DELETE, GET"),
+        ("OPTIONS", "/models", "GET, POST"),
+        ("PUT", "/jobs/language-model", "POST"),  # a literal path, not the job id of /jobs/{job_id}
+    ]:
+        r = api.client.request(method, path, headers=owner.headers)
+        assert r.status_code == 405, (method, path, r.text)
+        assert r.headers["allow"] == allowed, (method, path)
+        assert r.json()["detail"] == f"{method} is not allowed on {path}; allowed: {allowed}"
