@@ -175,3 +175,11 @@ class ApiSession:
         r = self.upload(owner, **kwargs)
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
+
+
+def stored_files() -> list[str]:
+    """Every file in the service's storage, relative to its root (to check nothing was left)."""
+    from service.settings import get_settings
+
+    root = get_settings().storage_root
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())

@@ -7,15 +7,9 @@ import pytest
 
 from service.db.models import Corpus
 from service.db.session import session_scope
-from service.settings import get_settings
-from tests.service.fixtures import CONLL_TRAIN, FASTTEXT_TRAIN, ApiSession
+from tests.service.fixtures import CONLL_TRAIN, FASTTEXT_TRAIN, ApiSession, stored_files
 
 pytestmark = pytest.mark.postgres
-
-
-def _stored_files() -> list[str]:
-    root = get_settings().storage_root
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
 def _corpus_rows() -> int:
@@ -38,7 +32,7 @@ def test_upload_answers_201_with_statistics_and_stores_files(api: ApiSession) ->
     assert stats["train"]["sentences"] + stats["dev"]["sentences"] == 4
     assert stats["test"]["tokens"] == 18
     assert stats["test"]["labels"]["ner"] == {"ORG": 2, "LOC": 2, "MISC": 1, "PER": 1}
-    assert _stored_files() == [f"corpora/{body['id']}/test.txt", f"corpora/{body['id']}/train.txt"]
+    assert stored_files() == [f"corpora/{body['id']}/test.txt", f"corpora/{body['id']}/train.txt"]
 
     listed = api.client.get("/corpora", headers=owner.headers).json()["items"]
     assert [c["id"] for c in listed] == [body["id"]]
@@ -67,7 +61,7 @@ def test_malformed_file_names_file_line_and_reason_and_stores_nothing(api: ApiSe
     assert error["line"] == 2
     assert error["reason"]
     assert "dev.txt" in problem["detail"] and "line 2" in problem["detail"]
-    assert _stored_files() == []
+    assert stored_files() == []
     assert _corpus_rows() == 0
 
 
@@ -86,7 +80,7 @@ def test_bad_format_and_options_are_422(api: ApiSession, data: dict[str, str], f
     )
     assert r.status_code == 422, r.text
     assert r.json()["errors"][0]["field"] == f"body.{field}"
-    assert _stored_files() == []
+    assert stored_files() == []
 
 
 CONLLU_ROW = "\t".join(["{}", "w", "w", "X", "_", "_", "0", "root", "_", "_"]) + "\n"
@@ -110,7 +104,7 @@ def test_files_the_parser_refuses_are_422_with_the_line(
     error = r.json()["errors"][0]
     assert (error["field"], error["file"], error["line"]) == ("body.train", "train.txt", line)
     assert reason in error["reason"]
-    assert _stored_files() == []
+    assert stored_files() == []
     assert _corpus_rows() == 0
 
 
@@ -147,7 +141,7 @@ def test_ill_typed_options_are_422(api: ApiSession, data: dict[str, str], field:
     error = r.json()["errors"][0]
     assert error["field"] == f"body.{field}"
     assert message in error["message"]
-    assert _stored_files() == []
+    assert stored_files() == []
     assert _corpus_rows() == 0
 
 
@@ -191,7 +185,7 @@ def test_repeated_or_unknown_form_fields_are_422(
     assert r.status_code == 422, r.text
     error = r.json()["errors"][0]
     assert error["field"] == field and message in error["message"]
-    assert _stored_files() == []
+    assert stored_files() == []
     assert _corpus_rows() == 0
 
 
@@ -221,7 +215,7 @@ def test_empty_reader_names_and_text_as_its_own_label_are_422(
     assert r.status_code == 422, r.text
     error = r.json()["errors"][0]
     assert error["field"] == "body.options" and message in error["message"]
-    assert _stored_files() == []
+    assert stored_files() == []
     assert _corpus_rows() == 0
 
 
@@ -256,7 +250,7 @@ def test_not_utf8_and_empty_files(api: ApiSession) -> None:
     assert r.json()["errors"][0]["line"] == 2
     r = api.upload(owner, train="   \n")
     assert r.status_code == 422
-    assert _stored_files() == []
+    assert stored_files() == []
 
 
 def test_oversized_upload_is_413(api: ApiSession, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -269,7 +263,7 @@ def test_oversized_upload_is_413(api: ApiSession, monkeypatch: pytest.MonkeyPatc
     assert r.status_code == 413
     assert r.headers["content-type"].startswith("application/problem+json")
     assert "MB" in r.json()["detail"]
-    assert _stored_files() == []
+    assert stored_files() == []
     assert _corpus_rows() == 0
 
 
@@ -286,7 +280,7 @@ def test_delete_corpus_and_conflict_while_a_job_uses_it(api: ApiSession) -> None
     assert api.client.post(f"/jobs/{job.json()['id']}/cancel", headers=owner.headers).status_code == 200
     assert api.client.delete(f"/corpora/{corpus_id}", headers=owner.headers).status_code == 204
     assert api.client.get(f"/corpora/{corpus_id}", headers=owner.headers).status_code == 404
-    assert _stored_files() == []
+    assert stored_files() == []
 
 
 def test_unknown_corpus_is_404_problem(api: ApiSession) -> None:

@@ -14,8 +14,7 @@ from engine.data import Dictionary, Sentence
 from engine.models import load_model
 from service.db.models import Model
 from service.db.session import session_scope
-from service.settings import get_settings
-from tests.service.fixtures import ApiSession, Owner
+from tests.service.fixtures import ApiSession, Owner, stored_files
 
 pytestmark = pytest.mark.postgres
 
@@ -80,11 +79,6 @@ def _tar_with(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
 def _post(api: ApiSession, owner: Owner, archive: bytes, filename: str = "model.tar.gz", **form: str) -> Any:
     files = {"file": (filename, archive, "application/gzip")}
     return api.client.post("/models", files=files, data=form, headers=owner.headers)
-
-
-def _stored_files() -> list[str]:
-    root = get_settings().storage_root
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
 def _model_rows() -> int:
@@ -264,7 +258,7 @@ def test_a_bad_archive_is_422_naming_the_member_and_stores_nothing(
     if field is not None:
         assert error["member"] == field and field in r.json()["detail"]
     assert "tagsmith-import-" not in r.text  # the server's temporary paths stay private
-    assert _stored_files() == [] and _model_rows() == 0
+    assert stored_files() == [] and _model_rows() == 0
     assert not (tmp_path.parent / "evil.txt").exists() and not Path("/tmp/evil.txt").exists()
 
 
@@ -283,7 +277,7 @@ def test_size_limits_are_413_and_422(
     assert len(bomb) < 50_000
     r = _post(api, owner, bomb)
     assert r.status_code == 422 and "unpacks to more than" in r.json()["detail"]
-    assert _stored_files() == [] and _model_rows() == 0
+    assert stored_files() == [] and _model_rows() == 0
 
 
 def test_unknown_or_repeated_fields_are_422(api: ApiSession, tmp_path: Path) -> None:
