@@ -78,6 +78,19 @@ class Storage(ABC):
     def check(self) -> None:
         """Raise when the storage cannot be written (readiness probe)."""
 
+    @abstractmethod
+    def last_changed(self, prefix: str) -> float | None:
+        """When anything under ``prefix`` was last written or moved (epoch seconds); None if
+        nothing is there. Copies keep their files' old mtimes, so this also counts ctimes."""
+
+    @abstractmethod
+    def stale_temporary(self, before: float) -> list[tuple[str, int]]:
+        """Temporary entries of interrupted writes and deletes unchanged since ``before``:
+        (name, bytes) each. ``remove_temporary`` deletes one."""
+
+    @abstractmethod
+    def remove_temporary(self, name: str) -> None: ...
+
 
 class LocalStorage(Storage):
     """Keys are paths under ``root``."""
@@ -180,6 +193,33 @@ class LocalStorage(Storage):
         probe = self._tmp / f"probe-{uuid.uuid4().hex}"
         probe.write_bytes(b"ok")
         probe.unlink()
+
+    def last_changed(self, prefix: str) -> float | None:
+        path = self.path(prefix.rstrip("/"))
+        if not path.exists():
+            return None
+        return max(_changed(p) for p in [path, *(path.rglob("*") if path.is_dir() else [])])
+
+    def stale_temporary(self, before: float) -> list[tuple[str, int]]:
+        stale = []
+        for entry in sorted(self._tmp.iterdir()):
+            inside = list(entry.rglob("*")) if entry.is_dir() else []
+            if max((_changed(p) for p in [entry, *inside]), default=0.0) < before:
+                size = sum(p.stat().st_size for p in [entry, *inside] if p.is_file())
+                stale.append((entry.name, size))
+        return stale
+
+    def remove_temporary(self, name: str) -> None:
+        entry = self._tmp / check_key(name)
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _changed(path: Path) -> float:
+    info = path.lstat()
+    return max(info.st_mtime, info.st_ctime)
 
 
 _lock = threading.Lock()

@@ -1,6 +1,7 @@
 """The ``tagsmith`` commands.
 
-Server: ``up`` (the whole stack on one machine), ``api``, ``worker``, ``migrate``, ``create-key``.
+Server: ``up`` (the whole stack on one machine), ``api``, ``worker``, ``migrate``, ``create-key``,
+``clean-storage``.
 Client (HTTP, against ``--url`` / ``TAGSMITH_URL``): ``upload``, ``import-model``, ``train``, ``watch``,
 ``predict``, ``demo``.
 """
@@ -177,6 +178,25 @@ def create_key(
 ) -> None:
     """Create an API key directly in the database (for a new owner, or --owner-id); prints it once."""
     typer.echo(_create_key(None if owner_id else name, owner_id))
+
+
+@app.command("clean-storage")
+def clean_storage(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
+    min_age_minutes: Annotated[
+        float,
+        typer.Option(min=1, help="Keep anything written more recently than this (a write in progress)."),
+    ] = 60,
+) -> None:
+    """Remove storage that no corpus, model or job points to: what a process killed between
+    writing files and committing their row left behind, and stale temporary copies."""
+    from service.logic.storage_sweep import clean_storage as sweep
+
+    found = sweep(min_age_minutes * 60, dry_run=dry_run)
+    for leftover in found:
+        typer.echo(f"{leftover.key:<70} {leftover.bytes:>14,} bytes  {leftover.reason}")
+    verb = "would free" if dry_run else "freed"
+    typer.echo(f"{len(found)} leftover(s), {verb} {sum(f.bytes for f in found):,} bytes")
 
 
 # -- client commands -------------------------------------------------------------------------------
