@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     )
     storage_url: str = Field(
         default="",
-        description="Artifact storage: a local folder path or `file://` URL. Empty: `storage/` in the data folder.",
+        description="Artifact storage: a local (or shared) folder path, a `file://` URL, or an S3-compatible "
+        "bucket `s3://bucket/optional/prefix` (endpoint and credentials from the standard `AWS_ENDPOINT_URL`, "
+        "`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`). Empty: `storage/` in the data folder.",
     )
     transformers_dir: str = Field(
         default="",
@@ -127,9 +129,11 @@ class Settings(BaseSettings):
             return self.resolved_data_dir / "storage"
         if url.startswith("file://"):
             url = url[len("file://") :]
+        elif url.startswith("s3://"):
+            raise ValueError(f"TAGSMITH_STORAGE_URL {url!r} is a bucket, not a local folder")
         elif "://" in url:
             raise ValueError(
-                f"TAGSMITH_STORAGE_URL: unsupported scheme in {self.storage_url!r} (use a path or file://)"
+                f"TAGSMITH_STORAGE_URL: unsupported scheme in {self.storage_url!r} (use a path, file:// or s3://)"
             )
         return Path(url).expanduser().resolve()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,3 +21,24 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         raise RuntimeError(f"real corpora expected at {SHARED_DATA} (see ../shared/data/README.md)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def s3_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real S3-compatible server (SeaweedFS) for the session: the ``AWS_*`` variables for it."""
+    from tests.s3_server import seaweed_s3
+
+    with seaweed_s3(tmp_path_factory.mktemp("seaweedfs")) as env:
+        yield env
+
+
+@pytest.fixture
+def s3_bucket(s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new empty bucket, with this process's ``AWS_*`` environment pointing at its server."""
+    from tests.s3_server import client, create_bucket
+
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"t-{uuid.uuid4().hex[:16]}"
+    create_bucket(client(s3_env), bucket)
+    return bucket

@@ -224,6 +224,14 @@ def run_stack(options: StackOptions, echo: Callable[[str], None], create_key: Ca
     echo(f"data folder  {folder}")
     upgrade()
     echo(f"database     {redact(settings.resolved_database_url)} (migrated)")
+    from service.storage import get_storage
+
+    storage = get_storage()
+    try:
+        storage.check()
+    except Exception as error:
+        raise CliError(f"storage {storage.describe()} cannot be written: {error}") from error
+    echo(f"storage      {storage.describe()}")
 
     redis = None
     broker_url = settings.broker_url
@@ -233,7 +241,6 @@ def run_stack(options: StackOptions, echo: Callable[[str], None], create_key: Ca
         redis = start_embedded_redis(folder)
         broker_url = redis.url
     echo(f"broker       {redact(broker_url)}" + (" (embedded Redis)" if redis is not None else ""))
-    echo(f"storage      {settings.storage_root}")
     env = {**os.environ, "TAGSMITH_BROKER_URL": broker_url}
     url = f"http://{display_host(options.host)}:{options.port}"
     api = Child("api", api_argv(options.host, options.port), env, grace_seconds=10.0)

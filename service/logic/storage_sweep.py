@@ -32,9 +32,10 @@ _UNITS = (
 
 @dataclass(frozen=True)
 class Leftover:
-    key: str  # a storage prefix, or ".tmp/<name>" for a temporary entry
+    key: str  # a storage prefix, or the name of a temporary entry
     bytes: int
     reason: str
+    temporary: bool = False
 
 
 def _referenced() -> set[str]:
@@ -71,8 +72,8 @@ def find_leftovers(
         if changed is not None and changed < before:
             found.append(Leftover(unit, storage.size(unit), f"no {_what(unit)} points to it"))
     found += [
-        Leftover(f".tmp/{name}", size, "temporary copy of an interrupted write or delete")
-        for name, size in storage.stale_temporary(before)
+        Leftover(entry.name, entry.bytes, entry.reason, temporary=True)
+        for entry in storage.stale_temporary(before)
     ]
     return found
 
@@ -89,8 +90,8 @@ def clean_storage(min_age: float, dry_run: bool = False, now: float | None = Non
     found = find_leftovers(min_age, now=now, storage=storage)
     if not dry_run:
         for leftover in found:
-            if leftover.key.startswith(".tmp/"):
-                storage.remove_temporary(leftover.key.removeprefix(".tmp/"))
+            if leftover.temporary:
+                storage.remove_temporary(leftover.key)
             else:
                 storage.delete(leftover.key)
     return found

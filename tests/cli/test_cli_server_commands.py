@@ -151,3 +151,24 @@ def test_api_with_several_workers_serves_and_spreads_connections(data_dir: Path)
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def test_up_refuses_storage_it_cannot_write_before_starting_anything(
+    data_dir: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAGSMITH_STORAGE_URL", f"s3://{s3_bucket}-missing/tagsmith")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tagsmith = str(Path(sys.executable).parent / "tagsmith")
+    done = subprocess.run(
+        [tagsmith, "up", "--data-dir", str(data_dir), "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    assert f"storage s3://{s3_bucket}-missing/tagsmith/ cannot be written" in output
+    assert "NoSuchBucket" in output
+    assert "broker" not in output  # nothing was started

@@ -12,7 +12,6 @@ from service.db.models import Base, Job, Owner
 from service.db.session import get_engine, session_scope
 from service.schemas.spec import TrainingSpec
 from service.settings import Settings, get_settings, reset_settings
-from service.storage import InvalidStorageKey, LocalStorage
 
 
 @pytest.mark.postgres
@@ -66,38 +65,6 @@ def test_session_scope_rolls_back_on_error(service_env: str) -> None:
         assert session.query(Owner).count() == 0
 
 
-@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "..", "a//b", "a/./b", "a b", "a\\b", "ä"])
-def test_storage_refuses_keys_that_could_escape(tmp_path: Path, key: str) -> None:
-    storage = LocalStorage(tmp_path)
-    with pytest.raises(InvalidStorageKey):
-        storage.put(key, b"x")
-
-
-def test_local_storage_round_trip(tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path / "root")
-    storage.put("a/b/c.txt", b"hello")
-    assert storage.get("a/b/c.txt") == b"hello"
-    with storage.open("a/b/c.txt") as f:
-        assert f.read() == b"hello"
-    assert storage.exists("a/b/c.txt") and not storage.exists("a/b/d.txt")
-    src = tmp_path / "src"
-    (src / "sub").mkdir(parents=True)
-    (src / "config.json").write_text("{}")
-    (src / "sub" / "w.bin").write_bytes(b"12345")
-    storage.put_dir("models/m1", src)
-    storage.put_dir("models/m1", src)  # replaces, does not nest
-    assert storage.list("models") == ["models/m1/config.json", "models/m1/sub/w.bin"]
-    assert storage.size("models/m1") == 7
-    out = storage.get_dir("models/m1", tmp_path / "out")
-    assert (out / "sub" / "w.bin").read_bytes() == b"12345"
-    storage.delete("models/m1")
-    storage.delete("a/b/c.txt")
-    storage.delete("never/was")
-    assert storage.list() == []
-    with pytest.raises(FileNotFoundError):
-        storage.get("a/b/c.txt")
-
-
 def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("DATA_DIR", "DATABASE_URL", "STORAGE_URL", "OPEN_MODE", "BROKER_URL"):
         monkeypatch.delenv(f"TAGSMITH_{name}", raising=False)
@@ -115,7 +82,7 @@ def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_
         assert s.resolved_database_url == f"sqlite:///{tmp_path}/tagsmith.db"
         assert s.storage_root == tmp_path / "objects"
         assert s.predict_max_batch == 7
-        monkeypatch.setenv("TAGSMITH_STORAGE_URL", "s3://bucket")
+        monkeypatch.setenv("TAGSMITH_STORAGE_URL", "ftp://host/folder")
         reset_settings()
         with pytest.raises(ValueError, match="unsupported scheme"):
             _ = get_settings().storage_root

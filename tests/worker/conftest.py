@@ -301,8 +301,18 @@ class Stack:
 
 
 @pytest.fixture
+def storage_settings() -> dict[str, str]:
+    """Where the stack stores files: the data folder's default; a test module may override it."""
+    return {}
+
+
+@pytest.fixture
 def environment(
-    tmp_path: Path, redis_url: str, database_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    redis_url: str,
+    database_url: str,
+    storage_settings: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[dict[str, str]]:
     """This test's settings in the environment (for the test process and the workers it starts),
     a migrated empty database, an empty broker, and the Celery app pointed at it."""
@@ -319,6 +329,7 @@ def environment(
         "TAGSMITH_DATA_DIR": str(data_dir),
         "TAGSMITH_DATABASE_URL": database_url,
         "TAGSMITH_BROKER_URL": redis_url,
+        **storage_settings,
     }
     for key, value in env_settings.items():
         monkeypatch.setenv(key, value)

@@ -1,95 +1,16 @@
-"""Artifact storage addressed by keys the service generates (``corpora/<id>/train.txt``,
-``models/<id>/...``, ``jobs/<id>/checkpoint/...``). Never built from user file names.
-
-``Storage`` is deliberately small (put/get/open/delete/list/exists + whole folders) so an
-object-store backend can replace ``LocalStorage`` later. Writes are atomic: a file is written
-to a temporary name and renamed into place; ``put_dir`` replaces a whole prefix the same way.
-Imported by the worker: no FastAPI here.
-"""
+"""Storage in a local (or shared, e.g. NFS) folder. Keys are paths under the root; a write goes
+to a temporary name under ``.tmp/`` and is renamed into place, ``put_dir`` swaps whole folders."""
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
-import threading
 import uuid
-from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import BinaryIO
 
-from service.settings import get_settings
-
-_KEY_PART = re.compile(r"^[A-Za-z0-9._-]+$")
-
-
-class InvalidStorageKey(ValueError):
-    pass
-
-
-def check_key(key: str) -> str:
-    """A key is ``/``-separated parts of letters, digits, ``._-``; no ``.``/``..`` parts, no
-    leading slash: it can never leave the storage root."""
-    parts = key.split("/")
-    if not key or any(p in ("", ".", "..") or not _KEY_PART.match(p) for p in parts):
-        raise InvalidStorageKey(f"invalid storage key {key!r}")
-    return key
-
-
-def check_prefix(prefix: str) -> str:
-    return check_key(prefix.rstrip("/")) if prefix.strip("/") else ""
-
-
-class Storage(ABC):
-    @abstractmethod
-    def put(self, key: str, data: bytes | BinaryIO) -> None: ...
-
-    @abstractmethod
-    def get(self, key: str) -> bytes: ...
-
-    @abstractmethod
-    def open(self, key: str) -> BinaryIO: ...
-
-    @abstractmethod
-    def delete(self, key: str) -> None:
-        """Delete ``key``, or every key under it when it names a folder prefix. Missing: no error."""
-
-    @abstractmethod
-    def list(self, prefix: str = "") -> list[str]:
-        """All keys under ``prefix`` (recursive), sorted."""
-
-    @abstractmethod
-    def exists(self, key: str) -> bool: ...
-
-    @abstractmethod
-    def put_dir(self, prefix: str, local_dir: Path) -> None:
-        """Replace everything under ``prefix`` by the files of ``local_dir`` (recursively)."""
-
-    @abstractmethod
-    def get_dir(self, prefix: str, local_dir: Path) -> Path:
-        """Copy every key under ``prefix`` into ``local_dir`` (relative paths kept)."""
-
-    @abstractmethod
-    def size(self, prefix: str) -> int:
-        """Total bytes stored under ``prefix`` (a key or a folder prefix)."""
-
-    @abstractmethod
-    def check(self) -> None:
-        """Raise when the storage cannot be written (readiness probe)."""
-
-    @abstractmethod
-    def last_changed(self, prefix: str) -> float | None:
-        """When anything under ``prefix`` was last written or moved (epoch seconds); None if
-        nothing is there. Copies keep their files' old mtimes, so this also counts ctimes."""
-
-    @abstractmethod
-    def stale_temporary(self, before: float) -> list[tuple[str, int]]:
-        """Temporary entries of interrupted writes and deletes unchanged since ``before``:
-        (name, bytes) each. ``remove_temporary`` deletes one."""
-
-    @abstractmethod
-    def remove_temporary(self, name: str) -> None: ...
+from service.storage.base import Storage, Temporary, check_key, check_prefix
 
 
 class LocalStorage(Storage):
@@ -196,41 +117,33 @@ class LocalStorage(Storage):
 
     def last_changed(self, prefix: str) -> float | None:
         path = self.path(prefix.rstrip("/"))
-        if not path.exists():
+        entries = [path, *(path.rglob("*") if path.is_dir() else [])]
+        # Copies keep their files' old mtimes, so ctimes count too; empty folders are nothing.
+        if not any(p.is_file() for p in entries):
             return None
-        return max(_changed(p) for p in [path, *(path.rglob("*") if path.is_dir() else [])])
+        return max(_changed(p) for p in entries)
 
-    def stale_temporary(self, before: float) -> list[tuple[str, int]]:
+    def stale_temporary(self, before: float) -> list[Temporary]:
         stale = []
         for entry in sorted(self._tmp.iterdir()):
             inside = list(entry.rglob("*")) if entry.is_dir() else []
             if max((_changed(p) for p in [entry, *inside]), default=0.0) < before:
                 size = sum(p.stat().st_size for p in [entry, *inside] if p.is_file())
-                stale.append((entry.name, size))
+                reason = "temporary copy of an interrupted write or delete"
+                stale.append(Temporary(f".tmp/{entry.name}", size, reason))
         return stale
 
     def remove_temporary(self, name: str) -> None:
-        entry = self._tmp / check_key(name)
+        entry = self._tmp / check_key(name.removeprefix(".tmp/"))
         if entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
 
+    def describe(self) -> str:
+        return str(self.root)
+
 
 def _changed(path: Path) -> float:
     info = path.lstat()
     return max(info.st_mtime, info.st_ctime)
-
-
-_lock = threading.Lock()
-_storages: dict[Path, Storage] = {}
-
-
-def get_storage() -> Storage:
-    """The storage named by the settings (one instance per location)."""
-    root = get_settings().storage_root
-    with _lock:
-        storage = _storages.get(root)
-        if storage is None:
-            storage = _storages[root] = LocalStorage(root)
-        return storage

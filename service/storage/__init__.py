@@ -1,0 +1,39 @@
+"""Artifact storage: a local or shared folder (``LocalStorage``) or an S3-compatible object
+store (``S3Storage``), chosen by ``TAGSMITH_STORAGE_URL``. See ``base`` for the contract.
+Imported by the worker: no FastAPI here."""
+
+from __future__ import annotations
+
+import threading
+
+from service.settings import get_settings
+from service.storage.base import InvalidStorageKey, Storage, Temporary, check_key, check_prefix
+from service.storage.local import LocalStorage
+from service.storage.s3 import S3Storage, parse_s3_url
+
+__all__ = [
+    "InvalidStorageKey",
+    "LocalStorage",
+    "S3Storage",
+    "Storage",
+    "Temporary",
+    "check_key",
+    "check_prefix",
+    "get_storage",
+]
+
+_lock = threading.Lock()
+_storages: dict[str, Storage] = {}
+
+
+def get_storage() -> Storage:
+    """The storage named by the settings (one instance per location)."""
+    settings = get_settings()
+    s3 = settings.storage_url.startswith("s3://")
+    location = settings.storage_url if s3 else str(settings.storage_root)
+    with _lock:
+        storage = _storages.get(location)
+        if storage is None:
+            storage = S3Storage(*parse_s3_url(location)) if s3 else LocalStorage(settings.storage_root)
+            _storages[location] = storage
+        return storage

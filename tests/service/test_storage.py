@@ -1,0 +1,191 @@
+"""The storage contract, for every backend: a local folder and a real S3-compatible server
+(SeaweedFS). What the service and the workers rely on: atomic whole files, folder prefixes that
+never match a longer name, replace-not-merge folders, and leftovers that can be found and removed."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from service.storage import InvalidStorageKey, LocalStorage, S3Storage, Storage, get_storage
+from service.storage.s3 import parse_s3_url
+from tests.s3_server import client
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    if request.param == "local":
+        return LocalStorage(tmp_path / "root")
+    bucket = request.getfixturevalue("s3_bucket")
+    return S3Storage(bucket, "deployment/a")
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "..", "a//b", "a/./b", "a b", "a\\b", "ä"])
+def test_keys_that_could_escape_are_refused(storage: Storage, key: str) -> None:
+    with pytest.raises(InvalidStorageKey):
+        storage.put(key, b"x")
+    with pytest.raises(InvalidStorageKey):
+        storage.get(key)
+
+
+def test_files_round_trip_and_missing_ones_are_file_not_found(storage: Storage) -> None:
+    storage.put("a/b/c.txt", b"hello")
+    storage.put("a/b/stream.bin", io.BytesIO(b"streamed"))
+    assert storage.get("a/b/c.txt") == b"hello"
+    with storage.open("a/b/stream.bin") as f:
+        assert f.read() == b"streamed"
+    storage.put("a/b/c.txt", b"replaced")
+    assert storage.get("a/b/c.txt") == b"replaced"
+    assert storage.exists("a/b/c.txt") and storage.exists("a/b") and storage.exists("a")
+    assert not storage.exists("a/b/d.txt") and not storage.exists("a/b/c")
+    for read in (storage.get, storage.open):
+        with pytest.raises(FileNotFoundError):
+            read("a/b/missing.txt")
+
+
+def test_a_large_streamed_file_arrives_whole(storage: Storage, tmp_path: Path) -> None:
+    # Past S3Storage's multipart threshold (16 MB): uploaded in parts, one object at the end.
+    data = os.urandom(20 * 1024 * 1024 + 17)
+    storage.put("models/big/weights.safetensors", io.BytesIO(data))
+    assert storage.size("models/big") == len(data)
+    assert storage.get("models/big/weights.safetensors") == data
+    copied = storage.get_dir("models/big", tmp_path / "copy")
+    assert (copied / "weights.safetensors").read_bytes() == data
+
+
+def test_a_prefix_means_a_folder_never_a_longer_name(storage: Storage) -> None:
+    storage.put("models/a/config.json", b"{}")
+    storage.put("models/ab/config.json", b"{}")
+    storage.put("models/a.json", b"{}")
+    assert storage.list("models/a") == ["models/a/config.json"]
+    assert storage.list("models/a/") == ["models/a/config.json"]
+    assert storage.list("models/a.json") == ["models/a.json"]
+    assert storage.list() == ["models/a.json", "models/a/config.json", "models/ab/config.json"]
+    assert storage.size("models/a") == 2
+    storage.delete("models/a")
+    assert storage.list() == ["models/a.json", "models/ab/config.json"]
+
+
+def test_put_dir_replaces_the_folder_and_get_dir_copies_it(storage: Storage, tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    (first / "sub").mkdir(parents=True)
+    (first / "config.json").write_text("{}")
+    (first / "sub" / "w.bin").write_bytes(b"12345")
+    (first / "old.txt").write_text("gone after the replace")
+    storage.put_dir("models/m1", first)
+    second = tmp_path / "second"
+    (second / "sub").mkdir(parents=True)
+    (second / "config.json").write_text('{"v": 2}')
+    (second / "sub" / "w.bin").write_bytes(b"67")
+    storage.put_dir("models/m1", second)
+    assert storage.list("models") == ["models/m1/config.json", "models/m1/sub/w.bin"]
+    assert storage.size("models/m1") == len('{"v": 2}') + 2
+    out = storage.get_dir("models/m1", tmp_path / "out")
+    assert (out / "sub" / "w.bin").read_bytes() == b"67"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "config.json",
+        "sub/w.bin",
+    ]
+    with pytest.raises(FileNotFoundError):
+        storage.get_dir("models/none", tmp_path / "none")
+
+
+def test_delete_takes_a_file_or_a_folder_and_ignores_what_is_missing(storage: Storage) -> None:
+    for n in range(3):
+        storage.put(f"jobs/j/checkpoints/c/{n}.bin", b"x")
+    storage.put("jobs/j/files/f/loss.tsv", b"epoch\n")
+    storage.delete("jobs/j/checkpoints/c")
+    storage.delete("jobs/j/files/f/loss.tsv")
+    storage.delete("never/was")
+    assert storage.list() == []
+    assert storage.size("jobs") == 0 and storage.last_changed("jobs") is None
+
+
+def test_last_changed_is_the_newest_write(storage: Storage) -> None:
+    started = time.time()
+    storage.put("corpora/c/train.txt", b"a")
+    changed = storage.last_changed("corpora/c")
+    assert changed is not None
+    # Object stores keep whole seconds.
+    assert started - 1.5 <= changed <= time.time() + 1.5
+    assert storage.last_changed("corpora/other") is None
+
+
+def test_check_passes_on_writable_storage(storage: Storage) -> None:
+    storage.check()
+    assert storage.list() == []  # the probe leaves nothing behind
+
+
+def test_leftovers_of_interrupted_writes_are_found_and_removed(storage: Storage) -> None:
+    name = _interrupted_write(storage)
+    assert storage.stale_temporary(before=time.time() - 3600) == []  # recent: kept
+    stale = storage.stale_temporary(before=time.time() + 5)
+    assert [(t.name, t.bytes) for t in stale] == [(name, 5 * 1024 * 1024)]
+    storage.remove_temporary(name)
+    storage.remove_temporary(name)  # already gone: no error
+    assert storage.stale_temporary(before=time.time() + 5) == []
+    assert storage.list() == []
+
+
+def _interrupted_write(storage: Storage) -> str:
+    """What a write killed half-way leaves: a temporary file, or an unfinished multipart upload."""
+    part = b"p" * (5 * 1024 * 1024)
+    if isinstance(storage, LocalStorage):
+        (storage.root / ".tmp" / "tmp-killed").write_bytes(part)
+        return ".tmp/tmp-killed"
+    assert isinstance(storage, S3Storage)
+    key = storage.prefix + "models/m/weights.safetensors"
+    upload = storage.client.create_multipart_upload(Bucket=storage.bucket, Key=key)
+    storage.client.upload_part(
+        Bucket=storage.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=part
+    )
+    return f"models/m/weights.safetensors?uploadId={upload['UploadId']}"
+
+
+def test_deployments_sharing_a_bucket_see_only_their_prefix(s3_bucket: str) -> None:
+    a, b = S3Storage(s3_bucket, "a"), S3Storage(s3_bucket, "b")
+    a.put("models/m/config.json", b"{}")
+    b.put("models/m/config.json", b"[]")
+    assert a.list() == b.list() == ["models/m/config.json"]
+    assert a.get("models/m/config.json") == b"{}"
+    b.delete("models")
+    assert a.list() == ["models/m/config.json"] and b.list() == []
+
+
+def test_storage_url_chooses_the_backend(
+    s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.settings import reset_settings
+
+    monkeypatch.setenv("TAGSMITH_STORAGE_URL", f"s3://{s3_bucket}/tagsmith/prod")
+    reset_settings()
+    try:
+        storage = get_storage()
+        assert isinstance(storage, S3Storage)
+        assert storage.describe() == f"s3://{s3_bucket}/tagsmith/prod/"
+        storage.put("corpora/c/train.txt", b"x")
+        names = [o["Key"] for o in client(dict(os.environ)).list_objects_v2(Bucket=s3_bucket)["Contents"]]
+        assert names == ["tagsmith/prod/corpora/c/train.txt"]
+        monkeypatch.setenv("TAGSMITH_STORAGE_URL", str(tmp_path / "folder"))
+        reset_settings()
+        assert get_storage().describe() == str(tmp_path / "folder")
+    finally:
+        reset_settings()
+
+
+def test_a_missing_bucket_fails_the_check(s3_bucket: str) -> None:
+    with pytest.raises(Exception, match="NoSuchBucket|Not Found|404"):
+        S3Storage(f"{s3_bucket}-missing").check()
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [("s3://", "no bucket"), ("s3:///prefix", "no bucket"), ("s3://b/../up", "letters, digits")],
+)
+def test_a_wrong_s3_url_is_named(url: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        parse_s3_url(url)
