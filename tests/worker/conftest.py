@@ -45,6 +45,8 @@ FAST_SETTINGS = {
 }
 
 SHORT_LEASE = {"TAGSMITH_LEASE_SECONDS": "5"}
+# Stretches a tiny job's batches so that a kill, a redelivery or a cancel lands inside a known epoch.
+SLOW_BATCHES = {"TAGSMITH_TEST_BATCH_SLEEP_SECONDS": "0.15"}
 
 TAGGER_TRAIN = [
     ("George Washington went to Washington .", "B-PER I-PER O O B-LOC O"),
@@ -289,6 +291,15 @@ class Stack:
                 return
             time.sleep(every)
         raise TimeoutError(f"timed out waiting for {what}\n{self.worker_logs()}")
+
+    def wait_inside_epoch_two(self, job_id: str) -> None:
+        """Until the job trains epoch 2 with the epoch-1 checkpoint stored."""
+        self.wait_for(
+            "the job to be inside epoch 2 with the epoch-1 checkpoint stored",
+            lambda: (
+                (job := self.job(job_id)).epoch == 1 and job.batch >= 1 and job.checkpoint_key is not None
+            ),
+        )
 
     def wait_finished(self, job_id: str, timeout: float = 120.0) -> Any:
         self.wait_for(

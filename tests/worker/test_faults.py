@@ -1,7 +1,7 @@
 """Exactly-once training under faults, with real worker processes and a real Redis.
 
-Each job trains a tiny tagger; ``TAGSMITH_TEST_BATCH_SLEEP_SECONDS`` (test-only) stretches its
-batches so that a kill, a redelivery or a cancel lands inside a known epoch.
+Each job trains a tiny tagger; ``SLOW_BATCHES`` (the test-only ``TAGSMITH_TEST_BATCH_SLEEP_SECONDS``)
+stretches its batches so that a kill, a redelivery or a cancel lands inside a known epoch.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ import signal
 
 import pytest
 
-from tests.worker.conftest import SHORT_LEASE, Stack, tagger_spec
+from tests.worker.conftest import SHORT_LEASE, SLOW_BATCHES, Stack, tagger_spec
 
 pytestmark = pytest.mark.postgres
-
-SLOW_BATCHES = {"TAGSMITH_TEST_BATCH_SLEEP_SECONDS": "0.15"}
 
 
 def claims_in_logs(stack: Stack, job_id: str) -> int:
@@ -33,10 +31,7 @@ def test_a_worker_killed_in_epoch_two_is_resumed_by_another(stack: Stack) -> Non
     corpus = stack.upload_tagger_corpus(repeat=2)
     first = stack.start_worker("doomed", **SLOW_BATCHES, **SHORT_LEASE)
     job_id = stack.submit(tagger_spec(corpus, max_epochs=4))
-    stack.wait_for(
-        "the job to be inside epoch 2 with the epoch-1 checkpoint stored",
-        lambda: (job := stack.job(job_id)).epoch == 1 and job.batch >= 1 and job.checkpoint_key is not None,
-    )
+    stack.wait_inside_epoch_two(job_id)
     first.kill()
     assert stack.job(job_id).status == "running"
 
@@ -77,10 +72,7 @@ def test_cancel_stops_within_seconds_and_resume_finishes_the_epochs(stack: Stack
     corpus = stack.upload_tagger_corpus(repeat=2)
     stack.start_worker("only", **SLOW_BATCHES)
     job_id = stack.submit(tagger_spec(corpus, max_epochs=4))
-    stack.wait_for(
-        "epoch 2",
-        lambda: (job := stack.job(job_id)).epoch == 1 and job.batch >= 1 and job.checkpoint_key is not None,
-    )
+    stack.wait_inside_epoch_two(job_id)
     response = stack.client.post(f"/jobs/{job_id}/cancel", headers=stack.headers)
     assert response.status_code in (200, 202), response.text
     stack.wait_for("the cancel", lambda: stack.job(job_id).status == "cancelled", timeout=5.0)
@@ -120,10 +112,7 @@ def test_a_stopping_worker_hands_its_job_back_at_once(stack: Stack, whom: str) -
     corpus = stack.upload_tagger_corpus(repeat=2)
     leaving = stack.start_worker("leaving", **SLOW_BATCHES)
     job_id = stack.submit(tagger_spec(corpus, max_epochs=4))
-    stack.wait_for(
-        "epoch 2",
-        lambda: (job := stack.job(job_id)).epoch == 1 and job.batch >= 1 and job.checkpoint_key is not None,
-    )
+    stack.wait_inside_epoch_two(job_id)
     # SIGTERM, a warm shutdown: systemd signals the whole group, `docker stop` the main process only.
     if whom == "process group":
         leaving.terminate()

@@ -9,9 +9,7 @@ import os
 import pytest
 
 from tests.s3_server import client
-from tests.worker.conftest import SHORT_LEASE, Stack, tagger_spec
-
-SLOW_BATCHES = {"TAGSMITH_TEST_BATCH_SLEEP_SECONDS": "0.15"}
+from tests.worker.conftest import SHORT_LEASE, SLOW_BATCHES, Stack, tagger_spec
 
 
 @pytest.fixture
@@ -32,10 +30,7 @@ def test_train_resume_serve_and_delete_with_s3_storage(stack: Stack, s3_bucket: 
 
     first = stack.start_worker("doomed", **SLOW_BATCHES, **SHORT_LEASE)
     job_id = stack.submit(tagger_spec(corpus, max_epochs=3))
-    stack.wait_for(
-        "the job to be inside epoch 2 with the epoch-1 checkpoint stored",
-        lambda: (job := stack.job(job_id)).epoch == 1 and job.batch >= 1 and job.checkpoint_key is not None,
-    )
+    stack.wait_inside_epoch_two(job_id)
     first.kill()
     stack.start_worker("rescuer", **SLOW_BATCHES)
     job = stack.wait_finished(job_id)
