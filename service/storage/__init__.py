@@ -4,6 +4,7 @@ Imported by the worker: no FastAPI here."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 from service.settings import get_settings
@@ -24,6 +25,17 @@ __all__ = [
 
 _lock = threading.Lock()
 _storages: dict[str, Storage] = {}
+
+
+def _forget_after_fork() -> None:
+    # A forked child (Celery's pool, uvicorn's workers) must not share its parent's S3
+    # connections, nor inherit the lock held by a thread that does not exist in it.
+    global _lock
+    _lock = threading.Lock()
+    _storages.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def get_storage() -> Storage:

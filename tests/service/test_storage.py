@@ -189,3 +189,29 @@ def test_a_missing_bucket_fails_the_check(s3_bucket: str) -> None:
 def test_a_wrong_s3_url_is_named(url: str, error: str) -> None:
     with pytest.raises(ValueError, match=error):
         parse_s3_url(url)
+
+
+def test_a_forked_process_gets_storage_of_its_own(s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Celery forks training processes: sharing the parent's S3 connection pool would interleave
+    # two processes' requests on one socket.
+    from service.settings import reset_settings
+
+    monkeypatch.setenv("TAGSMITH_STORAGE_URL", f"s3://{s3_bucket}")
+    reset_settings()
+    try:
+        parent = get_storage()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report whether it got a new instance, and that it works
+            child = get_storage()
+            child.put("corpora/c/from-child.txt", b"child")
+            os.write(write, b"new" if child is not parent else b"same")
+            os._exit(0)
+        os.close(write)
+        answer = os.read(read, 16)
+        os.waitpid(pid, 0)
+        assert answer == b"new"
+        assert parent.get("corpora/c/from-child.txt") == b"child"
+        assert get_storage() is parent
+    finally:
+        reset_settings()
