@@ -92,8 +92,14 @@ class S3Storage(Storage):
             self.client.upload_fileobj(data, self.bucket, name, Config=self._transfer)
 
     def get(self, key: str) -> bytes:
-        with self.open(key) as stream:
-            return stream.read()
+        # One request and no temporary copy: the callers read small files (run files).
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self._name(key))
+        except Exception as error:
+            if _missing(error):
+                raise FileNotFoundError(key) from None
+            raise
+        return bytes(answer["Body"].read())
 
     def open(self, key: str) -> BinaryIO:
         # A local copy, not the HTTP stream: readers may take their time or seek, and a stream
@@ -110,7 +116,9 @@ class S3Storage(Storage):
         return copy  # type: ignore[return-value]
 
     def delete(self, key: str) -> None:
-        names = [o["Key"] for o in self._objects(key)]
+        self._delete_names([o["Key"] for o in self._objects(key)])
+
+    def _delete_names(self, names: list[str]) -> None:
         for start in range(0, len(names), _DELETE_BATCH):
             batch = names[start : start + _DELETE_BATCH]
             answer = self.client.delete_objects(
@@ -135,9 +143,7 @@ class S3Storage(Storage):
             with path.open("rb") as source:
                 self.put(key, source)
             written.add(key)
-        stale = [key for key in self.list(prefix) if key not in written]
-        for key in stale:
-            self.delete(key)
+        self._delete_names([self._name(key) for key in self.list(prefix) if key not in written])
 
     def get_dir(self, prefix: str, local_dir: Path) -> Path:
         prefix = check_prefix(prefix)
