@@ -2,8 +2,8 @@
 
 A problem has ``type``, ``title``, ``status``, ``detail``, ``instance`` and, for input errors,
 ``errors``: one entry per bad field with its path (``loc`` and dotted ``field``) and a message.
-Corpus format errors also name ``file``, ``line`` and ``reason``. Unexpected exceptions answer 500
-without internals (they are logged).
+Corpus format errors also name ``file``, ``line`` and ``reason``. A storage outage answers 503 with
+``Retry-After``; unexpected exceptions answer 500. Neither shows internals (both are logged).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import FieldError, ServiceError, invalid_json_body, json_refusal
+from service.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,23 @@ async def _corpus_format_error(request: Request, exc: Exception) -> JSONResponse
     )
 
 
+# Seconds a client is asked to wait after a storage outage answer.
+STORAGE_RETRY_AFTER = 30
+
+
+async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # The reason names the endpoint or mount; the operator needs it, the client does not.
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return problem_response(
+        request,
+        503,
+        "Service unavailable",
+        "the storage is unavailable; try again later",
+        slug="storage-unavailable",
+        headers={"Retry-After": str(STORAGE_RETRY_AFTER)},
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(
@@ -194,6 +212,8 @@ async def render(request: Request, exc: Exception) -> JSONResponse:
         return await _http_exception(request, exc)
     if isinstance(exc, CorpusFormatError):
         return await _corpus_format_error(request, exc)
+    if isinstance(exc, StorageUnavailable):
+        return await _storage_unavailable(request, exc)
     return await _unexpected(request, exc)
 
 
@@ -204,4 +224,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(CorpusFormatError, _corpus_format_error)
+    app.add_exception_handler(StorageUnavailable, _storage_unavailable)
     app.add_exception_handler(Exception, _unexpected)

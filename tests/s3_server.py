@@ -53,40 +53,69 @@ def _weed() -> str:
     return found
 
 
+class SeaweedS3:
+    """A SeaweedFS server that a test may stop and start again: same ports, same data, so a
+    client configured before an outage finds it again after."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "data").mkdir(exist_ok=True)
+        config = folder / "s3.json"
+        identity = {"name": "tagsmith", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}]}
+        identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]
+        config.write_text(json.dumps({"identities": [identity]}))
+        ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
+        self.argv = [_weed(), "mini", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
+        self.argv += [f"-{flag}={port}" for flag, port in ports.items()]
+        # Like AWS: a missing bucket is an error, not created on first write.
+        self.argv += [
+            "-webdav=false",
+            "-admin.ui=false",
+            "-s3.autoCreateBucket=false",
+            f"-s3.config={config}",
+        ]
+        self.env = {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports['s3.port']}",
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_REGION": REGION,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        log_path = self.folder / "weed.log"
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            _wait_until_ready(self.process, self.env, log_path, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 @contextmanager
 def seaweed_s3(folder: Path, timeout: float = 60.0) -> Iterator[dict[str, str]]:
     """Run SeaweedFS; yields the environment (``AWS_*``) that points boto3 at it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    config = folder / "s3.json"
-    identity = {"name": "tagsmith", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}]}
-    identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]
-    config.write_text(json.dumps({"identities": [identity]}))
-    ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
-    argv = [_weed(), "mini", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
-    argv += [f"-{flag}={port}" for flag, port in ports.items()]
-    # Like AWS: a missing bucket is an error, not created on first write.
-    argv += ["-webdav=false", "-admin.ui=false", "-s3.autoCreateBucket=false", f"-s3.config={config}"]
-    (folder / "data").mkdir(exist_ok=True)
-    log = (folder / "weed.log").open("wb")
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports['s3.port']}",
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_REGION": REGION,
-    }
+    server = SeaweedS3(folder)
+    server.start(timeout)
     try:
-        _wait_until_ready(process, env, folder / "weed.log", timeout)
-        yield env
+        yield server.env
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        log.close()
+        server.stop()
 
 
 def client(env: dict[str, str]):  # noqa: ANN201 (boto3 client types are generated)
@@ -120,5 +149,6 @@ def _wait_until_ready(process: subprocess.Popen, env: dict[str, str], log: Path,
 
 
 def create_bucket(s3, name: str) -> None:  # noqa: ANN001
-    with suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+    # A restarted SeaweedFS says BucketAlreadyExists for its own buckets.
+    with suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
         s3.create_bucket(Bucket=name)

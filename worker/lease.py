@@ -72,6 +72,7 @@ def claim(job_id: str, owner: str, lease_seconds: float, now: datetime | None = 
                 attempts=Job.attempts + 1,
                 worker_host=socket.gethostname(),
                 error=None,
+                retry_at=None,
                 finished_at=None,
             )
             .execution_options(synchronize_session=False)

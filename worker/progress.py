@@ -265,7 +265,8 @@ class JobProgress(TrainerCallback):
             previous = session.execute(
                 select(Job.checkpoint_key, Job.files_key).where(Job.id == self.job_id)
             ).one()
-            values = {"checkpoint_key": key, **({"files_key": files} if files else {})}
+            # a checkpoint is progress: the storage retries count again from zero
+            values = {"checkpoint_key": key, "storage_retries": 0, **({"files_key": files} if files else {})}
             owned = update_owned_in(session, self.job_id, self.owner, **values)
         if not owned:
             self.lease_lost.set()

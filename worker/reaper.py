@@ -7,6 +7,8 @@ Two cases, checked every ``reaper_interval_seconds`` by every worker:
   cancel was requested ends ``cancelled`` instead.
 - ``queued`` unchanged for ``queued_lost_seconds`` with no message waiting in the broker
   (e.g. Redis restarted without persistence): a new message.
+- ``queued`` with a ``retry_at`` that has passed (its run could not reach storage): a new
+  message. Until then such a job waits without one, and does not count as lost.
 
 Several reapers may run at once (one per worker). Each change is a conditional UPDATE that only
 one of them can win, and a message too many is harmless: the lease drops it.
@@ -73,11 +75,12 @@ def reap_once(celery: Celery, now: datetime | None = None) -> list[str]:
     expired_lease = and_(
         Job.status == "running", or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < at_utc(now))
     )
-    lost_message = and_(Job.status == "queued", Job.updated_at < at_utc(stale_before))
+    lost_message = and_(Job.status == "queued", Job.retry_at.is_(None), Job.updated_at < at_utc(stale_before))
+    due_retry = and_(Job.status == "queued", Job.retry_at.is_not(None), Job.retry_at <= at_utc(now))
     with session_scope() as session:
         candidates = session.execute(
             select(Job.id, Job.status, Job.queue, Job.cancel_requested).where(
-                or_(expired_lease, lost_message)
+                or_(expired_lease, lost_message, due_retry)
             )
         ).all()
     if not candidates:
@@ -103,11 +106,13 @@ def reap_once(celery: Celery, now: datetime | None = None) -> list[str]:
                 )
                 continue
             # Winning this UPDATE (it also moves updated_at) is what entitles this reaper to send.
-            condition = expired_lease if status == "running" else lost_message
+            condition = expired_lease if status == "running" else or_(lost_message, due_retry)
             won = session.execute(
                 update(Job)
                 .where(Job.id == job_id, condition)
-                .values(status="queued", lease_owner=None, lease_expires_at=None, updated_at=now)
+                .values(
+                    status="queued", lease_owner=None, lease_expires_at=None, retry_at=None, updated_at=now
+                )
                 .execution_options(synchronize_session=False)
             ).rowcount
         if won == 1:

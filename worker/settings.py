@@ -48,6 +48,19 @@ class WorkerSettings(BaseSettings):
         description="Most runs (claims) of one job, cancel/resume cycles included. Bounds the resumes of a job "
         "whose process dies every time without an exception (the kernel's OOM killer); past it the job fails.",
     )
+    storage_retries: int = Field(
+        default=10,
+        ge=0,
+        description="Times in a row a job whose run could not reach storage (connection refused or timed out, "
+        "an overloaded S3, a network filesystem gone) goes back to the queue to be retried, before it fails. "
+        "A checkpoint written counts as progress and starts the count again; 0 fails at once.",
+    )
+    storage_retry_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Wait before the first such retry; each further one waits twice as long, at most 15 minutes "
+        "(the defaults ride out an outage of about 1.5 hours).",
+    )
     worker_concurrency: int = Field(
         default=1, ge=1, description="Training processes per worker (`celery worker -c` overrides it)."
     )

@@ -4,7 +4,10 @@ A delivery first claims the job's lease (``worker.lease``). Without the lease it
 the job finished, was cancelled, or is trained by a live run elsewhere (a redelivery). With it,
 the run trains from scratch or, when the job has a checkpoint, resumes from it; then it ends the
 job ``completed`` (model saved, model row created), ``cancelled`` (checkpoint kept) or
-``failed`` (the error stored; no retry: a deterministic error would only fail again). A run that
+``failed`` (the error stored; no retry: a deterministic error would only fail again). The exception
+is a storage outage (``StorageUnavailable``): the job goes back to ``queued`` with a ``retry_at``
+that doubles with each retry, the reaper sends it again then, and it resumes from its last
+checkpoint; it fails after ``storage_retries`` retries without a new checkpoint. A run that
 loses its lease stops and leaves the job to the new holder. A run whose worker is stopped
 (SIGTERM) stops at the next batch boundary and puts the job back in the queue, to be resumed from
 its last completed epoch by any worker.
@@ -25,16 +28,17 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 
 from service.db.models import Job, JobBatchLoss, JobEpochMetric, utcnow
 from service.db.session import session_scope
 from service.queue import TRAIN_TASK, enqueue_job
 from service.settings import get_settings
-from service.storage import get_storage
+from service.storage import StorageUnavailable, causes, get_storage
 from worker import run_files
 from worker.celery_app import app
 from worker.lease import Claim, Heartbeat, claim, new_owner_id, release, update_owned, update_owned_in
@@ -123,7 +127,7 @@ def error_message(exc: BaseException) -> str:
 
 def run_job(job_id: str, owner: str | None = None) -> str:
     """Claim and run job ``job_id``; returns what happened (``completed``, ``cancelled``,
-    ``failed``, ``lease_lost``, or the claim outcome when nothing ran)."""
+    ``failed``, ``retrying``, ``requeued``, ``lease_lost``, or the claim outcome when nothing ran)."""
     if SHUTDOWN.is_set():
         # This process was told to stop: die before claiming, so the pool gives the message back.
         _exit_on_sigterm()
@@ -171,7 +175,15 @@ def _claim_and_run(job_id: str, owner: str) -> str:
         heartbeat.stop()
         if heartbeat.lost.is_set():
             return "lease_lost"
+        outage = next((c for c in causes(exc) if isinstance(c, StorageUnavailable)), None)
+        if outage is not None:
+            retried = _retry_after_outage(job_id, owner, outage)
+            if retried is not None:
+                return retried
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+        message = error_message(exc)
+        if outage is not None:
+            message = f"gave up after {get_worker_settings().storage_retries} storage retries: {outage}"
         run_files.release_with_files(
             get_storage(),
             job_id,
@@ -180,7 +192,7 @@ def _claim_and_run(job_id: str, owner: str) -> str:
             "failed",
             workdir / RUN_DIR,
             status="failed",
-            error=error_message(exc),
+            error=message,
             finished_at=utcnow(),
             eta_seconds=None,
         )
@@ -188,6 +200,41 @@ def _claim_and_run(job_id: str, owner: str) -> str:
     finally:
         heartbeat.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# The longest wait between two storage retries (unless the first one is longer).
+MAX_STORAGE_RETRY_SECONDS = 900.0
+
+
+def _retry_after_outage(job_id: str, owner: str, outage: StorageUnavailable) -> str | None:
+    """Put the job back to wait for storage (``retrying``); None when its retries are used up.
+
+    The run's files are not published: storage is what is missing. The retry resumes from the
+    last checkpoint and its snapshot of the files."""
+    settings = get_worker_settings()
+    with session_scope() as session:
+        done = session.execute(select(Job.storage_retries).where(Job.id == job_id)).scalar_one_or_none()
+    done = done or 0
+    if done >= settings.storage_retries:
+        return None
+    longest = max(settings.storage_retry_seconds, MAX_STORAGE_RETRY_SECONDS)
+    retry_at = utcnow() + timedelta(seconds=min(settings.storage_retry_seconds * 2**done, longest))
+    message = (
+        f"storage unavailable; retry {done + 1} of {settings.storage_retries} "
+        f"at {retry_at:%Y-%m-%d %H:%M:%S} UTC: {outage}"
+    )
+    if not release(
+        job_id,
+        owner,
+        status="queued",
+        retry_at=retry_at,
+        storage_retries=done + 1,
+        error=message,
+        eta_seconds=None,
+    ):
+        return "lease_lost"
+    log.warning("job %s: %s", job_id, message)
+    return "retrying"
 
 
 def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir: Path) -> str:

@@ -194,11 +194,16 @@ def follow_job(
         dynamic_ncols=True,
     )
     job: dict[str, Any] = {}
+    waited_for: str | None = None
     try:
         while True:
             job = dict(api.call("GET", f"/jobs/{job_id}"))
             status = job.get("status")
             bar.set_description(f"{status} epoch {job.get('epoch') or 0}/{job.get('max_epochs') or '?'}")
+            if job.get("retry_at") and job.get("error") != waited_for:
+                # put back after a storage outage: say why it waits, once per outage
+                waited_for = job.get("error")
+                bar.write(f"job {job_id} waits: {waited_for}")
             postfix = {}
             for key, label in (("train_loss", "loss"), ("learning_rate", "lr")):
                 if isinstance(job.get(key), int | float):

@@ -131,6 +131,10 @@ class Job(Base):
     train_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     best_dev_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # A run that could not reach storage puts its job back ``queued`` until ``retry_at`` (the reaper
+    # sends it then); ``storage_retries`` counts such retries since the last checkpoint.
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    storage_retries: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     device: Mapped[str | None] = mapped_column(String(40), nullable=True)
     worker_host: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # No FK: a model row is created at the end of its job, and deleting a model keeps the job's history.

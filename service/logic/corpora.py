@@ -20,7 +20,7 @@ from service.db.session import session_scope
 from service.errors import Conflict, FieldError, Invalid
 from service.logic import text_corpora
 from service.logic.owned import owned_or_404
-from service.storage import get_storage
+from service.storage import discard, get_storage
 
 # ``text``: plain text for language models (``service.logic.text_corpora``), no labels.
 FORMATS: tuple[str, ...] = (*READER_FORMATS, text_corpora.TEXT_FORMAT)
@@ -162,4 +162,4 @@ def delete_corpus(owner_id: str, corpus_id: str) -> None:
         if using:
             raise Conflict(f"corpus {corpus_id} is used by unfinished job(s): {', '.join(using)}")
         session.delete(row)
-    get_storage().delete(f"corpora/{corpus_id}")
+    discard(f"corpora/{corpus_id}")

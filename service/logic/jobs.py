@@ -32,7 +32,7 @@ from service.schemas.spec import (
     TransformerWordEmbeddingSpec,
 )
 from service.settings import get_settings
-from service.storage import get_storage
+from service.storage import discard, get_storage
 
 TAGGER_KINDS = ("token", "span")
 
@@ -291,7 +291,7 @@ def delete_job(owner_id: str, job_id: str) -> None:
         ).rowcount
         if not gone:
             raise Conflict(f"job {job_id} is {job.status}: cancel it first, then delete it")
-    get_storage().delete(f"jobs/{job_id}")
+    discard(f"jobs/{job_id}")
 
 
 def cancel_job(owner_id: str, job_id: str) -> Job:
@@ -308,7 +308,9 @@ def cancel_job(owner_id: str, job_id: str) -> Job:
                 Job.status == "queued",
                 or_(Job.lease_owner.is_(None), Job.lease_expires_at < now),
             )
-            .values(status="cancelled", cancel_requested=True, finished_at=now, eta_seconds=None)
+            .values(
+                status="cancelled", cancel_requested=True, finished_at=now, eta_seconds=None, retry_at=None
+            )
             .execution_options(synchronize_session=False)
         ).rowcount
         if not ended:
@@ -359,6 +361,8 @@ def resume_job(owner_id: str, job_id: str) -> Job:
                 status="queued",
                 cancel_requested=False,
                 error=None,
+                retry_at=None,
+                storage_retries=0,
                 finished_at=None,
                 eta_seconds=None,
                 lease_owner=None,

@@ -15,7 +15,7 @@ from service.db.models import Model, new_id
 from service.db.session import session_scope
 from service.errors import NotFound
 from service.logic.owned import owned_or_404
-from service.storage import get_storage
+from service.storage import discard, get_storage
 
 
 def list_models(owner_id: str) -> list[Model]:
@@ -36,7 +36,7 @@ def delete_model(owner_id: str, model_id: str) -> Model:
     with session_scope() as session:
         row = owned_or_404(session, Model, model_id, owner_id, "model")
         session.delete(row)
-    get_storage().delete(row.storage_key)
+    discard(row.storage_key)
     return row
 
 

@@ -21,7 +21,7 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflicts with the resource's state",
         413: "Upload too large",
         422: "Invalid input; `errors` lists each bad field",
-        503: "A dependency (queue, database) is unavailable",
+        503: "A dependency (queue, database, storage) is unavailable; try again later",
     }
     return {
         s: {"model": Problem, "description": described.get(s, "Error"), "content": {PROBLEM_MEDIA_TYPE: {}}}

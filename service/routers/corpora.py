@@ -50,7 +50,7 @@ def _options(raw: str | None) -> dict[str, Any]:
     return _json_object(raw, "options") if raw is not None and raw.strip() else {}
 
 
-@router.post("", status_code=201, response_model=CorpusOut, responses=problems(401, 413, 422))
+@router.post("", status_code=201, response_model=CorpusOut, responses=problems(401, 413, 422, 503))
 def create_corpus(
     request: Request,
     response: Response,
@@ -108,7 +108,7 @@ def create_corpus(
 
 
 @router.post(
-    "/{corpus_id}/text", status_code=201, response_model=CorpusOut, responses=problems(401, 404, 422)
+    "/{corpus_id}/text", status_code=201, response_model=CorpusOut, responses=problems(401, 404, 422, 503)
 )
 def create_text_corpus(
     corpus_id: str,

@@ -22,7 +22,7 @@ def list_models(owner_id: str = Depends(current_owner)) -> ModelList:
     return ModelList(items=[ModelOut.model_validate(m) for m in models.list_models(owner_id)])
 
 
-@router.post("", status_code=201, response_model=ModelOut, responses=problems(401, 413, 422))
+@router.post("", status_code=201, response_model=ModelOut, responses=problems(401, 413, 422, 503))
 def import_model(
     response: Response,
     file: Annotated[
@@ -53,7 +53,7 @@ def get_model(model_id: str, owner_id: str = Depends(current_owner)) -> ModelOut
     response_class=FileResponse,
     responses={
         200: {"content": {"application/gzip": {}}, "description": "The model folder"},
-        **problems(401, 404),
+        **problems(401, 404, 503),
     },
 )
 def download_model(model_id: str, owner_id: str = Depends(current_owner)) -> FileResponse:
@@ -79,7 +79,7 @@ def delete_model(model_id: str, request: Request, owner_id: str = Depends(curren
     return Response(status_code=204)
 
 
-@router.post("/{model_id}/predict", response_model=PredictResponse, responses=problems(401, 404, 422))
+@router.post("/{model_id}/predict", response_model=PredictResponse, responses=problems(401, 404, 422, 503))
 async def predict_route(
     model_id: str, body: PredictRequest, request: Request, owner_id: str = Depends(current_owner)
 ) -> Response:

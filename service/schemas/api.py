@@ -88,7 +88,13 @@ class JobOut(_Out):
     learning_rate: float | None
     train_loss: float | None
     best_dev_score: float | None
-    error: str | None
+    error: str | None = Field(
+        description="Why the job failed; on a `queued` job waiting for `retry_at`, why its last run stopped."
+    )
+    retry_at: datetime | None = Field(
+        default=None,
+        description="When a job whose run could not reach storage is tried again (it is `queued` until then).",
+    )
     device: str | None
     worker_host: str | None
     model_id: str | None

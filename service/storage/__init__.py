@@ -4,11 +4,20 @@ Imported by the worker: no FastAPI here."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
 from service.settings import get_settings
-from service.storage.base import InvalidStorageKey, Storage, Temporary, check_key, check_prefix
+from service.storage.base import (
+    InvalidStorageKey,
+    Storage,
+    StorageUnavailable,
+    Temporary,
+    causes,
+    check_key,
+    check_prefix,
+)
 from service.storage.local import LocalStorage
 from service.storage.s3 import S3Storage, parse_s3_url
 
@@ -17,11 +26,16 @@ __all__ = [
     "LocalStorage",
     "S3Storage",
     "Storage",
+    "StorageUnavailable",
     "Temporary",
+    "causes",
     "check_key",
     "check_prefix",
+    "discard",
     "get_storage",
 ]
+
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _storages: dict[str, Storage] = {}
@@ -49,3 +63,13 @@ def get_storage() -> Storage:
             storage = S3Storage(*parse_s3_url(location)) if s3 else LocalStorage(settings.storage_root)
             _storages[location] = storage
         return storage
+
+
+def discard(key: str) -> None:
+    """Delete the files of a row that was just deleted. During a storage outage they stay behind:
+    no row points to them any more, so ``tagsmith clean-storage`` removes them later, and the
+    delete the user asked for has happened."""
+    try:
+        get_storage().delete(key)
+    except StorageUnavailable as error:
+        log.warning("%s stays in storage until clean-storage removes it: %s", key, error)

@@ -10,17 +10,55 @@ Imported by the worker: no FastAPI here.
 
 from __future__ import annotations
 
+import functools
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 _KEY_PART = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 class InvalidStorageKey(ValueError):
     pass
+
+
+class StorageUnavailable(OSError):
+    """The storage could not be reached, or said it is overloaded: the same call may work later.
+    The API answers 503 and a worker puts its job back to be retried, where any other error is a
+    bug or a failure that would only repeat."""
+
+
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and what led to it: the ``raise ... from`` chain, the exception being handled when
+    it was raised, and the last try of a library that retried (boto3's ``last_exception``)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__ or getattr(current, "last_exception", None)
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _reporting_outages(method: _Method) -> _Method:
+    @functools.wraps(method)
+    def call(self: Storage, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except StorageUnavailable:
+            raise
+        except Exception as error:
+            reason = self.unreachable(error)
+            if reason is None:
+                raise
+            raise StorageUnavailable(f"storage {self.describe()} is unavailable: {reason}") from error
+
+    return call  # type: ignore[return-value]
 
 
 def check_key(key: str) -> str:
@@ -46,6 +84,19 @@ class Temporary:
 
 
 class Storage(ABC):
+    """Every public method of a backend raises ``StorageUnavailable`` for the errors its
+    ``unreachable`` recognises, so callers tell an outage from a failure in one way."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, member in list(vars(cls).items()):
+            if callable(member) and not name.startswith("_") and name not in ("describe", "unreachable"):
+                setattr(cls, name, _reporting_outages(member))
+
+    def unreachable(self, error: BaseException) -> str | None:
+        """Why ``error`` means the storage cannot be reached for now; None when it does not."""
+        return None
+
     @abstractmethod
     def put(self, key: str, data: bytes | BinaryIO) -> None: ...
 

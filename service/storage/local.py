@@ -3,6 +3,7 @@ to a temporary name under ``.tmp/`` and is renamed into place, ``put_dir`` swaps
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -10,7 +11,24 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO
 
-from service.storage.base import Storage, Temporary, check_key, check_prefix
+from service.storage.base import Storage, Temporary, causes, check_key, check_prefix
+
+# What a network filesystem (NFS, SMB, a FUSE mount) reports while its server is away.
+_UNREACHABLE_ERRNOS = frozenset(
+    {
+        errno.EIO,
+        errno.ESTALE,
+        errno.ENOTCONN,
+        errno.ETIMEDOUT,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+        errno.ENETDOWN,
+        errno.ENETUNREACH,
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+    }
+)
 
 
 class LocalStorage(Storage):
@@ -142,6 +160,12 @@ class LocalStorage(Storage):
 
     def describe(self) -> str:
         return str(self.root)
+
+    def unreachable(self, error: BaseException) -> str | None:
+        for cause in causes(error):
+            if isinstance(cause, OSError) and cause.errno in _UNREACHABLE_ERRNOS:
+                return str(cause)
+        return None
 
 
 def _changed(path: Path) -> float:

@@ -18,12 +18,14 @@ import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from service.storage.base import Storage, Temporary, check_key, check_prefix
+from service.storage.base import Storage, Temporary, causes, check_key, check_prefix
 
 # Files below this go in one PUT; larger ones in parts of this size (boto3's transfer manager).
 _MULTIPART_BYTES = 16 * 1024 * 1024
 # What S3 accepts per DeleteObjects call.
 _DELETE_BATCH = 1000
+# Answers that mean the server, not the request, is in trouble (S3's InternalError, SlowDown...).
+_SERVER_TROUBLE = frozenset({500, 502, 503, 504})
 # ``open`` hands out a seekable local copy; this much stays in memory.
 _SPOOL_BYTES = 8 * 1024 * 1024
 
@@ -55,9 +57,9 @@ class S3Storage(Storage):
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.client: Any = client or boto3.client(
             "s3",
-            config=Config(
-                retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60
-            ),
+            # The number of tries is boto3's (3, or AWS_MAX_ATTEMPTS): past them the caller sees
+            # StorageUnavailable, and a training job is retried later as a whole.
+            config=Config(retries={"mode": "standard"}, connect_timeout=5, read_timeout=60),
         )
         self._transfer = TransferConfig(
             multipart_threshold=_MULTIPART_BYTES, multipart_chunksize=_MULTIPART_BYTES
@@ -196,6 +198,20 @@ class S3Storage(Storage):
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
+
+    def unreachable(self, error: BaseException) -> str | None:
+        from botocore.exceptions import ClientError, HTTPClientError
+        from botocore.exceptions import ConnectionError as EndpointUnreachable
+
+        for cause in causes(error):
+            # refused, reset or timed out connections; a server that answers "busy" or fails
+            if isinstance(cause, EndpointUnreachable | HTTPClientError):
+                return str(cause)
+            if isinstance(cause, ClientError):
+                status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if status in _SERVER_TROUBLE:
+                    return str(cause)
+        return None
 
 
 def _missing(error: Exception) -> bool:

@@ -117,6 +117,21 @@ def test_follow_job_epoch_lines(capsys: pytest.CaptureFixture[str]) -> None:
     assert "job j1 failed: boom" in text
 
 
+def test_follow_job_says_once_per_outage_why_a_job_waits(capsys: pytest.CaptureFixture[str]) -> None:
+    first = "storage unavailable; retry 1 of 10 at 2026-12-03 10:00:30 UTC: connection refused"
+    second = "storage unavailable; retry 2 of 10 at 2026-12-03 10:01:30 UTC: connection refused"
+    waiting = [
+        _job("queued", 1, 50.0, error=e, retry_at="2026-12-03T10:00:30Z") for e in (first, first, second)
+    ]
+    scripted = ScriptedApi([*waiting, _job("running", 1, 60.0), _job("completed", 2, 100.0, model_id="m1")])
+    api = client.Api("http://api", transport=httpx.MockTransport(scripted))
+    final = client.follow_job(api, "j1", poll_seconds=0.0, write=print)
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert final["status"] == "completed"
+    assert text.count(f"job j1 waits: {first}") == 1 and text.count(f"job j1 waits: {second}") == 1
+
+
 def test_predict_and_format_a_tagged_sentence() -> None:
     api = client.Api("http://api", api_key="tsk_x", transport=httpx.MockTransport(ScriptedApi([])))
     sentences = client.predict(api, "m1", ["I love Berlin"])

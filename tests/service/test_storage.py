@@ -4,14 +4,23 @@ never match a longer name, replace-not-merge folders, and leftovers that can be 
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from service.storage import InvalidStorageKey, LocalStorage, S3Storage, Storage, get_storage
+from service.storage import (
+    InvalidStorageKey,
+    LocalStorage,
+    S3Storage,
+    Storage,
+    StorageUnavailable,
+    get_storage,
+)
 from service.storage.s3 import parse_s3_url
 from tests.s3_server import client
 
@@ -215,3 +224,87 @@ def test_a_forked_process_gets_storage_of_its_own(s3_bucket: str, monkeypatch: p
         assert get_storage() is parent
     finally:
         reset_settings()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_an_unreachable_s3_is_an_outage_in_every_call(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # What the API turns into 503 and a worker into a later retry, instead of a failure.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # one try per request keeps this quick
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    storage = S3Storage("tagsmith", "a")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "f.txt").write_text("x")
+    calls = {
+        "put": lambda: storage.put("k", b"x"),
+        "put stream": lambda: storage.put("k", io.BytesIO(b"x")),
+        "get": lambda: storage.get("k"),
+        "open": lambda: storage.open("k"),
+        "list": lambda: storage.list("models"),
+        "exists": lambda: storage.exists("k"),
+        "put_dir": lambda: storage.put_dir("models/m", tmp_path / "folder"),
+        "get_dir": lambda: storage.get_dir("models/m", tmp_path / "copy"),
+        "delete": lambda: storage.delete("models/m"),
+        "size": lambda: storage.size("models/m"),
+        "check": storage.check,
+        "stale_temporary": lambda: storage.stale_temporary(time.time()),
+    }
+    for name, call in calls.items():
+        with pytest.raises(
+            StorageUnavailable, match=r"^storage s3://tagsmith/a/ is unavailable: Could not connect"
+        ):
+            call()
+            pytest.fail(f"{name} did not fail")
+
+
+def test_a_refusal_is_not_an_outage(s3_bucket: str, s3_env: dict[str, str]) -> None:
+    # Wrong credentials would fail again on every retry: they stay an error, not a wait.
+    from botocore.exceptions import ClientError
+
+    stranger = client({**s3_env, "AWS_ACCESS_KEY_ID": "nobody"})
+    with pytest.raises(ClientError) as raised:
+        S3Storage(s3_bucket, client=stranger).put("k", b"x")
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_which_errors_are_outages(tmp_path: Path) -> None:
+    from botocore.exceptions import ClientError
+
+    s3 = S3Storage("b", client=object())
+
+    def answer(status: int, code: str) -> ClientError:
+        return ClientError(
+            {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject"
+        )
+
+    assert s3.unreachable(answer(503, "SlowDown")) and s3.unreachable(answer(500, "InternalError"))
+    assert s3.unreachable(answer(403, "AccessDenied")) is None
+    assert s3.unreachable(answer(404, "NoSuchBucket")) is None
+    # boto3's transfer manager raises its own error from the client's
+    try:
+        try:
+            raise answer(503, "SlowDown")
+        except ClientError as inner:
+            raise RuntimeError("upload failed") from inner
+    except RuntimeError as wrapped:
+        assert s3.unreachable(wrapped)
+
+    local = LocalStorage(tmp_path)
+    # a network filesystem whose server went away
+    assert local.unreachable(OSError(errno.ESTALE, "Stale file handle"))
+    assert local.unreachable(OSError(errno.EIO, "Input/output error"))
+    assert local.unreachable(PermissionError(errno.EACCES, "Permission denied")) is None
+    assert local.unreachable(FileNotFoundError(errno.ENOENT, "No such file")) is None
+    assert local.unreachable(OSError(errno.ENOSPC, "No space left on device")) is None

@@ -130,6 +130,32 @@ def test_reaper_sends_expired_and_lost_jobs_again(environment: dict[str, str]) -
     assert reap_once(app) == []
 
 
+def test_the_reaper_sends_a_job_waiting_out_a_storage_outage_at_its_retry_at(
+    environment: dict[str, str],
+) -> None:
+    from worker.celery_app import app
+    from worker.reaper import job_ids_waiting_in_broker, reap_once
+
+    long_ago = utcnow() - timedelta(hours=1)
+    # Waiting: no message on purpose, however long unchanged; it must not count as lost.
+    waiting = make_job(
+        "queued", updated_at=long_ago, retry_at=utcnow() + timedelta(minutes=5), storage_retries=2
+    )
+    due = make_job("queued", retry_at=utcnow() - timedelta(seconds=1), storage_retries=3)
+
+    assert reap_once(app) == [due]
+    assert job_ids_waiting_in_broker(app) == {due}
+    assert job_row(due).retry_at is None and job_row(due).status == "queued"
+    assert job_row(waiting).retry_at is not None
+    assert reap_once(app) == []
+    # The run that takes the job clears the wait; the count stays until a checkpoint resets it.
+    assert lease.claim(due, "worker-a", lease_seconds=30).claimed
+    assert (job_row(due).retry_at, job_row(due).storage_retries) == (None, 3)
+
+    later = utcnow() + timedelta(minutes=6)
+    assert reap_once(app, now=later) == [waiting]
+
+
 def test_a_run_that_ends_publishes_its_files_only_while_it_holds_the_lease(
     environment: dict[str, str], tmp_path: Any
 ) -> None:
