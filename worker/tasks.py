@@ -454,7 +454,7 @@ def _complete(
                     storage_key=key,
                     size_bytes=storage.size(key),
                     dev_metrics=dev_metrics,
-                    test_metrics=ended.test_scores,
+                    test_metrics=ended.test_details or ended.test_scores,
                     spec=raw_spec,
                 )
             )

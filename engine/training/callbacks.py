@@ -54,6 +54,8 @@ class TrainingEnded:
     best_dev_score: float | None
     test_scores: dict[str, float] | None
     model_path: Path | None
+    # the final test evaluation in full: the scores, ``main_score_name`` and the ``per_class`` table
+    test_details: dict[str, Any] | None = None
 
 
 class TrainerCallback:

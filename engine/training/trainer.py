@@ -276,7 +276,8 @@ class ModelTrainer:
         decoder_learning_rate: float | None = None,
     ) -> dict[str, Any]:
         """Train; returns ``{"status", "epochs_done", "best_dev_score", "test_scores", "test_score",
-        "model_path", "train_loss_history", "dev_loss_history", "dev_score_history"}``.
+        "test_details", "model_path", "train_loss_history", "dev_loss_history", "dev_score_history"}``
+        (``test_details``: the final test scores with ``main_score_name`` and the ``per_class`` table).
 
         ``callbacks=None`` shows the console progress bar; pass a list (possibly with
         ``ConsoleProgress()``) to choose the listeners yourself. ``length_bucketing`` (with
@@ -815,6 +816,7 @@ class _Run:
     def _finish(self, status: str, epochs_done: int, state: TrainerState) -> dict[str, Any]:
         a = self.a
         test_scores: dict[str, float] | None = None
+        test_details: dict[str, Any] | None = None
         model_path: Path | None = None
         if status == "completed":
             if a["save_final_model"]:
@@ -828,7 +830,9 @@ class _Run:
             if self.test_data:
                 result = self._evaluate(self.test_data, out_path=self.base_path / "test.tsv")
                 test_scores = _scores(result)
+                test_details = {**result.to_full_dict(), **test_scores}
                 self.log(f"test ({'best' if model_path == best_dir else 'final'} model): {test_scores}")
+                self.log(result.report())
         set_storage_mode(self.model, "none")
         clear_stored_embeddings(self.train_data + self.dev_data + self.test_data, "none")
         self.log(f"training {status} after {epochs_done} epochs")
@@ -838,6 +842,7 @@ class _Run:
             best_dev_score=state.best_score if self.use_dev else None,
             test_scores=test_scores,
             model_path=model_path,
+            test_details=test_details,
         )
         self._emit("on_train_end", ended)
         history = state.history
@@ -848,6 +853,7 @@ class _Run:
             "best_epoch": state.best_epoch,
             "test_scores": test_scores,
             "test_score": None if test_scores is None else test_scores.get("main_score"),
+            "test_details": test_details,
             "model_path": model_path,
             "train_loss_history": [r["TRAIN_LOSS"] for r in history],
             "dev_loss_history": [r.get("DEV_LOSS") for r in history],

@@ -160,8 +160,12 @@ class ModelOut(_Out):
     labels: list[str]
     job_id: str | None
     spec: dict[str, Any] | None
-    dev_metrics: dict[str, Any] | None
-    test_metrics: dict[str, Any] | None
+    dev_metrics: dict[str, Any] | None = Field(description="The best epoch's dev scores.")
+    test_metrics: dict[str, Any] | None = Field(
+        description="The final test evaluation: `main_score`, `main_score_name`, micro precision/recall/F1, "
+        "`macro_f1`, `accuracy`, `loss`, and `per_class` ({label: {precision, recall, f1, support}}); "
+        "null without a test split."
+    )
     size_bytes: int
     created_at: datetime
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import struct
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -358,6 +359,18 @@ def test_files_callbacks_and_plots(tmp_path: Path, vectors: Path, monkeypatch: p
     ended = recorder.of(TrainingEnded)[0]
     assert ended.status == "completed" and ended.model_path == base / "best-model"
     assert ended.test_scores == result["test_scores"] and ended.best_dev_score == result["best_dev_score"]
+    # The final test evaluation in full, per class, like the tutorial's log shows it.
+    details = result["test_details"]
+    assert details == ended.test_details and details["main_score_name"] == "micro_f1"
+    assert {k: details[k] for k in result["test_scores"]} == result["test_scores"]
+    gold_support = Counter(span.label.value for sentence in corpus.test for span in sentence.get_spans("ner"))
+    assert {
+        name: row["support"] for name, row in details["per_class"].items() if row["support"]
+    } == gold_support
+    assert all(0.0 <= row["f1"] <= 1.0 for row in details["per_class"].values())
+    log = (base / "training.log").read_text()
+    report = log[log.index("class  precision") :]
+    assert all(name in report for name in gold_support), report
     assert isinstance(recorder.events[0], TrainingStarted) and isinstance(recorder.events[-1], TrainingEnded)
 
     curves = Plotter().plot_training_curves(base / "loss.tsv")

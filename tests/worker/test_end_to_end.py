@@ -80,7 +80,12 @@ def test_train_a_tagger_and_a_classifier_then_predict(stack: Stack) -> None:
     tagger_model = stack.client.get(f"/models/{final['model_id']}", headers=stack.headers).json()
     assert tagger_model["task"] == "sequence_tagging" and tagger_model["label_type"] == "ner"
     assert set(tagger_model["labels"]) >= {"PER", "LOC"}
-    assert tagger_model["test_metrics"] and tagger_model["size_bytes"] > 0
+    assert tagger_model["size_bytes"] > 0
+    # the test set's scores per entity type ("Tom works for Apple in Paris .")
+    test_metrics = tagger_model["test_metrics"]
+    assert test_metrics["main_score_name"] == "micro_f1" and 0.0 <= test_metrics["micro_f1"] <= 1.0
+    supports = {name: row["support"] for name, row in test_metrics["per_class"].items() if row["support"]}
+    assert supports == {"PER": 1, "ORG": 1, "LOC": 1}
     assert tagger_model["job_id"] == tagger_job
     predicted = stack.client.post(
         f"/models/{tagger_model['id']}/predict",
