@@ -17,7 +17,6 @@ import torch
 from engine.data import Corpus, Dictionary, MultiCorpus
 from engine.embeddings import DocumentEmbeddings, TokenEmbeddings
 from engine.models.base import Model
-from engine.readers import read_corpus_files
 from engine.training.callbacks import TrainingEnded
 from engine.training.trainer import ModelTrainer
 from service.db.models import Corpus as CorpusRow
@@ -25,6 +24,7 @@ from service.db.models import Model as ModelRow
 from service.db.session import session_scope
 from service.schemas import spec as s
 from service.storage import Storage, get_storage
+from service.stored_corpora import read_stored_corpus
 from service.transformer_models import transformer_folder
 from worker.progress import JobProgress
 
@@ -51,16 +51,7 @@ def load_corpus(spec: s.TrainingSpec, storage: Storage, folder: Path) -> Corpus:
             if row is None:
                 raise BuildError(f"corpus {corpus_id} no longer exists")
             format, options, files, name = row.format, dict(row.options or {}), dict(row.files), row.name
-        local = folder / corpus_id
-        local.mkdir(parents=True, exist_ok=True)
-        paths: dict[str, Path] = {}
-        for split, key in files.items():
-            # Named like the upload the service validated: split + the format's suffix.
-            path = local / Path(key).name
-            with storage.open(key) as source:
-                path.write_bytes(source.read())
-            paths[split] = path
-        corpus = read_corpus_files(format, paths, options)
+        corpus = read_stored_corpus(storage, format, options, files, folder / corpus_id)
         corpus.name = name
         corpora.append(corpus)
     corpus = corpora[0] if len(corpora) == 1 else MultiCorpus(corpora, name="+".join(c.name for c in corpora))

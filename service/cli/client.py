@@ -238,6 +238,33 @@ def predict(api: Api, model_id: str, texts: Sequence[str]) -> list[dict[str, Any
     return list(answer.get("sentences") or [])
 
 
+def evaluate(
+    api: Api, model_id: str, corpus_id: str, split: str = "test", label_type: str | None = None
+) -> dict[str, Any]:
+    """POST /models/{id}/evaluate: the model's scores on a split of an uploaded corpus."""
+    body: dict[str, Any] = {"corpus_id": corpus_id, "split": split}
+    if label_type:
+        body["label_type"] = label_type
+    return dict(api.call("POST", f"/models/{model_id}/evaluate", json=body))
+
+
+def format_evaluation(result: dict[str, Any]) -> str:
+    """The scores in one line, then a precision/recall/F1/support line per class, most frequent first."""
+    lines = [
+        f"{result['split']} of corpus {result['corpus_id']} ({result['sentences']} sentences, "
+        f"'{result['label_type']}' labels): {result['main_score_name']} {result['main_score']:.4f}",
+        f"micro P {result['micro_precision']:.4f} R {result['micro_recall']:.4f} F1 {result['micro_f1']:.4f}; "
+        f"macro F1 {result['macro_f1']:.4f}; accuracy {result['accuracy']:.4f}; loss {result['loss']:.4f}",
+        f"{'class':>20} {'precision':>10} {'recall':>10} {'f1':>10} {'support':>8}",
+    ]
+    rows = sorted((result.get("per_class") or {}).items(), key=lambda kv: (-kv[1]["support"], kv[0]))
+    for name, row in rows:
+        lines.append(
+            f"{name:>20} {row['precision']:>10.4f} {row['recall']:>10.4f} {row['f1']:>10.4f} {row['support']:>8}"
+        )
+    return "\n".join(lines)
+
+
 def format_sentence(sentence: dict[str, Any]) -> str:
     """A tagged sentence as ``token/TAG`` text, then its spans or its class labels with scores."""
     words = []

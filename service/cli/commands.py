@@ -3,7 +3,7 @@
 Server: ``up`` (the whole stack on one machine), ``api``, ``worker``, ``migrate``, ``create-key``,
 ``clean-storage``.
 Client (HTTP, against ``--url`` / ``TAGSMITH_URL``): ``upload``, ``import-model``, ``train``, ``watch``,
-``predict``, ``demo``.
+``predict``, ``evaluate``, ``demo``.
 """
 
 from __future__ import annotations
@@ -349,6 +349,22 @@ def predict(
         return
     for sentence in sentences:
         typer.echo(client.format_sentence(sentence))
+
+
+@app.command()
+def evaluate(
+    ctx: typer.Context,
+    model_id: Annotated[str, typer.Argument(help="Model id.")],
+    corpus_id: Annotated[str, typer.Argument(help="Id of an uploaded corpus with gold labels.")],
+    split: Annotated[str, typer.Option(help="train, dev or test.")] = "test",
+    label_type: Annotated[
+        str | None, typer.Option(help="The corpus's gold label type, when not named like the model's.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+) -> None:
+    """Score a model on a split of an uploaded corpus, per class too (POST /models/{id}/evaluate)."""
+    result = client.evaluate(_api(ctx), model_id, corpus_id, split, label_type)
+    typer.echo(json.dumps(result, indent=2) if as_json else client.format_evaluation(result))
 
 
 DEMO_TEXTS = (

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from engine.language_model.corpus import corpus_texts
-from engine.readers import read_corpus_files
 from engine.readers.errors import CorpusFormatError
 from engine.readers.files import read_text
 from service.db.models import Corpus, new_id
@@ -23,6 +22,7 @@ from service.db.session import session_scope
 from service.errors import FieldError, Invalid
 from service.logic.owned import owned_or_404
 from service.storage import get_storage
+from service.stored_corpora import read_stored_corpus
 
 TEXT_FORMAT = "text"
 TEXT_TASK = "language_model"
@@ -120,14 +120,7 @@ def text_corpus_from(owner_id: str, source_id: str, name: str | None) -> Corpus:
             f"corpus {source_id} is already a text corpus",
             [FieldError(["path", "corpus_id"], "already a text corpus")],
         )
-    storage = get_storage()
     with tempfile.TemporaryDirectory(prefix="tagsmith-text-") as tmp:
-        paths: dict[str, Path] = {}
-        for split, key in files.items():
-            path = Path(tmp) / Path(key).name
-            with storage.open(key) as src, path.open("wb") as out:
-                shutil.copyfileobj(src, out, 1024 * 1024)
-            paths[split] = path
-        corpus = read_corpus_files(format, paths, options)
+        corpus = read_stored_corpus(get_storage(), format, options, files, Path(tmp))
     texts = {split: _lines("\n".join(corpus_texts(corpus, [split]))) for split in corpus.splits()}
     return _store(owner_id, name or f"{source_name}-text", {"from_corpus": source_id}, texts)

@@ -9,9 +9,16 @@ from pydantic_core import to_json
 from starlette.background import BackgroundTask
 
 from service.deps import current_owner
-from service.logic import model_import, models, predict
+from service.logic import evaluate, model_import, models, predict
 from service.routers.common import each_form_field_once, problems
-from service.schemas.api import ModelList, ModelOut, PredictRequest, PredictResponse
+from service.schemas.api import (
+    EvaluateRequest,
+    EvaluationOut,
+    ModelList,
+    ModelOut,
+    PredictRequest,
+    PredictResponse,
+)
 from service.settings import get_settings
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -91,3 +98,14 @@ async def predict_route(
     # pydantic-core's serialiser is ~4x faster than json.dumps (JSONResponse), and the result
     # already has the declared response_model's shape (PredictResponse, in the docs).
     return Response(to_json(result), media_type="application/json")
+
+
+@router.post("/{model_id}/evaluate", response_model=EvaluationOut, responses=problems(401, 404, 422, 503))
+async def evaluate_route(
+    model_id: str, body: EvaluateRequest, request: Request, owner_id: str = Depends(current_owner)
+) -> EvaluationOut:
+    """Score the model on a split of an uploaded corpus with gold labels: main score, micro and
+    macro scores, accuracy, loss and a per-class table (the trainer's test evaluation, on any
+    corpus). Takes as long as predicting the whole split."""
+    result = await evaluate.evaluate(request.app.state.model_cache, owner_id, model_id, body)
+    return EvaluationOut.model_validate(result)

@@ -248,6 +248,46 @@ class PredictResponse(BaseModel):
     sentences: list[SentenceOut]
 
 
+# -- evaluate -----------------------------------------------------------------------------------
+class EvaluateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    corpus_id: str = Field(description="An uploaded corpus with gold labels of the model's kind.")
+    split: Literal["train", "dev", "test"] = Field(
+        default="test",
+        description="Which split to score; one that was not uploaded is the part of train sampled for it "
+        "at upload (the one a training job on this corpus used).",
+    )
+    label_type: str | None = Field(
+        default=None, description="The corpus's gold label type to score against (default: the model's)."
+    )
+    mini_batch_size: int = Field(default=32, ge=1, le=1024)
+
+
+class ClassScoresOut(BaseModel):
+    precision: float
+    recall: float
+    f1: float
+    support: int = Field(description="Gold items of this label.")
+
+
+class EvaluationOut(BaseModel):
+    model_id: str
+    corpus_id: str
+    split: str
+    label_type: str = Field(description="The gold label type scored.")
+    sentences: int
+    main_score_name: str = Field(description="`micro_f1` for spans and multi-label classes, else `accuracy`.")
+    main_score: float
+    micro_precision: float
+    micro_recall: float
+    micro_f1: float
+    macro_f1: float
+    accuracy: float
+    loss: float
+    per_class: dict[str, ClassScoresOut]
+    seconds: float = Field(description="Time the scoring took, model loading excluded.")
+
+
 # -- jobs submit --------------------------------------------------------------------------------
 JobSubmit = TrainingSpec
 

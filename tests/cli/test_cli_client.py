@@ -52,6 +52,8 @@ class ScriptedApi:
             return httpx.Response(200, json={"job_id": "j1", "epochs": rows, "batches": []})
         if path == "/models/m1/predict":
             return httpx.Response(200, json=_prediction())
+        if path == "/models/m1/evaluate":
+            return httpx.Response(200, json=_evaluation())
         if path == "/corpora":
             return httpx.Response(
                 201, json={"id": "c1", "name": "x", "statistics": {"train": {"sentences": 3, "tokens": 9}}}
@@ -86,6 +88,43 @@ def _prediction() -> dict[str, Any]:
             {"index": 0, "text": "I love Berlin", "start": 0, "end": 13, "tokens": tokens, "spans": [span]}
         ],
     }
+
+
+def _evaluation() -> dict[str, Any]:
+    row = {"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2}
+    return {
+        "model_id": "m1",
+        "corpus_id": "c1",
+        "split": "dev",
+        "label_type": "ner",
+        "sentences": 3,
+        "main_score_name": "micro_f1",
+        "main_score": 0.75,
+        "micro_precision": 1.0,
+        "micro_recall": 0.6,
+        "micro_f1": 0.75,
+        "macro_f1": 0.8333,
+        "accuracy": 0.6,
+        "loss": 1.25,
+        "per_class": {"LOC": {**row, "support": 1, "recall": 1.0, "f1": 1.0}, "PER": row},
+        "seconds": 0.01,
+    }
+
+
+def test_evaluate_sends_the_split_and_prints_the_classes_most_frequent_first() -> None:
+    scripted = ScriptedApi([_job("completed", 2, 100.0)])
+    api = client.Api("http://api", transport=httpx.MockTransport(scripted))
+    text = client.format_evaluation(client.evaluate(api, "m1", "c1", "dev", "ner"))
+    assert json.loads(scripted.requests[-1].content) == {
+        "corpus_id": "c1",
+        "split": "dev",
+        "label_type": "ner",
+    }
+    lines = text.splitlines()
+    assert lines[0] == "dev of corpus c1 (3 sentences, 'ner' labels): micro_f1 0.7500"
+    assert "macro F1 0.8333; accuracy 0.6000; loss 1.2500" in lines[1]
+    assert lines[3].split() == ["PER", "1.0000", "0.5000", "0.6667", "2"]
+    assert lines[4].split() == ["LOC", "1.0000", "1.0000", "1.0000", "1"]
 
 
 def test_follow_job_reports_every_epoch_once_and_returns_the_final_job() -> None:

@@ -183,3 +183,76 @@ def stored_files() -> list[str]:
 
     root = get_settings().storage_root
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+# -- tiny untrained models registered for an owner (predict and evaluate tests) --------------
+def save_tiny_tagger(directory: Path, label_type: str, labels: list[str], kind: str) -> None:
+    import torch
+
+    from engine.data import Dictionary
+    from engine.embeddings.character import CharacterEmbeddings
+    from engine.models.sequence_tagger import SequenceTagger
+
+    torch.manual_seed(0)
+    dictionary = Dictionary()
+    for label in labels:
+        dictionary.add_item(label)
+    model = SequenceTagger(
+        CharacterEmbeddings(char_embedding_dim=4, hidden_size_char=4),
+        dictionary,
+        label_type,
+        hidden_size=8,
+        label_kind=kind,
+    )
+    model.save(directory)
+
+
+def register_tiny_tagger(owner: Owner, tmp_path: Path, label_type: str = "ner") -> str:
+    kind, labels = (
+        ("span", ["PER", "LOC", "ORG"]) if label_type == "ner" else ("token", ["NOUN", "VERB", "PUNCT"])
+    )
+    folder = tmp_path / f"model-{label_type}"
+    save_tiny_tagger(folder, label_type, labels, kind)
+    from service.logic.models import register_model
+
+    return register_model(
+        owner.id,
+        folder,
+        name=f"tiny-{label_type}",
+        task="sequence_tagging",
+        label_type=label_type,
+        labels=labels,
+    ).id
+
+
+def register_tiny_classifier(owner: Owner, tmp_path: Path, multi_label: bool = False) -> str:
+    import torch
+
+    from engine.data import Dictionary
+    from engine.embeddings.character import CharacterEmbeddings
+    from engine.embeddings.document import DocumentPoolEmbeddings
+    from engine.models.text_classifier import TextClassifier
+
+    torch.manual_seed(0)
+    labels = ["positive", "negative", "neutral"]
+    dictionary = Dictionary()
+    for label in labels:
+        dictionary.add_item(label)
+    model = TextClassifier(
+        DocumentPoolEmbeddings(CharacterEmbeddings(char_embedding_dim=4, hidden_size_char=4)),
+        dictionary,
+        "sentiment",
+        multi_label=multi_label,
+    )
+    folder = tmp_path / f"classifier-{multi_label}"
+    model.save(folder)
+    from service.logic.models import register_model
+
+    return register_model(
+        owner.id,
+        folder,
+        name="tiny-classifier",
+        task="text_classification",
+        label_type="sentiment",
+        labels=labels,
+    ).id

@@ -7,77 +7,15 @@ from typing import Any
 import pytest
 
 from service.logic.models import register_model
-from tests.service.fixtures import ApiSession, Owner
+from tests.service.fixtures import (
+    ApiSession,
+    Owner,
+    register_tiny_classifier,
+    register_tiny_tagger,
+    save_tiny_tagger,
+)
 
 pytestmark = pytest.mark.postgres
-
-
-def _tiny_tagger(directory: Path, label_type: str, labels: list[str], kind: str) -> None:
-    import torch
-
-    from engine.data import Dictionary
-    from engine.embeddings.character import CharacterEmbeddings
-    from engine.models.sequence_tagger import SequenceTagger
-
-    torch.manual_seed(0)
-    dictionary = Dictionary()
-    for label in labels:
-        dictionary.add_item(label)
-    model = SequenceTagger(
-        CharacterEmbeddings(char_embedding_dim=4, hidden_size_char=4),
-        dictionary,
-        label_type,
-        hidden_size=8,
-        label_kind=kind,
-    )
-    model.save(directory)
-
-
-def _register_tagger(owner: Owner, tmp_path: Path, label_type: str = "ner") -> str:
-    kind, labels = (
-        ("span", ["PER", "LOC", "ORG"]) if label_type == "ner" else ("token", ["NOUN", "VERB", "PUNCT"])
-    )
-    folder = tmp_path / f"model-{label_type}"
-    _tiny_tagger(folder, label_type, labels, kind)
-    return register_model(
-        owner.id,
-        folder,
-        name=f"tiny-{label_type}",
-        task="sequence_tagging",
-        label_type=label_type,
-        labels=labels,
-    ).id
-
-
-def _register_classifier(owner: Owner, tmp_path: Path, multi_label: bool = False) -> str:
-    import torch
-
-    from engine.data import Dictionary
-    from engine.embeddings.character import CharacterEmbeddings
-    from engine.embeddings.document import DocumentPoolEmbeddings
-    from engine.models.text_classifier import TextClassifier
-
-    torch.manual_seed(0)
-    labels = ["positive", "negative", "neutral"]
-    dictionary = Dictionary()
-    for label in labels:
-        dictionary.add_item(label)
-    model = TextClassifier(
-        DocumentPoolEmbeddings(CharacterEmbeddings(char_embedding_dim=4, hidden_size_char=4)),
-        dictionary,
-        "sentiment",
-        multi_label=multi_label,
-    )
-    folder = tmp_path / f"classifier-{multi_label}"
-    model.save(folder)
-    return register_model(
-        owner.id,
-        folder,
-        name="tiny-classifier",
-        task="text_classification",
-        label_type="sentiment",
-        labels=labels,
-    ).id
 
 
 def _predict(api: ApiSession, owner: Owner, model_id: str, body: dict[str, Any]) -> Any:
@@ -86,7 +24,7 @@ def _predict(api: ApiSession, owner: Owner, model_id: str, body: dict[str, Any])
 
 def test_raw_texts_are_split_tokenized_and_tagged_with_offsets(api: ApiSession, tmp_path: Path) -> None:
     owner = api.new_owner()
-    model_id = _register_tagger(owner, tmp_path)
+    model_id = register_tiny_tagger(owner, tmp_path)
     text = "George Washington went to Washington. He liked it there!"
     r = _predict(api, owner, model_id, {"texts": [text, "Berlin is big."]})
     assert r.status_code == 200, r.text
@@ -118,7 +56,7 @@ def test_raw_texts_are_split_tokenized_and_tagged_with_offsets(api: ApiSession, 
 
 def test_pre_tokenized_sentences_and_all_classes(api: ApiSession, tmp_path: Path) -> None:
     owner = api.new_owner()
-    model_id = _register_tagger(owner, tmp_path, "pos")
+    model_id = register_tiny_tagger(owner, tmp_path, "pos")
     r = _predict(
         api,
         owner,
@@ -164,7 +102,7 @@ def test_bad_predict_requests_are_422(
     monkeypatch.setenv("TAGSMITH_PREDICT_MAX_TEXT_CHARS", "100")
     reset_settings()
     owner = api.new_owner()
-    model_id = _register_tagger(owner, tmp_path)
+    model_id = register_tiny_tagger(owner, tmp_path)
     r = _predict(api, owner, model_id, body)
     assert r.status_code == 422, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
@@ -175,7 +113,7 @@ def test_unknown_model_and_a_model_that_cannot_predict(api: ApiSession, tmp_path
     owner = api.new_owner()
     assert _predict(api, owner, "missing", {"texts": ["a"]}).status_code == 404
     folder = tmp_path / "lm"
-    _tiny_tagger(folder, "ner", ["PER"], "span")
+    save_tiny_tagger(folder, "ner", ["PER"], "span")
     lm_id = register_model(
         owner.id, folder, name="lm", task="language_model", label_type="text", labels=[]
     ).id
@@ -187,7 +125,7 @@ def test_missing_artifact_is_a_clear_503(api: ApiSession, tmp_path: Path) -> Non
     from service.storage import get_storage
 
     owner = api.new_owner()
-    model_id = _register_tagger(owner, tmp_path)
+    model_id = register_tiny_tagger(owner, tmp_path)
     get_storage().delete(f"models/{model_id}")
     r = _predict(api, owner, model_id, {"texts": ["a b"]})
     assert r.status_code == 503 and "could not be loaded" in r.json()["detail"]
@@ -207,7 +145,7 @@ def test_concurrent_requests_are_batched_and_the_cache_is_bounded(
     monkeypatch.setenv("TAGSMITH_PREDICT_THREADS", str(threads))
     reset_settings()
     owner = api.new_owner()
-    ner, pos = _register_tagger(owner, tmp_path, "ner"), _register_tagger(owner, tmp_path, "pos")
+    ner, pos = register_tiny_tagger(owner, tmp_path, "ner"), register_tiny_tagger(owner, tmp_path, "pos")
     settings = get_settings()
 
     def batch_count() -> float:
@@ -235,7 +173,7 @@ def test_concurrent_requests_are_batched_and_the_cache_is_bounded(
 
 def test_deleted_model_stops_predicting(api: ApiSession, tmp_path: Path) -> None:
     owner = api.new_owner()
-    model_id = _register_tagger(owner, tmp_path)
+    model_id = register_tiny_tagger(owner, tmp_path)
     assert _predict(api, owner, model_id, {"texts": ["Hi there ."]}).status_code == 200
     assert api.client.delete(f"/models/{model_id}", headers=owner.headers).status_code == 204
     assert _predict(api, owner, model_id, {"texts": ["Hi there ."]}).status_code == 404
@@ -243,7 +181,7 @@ def test_deleted_model_stops_predicting(api: ApiSession, tmp_path: Path) -> None
 
 def test_classifier_labels_and_all_classes(api: ApiSession, tmp_path: Path) -> None:
     owner = api.new_owner()
-    model_id = _register_classifier(owner, tmp_path)
+    model_id = register_tiny_classifier(owner, tmp_path)
     text = "I loved it. The ending was great!"
     r = _predict(api, owner, model_id, {"texts": [text, "meh"]})
     assert r.status_code == 200, r.text
@@ -268,8 +206,8 @@ def test_classifier_labels_and_all_classes(api: ApiSession, tmp_path: Path) -> N
 
 def test_wrong_task_guard(api: ApiSession, tmp_path: Path) -> None:
     owner = api.new_owner()
-    classifier = _register_classifier(owner, tmp_path)
-    tagger = _register_tagger(owner, tmp_path)
+    classifier = register_tiny_classifier(owner, tmp_path)
+    tagger = register_tiny_tagger(owner, tmp_path)
     r = _predict(api, owner, classifier, {"texts": ["a"], "task": "sequence_tagging"})
     assert r.status_code == 422 and "text_classification" in r.json()["detail"]
     assert _predict(api, owner, tagger, {"texts": ["a"], "task": "sequence_tagging"}).status_code == 200
@@ -285,7 +223,7 @@ def test_the_fast_path_answers_exactly_as_the_documented_route(api: ApiSession, 
     from service.predict_fastpath import PredictFastPath
 
     owner = api.new_owner()
-    model_id = _register_tagger(owner, tmp_path)
+    model_id = register_tiny_tagger(owner, tmp_path)
     plain_app = create_app(run_migrations=False)
     plain_app.user_middleware = [m for m in plain_app.user_middleware if m.cls is not PredictFastPath]
     cases: list[tuple[str, Any, dict[str, str]]] = [
@@ -343,7 +281,7 @@ def test_the_precision_setting_serves_bfloat16_predictions(
     with TestClient(create_app()) as client:
         session = ApiSession(client=client)
         owner = session.new_owner()
-        model_id = _register_classifier(owner, tmp_path)
+        model_id = register_tiny_classifier(owner, tmp_path)
         r = _predict(session, owner, model_id, {"texts": [text]})
         assert r.status_code == 200, r.text
         served = r.json()["sentences"][0]["labels"][0]

@@ -1,0 +1,30 @@
+"""Reading a stored corpus back: its files from storage into a local folder, then the engine's
+reader with the format and options it was uploaded with. The worker builds jobs from it; the API
+derives text corpora and evaluates models on it. Imported by the worker: no FastAPI here."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from engine.data import Corpus
+from engine.readers import read_corpus_files
+from service.storage import Storage
+
+
+def read_stored_corpus(
+    storage: Storage, format: str, options: dict[str, Any], files: dict[str, str], folder: Path
+) -> Corpus:
+    """The corpus whose split files are stored under ``files`` (split -> key), copied into
+    ``folder``. Splits that were not uploaded are sampled from train as at upload (same seed),
+    so a job's and an evaluation's test split are the ones the upload's statistics describe."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for split, key in files.items():
+        # Named like the upload the service validated: split + the format's suffix.
+        path = folder / Path(key).name
+        with storage.open(key) as source, path.open("wb") as out:
+            shutil.copyfileobj(source, out, 1024 * 1024)
+        paths[split] = path
+    return read_corpus_files(format, paths, options)

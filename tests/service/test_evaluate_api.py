@@ -1,0 +1,115 @@
+"""POST /models/{id}/evaluate: a served model scored on a split of an uploaded corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.service.fixtures import (
+    CONLL_OPTIONS,
+    CONLL_TRAIN,
+    FASTTEXT_TRAIN,
+    ApiSession,
+    register_tiny_classifier,
+    register_tiny_tagger,
+)
+
+pytestmark = pytest.mark.postgres
+
+
+def test_the_scores_are_the_engines_on_that_split(api: ApiSession, tmp_path: Path) -> None:
+    from engine.models.base import load_model
+    from engine.readers import read_corpus_files
+
+    owner = api.new_owner()
+    tagger = register_tiny_tagger(owner, tmp_path)
+    corpus = api.corpus(owner, test=CONLL_TRAIN)
+
+    r = api.client.post(f"/models/{tagger}/evaluate", json={"corpus_id": corpus}, headers=owner.headers)
+    assert r.status_code == 200, r.text
+    body = r.json()
+
+    local = tmp_path / "test.txt"
+    local.write_text(CONLL_TRAIN)
+    gold = read_corpus_files("column", {"train": local, "test": local}, CONLL_OPTIONS).test
+    expected = load_model(tmp_path / "model-ner").evaluate(gold, gold_label_type="ner")
+    assert (body["model_id"], body["corpus_id"], body["split"], body["label_type"]) == (
+        tagger,
+        corpus,
+        "test",
+        "ner",
+    )
+    assert body["sentences"] == len(gold) and body["main_score_name"] == "micro_f1"
+    # The loss tells that the same weights saw the same sentences.
+    assert body["loss"] == pytest.approx(expected.loss) and body["loss"] > 0
+    for name in ("main_score", "micro_precision", "micro_recall", "micro_f1", "macro_f1", "accuracy"):
+        assert body[name] == pytest.approx(getattr(expected, name)), name
+    gold_spans: dict[str, int] = {}
+    for sentence in gold:
+        for span in sentence.get_spans("ner"):
+            gold_spans[span.label.value] = gold_spans.get(span.label.value, 0) + 1
+    assert {k: v["support"] for k, v in body["per_class"].items() if v["support"]} == gold_spans
+    assert body["seconds"] >= 0
+
+
+def test_a_token_tagger_scores_against_a_gold_type_of_another_name(api: ApiSession, tmp_path: Path) -> None:
+    owner = api.new_owner()
+    pos_tagger = register_tiny_tagger(owner, tmp_path, "upos")  # token labels, named "upos"
+    corpus = api.corpus(owner, dev=CONLL_TRAIN)
+
+    r = api.client.post(
+        f"/models/{pos_tagger}/evaluate",
+        json={"corpus_id": corpus, "split": "dev", "label_type": "pos"},
+        headers=owner.headers,
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["label_type"], r.json()["main_score_name"]) == ("pos", "accuracy")
+    dev_tokens = api.client.get(f"/corpora/{corpus}", headers=owner.headers).json()["statistics"]["dev"][
+        "tokens"
+    ]
+    assert sum(row["support"] for row in r.json()["per_class"].values()) == dev_tokens
+
+    # The corpus's "ner" labels are spans: no token tagger can be scored on them.
+    r = api.client.post(
+        f"/models/{pos_tagger}/evaluate",
+        json={"corpus_id": corpus, "label_type": "ner"},
+        headers=owner.headers,
+    )
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "body.label_type"
+    assert "'ner' labels are span labels" in r.json()["detail"] and "token labels" in r.json()["detail"]
+
+
+def test_what_cannot_be_scored_is_named(api: ApiSession, tmp_path: Path) -> None:
+    alice, bob = api.new_owner("alice"), api.new_owner("bob")
+    tagger = register_tiny_tagger(alice, tmp_path)
+    classifier = register_tiny_classifier(alice, tmp_path)
+    conll = api.corpus(alice)
+    reviews = api.corpus(alice, train=FASTTEXT_TRAIN, format="fasttext", options=None)
+    bobs = api.corpus(bob)
+
+    def evaluate(model: str, body: dict[str, object], owner=alice):  # noqa: ANN001, ANN202
+        return api.client.post(f"/models/{model}/evaluate", json=body, headers=owner.headers)
+
+    for missing in ("no-such-corpus", bobs):
+        r = evaluate(tagger, {"corpus_id": missing})
+        assert r.status_code == 404 and "corpus" in r.json()["detail"]
+    assert evaluate("no-such-model", {"corpus_id": conll}).status_code == 404
+    assert evaluate(tagger, {"corpus_id": conll}, owner=bob).status_code == 404
+
+    r = evaluate(classifier, {"corpus_id": conll})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.corpus_id"
+    assert (
+        "sequence_tagging corpus" in r.json()["detail"] and "text_classification model" in r.json()["detail"]
+    )
+
+    r = evaluate(classifier, {"corpus_id": reviews})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.label_type"
+    assert "has no 'sentiment' labels; it has class" in r.json()["detail"]
+
+    r = evaluate(tagger, {"corpus_id": conll, "split": "validation"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.split"
+    r = evaluate(tagger, {"corpus_id": conll, "mini_batch_size": 0, "extra": 1})
+    assert r.status_code == 422
+    assert {e["field"] for e in r.json()["errors"]} == {"body.mini_batch_size", "body.extra"}
