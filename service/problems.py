@@ -3,7 +3,8 @@
 A problem has ``type``, ``title``, ``status``, ``detail``, ``instance`` and, for input errors,
 ``errors``: one entry per bad field with its path (``loc`` and dotted ``field``) and a message.
 Corpus format errors also name ``file``, ``line`` and ``reason``. A storage outage answers 503 with
-``Retry-After``; unexpected exceptions answer 500. Neither shows internals (both are logged).
+``Retry-After``, as does a database outage; unexpected exceptions answer 500. None shows internals
+(all are logged).
 """
 
 from __future__ import annotations
@@ -18,10 +19,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import FieldError, ServiceError, invalid_json_body, json_refusal
 from service.storage import StorageUnavailable
+
+# What SQLAlchemy raises when the database cannot be used right now (the pool's TimeoutError:
+# every connection busy past the pool timeout).
+DatabaseUnavailable = (OperationalError, PoolTimeout)
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +199,25 @@ async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse
     )
 
 
+# Seconds a client is asked to wait after a database outage answer.
+DATABASE_RETRY_AFTER = 5
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # SQLAlchemy's OperationalError: the connection was refused, dropped or timed out, or the
+    # database refused to work (SQLite "database is locked", "disk I/O error", an unmigrated
+    # schema). None of it is the client's doing, and trying again later may work.
+    log.error("%s %s: database unavailable", request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        request,
+        503,
+        "Service unavailable",
+        "the database is unavailable; try again later",
+        slug="database-unavailable",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(
@@ -214,6 +240,8 @@ async def render(request: Request, exc: Exception) -> JSONResponse:
         return await _corpus_format_error(request, exc)
     if isinstance(exc, StorageUnavailable):
         return await _storage_unavailable(request, exc)
+    if isinstance(exc, DatabaseUnavailable):
+        return await _database_unavailable(request, exc)
     return await _unexpected(request, exc)
 
 
@@ -225,4 +253,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(CorpusFormatError, _corpus_format_error)
     app.add_exception_handler(StorageUnavailable, _storage_unavailable)
+    for error in DatabaseUnavailable:
+        app.add_exception_handler(error, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)

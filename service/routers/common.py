@@ -23,9 +23,12 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "Invalid input; `errors` lists each bad field",
         503: "A dependency (queue, database, storage) is unavailable; try again later",
     }
+    if 401 in statuses:
+        # A keyed request reads its key from the database, so any of them may meet an outage.
+        statuses = (*statuses, 503)
     return {
         s: {"model": Problem, "description": described.get(s, "Error"), "content": {PROBLEM_MEDIA_TYPE: {}}}
-        for s in statuses
+        for s in sorted(set(statuses))
     }
 
 
