@@ -16,7 +16,7 @@ class _Out(BaseModel):
 
 # -- keys ---------------------------------------------------------------------------------------
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str | None = Field(None, min_length=1, max_length=200, description="Name of a new owner.")
     owner_id: str | None = Field(None, description="Add a key to this existing owner instead.")
 
@@ -61,7 +61,7 @@ class CorpusOut(_Out):
 
 class TextCorpusCreate(BaseModel):
     # Like every other request body: a misspelt field (`nmae`) is an error, not silently ignored.
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str | None = Field(None, min_length=1, max_length=200, description="Default: `<source name>-text`.")
 
 
@@ -176,7 +176,7 @@ class ModelList(BaseModel):
 
 # -- predict ------------------------------------------------------------------------------------
 class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     texts: list[str] | None = Field(
         None, description="Raw texts: split into sentences (taggers) and tokenized; offsets are characters."
     )
@@ -250,7 +250,7 @@ class PredictResponse(BaseModel):
 
 # -- evaluate -----------------------------------------------------------------------------------
 class EvaluateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     corpus_id: str = Field(description="An uploaded corpus with gold labels of the model's kind.")
     split: Literal["train", "dev", "test"] = Field(
         default="test",

@@ -29,7 +29,9 @@ Task = Literal["sequence_tagging", "text_classification"]
 class _Strict(BaseModel):
     # Python's JSON parser accepts NaN and Infinity: an infinite bound (min_learning_rate,
     # max_seconds) passed the range checks and reached the JSON column, which PostgreSQL refuses.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: JSON types are kept, so `"max_epochs": true` or `"seed": false` is an error, not
+    # 1 or 0, and `"use_crf": 0` or `"shuffle": "yes"` no boolean (an integer still fits a float).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 # torch.manual_seed refuses seeds past 2**64 - 1 and the trainer seeds each epoch's shuffle with

@@ -113,3 +113,5 @@ def test_what_cannot_be_scored_is_named(api: ApiSession, tmp_path: Path) -> None
     r = evaluate(tagger, {"corpus_id": conll, "mini_batch_size": 0, "extra": 1})
     assert r.status_code == 422
     assert {e["field"] for e in r.json()["errors"]} == {"body.mini_batch_size", "body.extra"}
+    r = evaluate(tagger, {"corpus_id": conll, "mini_batch_size": True})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.mini_batch_size"

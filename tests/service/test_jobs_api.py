@@ -94,6 +94,13 @@ def test_gpu_device_goes_to_the_gpu_queue_and_multi_corpus(api: ApiSession) -> N
             ["body.trainer.mini_batch_chunk_size"],
         ),
         ({"corpus": {"ids": ["x", "x"]}}, ["body.corpus"]),
+        # JSON types are kept: a boolean is no number, a number no boolean, a string neither.
+        ({"corpus": {"ids": ["x"]}, "trainer": {"max_epochs": True}}, ["body.trainer.max_epochs"]),
+        ({"corpus": {"ids": ["x"]}, "trainer": {"seed": False}}, ["body.trainer.seed"]),
+        ({"corpus": {"ids": ["x"]}, "trainer": {"learning_rate": "0.1"}}, ["body.trainer.learning_rate"]),
+        ({"corpus": {"ids": ["x"]}, "model": {"use_crf": 0}}, ["body.model.use_crf"]),
+        ({"corpus": {"ids": ["x"]}, "trainer": {"shuffle": "yes"}}, ["body.trainer.shuffle"]),
+        ({"corpus": {"ids": [7]}}, ["body.corpus.ids.0"]),
     ],
 )
 def test_invalid_spec_fields_and_combinations(

@@ -91,6 +91,11 @@ def test_pre_tokenized_sentences_and_all_classes(api: ApiSession, tmp_path: Path
         ({}, "body"),
         ({"texts": ["a"], "task": "text_classification"}, "body.task"),
         ({"texts": "not a list"}, "body.texts"),
+        ({"texts": [7]}, "body.texts.0"),
+        (
+            {"texts": ["a"], "return_probabilities_for_all_classes": "yes"},
+            "body.return_probabilities_for_all_classes",
+        ),
     ],
 )
 def test_bad_predict_requests_are_422(
