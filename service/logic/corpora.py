@@ -131,12 +131,11 @@ def create_corpus(
             raise
 
 
-def list_corpora(owner_id: str) -> list[Corpus]:
+def list_corpora(owner_id: str, limit: int = 100, offset: int = 0) -> list[Corpus]:
     with session_scope() as session:
-        rows = session.scalars(
-            select(Corpus).where(Corpus.owner_id == owner_id).order_by(Corpus.created_at.desc())
-        ).all()
-        return list(rows)
+        query = select(Corpus).where(Corpus.owner_id == owner_id)
+        query = query.order_by(Corpus.created_at.desc(), Corpus.id).limit(limit).offset(offset)
+        return list(session.scalars(query).all())
 
 
 def get_corpus(owner_id: str, corpus_id: str) -> Corpus:

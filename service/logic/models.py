@@ -18,13 +18,11 @@ from service.logic.owned import owned_or_404
 from service.storage import discard, get_storage
 
 
-def list_models(owner_id: str) -> list[Model]:
+def list_models(owner_id: str, limit: int = 100, offset: int = 0) -> list[Model]:
     with session_scope() as session:
-        return list(
-            session.scalars(
-                select(Model).where(Model.owner_id == owner_id).order_by(Model.created_at.desc())
-            ).all()
-        )
+        query = select(Model).where(Model.owner_id == owner_id)
+        query = query.order_by(Model.created_at.desc(), Model.id).limit(limit).offset(offset)
+        return list(session.scalars(query).all())
 
 
 def get_model(owner_id: str, model_id: str) -> Model:

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
-from typing import Any, get_type_hints
+from typing import Annotated, Any, get_type_hints
 
-from fastapi import Request, params
+from fastapi import Query, Request, params
 
 from service.errors import FieldError, Invalid
 from service.problems import PROBLEM_MEDIA_TYPE, Problem
+
+# Listings are newest first, a page at a time. The largest OFFSET SQLite and PostgreSQL take is a
+# signed 64-bit integer; past it the database driver raised instead of answering an empty page.
+MAX_OFFSET = 2**63 - 1
+Limit = Annotated[int, Query(ge=1, le=1000, description="Most items in the answer.")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip, newest first.")]
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFil
 from service.deps import current_owner
 from service.errors import FieldError, Invalid, json_refusal
 from service.logic import corpora, text_corpora
-from service.routers.common import each_form_field_once, problems
+from service.routers.common import Limit, Offset, each_form_field_once, problems
 from service.schemas.api import CorpusList, CorpusOut, TextCorpusCreate
 
 router = APIRouter(prefix="/corpora", tags=["corpora"])
@@ -124,9 +124,11 @@ def create_text_corpus(
     return corpus_out(row)
 
 
-@router.get("", response_model=CorpusList, responses=problems(401))
-def list_corpora(owner_id: str = Depends(current_owner)) -> CorpusList:
-    return CorpusList(items=[corpus_out(r) for r in corpora.list_corpora(owner_id)])
+@router.get("", response_model=CorpusList, responses=problems(401, 422))
+def list_corpora(
+    limit: Limit = 100, offset: Offset = 0, owner_id: str = Depends(current_owner)
+) -> CorpusList:
+    return CorpusList(items=[corpus_out(r) for r in corpora.list_corpora(owner_id, limit, offset)])
 
 
 @router.get("/{corpus_id}", response_model=CorpusOut, responses=problems(401, 404))

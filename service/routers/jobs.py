@@ -13,7 +13,7 @@ from service.db.models import FINISHED_STATUSES, Job
 from service.deps import current_owner
 from service.logic import jobs
 from service.logic.curves import render_curves
-from service.routers.common import problems
+from service.routers.common import Limit, Offset, problems
 from service.run_files import RUN_FILES
 from service.schemas.api import (
     BatchLossOut,
@@ -29,9 +29,6 @@ from service.settings import get_settings
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 Status = Literal["queued", "running", "completed", "failed", "cancelled"]
-# The largest OFFSET SQLite and PostgreSQL take (a signed 64-bit integer); past it the database
-# driver raises instead of answering an empty page.
-MAX_OFFSET = 2**63 - 1
 
 
 def job_out(request: Request, job: Job) -> JobOut:
@@ -79,8 +76,8 @@ def language_model_jobs_are_posted() -> NoReturn:
 def list_jobs(
     request: Request,
     status: Annotated[Status | None, Query(description="Only jobs in this state.")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
     owner_id: str = Depends(current_owner),
 ) -> JobList:
     return JobList(items=[job_out(request, j) for j in jobs.list_jobs(owner_id, status, limit, offset)])

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import shutil
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from service.db.models import Job, JobBatchLoss, JobEpochMetric
 from service.db.session import session_scope
-from tests.service.fixtures import FASTTEXT_TRAIN, ApiSession, Owner
+from tests.service.fixtures import FASTTEXT_TRAIN, ApiSession, Owner, register_tiny_tagger
 
 pytestmark = pytest.mark.postgres
 
@@ -288,9 +289,20 @@ def test_list_filter_and_get(api: ApiSession) -> None:
 def test_pagination_out_of_range_is_422(api: ApiSession, query: str, field: str) -> None:
     # An offset past a signed 64-bit integer reached the database driver and answered 500.
     owner = api.new_owner()
-    assert _fields(api.client.get(f"/jobs?{query}", headers=owner.headers)) == [field]
-    r = api.client.get(f"/jobs?offset={2**63 - 1}", headers=owner.headers)
-    assert r.status_code == 200 and r.json()["items"] == []
+    for listing in ("/jobs", "/corpora", "/models"):
+        assert _fields(api.client.get(f"{listing}?{query}", headers=owner.headers)) == [field], listing
+        r = api.client.get(f"{listing}?offset={2**63 - 1}", headers=owner.headers)
+        assert r.status_code == 200 and r.json()["items"] == []
+
+
+def test_corpora_and_models_are_listed_newest_first_a_page_at_a_time(api: ApiSession, tmp_path: Path) -> None:
+    owner = api.new_owner()
+    corpora = [api.corpus(owner, name=f"c{i}") for i in range(3)]
+    models = [register_tiny_tagger(owner, tmp_path / str(i)) for i in range(3)]
+    for listing, ids in (("/corpora", corpora), ("/models", models)):
+        page = api.client.get(f"{listing}?limit=2", headers=owner.headers).json()["items"]
+        rest = api.client.get(f"{listing}?limit=2&offset=2", headers=owner.headers).json()["items"]
+        assert [item["id"] for item in page + rest] == ids[::-1], listing
 
 
 def _record_progress(job_id: str, status: str = "running") -> None:
