@@ -134,3 +134,13 @@ def test_api_table_lists_every_operation(openapi: dict[str, Any]) -> None:
         for method in operations:
             if method.upper() in {"GET", "POST", "PUT", "PATCH", "DELETE"}:
                 assert (method.upper(), path) in documented, f"README API table lacks {method.upper()} {path}"
+
+
+def test_every_link_inside_the_readme_has_its_heading() -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    headings = re.findall(r"^#{1,6} (.+)$", readme, flags=re.M)
+    # GitHub's anchors: lower case, punctuation dropped, spaces as dashes.
+    anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+    links = set(re.findall(r"\]\(#([^)]+)\)", readme))
+    assert links, "no internal links found"
+    assert not links - anchors, f"links to no heading: {sorted(links - anchors)}"
