@@ -34,7 +34,7 @@ from service.errors import FieldError, Invalid, NotFound, Unavailable
 from service.metrics import MODEL_LOADS, MODELS_LOADED, PREDICT_BATCH_SIZE, PREDICT_SENTENCES
 from service.schemas.api import PredictRequest
 from service.settings import Settings
-from service.storage import get_storage
+from service.storage import StorageUnavailable, get_storage
 
 PREDICTABLE_TASKS = ("sequence_tagging", "text_classification")
 ROW_CACHE_SECONDS = 5.0
@@ -296,6 +296,8 @@ class ModelCache:
             loop = asyncio.get_running_loop()
             try:
                 model, directory = await loop.run_in_executor(self.executor, _load, info, self.cache_root)
+            except StorageUnavailable:
+                raise  # an outage: 503 with Retry-After, and no word of where storage lives
             except (OSError, ValueError) as e:
                 # Missing or unreadable artifact (ModelFileError is a ValueError): the server's problem.
                 raise Unavailable(f"model {info.id} could not be loaded: {e}") from e

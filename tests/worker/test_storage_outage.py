@@ -87,6 +87,14 @@ def test_a_job_waits_out_a_storage_outage_and_resumes_from_its_checkpoint(
     assert log.status_code == 200 and "training completed after 3 epochs" in log.text
     assert "resuming from" in stack.workers[0].log()
 
+    # A model not loaded yet cannot be fetched during an outage: 503, not where storage lives.
+    seaweed.stop()
+    predicted = stack.client.post(
+        f"/models/{job.model_id}/predict", json={"texts": ["Anna lives in Berlin ."]}, headers=stack.headers
+    )
+    assert predicted.status_code == 503, predicted.text
+    assert predicted.headers["Retry-After"] == "30" and "s3://" not in predicted.text
+
 
 def test_past_its_retries_a_job_fails_with_the_reason_and_resumes_later(
     stack: Stack, seaweed: SeaweedS3
