@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FunctionType
 from typing import Any, BinaryIO, TypeVar
 
 _KEY_PART = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -43,6 +44,8 @@ def causes(error: BaseException) -> Iterator[BaseException]:
 
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
+# What callers use to describe an outage, so it must not raise one itself.
+_NOT_WRAPPED = ("describe", "unreachable")
 
 
 def _reporting_outages(method: _Method) -> _Method:
@@ -90,7 +93,8 @@ class Storage(ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for name, member in list(vars(cls).items()):
-            if callable(member) and not name.startswith("_") and name not in ("describe", "unreachable"):
+            # plain methods only: a static or class method has no storage to ask
+            if isinstance(member, FunctionType) and not name.startswith("_") and name not in _NOT_WRAPPED:
                 setattr(cls, name, _reporting_outages(member))
 
     def unreachable(self, error: BaseException) -> str | None:
