@@ -1,6 +1,7 @@
-"""The reaper: finds jobs that no message will ever run again, and sends them again.
+"""The reaper: finds jobs that no message will ever run again, and sends them again. Its thread
+also runs the scheduled storage sweep (``worker.sweeper``).
 
-Two cases, checked every ``reaper_interval_seconds`` by every worker:
+Three cases, checked every ``reaper_interval_seconds`` by every worker:
 - ``running`` with an expired lease: its worker died (or stalled) and the message it held is
   only redelivered after the broker's visibility timeout, if at all. The job goes back to
   ``queued`` and gets a new message; the next run resumes from its last checkpoint. A job whose
@@ -137,11 +138,19 @@ class Reaper(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        from worker.lease import new_owner_id
+        from worker.sweeper import sweep_if_due
+
+        owner = new_owner_id()
         while True:
             try:
                 reap_once(self.celery)
             except Exception:  # the next pass retries; a reaper that dies would strand jobs silently
                 log.exception("reaper pass failed")
+            try:
+                sweep_if_due(self.celery, owner)
+            except Exception:  # e.g. storage away: the next interval tries again
+                log.exception("storage sweep failed")
             if self.stopped.wait(self.interval):
                 return
 

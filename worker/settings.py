@@ -61,6 +61,19 @@ class WorkerSettings(BaseSettings):
         description="Wait before the first such retry; each further one waits twice as long, at most 15 minutes "
         "(the defaults ride out an outage of about 1.5 hours).",
     )
+    storage_sweep_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="How often one of the workers removes storage no corpus, model or job points to and that "
+        "has not changed for `storage_sweep_min_age_minutes` (what `tagsmith clean-storage` does); 0 leaves it "
+        "to you.",
+    )
+    storage_sweep_min_age_minutes: float = Field(
+        default=60.0,
+        gt=0,
+        description="The scheduled sweep keeps anything written more recently than this: a write in progress "
+        "(files stored, row not yet committed). Keep it well above your longest upload.",
+    )
     worker_concurrency: int = Field(
         default=1, ge=1, description="Training processes per worker (`celery worker -c` overrides it)."
     )
