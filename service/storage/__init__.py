@@ -67,9 +67,9 @@ def get_storage() -> Storage:
 
 def discard(key: str) -> None:
     """Delete the files of a row that was just deleted. During a storage outage they stay behind:
-    no row points to them any more, so ``tagsmith clean-storage`` removes them later, and the
-    delete the user asked for has happened."""
+    no row points to them any more, so the storage sweep (the workers' scheduled one, or
+    ``tagsmith clean-storage``) removes them later, and the delete the user asked for has happened."""
     try:
         get_storage().delete(key)
     except StorageUnavailable as error:
-        log.warning("%s stays in storage until clean-storage removes it: %s", key, error)
+        log.warning("%s stays in storage until the storage sweep removes it: %s", key, error)
