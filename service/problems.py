@@ -182,40 +182,34 @@ async def _corpus_format_error(request: Request, exc: Exception) -> JSONResponse
     )
 
 
-# Seconds a client is asked to wait after a storage outage answer.
+# Seconds a client is asked to wait after an outage answer, per dependency.
 STORAGE_RETRY_AFTER = 30
-
-
-async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    # The reason names the endpoint or mount; the operator needs it, the client does not.
-    log.warning("%s %s: %s", request.method, request.url.path, exc)
-    return problem_response(
-        request,
-        503,
-        "Service unavailable",
-        "the storage is unavailable; try again later",
-        slug="storage-unavailable",
-        headers={"Retry-After": str(STORAGE_RETRY_AFTER)},
-    )
-
-
-# Seconds a client is asked to wait after a database outage answer.
 DATABASE_RETRY_AFTER = 5
 
 
-async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    # SQLAlchemy's OperationalError: the connection was refused, dropped or timed out, or the
-    # database refused to work (SQLite "database is locked", "disk I/O error", an unmigrated
-    # schema). None of it is the client's doing, and trying again later may work.
-    log.error("%s %s: database unavailable", request.method, request.url.path, exc_info=exc)
+def _outage(request: Request, what: str, retry_after: int) -> JSONResponse:
+    """A dependency is away: nothing the client did, and trying again later may work. The
+    reason (an endpoint, a mount, a host) is the operator's, so it is logged, not answered."""
     return problem_response(
         request,
         503,
         "Service unavailable",
-        "the database is unavailable; try again later",
-        slug="database-unavailable",
-        headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+        f"the {what} is unavailable; try again later",
+        slug=f"{what}-unavailable",
+        headers={"Retry-After": str(retry_after)},
     )
+
+
+async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return _outage(request, "storage", STORAGE_RETRY_AFTER)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # OperationalError: the connection was refused, dropped or timed out, or the database refused
+    # to work (SQLite "database is locked", "disk I/O error", an unmigrated schema).
+    log.error("%s %s: database unavailable", request.method, request.url.path, exc_info=exc)
+    return _outage(request, "database", DATABASE_RETRY_AFTER)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
