@@ -19,16 +19,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.db.session import DatabaseUnavailable
 from service.errors import FieldError, ServiceError, invalid_json_body, json_refusal
 from service.storage import StorageUnavailable
-
-# What SQLAlchemy raises when the database cannot be used right now (the pool's TimeoutError:
-# every connection busy past the pool timeout).
-DatabaseUnavailable = (OperationalError, PoolTimeout)
 
 log = logging.getLogger(__name__)
 

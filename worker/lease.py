@@ -18,16 +18,29 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import or_, type_coerce, update
 
 from service.db.models import FINISHED_STATUSES, Job, UTCDateTime, utcnow
-from service.db.session import session_scope
+from service.db.session import DatabaseUnavailable, session_scope
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class LeaseLost(Exception):
+    """Our lease went to another worker (or may have): this run must change nothing more."""
+
+
+class LeaseLostInOutage(LeaseLost):
+    """The database stayed unreachable past the lease. Whether the last write committed (its
+    answer may be what was lost) is unknown: keep what it would point to for the storage sweep."""
+
 
 ClaimOutcome = Literal["claimed", "missing", "finished", "leased", "cancelled"]
 
@@ -181,8 +194,42 @@ class Heartbeat:
                     self.lost.set()
                     return
                 last_ok = time.monotonic()
-            except Exception:  # a flaky database must not kill the thread; the deadline below decides
-                log.exception("job %s: lease renewal failed", self.job_id)
+            except Exception as error:  # a flaky database must not kill the thread; the deadline decides
+                if isinstance(error, DatabaseUnavailable):
+                    log.warning("job %s: lease renewal failed: %s", self.job_id, first_line(error))
+                else:
+                    log.exception("job %s: lease renewal failed", self.job_id)
                 if time.monotonic() - last_ok > self.lease_seconds:
                     self.lost.set()
                     return
+
+
+def while_leased(write: Callable[[], T], lost: threading.Event, what: str, every: float = 1.0) -> T:
+    """``write()``, tried again every ``every`` seconds while the database is unavailable.
+
+    A run cannot go on without some writes (an epoch's metrics, a checkpoint's key), and a
+    database restart should not cost it an epoch. It waits while the lease may still be ours:
+    the heartbeat sets ``lost`` once the database stayed unreachable for a whole lease length,
+    and then this raises ``LeaseLost`` (the reaper resumes the job from its last checkpoint).
+    ``write`` must be safe to repeat: a commit whose answer was lost may have happened."""
+    waiting_since: float | None = None
+    while True:
+        if lost.is_set():
+            raise LeaseLost(what)
+        try:
+            result = write()
+        except DatabaseUnavailable as error:
+            if waiting_since is None:
+                waiting_since = time.monotonic()
+                log.warning("database unavailable; %s waits for it: %s", what, first_line(error))
+            if lost.wait(every):
+                raise LeaseLostInOutage(what) from error
+            continue
+        if waiting_since is not None:
+            log.warning("database back; %s written after %.1f s", what, time.monotonic() - waiting_since)
+        return result
+
+
+def first_line(error: BaseException) -> str:
+    """A driver error's first line (SQLAlchemy appends the statement and a help link)."""
+    return str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -8,6 +8,10 @@ batch boundary and changes nothing more.
 
 Epoch rows are upserts on UNIQUE(job_id, epoch): an epoch retrained after a crash (its checkpoint
 never made it to storage) replaces its row instead of adding a second one.
+
+While the database is unavailable the run trains on: progress and batch losses stay buffered, the
+cancel check waits, and the writes it cannot go on without (an epoch's metrics, a checkpoint's key)
+wait for the database as long as the lease may still be ours (``worker.lease.while_leased``).
 """
 
 from __future__ import annotations
@@ -26,9 +30,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.training.callbacks import BatchEnded, EpochEnded, TrainerCallback, TrainingEnded, TrainingStarted
 from service.db.models import Job, JobBatchLoss, JobEpochMetric, utcnow
-from service.db.session import session_scope
+from service.db.session import DatabaseUnavailable, session_scope
 from service.storage import Storage
-from worker.lease import update_owned_in
+from worker.lease import LeaseLostInOutage, first_line, update_owned_in, while_leased
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +134,7 @@ class JobProgress(TrainerCallback):
         self._batches_per_epoch = 1
         self._run_started = clock()
         self._batches_this_run = 0
+        self._database_down = False  # logged once per outage
 
     # -- writes ---------------------------------------------------------------------------------
     def _write(self, work: Callable[[Any], None], **job_values: Any) -> bool:
@@ -155,6 +160,7 @@ class JobProgress(TrainerCallback):
         return True
 
     def _flush(self) -> None:
+        """Progress and the buffered losses; kept for the next flush while the database is away."""
         losses, self._losses = self._losses, []
         self._last_flush = self.clock()
 
@@ -162,7 +168,29 @@ class JobProgress(TrainerCallback):
             if losses:
                 session.execute(insert(JobBatchLoss), losses)
 
-        self._write(insert_losses, **self._progress)
+        try:
+            self._write(insert_losses, **self._progress)
+        except DatabaseUnavailable as error:
+            self._losses = losses + self._losses
+            self._note_outage(error)
+            return
+        self._note_outage(None)
+
+    def _write_or_wait(self, what: str, work: Callable[[Any], None], **job_values: Any) -> bool:
+        return while_leased(
+            lambda: self._write(work, **job_values), self.lease_lost, f"job {self.job_id}: {what}"
+        )
+
+    def _note_outage(self, error: BaseException | None) -> None:
+        if error is not None and not self._database_down:
+            log.warning(
+                "job %s: database unavailable, training goes on with progress buffered: %s",
+                self.job_id,
+                first_line(error),
+            )
+        elif error is None and self._database_down:
+            log.warning("job %s: database back, buffered progress written", self.job_id)
+        self._database_down = error is not None
 
     # -- callback -------------------------------------------------------------------------------
     def on_train_start(self, info: TrainingStarted) -> None:
@@ -171,7 +199,8 @@ class JobProgress(TrainerCallback):
         self._run_started = self.clock()
         self._batches_this_run = 0
         done = info.start_epoch - 1
-        self._write(
+        self._write_or_wait(
+            "the start of training",
             lambda _s: None,
             max_epochs=info.max_epochs,
             batches_per_epoch=info.batches_per_epoch,
@@ -249,9 +278,11 @@ class JobProgress(TrainerCallback):
         }
         if info.is_best and info.dev_scores and info.dev_scores.get("main_score") is not None:
             job_values["best_dev_score"] = info.dev_scores["main_score"]
-        self._write(write_epoch, **job_values)
+        self._write_or_wait(f"epoch {info.epoch}'s metrics", write_epoch, **job_values)
 
     def on_checkpoint(self, path: Path, epoch: int) -> None:
+        if self.lease_lost.is_set():
+            return  # the run is stopping; the job may be another run's already
         key = checkpoint_key(self.job_id, epoch, self.run_token)
         self.storage.put_dir(key, Path(path))
         try:
@@ -259,15 +290,29 @@ class JobProgress(TrainerCallback):
         except BaseException:
             self.storage.delete(key)  # not recorded anywhere: nothing would ever delete it
             raise
-        # Read the old keys and point to the new ones in the same fenced transaction, so the job
-        # never points to a snapshot of files older than its checkpoint.
-        with session_scope() as session:
-            previous = session.execute(
-                select(Job.checkpoint_key, Job.files_key).where(Job.id == self.job_id)
-            ).one()
-            # a checkpoint is progress: the storage retries count again from zero
-            values = {"checkpoint_key": key, "storage_retries": 0, **({"files_key": files} if files else {})}
-            owned = update_owned_in(session, self.job_id, self.owner, **values)
+        values = {"checkpoint_key": key, "storage_retries": 0, **({"files_key": files} if files else {})}
+
+        def record() -> tuple[Any, bool]:
+            # Read the old keys and point to the new ones in the same fenced transaction, so the
+            # job never points to a snapshot of files older than its checkpoint. A checkpoint is
+            # progress: the storage retries count again from zero.
+            with session_scope() as session:
+                previous = session.execute(
+                    select(Job.checkpoint_key, Job.files_key).where(Job.id == self.job_id)
+                ).one()
+                return previous, update_owned_in(session, self.job_id, self.owner, **values)
+
+        try:
+            previous, owned = while_leased(
+                record, self.lease_lost, f"job {self.job_id}: epoch {epoch}'s checkpoint"
+            )
+        except LeaseLostInOutage:
+            raise  # the job may point to them now: the storage sweep decides
+        except BaseException:
+            for new in (key, files):
+                if new:
+                    self.storage.delete(new)
+            raise
         if not owned:
             self.lease_lost.set()
             for new in (key, files):
@@ -289,7 +334,12 @@ class JobProgress(TrainerCallback):
     def on_train_end(self, info: TrainingEnded) -> None:
         self.ended = info
         if self._losses:
-            self._flush()
+            losses, self._losses = self._losses, []
+
+            def insert_losses(session: Any) -> None:
+                session.execute(insert(JobBatchLoss), losses)
+
+            self._write_or_wait("the last batch losses", insert_losses, **self._progress)
 
     def should_stop(self) -> bool:
         if self.lease_lost.is_set():
@@ -301,10 +351,15 @@ class JobProgress(TrainerCallback):
         if now - self._last_cancel_check < self.cancel_interval:
             return self.stop_reason is not None
         self._last_cancel_check = now
-        with session_scope() as session:
-            row = session.execute(
-                select(Job.cancel_requested, Job.lease_owner).where(Job.id == self.job_id)
-            ).one_or_none()
+        try:
+            with session_scope() as session:
+                row = session.execute(
+                    select(Job.cancel_requested, Job.lease_owner).where(Job.id == self.job_id)
+                ).one_or_none()
+        except DatabaseUnavailable as error:
+            # no news: the heartbeat decides when an outage has lasted too long to go on
+            self._note_outage(error)
+            return self.stop_reason is not None
         if row is None or row.lease_owner != self.owner:
             self.lease_lost.set()
             self.stop_reason = "lease_lost"

@@ -35,20 +35,28 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from service.db.models import Job, JobBatchLoss, JobEpochMetric, utcnow
-from service.db.session import session_scope
+from service.db.session import DatabaseUnavailable, session_scope
 from service.queue import TRAIN_TASK, enqueue_job
 from service.settings import get_settings
 from service.storage import StorageUnavailable, causes, get_storage
 from worker import run_files
 from worker.celery_app import app
-from worker.lease import Claim, Heartbeat, claim, new_owner_id, release, update_owned, update_owned_in
+from worker.lease import (
+    Claim,
+    Heartbeat,
+    LeaseLost,
+    LeaseLostInOutage,
+    claim,
+    first_line,
+    new_owner_id,
+    release,
+    update_owned,
+    update_owned_in,
+    while_leased,
+)
 from worker.settings import get_worker_settings
 
 log = logging.getLogger(__name__)
-
-
-class LeaseLost(Exception):
-    """Our lease went to another worker: this run must change nothing more."""
 
 
 class SignalFlag:
@@ -172,6 +180,9 @@ def _claim_and_run(job_id: str, owner: str) -> str:
         log.warning("job %s: lease lost, this run stops without writing", job_id)
         return "lease_lost"
     except Exception as exc:
+        if not heartbeat.lost.is_set() and any(isinstance(c, DatabaseUnavailable) for c in causes(exc)):
+            # A database outage is the operator's, not the job's: never a failed job.
+            return _requeue_after_database_outage(job_id, owner, heartbeat.lost, exc)
         heartbeat.stop()
         if heartbeat.lost.is_set():
             return "lease_lost"
@@ -200,6 +211,38 @@ def _claim_and_run(job_id: str, owner: str) -> str:
     finally:
         heartbeat.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _requeue_after_database_outage(job_id: str, owner: str, lost: threading.Event, exc: Exception) -> str:
+    """Back to the queue once the database answers (the next run resumes from the checkpoint);
+    if it stays away past the lease, the reaper does the same later."""
+    log.warning("job %s: the run stopped on a database outage: %s", job_id, first_line(exc))
+
+    def requeue() -> str | None:
+        with session_scope() as session:
+            queue = session.execute(select(Job.queue).where(Job.id == job_id)).scalar_one_or_none()
+            released = update_owned_in(
+                session,
+                job_id,
+                owner,
+                status="queued",
+                lease_owner=None,
+                lease_expires_at=None,
+                eta_seconds=None,
+            )
+        return queue if released else None
+
+    try:
+        queue = while_leased(requeue, lost, f"job {job_id}: sending the job back to the queue")
+    except LeaseLost:
+        log.warning("job %s: the database stayed away past the lease; the reaper will resume the job", job_id)
+        return "lease_lost"
+    if queue is None:
+        return "lease_lost"
+    task_id = enqueue_job(job_id, queue)
+    update_job(job_id, celery_task_id=task_id)
+    log.warning("job %s: sent back to the queue as task %s after a database outage", job_id, task_id)
+    return "requeued"
 
 
 # The longest wait between two storage retries (unless the first one is longer).
@@ -421,28 +464,17 @@ def _complete(
     files = None
     try:
         files = progress.publish_files("final")
-        dev_metrics = progress.best_dev_scores or _best_dev_metrics(job_id, lower_is_better)
-        with session_scope() as session:
-            checkpoint = session.get(Job, job_id)
-            old_checkpoint = checkpoint.checkpoint_key if checkpoint is not None else None
-            old_files = checkpoint.files_key if checkpoint is not None else None
-            done = update_owned_in(
-                session,
+        dev_metrics = progress.best_dev_scores or while_leased(
+            lambda: _best_dev_metrics(job_id, lower_is_better),
+            progress.lease_lost,
+            f"job {job_id}: dev metrics",
+        )
+        old_checkpoint, old_files = while_leased(
+            lambda: _register_model(
                 job_id,
                 owner,
-                status="completed",
-                model_id=model_id,
-                percent=100.0,
-                eta_seconds=0.0,
-                finished_at=utcnow(),
-                checkpoint_key=None,
-                lease_owner=None,
-                lease_expires_at=None,
-                **({"files_key": files} if files else {}),
-            )
-            if not done:
-                raise LeaseLost(job_id)
-            session.add(
+                model_id,
+                files,
                 ModelRow(
                     id=model_id,
                     owner_id=owner_id,
@@ -456,8 +488,13 @@ def _complete(
                     dev_metrics=dev_metrics,
                     test_metrics=ended.test_details or ended.test_scores,
                     spec=raw_spec,
-                )
-            )
+                ),
+            ),
+            progress.lease_lost,
+            f"job {job_id}: the trained model",
+        )
+    except LeaseLostInOutage:
+        raise  # the job may point to them now: the storage sweep decides
     except BaseException:
         storage.delete(key)
         if files:
@@ -467,6 +504,39 @@ def _complete(
         storage.delete(old_checkpoint)
     if files and old_files and old_files != files:
         storage.delete(old_files)
+
+
+def _register_model(
+    job_id: str, owner: str, model_id: str, files: str | None, row: Any
+) -> tuple[str | None, str | None]:
+    """Complete the job and add its model row in one fenced transaction; the keys it replaced.
+
+    Safe to repeat after a commit whose answer was lost: the job then names the model already."""
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise LeaseLost(job_id)
+        if job.model_id == model_id:
+            return None, None  # an earlier try committed; the keys it replaced are unknown now
+        old_checkpoint, old_files = job.checkpoint_key, job.files_key
+        done = update_owned_in(
+            session,
+            job_id,
+            owner,
+            status="completed",
+            model_id=model_id,
+            percent=100.0,
+            eta_seconds=0.0,
+            finished_at=utcnow(),
+            checkpoint_key=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            **({"files_key": files} if files else {}),
+        )
+        if not done:
+            raise LeaseLost(job_id)
+        session.add(row)
+        return old_checkpoint, old_files
 
 
 def _best_dev_metrics(job_id: str, lower_is_better: bool = False) -> dict[str, Any] | None:

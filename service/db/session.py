@@ -4,7 +4,9 @@
 switch databases by changing the environment and calling ``reset_settings()``).
 ``session_scope()`` is a unit of work: commit on success, rollback on any exception.
 SQLite gets WAL, a busy timeout and enforced foreign keys, so the API and a worker process can
-share the file. Imported by the worker: no FastAPI here.
+share the file. PostgreSQL connections get a connect timeout and TCP keepalives, so a database
+host that vanishes (rather than refusing) is noticed in seconds, not after the kernel's minutes.
+Imported by the worker: no FastAPI here.
 """
 
 from __future__ import annotations
@@ -17,9 +19,27 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.settings import get_settings
+
+# What SQLAlchemy raises when the database cannot be used right now: the connection was refused,
+# dropped or timed out, or the database refused to work (SQLite "database is locked"); the pool's
+# TimeoutError is every connection busy past the pool timeout.
+DatabaseUnavailable = (OperationalError, PoolTimeout)
+
+# libpq connection parameters, unless the URL sets them: give up connecting after 10 s, probe an
+# idle connection after 30 s, and drop one whose sent data stays unacknowledged for 30 s.
+POSTGRES_CONNECT_DEFAULTS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
@@ -44,7 +64,8 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    connect_args = {k: v for k, v in POSTGRES_CONNECT_DEFAULTS.items() if k not in parsed.query}
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
 
 
 def get_engine(url: str | None = None) -> Engine:
