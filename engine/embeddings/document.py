@@ -116,6 +116,9 @@ class DocumentPoolEmbeddings(DocumentEmbeddings):
         if self.reprojection is not None:
             tokens = self.reprojection(tokens)
         lengths, mask = _lengths_and_mask(sentences, tokens.shape[1], tokens.device)
+        if tokens.shape[1] == 0:
+            # a batch of empty sentences only (predict puts them together, last): nothing to reduce
+            return tokens.new_zeros(len(sentences), tokens.shape[2])
         mask = mask.unsqueeze(-1)
         if self.pooling == "mean":
             pooled = (tokens * mask).sum(dim=1) / lengths.clamp(min=1).unsqueeze(-1).to(tokens.dtype)

@@ -10,7 +10,7 @@ from engine.training.callbacks import (
 )
 from engine.training.checkpoint import CheckpointError
 from engine.training.schedulers import AnnealOnPlateau, LinearWarmupDecay, OneCycle, SchedulerConfigError
-from engine.training.trainer import ModelTrainer, TrainerConfigError, loss_columns
+from engine.training.trainer import ModelTrainer, TrainerConfigError, TrainingDiverged, loss_columns
 
 __all__ = [
     "AnnealOnPlateau",
@@ -24,6 +24,7 @@ __all__ = [
     "SchedulerConfigError",
     "TrainerCallback",
     "TrainerConfigError",
+    "TrainingDiverged",
     "TrainingEnded",
     "TrainingStarted",
     "loss_columns",

@@ -49,6 +49,7 @@ class TrainerState:
     history: list[dict[str, Any]] = field(default_factory=list)
     train_args: dict[str, Any] = field(default_factory=dict)
     train_sentences: int = 0
+    train_fingerprint: str = ""  # of the training sentences and labels ("" in older checkpoints)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +63,7 @@ class TrainerState:
             "history": self.history,
             "train_args": self.train_args,
             "train_sentences": self.train_sentences,
+            "train_fingerprint": self.train_fingerprint,
         }
 
     @classmethod
@@ -76,6 +78,7 @@ class TrainerState:
             history=list(data.get("history", [])),
             train_args=dict(data.get("train_args", {})),
             train_sentences=int(data.get("train_sentences", 0)),
+            train_fingerprint=str(data.get("train_fingerprint", "")),
         )
 
 

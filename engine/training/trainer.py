@@ -12,6 +12,7 @@ After the epoch: evaluate on dev, track the best model, anneal, log, checkpoint.
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import math
 import random
@@ -54,6 +55,7 @@ from engine.training.schedulers import (
     LinearWarmupDecay,
     OneCycle,
     Scheduler,
+    SchedulerConfigError,
     scheduler_kind,
 )
 
@@ -79,6 +81,10 @@ BUCKET_POOL = 8
 
 class TrainerConfigError(ValueError):
     """An invalid argument to ``train``/``fine_tune``; the message names it."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The weights became NaN or infinite: training cannot recover, a lower rate might."""
 
 
 def loss_columns(with_dev: bool, with_test: bool) -> list[str]:
@@ -323,9 +329,46 @@ class _Run:
             raise TrainerConfigError("the corpus has no training sentences")
         # Model selection and annealing follow the dev score when there is a separate dev split.
         self.use_dev = bool(self.dev_data) and not self.a["train_with_dev"]
+        if self.use_dev and not any(self._gold(s) for s in self.dev_data):
+            # Its score would be 0 (or undefined) whatever the model does: model selection would
+            # keep the first epoch and annealing would stop the run early.
+            self.use_dev = False
+            self.log(
+                f"the dev split has no gold {self._label_type()} labels, so it cannot score the model: "
+                "model selection and annealing follow the training loss, as without a dev split"
+            )
         self.monitor_test = bool(self.a["monitor_test"]) and bool(self.test_data)
         self.batches_per_epoch = math.ceil(len(self.train_data) / self.a["mini_batch_size"])
         self.columns = loss_columns(self.use_dev, self.monitor_test)
+        if mode != self.storage_mode:
+            self.log(
+                f"embeddings_storage_mode gpu needs a CUDA device; this run on {self.device} keeps them on the cpu"
+            )
+
+    def _fingerprint(self) -> str:
+        """A digest of the training sentences and their gold labels, so that a resume on another
+        corpus (of the same size) is refused rather than trained on silently."""
+        label_type = self._label_type()
+        digest = hashlib.sha256()
+        for sentence in self.train_data:
+            digest.update("\x1f".join(token.text for token in sentence.tokens).encode())
+            labels = [label.value for label in sentence.get_labels(label_type)]
+            labels += [f"{s.start}:{s.end}:{s.label.value}" for s in sentence.spans.get(label_type, [])]
+            labels += [t.labels[label_type].value for t in sentence.tokens if label_type in t.labels]
+            digest.update(("\x1e" + "\x1f".join(labels) + "\x1d").encode())
+        return digest.hexdigest()
+
+    def _label_type(self) -> str:
+        return str(getattr(self.model, "label_type", "gold"))
+
+    def _gold(self, sentence: Sentence) -> bool:
+        """Whether ``sentence`` has a gold label of the model's type (a span, a tag, a class)."""
+        label_type = self._label_type()
+        return bool(
+            sentence.get_labels(label_type)
+            or sentence.spans.get(label_type)
+            or any(label_type in token.labels for token in sentence.tokens)
+        )
 
     def _validate(self) -> None:
         a = self.a
@@ -337,12 +380,15 @@ class _Run:
             raise TrainerConfigError(
                 f"mini_batch_chunk_size must be a positive integer or None, got {chunk!r}"
             )
-        if not a["learning_rate"] > 0:
-            raise TrainerConfigError(f"learning_rate must be > 0, got {a['learning_rate']!r}")
-        if a["decoder_learning_rate"] is not None and not a["decoder_learning_rate"] > 0:
+        if not 0 < a["learning_rate"] < math.inf:
+            raise TrainerConfigError(f"learning_rate must be a finite number > 0, got {a['learning_rate']!r}")
+        if a["decoder_learning_rate"] is not None and not 0 < a["decoder_learning_rate"] < math.inf:
             raise TrainerConfigError(
-                f"decoder_learning_rate must be > 0 or None, got {a['decoder_learning_rate']!r}"
+                f"decoder_learning_rate must be a finite number > 0 or None, got {a['decoder_learning_rate']!r}"
             )
+        for name in ("weight_decay", "min_learning_rate", "anneal_factor", "warmup_fraction"):
+            if not math.isfinite(a[name]):
+                raise TrainerConfigError(f"{name} must be a finite number, got {a[name]!r}")
         if a["embeddings_storage_mode"] not in STORAGE_MODES:
             raise TrainerConfigError(
                 f"embeddings_storage_mode must be one of {STORAGE_MODES}, got {a['embeddings_storage_mode']!r}"
@@ -440,6 +486,8 @@ class _Run:
             shuffle_seed=shuffle_seed,
             train_args=self._json_args(),
             train_sentences=len(self.train_data),
+            # only checkpoints and resumes compare it
+            train_fingerprint=self._fingerprint() if a["checkpoint"] or self.trainer._resume else "",
         )
         resume = self.trainer._resume
         if resume is not None:
@@ -496,6 +544,25 @@ class _Run:
                 break
         return self._finish(status, state.epoch, state)
 
+    def _check_finite(self, epoch: int) -> None:
+        """Stop a run whose weights are NaN or infinite: every later epoch would be wasted, and
+        the model it saved would predict nothing. (A float16 run's loss may overflow for a batch
+        while the loss scaler keeps the weights finite: that run goes on.)"""
+        broken = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if not broken:
+            self.log(
+                f"epoch {epoch}: the training loss is {self.epoch_train_loss}, the weights are still finite"
+            )
+            return
+        message = (
+            f"training diverged in epoch {epoch}: the training loss is {self.epoch_train_loss} and "
+            f"{len(broken)} weight tensor(s) are no longer finite (first: {broken[0]}); "
+            f"try a lower learning_rate than {self.a['learning_rate']:g}"
+            + ("" if self.a["max_grad_norm"] else " or set max_grad_norm")
+        )
+        self.log(message)
+        raise TrainingDiverged(message)
+
     def _rate_exhausted(self, scheduler: Scheduler) -> bool:
         return (
             isinstance(scheduler, AnnealOnPlateau) and scheduler.learning_rate < self.a["min_learning_rate"]
@@ -513,9 +580,30 @@ class _Run:
         current = fresh.train_args.get("optimizer")
         if previous is not None and current is not None and str(previous).lower() != str(current).lower():
             raise CheckpointError(f"the checkpoint was trained with optimizer {previous}, not {current}")
+        kind = scheduler_kind(self.a["scheduler"])
+        try:
+            saved_kind = scheduler_kind(state.train_args.get("scheduler", self.a["scheduler"]))
+        except SchedulerConfigError:  # a scheduler class of the caller's own: nothing to compare
+            saved_kind = kind
+        if saved_kind != kind:
+            raise CheckpointError(f"the checkpoint was trained with scheduler {saved_kind}, not {kind}")
+        if kind in ("linear", "one_cycle"):
+            # a per-batch schedule is planned over the whole run: another length is another plan
+            for name in ("max_epochs", "mini_batch_size"):
+                saved = state.train_args.get(name)
+                if saved is not None and saved != self.a[name]:
+                    raise CheckpointError(
+                        f"the checkpoint's {kind} schedule was planned for {name}={saved}, not {self.a[name]}: "
+                        f"resume with {name}={saved}, or start a new run to train longer"
+                    )
         if state.train_sentences and state.train_sentences != len(self.train_data):
             raise CheckpointError(
                 f"the checkpoint was trained on {state.train_sentences} sentences, this corpus has "
+                f"{len(self.train_data)}: resume with the same corpus"
+            )
+        if state.train_fingerprint and state.train_fingerprint != fresh.train_fingerprint:
+            raise CheckpointError(
+                "the checkpoint was trained on other sentences or labels than this corpus's "
                 f"{len(self.train_data)}: resume with the same corpus"
             )
         saved_groups = len(resume.optimizer_state.get("param_groups", []))
@@ -682,6 +770,8 @@ class _Run:
         """Evaluate, select the best model, anneal, log, tell the callbacks."""
         a = self.a
         train_loss = self.epoch_train_loss
+        if not math.isfinite(train_loss):
+            self._check_finite(epoch)
         dev_loss: float | None = None
         dev_scores: dict[str, float] | None = None
         test_scores: dict[str, float] | None = None

@@ -94,6 +94,20 @@ def _check_against_corpora(session: Any, owner_id: str, spec: TrainingSpec) -> T
             errors.append(
                 FieldError(["body", "corpus", "ids", i], f"{label_type!r} has another kind in this corpus")
             )
+    if spec.task == "text_classification" and not errors and spec.model.multi_label is not True:
+        classes = {
+            name
+            for c in corpora
+            for name in c.statistics.get("train", {}).get("labels", {}).get(label_type, {})
+        }
+        if len(classes) == 1:
+            errors.append(
+                FieldError(
+                    ["body", "label_type"],
+                    f"{label_type!r} has one class only in the training data ({classes.pop()!r}): a classifier "
+                    'needs at least two, or "model": {"multi_label": true} to learn yes/no for that one',
+                )
+            )
 
     # Token embeddings nested in a classifier's document embedding are checked like top-level ones.
     for loc, emb in spec.token_embeddings():

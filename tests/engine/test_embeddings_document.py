@@ -37,6 +37,9 @@ def test_pool_mean_max_min_ignore_padding(words: WordEmbeddings) -> None:
         assert torch.allclose(out[0], expected), pooling
         assert torch.allclose(out[1], torch.from_numpy(VECTORS[1]))
         assert torch.equal(out[2], torch.zeros(4))  # empty sentence
+        # predict batches the empty texts together, last: a batch of nothing but them
+        only_empty = DocumentPoolEmbeddings(words, pooling=pooling).embed([Sentence([]), Sentence([])])
+        assert torch.equal(only_empty, torch.zeros(2, 4)), pooling
 
 
 def test_pool_fine_tune_modes(words: WordEmbeddings) -> None:

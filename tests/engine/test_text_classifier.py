@@ -157,3 +157,12 @@ def test_invalid_arguments_are_rejected() -> None:
         TextClassifier(
             LookupEmbeddings(["a"]), Corpus(sentences).make_label_dictionary("question"), "question"
         )  # type: ignore[arg-type]
+
+
+def test_a_single_label_classifier_needs_two_classes() -> None:
+    sentences = [s for s in single_sentences() if s.get_labels("question")[0].value == "LOC"]
+    assert sentences
+    with pytest.raises(ValueError, match="at least two classes; 'question' has only 'LOC'"):
+        make_classifier(sentences, "question")
+    # yes/no for the one label is a real task
+    assert make_classifier(sentences, "question", multi_label=True).multi_label

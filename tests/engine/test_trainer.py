@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.data import Corpus, Sentence
+from engine.data import Corpus, Label, Sentence, Span
 from engine.embeddings.character import CharacterEmbeddings
 from engine.embeddings.stacked import StackedEmbeddings
 from engine.embeddings.word import WordEmbeddings
@@ -27,6 +27,7 @@ from engine.training import (
     ModelTrainer,
     TrainerCallback,
     TrainerConfigError,
+    TrainingDiverged,
     TrainingEnded,
     TrainingStarted,
     loss_columns,
@@ -458,6 +459,8 @@ def test_checkpoint_write_is_atomic(tmp_path: Path, vectors: Path, monkeypatch: 
         ("scheduler", "cosine-ish", "unknown scheduler"),
         ("embeddings_storage_mode", "disk", "embeddings_storage_mode"),
         ("learning_rate", 0.0, "learning_rate"),
+        ("learning_rate", float("inf"), "learning_rate must be a finite number"),
+        ("weight_decay", float("nan"), "weight_decay must be a finite number"),
         # annealing would stop before the first epoch: a run that trains nothing
         ("min_learning_rate", 1.0, "below min_learning_rate 1"),
     ],
@@ -671,3 +674,84 @@ def test_the_optimizer_is_fused_where_torch_has_a_fused_kernel(tmp_path: Path, v
         assert _fused(cls, params) == {"fused": True}
         cls(params, lr=0.1, **_fused(cls, params)).step()  # accepted on this device
     assert _fused(torch.optim.Adagrad, params) == {}  # its fused kernel is CPU-only
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "message"),
+    [
+        ({"scheduler": "anneal"}, {"scheduler": "linear"}, "trained with scheduler anneal, not linear"),
+        ({"scheduler": "linear"}, {"scheduler": "one_cycle"}, "trained with scheduler linear, not one_cycle"),
+        # a per-batch schedule planned for 2 epochs would train the third at rate 0 (or crash)
+        (
+            {"scheduler": "linear", "max_epochs": 2},
+            {"scheduler": "linear"},
+            "planned for max_epochs=2, not 3",
+        ),
+        ({"scheduler": "one_cycle", "max_epochs": 2}, {"scheduler": "one_cycle"}, "planned for max_epochs=2"),
+    ],
+)
+def test_resuming_with_another_schedule_is_a_clear_error(
+    tmp_path: Path, vectors: Path, first: dict[str, Any], then: dict[str, Any], message: str
+) -> None:
+    corpus = make_corpus()
+    ModelTrainer(make_tagger(corpus, vectors), corpus).train(
+        tmp_path, checkpoint=True, **{"max_epochs": 1, **FAST, **first}
+    )
+    resumed = ModelTrainer.load_checkpoint(tmp_path / "checkpoint", corpus)
+    with pytest.raises(CheckpointError, match=message):
+        resumed.train(tmp_path, max_epochs=3, **{**FAST, **then})
+
+
+def test_resuming_on_another_corpus_of_the_same_size_is_a_clear_error(tmp_path: Path, vectors: Path) -> None:
+    corpus = make_corpus()
+    ModelTrainer(make_tagger(corpus, vectors), corpus).train(tmp_path, max_epochs=1, checkpoint=True, **FAST)
+    relabelled = make_corpus()  # the same sentences, one entity relabelled
+    sentence = next(s for s in relabelled.train if s.spans.get("ner"))
+    first = sentence.spans["ner"][0]
+    sentence.spans["ner"][0] = Span(sentence, first.start, first.end, Label("ORG"))
+    resumed = ModelTrainer.load_checkpoint(tmp_path / "checkpoint", relabelled)
+    with pytest.raises(CheckpointError, match="other sentences or labels"):
+        resumed.train(tmp_path, max_epochs=2, **FAST)
+    # the same corpus read again resumes
+    again = ModelTrainer.load_checkpoint(tmp_path / "checkpoint", make_corpus())
+    assert again.train(tmp_path, max_epochs=2, **FAST)["epochs_done"] == 2
+
+
+def test_a_dev_split_without_gold_labels_does_not_select_or_anneal(tmp_path: Path, vectors: Path) -> None:
+    corpus = make_corpus()
+    for sentence in corpus.dev:
+        sentence.spans.pop("ner", None)  # F1 would be 0 whatever the model predicts
+    result = ModelTrainer(make_tagger(corpus, vectors), corpus).train(
+        tmp_path, max_epochs=4, patience=0, **FAST
+    )
+    assert "the dev split has no gold ner labels" in (tmp_path / "training.log").read_text()
+    header = loss_rows(tmp_path / "loss.tsv")[0]
+    assert not [column for column in header if column.startswith("DEV_")], header
+    # selected on the falling training loss, not stuck at epoch 1 by a constant dev score of 0
+    assert result["epochs_done"] == 4
+    assert result["train_loss_history"][-1] < result["train_loss_history"][0]
+
+
+def test_a_diverging_run_stops_with_a_clear_error(tmp_path: Path, vectors: Path) -> None:
+    corpus = make_corpus()
+    with pytest.raises(
+        TrainingDiverged, match=r"training diverged in epoch 1: .* lower learning_rate than 1e\+30"
+    ):
+        ModelTrainer(make_tagger(corpus, vectors), corpus).train(
+            tmp_path, max_epochs=3, **{**FAST, "learning_rate": 1e300, "max_grad_norm": None}
+        )
+    assert "training diverged in epoch 1" in (tmp_path / "training.log").read_text()
+
+
+def test_gpu_storage_mode_without_cuda_says_it_keeps_embeddings_on_the_cpu(
+    tmp_path: Path, vectors: Path
+) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device takes the gpu storage mode as asked")
+    corpus = make_corpus()
+    ModelTrainer(make_tagger(corpus, vectors), corpus).train(
+        tmp_path, max_epochs=1, embeddings_storage_mode="gpu", **FAST
+    )
+    log = (tmp_path / "training.log").read_text()
+    assert "embeddings_storage_mode gpu needs a CUDA device; this run on cpu keeps them on the cpu" in log
+    assert "storage mode cpu" in log

@@ -253,9 +253,21 @@ def test_checks_against_the_corpora(api: ApiSession) -> None:
         },
     )
     assert _fields(r) == ["body.embeddings.0.model"]
+
+    # A classifier of one class learns nothing: said at submission, not after a run.
+    one_class = api.corpus(owner, train="__label__pos I love it\n__label__pos great fun\n", format="fasttext")
+    classifier = {"task": "text_classification", "corpus": {"ids": [one_class]}, "label_type": "class"}
+    r = _submit(api, owner, classifier)
+    assert _fields(r) == ["body.label_type"]
+    assert "'class' has one class only in the training data ('pos')" in r.json()["detail"]
     assert api.enqueued == []
     with session_scope() as session:
         assert session.query(Job).count() == 0
+    # ...unless it learns yes/no for that class, or another corpus adds a class
+    r = _submit(api, owner, {**classifier, "model": {"multi_label": True}})
+    assert r.status_code == 202, r.text
+    r = _submit(api, owner, {**classifier, "corpus": {"ids": [one_class, classes]}})
+    assert r.status_code == 202, r.text
 
 
 def test_list_filter_and_get(api: ApiSession) -> None:
