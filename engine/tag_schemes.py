@@ -26,11 +26,15 @@ when its tag is ``B-``/``S-``, or it is ``I-``/``E-`` and the previous token is 
 
 A tag that is neither ``O`` nor prefixed (``B-``, ``I-``, ``E-``, ``S-``) is read as ``I-TAG``
 by the prefixed schemes, which is exactly how the ``plain`` scheme reads every tag.
+
+Stray values. A column of prefixed tags with a few other values (``o``, ``0``, ``B-`` without a
+type, a typo) is a tag column with errors, not a column of token labels:
+:func:`looks_like_span_tags` tells the two apart by how many such values there are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 IOB1 = "IOB1"
 BIO = "BIO"
@@ -179,6 +183,34 @@ def detect_scheme(tags: Iterable[str]) -> str | None:
     if "I" in prefixes:
         return IOB1
     return BIO
+
+
+# How many values of a tag column may be neither O nor prefixed before it reads as token labels:
+# a handful of typos in a small file, or a sliver of a large one.
+STRAY_TAGS_MAX = 3
+STRAY_TAGS_SHARE = 0.05
+
+
+def looks_like_span_tags(counts: Mapping[str, int]) -> bool:
+    """Whether values with these counts are span tags with a few strays, rather than token labels.
+
+    ``counts``: value -> occurrences in the column. A column holding only prefixed tags (or only
+    unprefixed values) is decided by :func:`detect_scheme`; this answers for the mixed ones. They
+    look like span tags when the unprefixed values other than ``O`` are fewer than the
+    ``B-``/``I-``/``E-``/``S-`` tags and are at most :data:`STRAY_TAGS_MAX` occurrences or at
+    most :data:`STRAY_TAGS_SHARE` of all values. POS tags of which a few happen to look prefixed
+    (``B-52``) are mostly unprefixed, and so are token labels.
+    """
+    typed = stray = total = 0
+    for tag, n in counts.items():
+        total += n
+        if tag == "O":
+            continue
+        if is_prefixed_tag(tag):
+            typed += n
+        else:
+            stray += n
+    return 0 < stray < typed and (stray <= STRAY_TAGS_MAX or stray <= STRAY_TAGS_SHARE * total)
 
 
 def detect_scheme_from_sequences(sequences: Iterable[Sequence[str]]) -> str | None:

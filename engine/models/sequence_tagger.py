@@ -360,6 +360,13 @@ class SequenceTagger(Model):
     def _write_predictions(
         self, path: Path, sentences: list[Sentence], gold_type: str, predicted_type: str
     ) -> None:
+        """test.tsv: a line ``token gold predicted`` per token, a blank line after each sentence.
+
+        Span labels are written as tags of ``tag_format``. The three fields are separated by single
+        spaces, so a space inside a token (tab-separated files and CoNLL-U forms allow them, e.g.
+        ``New York``) or inside a token label is written as U+00A0 (no-break space): every line
+        splits at spaces into exactly three fields.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8") as handle:
             for sentence in sentences:
@@ -370,7 +377,8 @@ class SequenceTagger(Model):
                     gold = [t.get_tag(gold_type) for t in sentence.tokens]
                     predicted = [t.get_tag(predicted_type) for t in sentence.tokens]
                 for token, g, p in zip(sentence.tokens, gold, predicted, strict=True):
-                    handle.write(f"{token.text} {g} {p}\n")
+                    fields = (token.text, g, p)
+                    handle.write(" ".join(f.replace(" ", "\u00a0") for f in fields) + "\n")
                 handle.write("\n")
 
     def _span_tags(self, sentence: Sentence, label_type: str) -> list[str]:

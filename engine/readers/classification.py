@@ -245,6 +245,8 @@ def _read_delimited(
     width = 0
     text_index = label_index = 0
     end_line = 0
+    # The csv module reads an unterminated quote to the end of the file without complaint.
+    last_line = text.count("\n") + (not text.endswith("\n"))
     rows = iter(reader)
     while True:
         try:
@@ -256,6 +258,15 @@ def _read_delimited(
         start_line, end_line = end_line + 1, reader.line_num
         if not row:
             continue
+        # Only a quoted field holds a line break, and a row must take lines start..end; so a quote
+        # that swallowed the rest of the file opened on the row's first line.
+        spans_lines = end_line > start_line
+        if spans_lines and end_line == last_line and _open_quote(text, start_line, last_line):
+            raise CorpusFormatError(
+                path,
+                start_line,
+                f"unterminated quote starting at line {start_line} (it runs to the end of the file)",
+            )
         if width == 0:
             if has_header:
                 header = [h.strip() for h in row]
@@ -276,10 +287,26 @@ def _read_delimited(
             if not any(cell.strip() for cell in row):
                 builder.skipped += 1
                 continue
-            raise CorpusFormatError(
-                path, start_line, f"wrong number of columns (expected {width}, got {len(row)})"
-            )
+            reason = f"wrong number of columns (expected {width}, got {len(row)})"
+            if spans_lines:
+                reason += (
+                    f" in a row from line {start_line} to line {end_line}: a quoted field holds line breaks "
+                    f"(an unterminated quote starting at line {start_line}?)"
+                )
+            raise CorpusFormatError(path, start_line, reason)
         builder.add(start_line, row[text_index], _split_labels(row[label_index], multi_label_separator))
+
+
+def _open_quote(text: str, start_line: int, last_line: int) -> bool:
+    """Whether the quotes from line ``start_line`` to the last line of ``text`` leave a field open.
+
+    An escaped quote is two quotes, so a closed quoted field holds an even number of them.
+    """
+    # Found from the end: the row is a few lines, the file may be millions.
+    start = len(text)
+    for _ in range(last_line - start_line + text.endswith("\n") + 1):
+        start = text.rfind("\n", 0, start)
+    return text.count('"', start + 1) % 2 == 1
 
 
 def _read_jsonl(

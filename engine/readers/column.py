@@ -4,6 +4,8 @@ Layout rules, all per file:
 
 - Separator: tab when the first token line holds a tab, otherwise runs of spaces.
 - Every token line has the same number of columns as the first token line.
+- Label values lose surrounding whitespace, Unicode whitespace included (a trailing no-break
+  space would otherwise make ``ORG\u00a0`` a label of its own); token texts keep theirs.
 - ``column_map`` names columns by index, e.g. ``{0: "text", 1: "pos", 3: "ner"}``; negative
   indices count from the last column (the default is ``{0: "text", -1: "ner"}``). Exactly one
   column is ``"text"``; unmapped columns are ignored.
@@ -22,13 +24,16 @@ Layout rules, all per file:
   :mod:`engine.tag_schemes`; IOB1 is told from BIO by where spans start). ``span_columns`` turns
   detection off: a list of names, or a map name -> scheme (``"BIO"``, ``"IOB1"``, ``"BIOES"``,
   ``"plain"``; None detects). Every other mapped column becomes token labels ``token.labels[name]``.
+  A detected column of tags with a few values that are not tags (``o``, ``0``, ``B-`` without a
+  type; see :func:`engine.tag_schemes.looks_like_span_tags`) is an error at the first such value,
+  not a column of token labels; ``span_columns`` without the column reads it as token labels.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import NoReturn
 
 from engine.data import Corpus, Label, Sentence, Span, Token
 from engine.readers.errors import CorpusFormatError, ReaderOptionError
@@ -38,11 +43,15 @@ from engine.tag_schemes import (
     detect_scheme,
     detect_scheme_from_sequences,
     is_prefixed_tag,
+    looks_like_span_tags,
     normalize_scheme,
     tags_to_spans,
 )
 
 DEFAULT_COLUMN_MAP: dict[int, str] = {0: "text", -1: "ner"}
+# The ASCII whitespace a space-separated field can start or end with (str.strip's, less the space
+# and the line breaks): without these and non-ASCII text, label values need no stripping.
+_ASCII_FIELD_SPACE = "\t\x0b\x0c\x1c\x1d\x1e\x1f"
 SpanColumns = Mapping[str, str | None] | Iterable[str] | None
 
 
@@ -127,6 +136,7 @@ def _parse(
     """Split the file into sentences of raw rows; returns them, the resolved map and the width."""
     sentences: list[_RawSentence] = []
     sep: str | None = None
+    sep_line = 0
     width = 0
     min_width = _min_columns(column_map)
     resolved: dict[int, str] = {}
@@ -155,6 +165,7 @@ def _parse(
             continue
         if sep is None:
             sep = "\t" if "\t" in line else " "
+            sep_line = lineno
         if sep == "\t":
             fields = line.split("\t")
         else:
@@ -172,6 +183,20 @@ def _parse(
                     # silently replace the other.
                     raise CorpusFormatError(path, lineno, _colliding(column_map, width))
             if len(fields) != width:
+                if sep == "\t" and "\t" not in line and " " in line:
+                    raise CorpusFormatError(
+                        path,
+                        lineno,
+                        "the file's columns are separated by tabs (detected from its first token "
+                        f"line, line {sep_line}), and this line has none (expected {width} columns)",
+                    )
+                if sep == " " and "\t" in line:
+                    raise CorpusFormatError(
+                        path,
+                        lineno,
+                        "the file's columns are separated by spaces (detected from its first token "
+                        f"line, line {sep_line}), and this line has tabs (expected {width} columns)",
+                    )
                 if len(fields) == 1:
                     raise CorpusFormatError(
                         path, lineno, f"token {fields[0]!r} without a tag (expected {width} columns, got 1)"
@@ -192,7 +217,28 @@ def _parse(
         current.lines.append(lineno)
     if not sentences:
         raise CorpusFormatError(path, 1, "empty file: no token lines")
+    if sep == "\t" or not text.isascii() or any(c in text for c in _ASCII_FIELD_SPACE):
+        _strip_labels(path, sentences, [i for i, name in resolved.items() if name != "text"])
     return sentences, resolved, width
+
+
+def _strip_labels(path: str | Path, sentences: list[_RawSentence], columns: list[int]) -> None:
+    # Unicode whitespace too: a trailing no-break space would make "ORG\xa0" a label of its own.
+    # A pass of its own, over the few distinct values first, rather than a step of the line loop.
+    for column in columns:
+        values = {fields[column] for sentence in sentences for fields in sentence.rows}
+        padded = {value for value in values if value.strip() != value}
+        if not padded:
+            continue
+        for sentence in sentences:
+            for fields, lineno in zip(sentence.rows, sentence.lines, strict=True):
+                if fields[column] in padded:
+                    value = fields[column].strip()
+                    if not value:
+                        raise CorpusFormatError(
+                            path, lineno, f"token {fields[0]!r} without a tag in column {column}"
+                        )
+                    fields[column] = value
 
 
 def _colliding(column_map: dict[int, str], width: int) -> str:
@@ -224,29 +270,40 @@ def _decide_span_columns(
         forced = wanted.get(name) if wanted is not None else None
         scheme = forced or detect_scheme(values)
         if wanted is None:
+            if scheme is None and looks_like_span_tags(Counter(row[column] for s in raw for row in s.rows)):
+                # A typo among tags: read as token labels, the column would silently lose its spans.
+                lineno, tag = _first_unprefixed(raw, column)
+                raise CorpusFormatError(
+                    path,
+                    lineno,
+                    f"column {name!r} looks like BIO/BIOES tags, but {tag!r} is not one "
+                    "(expected O or B-/I-/E-/S- tags with a type); correct it, or pass span_columns "
+                    f"without {name!r} (e.g. []) to read the column as token labels",
+                )
             if scheme is None or scheme == PLAIN:
                 continue
         elif scheme is None or (
             forced is not None and forced != PLAIN and not all(map(is_prefixed_tag, values))
         ):
             # Named as a span column but holding tags of no scheme: point at the first bad tag.
-            _raise_first_unprefixed(path, raw, column, name)
+            lineno, tag = _first_unprefixed(raw, column)
+            raise CorpusFormatError(
+                path,
+                lineno,
+                f"invalid tag {tag!r} in span column {name!r} (expected O or B-/I-/E-/S- tags with a type)",
+            )
         if scheme in ("BIO", "IOB1") and forced is None:
             scheme = detect_scheme_from_sequences([row[column] for row in s.rows] for s in raw)
         result[column] = scheme or PLAIN
     return result
 
 
-def _raise_first_unprefixed(path: str | Path, raw: list[_RawSentence], column: int, name: str) -> NoReturn:
+def _first_unprefixed(raw: list[_RawSentence], column: int) -> tuple[int, str]:
+    """The line and value of the column's first value that is neither O nor a prefixed tag."""
     for sentence in raw:
         for row, lineno in zip(sentence.rows, sentence.lines, strict=True):
             if not is_prefixed_tag(row[column]):
-                raise CorpusFormatError(
-                    path,
-                    lineno,
-                    f"invalid tag {row[column]!r} in span column {name!r} "
-                    "(expected O or B-/I-/E-/S- tags with a type)",
-                )
+                return lineno, row[column]
     raise AssertionError("called only for a column with an unprefixed tag")
 
 

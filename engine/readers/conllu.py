@@ -13,6 +13,8 @@
   ``document_id`` (or ``<file>#<n>`` without an id) and are linked as neighbours. Other comments
   are ignored. ``SpaceAfter=No`` in MISC sets ``token.whitespace_after`` to False.
 - A sentence with no syntactic words (only comments or empty nodes) is skipped and counted.
+- Label values other than the lemma lose surrounding whitespace, Unicode whitespace included;
+  forms and lemmas keep theirs.
 """
 
 from __future__ import annotations
@@ -133,7 +135,12 @@ def _read_conllu(path: str | Path, columns: list[tuple[int, str]]) -> tuple[list
             continue
         row = line.split("\t")
         if len(row) != 10:
-            raise CorpusFormatError(path, lineno, f"wrong number of columns (expected 10, got {len(row)})")
+            reason = f"wrong number of columns (expected 10, got {len(row)})"
+            if len(line.split()) == 10:
+                reason += (
+                    "; CoNLL-U columns are separated by tabs, and this line has 10 only when split at spaces"
+                )
+            raise CorpusFormatError(path, lineno, reason)
         word_id = row[0]
         tokens = state.tokens
         if not _is_number(word_id):
@@ -173,6 +180,10 @@ def _read_conllu(path: str | Path, columns: list[tuple[int, str]]) -> tuple[list
         labels = token.labels
         for column, name in columns:
             value = row[column]
+            if column != lemma_column:
+                # Unicode whitespace too: a trailing no-break space would make "NOUN\xa0" a new
+                # label. A lemma is a word form like the token's, whose spaces are its own.
+                value = value.strip()
             if value != "_" or (column == lemma_column and form == "_"):
                 labels[name] = Label(value)
         tokens.append(token)

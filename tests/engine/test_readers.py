@@ -568,3 +568,158 @@ def test_split_files_found_by_name(tmp_path: Path) -> None:
     write(tmp_path / "only" / "dev.txt", "EU B-ORG\n")
     with pytest.raises(FileNotFoundError, match="no training file"):
         find_split_files(tmp_path / "only")
+
+
+# tag columns with stray values, stray whitespace, and separators that changed mid-file ----------
+
+
+@pytest.mark.parametrize("stray", ["o", "0", "B-", "BPER", "I_PER"])
+def test_error_stray_value_in_a_detected_span_column(tmp_path: Path, stray: str) -> None:
+    # One stray value used to turn the whole column into token labels without a word.
+    path = write(
+        tmp_path / "train.txt",
+        f"EU B-ORG\nrejects O\nGerman B-MISC\ncall {stray}\n\nPeter B-PER\nBlackburn I-PER\n",
+    )
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_corpus_files("column", {"train": path})
+    assert_error(excinfo, path, 4, f"column 'ner' looks like BIO/BIOES tags, but {stray!r} is not one")
+    assert "span_columns" in excinfo.value.reason
+    # The way out the message names: read the column as token labels.
+    corpus = read_corpus_files("column", {"train": path}, {"span_columns": []}, sample_missing_splits=False)
+    assert corpus.statistics()["label_types"] == {"ner": "token"}
+    assert corpus.train[0][3].get_tag("ner") == stray
+
+
+def test_error_stray_value_in_a_bioes_column_names_its_first_line(tmp_path: Path) -> None:
+    lines = ["w\tS-PER" if i % 3 else "w\tO" for i in range(200)]
+    lines[150] = "w\tPER"
+    lines[170] = "w\tS-"
+    path = write(tmp_path / "train.tsv", "\n".join(lines) + "\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_column_file(path, {0: "text", 1: "ner"})
+    assert_error(excinfo, path, 151, "looks like BIO/BIOES tags, but 'PER' is not one")
+
+
+def test_token_label_columns_with_a_few_prefixed_values_stay_token_labels(tmp_path: Path) -> None:
+    # A POS column where one tag happens to look like B-X; the NER column is still spans.
+    rows = [
+        ("Peter", "NNP", "B-PER"),
+        ("bought", "VBD", "O"),
+        ("a", "DT", "O"),
+        ("B-52", "B-52", "B-MISC"),
+        ("model", "NN", "O"),
+        ("in", "IN", "O"),
+        ("Paris", "NNP", "B-LOC"),
+    ]
+    path = write(tmp_path / "train.txt", "".join(" ".join(r) + "\n" for r in rows))
+    corpus = read_corpus_files(
+        "column", {"train": path}, {"column_map": {"0": "text", "1": "pos", "2": "ner"}}
+    )
+    assert corpus.statistics()["label_types"] == {"pos": "token", "ner": "span"}
+    sentence = (corpus.train + corpus.dev)[0]
+    assert sentence[3].get_tag("pos") == "B-52"
+    assert spans(sentence) == [("Peter", "PER"), ("B-52", "MISC"), ("Paris", "LOC")]
+
+
+def test_conllu_upos_with_a_prefixed_looking_tag_stays_token_labels(tmp_path: Path) -> None:
+    row = "{}\t{}\t_\t{}\t_\t_\t0\troot\t_\t_"
+    text = "\n".join(row.format(i + 1, w, t) for i, (w, t) in enumerate([("a", "DET"), ("b", "B-X")]))
+    corpus = read_corpus_files(
+        "conllu", {"train": write(tmp_path / "t.conllu", text + "\n")}, {"fields": ["upos"]}
+    )
+    assert corpus.statistics()["label_types"] == {"upos": "token"}
+
+
+def test_unicode_whitespace_around_tags_is_not_part_of_the_tag(tmp_path: Path) -> None:
+    # A trailing no-break space made 'ORG\xa0' a second type next to 'ORG'.
+    path = write(tmp_path / "train.txt", "EU B-ORG\u00a0\nrejects O\u2009\n\nUN B-ORG\nNew\u00a0York B-LOC\n")
+    corpus = read_corpus_files("column", {"train": path}, sample_missing_splits=False)
+    assert corpus.make_label_dictionary("ner").get_items() == ["ORG", "LOC"]
+    assert spans(corpus.train[0]) == [("EU", "ORG")]
+    # Tokens keep theirs: a token made of words joined by a no-break space is legitimate.
+    assert corpus.train[1][1].text == "New\u00a0York"
+    # Token-label columns, in a tab-separated file where spaces can surround a value too.
+    tsv = write(tmp_path / "train.tsv", "EU\tNNP\u00a0\tB-ORG\nrejects\t VBZ \tO\u3000\n")
+    sentences, _ = read_column_file(tsv, {0: "text", 1: "pos", 2: "ner"})
+    assert [t.get_tag("pos") for t in sentences[0]] == ["NNP", "VBZ"]
+    assert spans(sentences[0]) == [("EU", "ORG")]
+    # A tag of nothing but whitespace is a missing tag.
+    empty = write(tmp_path / "dev.tsv", "EU\tB-ORG\nrejects\t\u00a0\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_column_file(empty)
+    assert_error(excinfo, empty, 2, "token 'rejects' without a tag in column 1")
+
+
+def test_conllu_label_values_lose_surrounding_whitespace_but_forms_keep_it(tmp_path: Path) -> None:
+    row = "1\tNew\u00a0York\tNew\u00a0York\tPROPN\u00a0\tNNP \t_\t0\troot\t_\t_\n"
+    sentences, _ = read_conllu_file(write(tmp_path / "t.conllu", row), fields=["upos", "xpos", "lemma"])
+    token = sentences[0][0]
+    assert token.text == "New\u00a0York" and token.get_tag("lemma") == "New\u00a0York"
+    assert (token.get_tag("upos"), token.get_tag("xpos")) == ("PROPN", "NNP")
+
+
+def test_error_tab_separated_file_with_a_space_separated_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.tsv", "EU\tB-ORG\nrejects O\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_column_file(path)
+    assert_error(
+        excinfo, path, 2, "columns are separated by tabs (detected from its first token line, line 1)"
+    )
+    assert "this line has none" in excinfo.value.reason
+
+
+def test_error_space_separated_file_with_a_tab_separated_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.txt", "# a comment\nEU NNP B-ORG\nrejects\tVBZ\tO\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_column_file(path)
+    assert_error(
+        excinfo, path, 3, "columns are separated by spaces (detected from its first token line, line 2)"
+    )
+    assert "this line has tabs" in excinfo.value.reason
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        # The quote swallows the rest of the file into one field.
+        ("train.csv", 'text,label\nhi,pos\n"oops,neg\nmore,pos\nlast,neg\n', 3),
+        # ... or into the last column, so the row even has the right number of columns.
+        ("train.csv", 'text,label\nhi,"pos\nmore,neg\nlast,neg', 2),
+        ("train.tsv", 'text\tlabel\nhi\tpos\nthe "best\tpos\n"oops\tneg\nmore\tpos\n', 4),
+    ],
+)
+def test_error_table_with_an_unterminated_quote(tmp_path: Path, name: str, text: str, line: int) -> None:
+    path = write(tmp_path / name, text)
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_table_file(path)
+    assert_error(excinfo, path, line, f"unterminated quote starting at line {line}")
+
+
+def test_error_conllu_separated_by_spaces(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.conllu", "# text = a b\n1 a a X _ _ 0 root _ _\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_conllu_file(path)
+    assert_error(excinfo, path, 2, "wrong number of columns (expected 10, got 1)")
+    assert "CoNLL-U columns are separated by tabs" in excinfo.value.reason
+    # A line that is short whichever way it is split gets no such hint.
+    short = write(tmp_path / "dev.conllu", "1\ta\ta\tX\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_conllu_file(short)
+    assert "separated by tabs" not in excinfo.value.reason
+
+
+def test_quoted_line_breaks_in_the_last_row_are_no_unterminated_quote(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.csv", 'text,label\nhi,pos\n"two\nlines, ""quoted""",neg\n')
+    sentences, _ = read_table_file(path)
+    assert sentences[1].text == 'two\nlines, "quoted"'
+
+
+def test_error_wrong_column_count_after_quoted_line_breaks_names_the_quote(tmp_path: Path) -> None:
+    # A stray quote closes the unterminated one further down: the row has too few columns.
+    path = write(tmp_path / "train.csv", 'text,label\nhi,pos\n"oops\nmore,pos\nla"st\nok,pos\n')
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_table_file(path)
+    assert_error(
+        excinfo, path, 3, "wrong number of columns (expected 2, got 1) in a row from line 3 to line 5"
+    )
+    assert "unterminated quote starting at line 3?" in excinfo.value.reason

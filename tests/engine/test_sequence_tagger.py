@@ -425,3 +425,16 @@ def test_bfloat16_predict_tags_as_float32_does() -> None:
             assert isinstance(span.label.score, float) and 0.0 < span.label.score <= 1.0
     with pytest.raises(ValueError, match="precision"):
         tagger.predict(sentences, precision="float16")
+
+
+def test_test_tsv_writes_spaces_inside_a_token_as_no_break_spaces(tmp_path: Path) -> None:
+    # A token with a space (a tab-separated file, a CoNLL-U form) would make four fields of three.
+    sentence = Sentence(["New York", "is", "big"])
+    sentence.add_span(0, 1, "ner", "LOC")
+    tagger = make_tagger([sentence], "ner")
+    out = tmp_path / "test.tsv"
+    tagger.evaluate([sentence], "ner", out_path=out)
+    lines = [line for line in out.read_text(encoding="utf-8").split("\n") if line]
+    assert [len(line.split(" ")) for line in lines] == [3, 3, 3]
+    assert lines[0].split(" ")[:2] == ["New\u00a0York", "S-LOC"]
+    assert sentence[0].text == "New York"  # only the file spells it differently

@@ -14,6 +14,7 @@ from engine.tag_schemes import (
     convert,
     detect_scheme,
     detect_scheme_from_sequences,
+    looks_like_span_tags,
     normalize_scheme,
     spans_to_tags,
     tags_to_spans,
@@ -141,3 +142,22 @@ def test_detect_iob1_from_sequences() -> None:
     assert detect_scheme_from_sequences(iob1) == IOB1
     assert detect_scheme_from_sequences(bio) == BIO
     assert detect_scheme_from_sequences([["S-PER", "O"]]) == BIOES
+
+
+def test_a_tag_column_with_a_few_stray_values_still_looks_like_span_tags() -> None:
+    # One typo among BIO tags: the column is meant as spans, the typo is an error to report.
+    assert looks_like_span_tags({"B-ORG": 1, "O": 1, "B-MISC": 1, "o": 1, "B-PER": 1, "I-PER": 1})
+    assert looks_like_span_tags({"O": 900, "B-PER": 60, "I-PER": 20, "B-": 1, "0": 2, "LOC": 1})
+    # Many strays, but under 5% of the values.
+    assert looks_like_span_tags({"O": 800, "B-PER": 100, "E-PER": 60, "PER": 40})
+
+
+def test_token_labels_with_a_few_prefixed_values_do_not_look_like_span_tags() -> None:
+    # POS tags, a few of which happen to look prefixed.
+    assert not looks_like_span_tags({"NN": 400, "VB": 300, "DT": 250, "B-52": 2, "S-X": 1})
+    # A tiny file: three POS tags and one prefixed value is no majority of tags.
+    assert not looks_like_span_tags({"NNP": 1, "VBZ": 1, "JJ": 1, "B-X": 1})
+    # Only O and unprefixed values is the plain scheme, not tags with strays.
+    assert not looks_like_span_tags({"O": 10, "PER": 1})
+    assert not looks_like_span_tags({"O": 10, "B-PER": 2, "o": 3})
+    assert not looks_like_span_tags({})
