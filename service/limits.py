@@ -12,7 +12,10 @@ from service.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 from service.settings import Settings, get_settings
 
 
-class _TooLarge(Exception):
+class _TooLarge(BaseException):
+    # Not an Exception: FastAPI's form parsing turns any Exception raised while it reads the body
+    # into a 400 "error parsing the body", and a chunked upload (no Content-Length) is only found
+    # too large while it is read.
     pass
 
 

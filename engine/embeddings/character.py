@@ -1,6 +1,7 @@
 """Character-level token embeddings: a BiLSTM over each token's characters (Lample et al. 2016).
 
-A token's vector is the final forward state concatenated with the final backward state. A batch
+A token's vector is the final forward state concatenated with the final backward state (a very
+long token is read as its first and last ``EDGE_CHARS`` characters). A batch
 runs the LSTM once over the distinct token strings of all its sentences (packed sequences), then
 scatters the vectors back to the token positions.
 
@@ -24,6 +25,11 @@ from engine.data import Dictionary, Sentence
 from engine.embeddings.base import EmbeddingConfigError, TokenEmbeddings, register_embedding
 
 PAD = 0  # character index 0 pads; dictionary index i maps to i + 1 (so <unk> is 1)
+# A token longer than twice this is read as its first and last EDGE_CHARS characters. The LSTM
+# steps through every character, one after the other, and pads every token of the batch to the
+# longest: a single 1,000,000-character token (a pasted blob) held a training batch for minutes
+# and took 16 GB. No word is that long, and prefix and suffix are what the final states carry.
+EDGE_CHARS = 64
 
 
 def default_characters() -> list[str]:
@@ -82,6 +88,8 @@ class CharacterEmbeddings(TokenEmbeddings):
 
     def _char_ids(self, text: str) -> list[int]:
         item2idx = self.char_dictionary.item2idx
+        if len(text) > 2 * EDGE_CHARS:
+            text = text[:EDGE_CHARS] + text[-EDGE_CHARS:]
         # .get(c, 0) + 1: unknown characters land on <unk> (dictionary index 0)
         return [item2idx.get(c, 0) + 1 for c in text] or [1]
 

@@ -39,7 +39,9 @@ def gold_sentences(
         row = owned_or_404(session, Corpus, request.corpus_id, owner_id, "corpus")
         task, format, options, files = row.task, row.format, dict(row.options or {}), dict(row.files)
         label_types = dict(row.label_types or {})
-        splits = sorted((row.statistics or {}).keys() & {"train", "dev", "test"})
+        statistics = dict(row.statistics or {})
+        # the statistics name every split; one that was neither uploaded nor sampled has no sentences
+        splits = sorted(s for s in ("train", "dev", "test") if (statistics.get(s) or {}).get("sentences"))
     if task != info.task:
         raise _refuse(
             "corpus_id",

@@ -37,6 +37,29 @@ from service.storage import discard, get_storage
 TAGGER_KINDS = ("token", "span")
 
 
+def _label_count_errors(spec: TrainingSpec, label_type: str, corpora: list[Corpus]) -> list[FieldError]:
+    """A model needs labels to learn from, and a classifier two classes (the run would learn
+    nothing, or fail at its start): said at submission, not after a queue wait."""
+    counted = [c.statistics.get("train", {}).get("labels") for c in corpora]
+    if any(labels is None for labels in counted):
+        return []  # statistics without label counts: the run finds out
+    classes = {name for labels in counted for name in labels.get(label_type, {})}
+    if not classes:
+        names = ", ".join(f"{c.id} ({c.name})" for c in corpora)
+        return [
+            FieldError(["body", "label_type"], f"the train split of {names} has no {label_type!r} labels")
+        ]
+    if spec.task == "text_classification" and len(classes) == 1 and spec.model.multi_label is not True:
+        return [
+            FieldError(
+                ["body", "label_type"],
+                f"{label_type!r} has one class only in the training data ({classes.pop()!r}): a classifier "
+                'needs at least two, or "model": {"multi_label": true} to learn yes/no for that one',
+            )
+        ]
+    return []
+
+
 def _check_against_corpora(session: Any, owner_id: str, spec: TrainingSpec) -> TrainingSpec:
     """The checks that need the database; returns the spec with ``label_type`` and ``name`` resolved."""
     errors: list[FieldError] = []
@@ -94,20 +117,8 @@ def _check_against_corpora(session: Any, owner_id: str, spec: TrainingSpec) -> T
             errors.append(
                 FieldError(["body", "corpus", "ids", i], f"{label_type!r} has another kind in this corpus")
             )
-    if spec.task == "text_classification" and not errors and spec.model.multi_label is not True:
-        classes = {
-            name
-            for c in corpora
-            for name in c.statistics.get("train", {}).get("labels", {}).get(label_type, {})
-        }
-        if len(classes) == 1:
-            errors.append(
-                FieldError(
-                    ["body", "label_type"],
-                    f"{label_type!r} has one class only in the training data ({classes.pop()!r}): a classifier "
-                    'needs at least two, or "model": {"multi_label": true} to learn yes/no for that one',
-                )
-            )
+    if not errors:
+        errors += _label_count_errors(spec, label_type, corpora)
 
     # Token embeddings nested in a classifier's document embedding are checked like top-level ones.
     for loc, emb in spec.token_embeddings():
@@ -277,20 +288,38 @@ def job_files(owner_id: str, job_id: str) -> list[tuple[str, int]]:
     raise Unavailable(f"the files of job {job_id} kept changing while being read; try again")
 
 
+def _missing_file_hint(name: str, status: str) -> str:
+    """Why a finished job lacks one of its files (it never will have it)."""
+    if name in ("weights.txt", "weights.png"):
+        return ': its spec did not set "write_weights": true' + (
+            ", or it had too few samples to draw" if name == "weights.png" else ""
+        )
+    if name == "test.tsv":
+        return (
+            ": its corpus has no test split"
+            if status == "completed"
+            else f": it ended {status} before testing"
+        )
+    return ""
+
+
 def job_file(owner_id: str, job_id: str, name: str) -> tuple[bytes, str]:
     """One file of the job's newest run-file snapshot and its media type."""
     if name not in RUN_FILES:
         raise NotFound(f"job {job_id} has no file {name!r} (a job's files: {', '.join(RUN_FILES)})")
     storage = get_storage()
     for _ in range(_SNAPSHOT_TRIES):
-        key = get_job(owner_id, job_id).files_key
+        job = get_job(owner_id, job_id)
+        key = job.files_key
         if key is None:
             raise NotFound(f"job {job_id} has written no files yet")
         try:
             return storage.get(f"{key}/{name}"), RUN_FILES[name]
         except FileNotFoundError:
-            if key == get_job(owner_id, job_id).files_key:
-                raise NotFound(f"job {job_id} has no {name} (yet)") from None
+            job = get_job(owner_id, job_id)
+            if key == job.files_key:
+                hint = _missing_file_hint(name, job.status) if job.status in FINISHED_STATUSES else " (yet)"
+                raise NotFound(f"job {job_id} has no {name}{hint}") from None
     raise Unavailable(f"the files of job {job_id} kept changing while being read; try again")
 
 

@@ -6,7 +6,7 @@ import torch
 
 from engine.data import Sentence
 from engine.embeddings import embeddings_from_config
-from engine.embeddings.character import CharacterEmbeddings
+from engine.embeddings.character import EDGE_CHARS, CharacterEmbeddings
 
 
 def test_shapes_padding_and_same_word_same_vector() -> None:
@@ -48,3 +48,17 @@ def test_config_round_trip() -> None:
     rebuilt.load_state_dict(emb.state_dict())
     sentences = [Sentence(["abü", "ba", "zz"])]
     assert torch.equal(rebuilt.embed(sentences), emb.embed(sentences))
+
+
+def test_a_very_long_token_is_read_as_its_first_and_last_characters() -> None:
+    torch.manual_seed(0)
+    emb = CharacterEmbeddings(char_embedding_dim=4, hidden_size_char=3)
+    edges = "a" * EDGE_CHARS + "z" * EDGE_CHARS
+    blob = "a" * EDGE_CHARS + "x" * 1_000_000 + "z" * EDGE_CHARS  # a pasted blob as one token
+    # the LSTM steps through 128 characters, not a million (minutes and gigabytes a batch)
+    assert len(emb._char_ids(blob)) == 2 * EDGE_CHARS
+    vectors = emb.embed([Sentence([blob, "Berlin"]), Sentence([edges])])
+    assert torch.equal(vectors[0, 0], vectors[1, 0])
+    # up to twice EDGE_CHARS every character counts
+    whole = "a" * EDGE_CHARS + "x" + "z" * (EDGE_CHARS - 1)
+    assert not torch.equal(emb.embed([Sentence([whole])])[0, 0], vectors[1, 0])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -263,6 +264,30 @@ def test_oversized_upload_is_413(api: ApiSession, monkeypatch: pytest.MonkeyPatc
     assert r.status_code == 413
     assert r.headers["content-type"].startswith("application/problem+json")
     assert "MB" in r.json()["detail"]
+    assert stored_files() == []
+    assert _corpus_rows() == 0
+
+    # Without a Content-Length (curl -H "Transfer-Encoding: chunked") the count while it streams
+    # decides: the same 413, not the multipart parser's 400 "error parsing the body".
+    boundary = "tagsmith-test-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="format"\r\n\r\ncolumn\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="train"; filename="train.txt"\r\n\r\n'
+    ).encode()
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        for _ in range(100):
+            yield CONLL_TRAIN.encode()
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    r = api.client.post(
+        "/corpora",
+        content=chunks(),
+        headers={**owner.headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert r.status_code == 413, r.text
+    assert "TAGSMITH_MAX_UPLOAD_MB" in r.json()["detail"]
     assert stored_files() == []
     assert _corpus_rows() == 0
 

@@ -73,7 +73,7 @@ def test_a_token_tagger_scores_against_a_gold_type_of_another_name(api: ApiSessi
     # The corpus's "ner" labels are spans: no token tagger can be scored on them.
     r = api.client.post(
         f"/models/{pos_tagger}/evaluate",
-        json={"corpus_id": corpus, "label_type": "ner"},
+        json={"corpus_id": corpus, "split": "dev", "label_type": "ner"},
         headers=owner.headers,
     )
     assert r.status_code == 422
@@ -110,6 +110,13 @@ def test_what_cannot_be_scored_is_named(api: ApiSession, tmp_path: Path) -> None
 
     r = evaluate(tagger, {"corpus_id": conll, "split": "validation"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.split"
+    # a split too small to sample from has no sentences: no 0.0 scores for nothing
+    one = api.corpus(
+        alice, train="Paris B-LOC\nis O\nnice O\n", options={"column_map": {"0": "text", "1": "ner"}}
+    )
+    r = evaluate(tagger, {"corpus_id": one, "split": "test"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.split"
+    assert r.json()["detail"] == f"corpus {one} has no test split; it has train"
     r = evaluate(tagger, {"corpus_id": conll, "mini_batch_size": 0, "extra": 1})
     assert r.status_code == 422
     assert {e["field"] for e in r.json()["errors"]} == {"body.mini_batch_size", "body.extra"}

@@ -263,6 +263,15 @@ def test_checks_against_the_corpora(api: ApiSession) -> None:
     assert api.enqueued == []
     with session_scope() as session:
         assert session.query(Job).count() == 0
+    # A tagger of a label type with no spans in train would fail at its start.
+    all_o = api.corpus(
+        owner, train="Paris O\nis O\n\nBerlin O\nrocks O\n", options={"column_map": {"0": "text", "1": "ner"}}
+    )
+    r = _submit(api, owner, {"corpus": {"ids": [all_o]}, "label_type": "ner"})
+    assert _fields(r) == ["body.label_type"]
+    assert (
+        f"the train split of {all_o} (" in r.json()["detail"] and "has no 'ner' labels" in r.json()["detail"]
+    )
     # ...unless it learns yes/no for that class, or another corpus adds a class
     r = _submit(api, owner, {**classifier, "model": {"multi_label": True}})
     assert r.status_code == 202, r.text

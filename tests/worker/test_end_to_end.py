@@ -144,6 +144,13 @@ def test_a_transformer_from_the_transformers_dir_trains_and_its_model_stands_alo
     job_id = stack.submit(spec)
     job = stack.wait_finished(job_id)
     assert job.status == "completed", (job.error, stack.worker_logs())
+    # a finished job says why a file will never come, rather than "(yet)"
+    weights = stack.client.get(f"/jobs/{job_id}/files/weights.txt", headers=stack.headers)
+    assert weights.status_code == 404
+    assert (
+        weights.json()["detail"]
+        == f'job {job_id} has no weights.txt: its spec did not set "write_weights": true'
+    )
 
     # The model carries the transformer's config and tokenizer: the folder is no longer needed.
     shutil.rmtree(folder)
