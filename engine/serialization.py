@@ -221,6 +221,30 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise ModelFileError(path, f"cannot read tensors ({error})") from None
 
 
+_TORCH_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def header_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The file's tensors as shapes and dtypes only (meta tensors, nothing read or allocated)."""
+    header = check_safetensors_header(path)
+    return {
+        name: torch.empty(entry["shape"], dtype=_TORCH_DTYPES[entry["dtype"]], device="meta")
+        for name, entry in header.items()
+        if name != "__metadata__"
+    }
+
+
 def check_state_dict(
     path: str | Path, expected: Mapping[str, torch.Tensor], loaded: Mapping[str, torch.Tensor]
 ) -> None:

@@ -35,6 +35,7 @@ from engine.serialization import (
     ModelFileError,
     atomic_directory,
     check_state_dict,
+    header_tensors,
     library_versions,
     load_tensors,
     read_json,
@@ -280,8 +281,12 @@ def _require(config: dict[str, Any], key: str, kind: type | tuple[type, ...], pa
     return value
 
 
-def load_model(directory: str | Path) -> Model:
-    """Rebuild the model saved in ``directory`` (dispatching on the config's ``model_class``)."""
+def load_model(directory: str | Path, untrusted: bool = False) -> Model:
+    """Rebuild the model saved in ``directory`` (dispatching on the config's ``model_class``).
+
+    ``untrusted`` (an uploaded folder): first build it on PyTorch's meta device, which allocates
+    nothing, and check it against the weights file's header. Its config could otherwise ask for
+    any size (a hidden size of 10**12), and building that model would take the memory first."""
     import importlib
 
     from engine.embeddings import embeddings_from_config
@@ -313,15 +318,26 @@ def load_model(directory: str | Path) -> Model:
     label_type = _require(config, "label_type", str, config_path)
     hyperparameters = _require(config, "hyperparameters", dict, config_path)
     embedding_config = _require(config, "embeddings", dict, config_path)
-    try:
-        label_dictionary = Dictionary.from_dict(_require(config, "label_dictionary", dict, config_path))
-        embeddings = embeddings_from_config(embedding_config, directory / RESOURCES_DIR)
-        model = model_class.from_parts(embeddings, label_dictionary, label_type, hyperparameters)
-    except ModelFileError:
-        raise
-    except (EmbeddingConfigError, ValueError, TypeError, KeyError, OSError) as error:
-        raise ModelFileError(config_path, f"cannot rebuild the model from its config: {error}") from error
     weights_path = directory / WEIGHTS_FILE
+
+    def build() -> Model:
+        try:
+            label_dictionary = Dictionary.from_dict(_require(config, "label_dictionary", dict, config_path))
+            embeddings = embeddings_from_config(embedding_config, directory / RESOURCES_DIR)
+            return model_class.from_parts(embeddings, label_dictionary, label_type, hyperparameters)
+        except ModelFileError:
+            raise
+        except (EmbeddingConfigError, ValueError, TypeError, KeyError, OSError) as error:
+            raise ModelFileError(config_path, f"cannot rebuild the model from its config: {error}") from error
+
+    if untrusted:
+        try:
+            with torch.device("meta"):
+                shapes = build().state_dict()
+        except (RuntimeError, OverflowError, MemoryError) as error:  # sizes past what torch can address
+            raise ModelFileError(config_path, f"describes a model that cannot be built: {error}") from error
+        check_state_dict(weights_path, shapes, header_tensors(weights_path))
+    model = build()
     tensors = load_tensors(weights_path)
     expected = model.state_dict()
     check_state_dict(weights_path, expected, tensors)

@@ -52,12 +52,6 @@ class TextClassifier(Model):
         self.label_dictionary = label_dictionary
         self.label_type = label_type
         self.is_multi_label = bool(label_dictionary.multi_label if multi_label is None else multi_label)
-        if len(label_dictionary) == 1 and not self.is_multi_label:
-            # its loss is 0 and every prediction that class: it would learn nothing, say why now
-            raise ValueError(
-                f"a classifier needs at least two classes; {label_type!r} has only "
-                f"{label_dictionary.get_items()[0]!r} (multi_label=True learns yes/no for one label)"
-            )
         self.multi_label_threshold = float(multi_label_threshold)
         self._classes = label_dictionary.get_items()
         self.decoder = nn.Linear(document_embeddings.embedding_length, len(label_dictionary))

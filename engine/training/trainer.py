@@ -327,6 +327,14 @@ class _Run:
             self.train_data += self.dev_data
         if not self.train_data:
             raise TrainerConfigError("the corpus has no training sentences")
+        dictionary = getattr(self.model, "label_dictionary", None)
+        classifier = getattr(self.model, "label_kind", None) == "sentence"
+        if classifier and not self.model.multi_label and len(dictionary or ()) == 1:
+            # its loss is 0 and every prediction that class: a run would learn nothing
+            raise TrainerConfigError(
+                f"a classifier needs at least two classes; {self._label_type()!r} has only "
+                f"{dictionary.get_items()[0]!r} (multi_label=True learns yes/no for one label)"
+            )
         # Model selection and annealing follow the dev score when there is a separate dev split.
         self.use_dev = bool(self.dev_data) and not self.a["train_with_dev"]
         if self.use_dev and not any(self._gold(s) for s in self.dev_data):

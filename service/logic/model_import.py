@@ -144,7 +144,7 @@ def _describe(folder: Path, root: Path) -> tuple[str, str, list[str]]:
         if is_language_model_folder(folder):
             language_model = LanguageModel.load(folder)
             return "language_model", language_model.direction, []
-        model = load_model(folder)
+        model = load_model(folder, untrusted=True)
     except ModelFileError as error:
         where = _inside(error.path, root)
         raise _refuse(f"{where}: {error.reason}", where) from None

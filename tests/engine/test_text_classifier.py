@@ -12,6 +12,7 @@ from engine import TextClassifier
 from engine.data import Corpus, Sentence
 from engine.embeddings.document import DocumentPoolEmbeddings
 from engine.models.base import distribution_key
+from engine.training import ModelTrainer, TrainerConfigError
 from tests.engine.test_sequence_tagger import LookupEmbeddings, one_thread, vocabulary  # noqa: F401
 
 SINGLE = [
@@ -159,10 +160,16 @@ def test_invalid_arguments_are_rejected() -> None:
         )  # type: ignore[arg-type]
 
 
-def test_a_single_label_classifier_needs_two_classes() -> None:
+def test_a_single_label_classifier_of_one_class_is_not_trained(tmp_path: Path) -> None:
     sentences = [s for s in single_sentences() if s.get_labels("question")[0].value == "LOC"]
     assert sentences
-    with pytest.raises(ValueError, match="at least two classes; 'question' has only 'LOC'"):
-        make_classifier(sentences, "question")
+    # models saved before this check still load and predict; training one is refused
+    model = make_classifier(sentences, "question")
+    with pytest.raises(TrainerConfigError, match="at least two classes; 'question' has only 'LOC'"):
+        ModelTrainer(model, Corpus(sentences)).train(tmp_path, max_epochs=1, callbacks=[])
     # yes/no for the one label is a real task
-    assert make_classifier(sentences, "question", multi_label=True).multi_label
+    yes_no = make_classifier(sentences, "question", multi_label=True)
+    assert (
+        ModelTrainer(yes_no, Corpus(sentences)).train(tmp_path, max_epochs=1, callbacks=[])["epochs_done"]
+        == 1
+    )

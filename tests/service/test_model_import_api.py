@@ -200,6 +200,11 @@ def _edited(folder: Path, edit: str) -> bytes:
         config = json.loads((folder / "config.json").read_text())
         config["model_class"] = "os.system"
         (folder / "config.json").write_text(json.dumps(config))
+    elif edit.startswith("hidden size "):
+        # building the model the config describes would take the memory before any check
+        config = json.loads((folder / "config.json").read_text())
+        config["hyperparameters"]["hidden_size"] = int(edit.split()[-1])
+        (folder / "config.json").write_text(json.dumps(config))
     elif edit == "config not json":
         (folder / "config.json").write_text("{not json")
     return _tar(folder)
@@ -231,6 +236,16 @@ def _edited(folder: Path, edit: str) -> bytes:
             "unknown model_class",
         ),
         (lambda tmp: _edited(_save_tagger(tmp / "m"), "config not json"), "model/config.json", "config.json"),
+        (
+            lambda tmp: _edited(_save_tagger(tmp / "m"), "hidden size 8000"),
+            "model/model.safetensors",
+            "the model needs (32000,",
+        ),
+        (
+            lambda tmp: _edited(_save_tagger(tmp / "m"), "hidden size 1000000000000"),
+            "model/config.json",
+            "describes a model that cannot be built",
+        ),
     ],
     ids=[
         "not-tar",
@@ -244,6 +259,8 @@ def _edited(folder: Path, edit: str) -> bytes:
         "bad-weights",
         "unknown-class",
         "bad-config",
+        "config-bigger-than-its-weights",
+        "config-beyond-memory",
     ],
 )
 def test_a_bad_archive_is_422_naming_the_member_and_stores_nothing(
