@@ -102,6 +102,15 @@ async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
         # FastAPI's own error puts the character offset where a field name goes ("body.12").
         return await _service_error(request, invalid_json_body(json_refusal(exc.__cause__)))
     errors = _validation_errors(exc)
+    if not _is_json(request):
+        # FastAPI reads a body of another media type as no JSON at all: "Input should be a valid
+        # dictionary" hides that the body was fine and its Content-Type was not (curl -d sends a form).
+        sent = request.headers.get("content-type", "").split(";", 1)[0].strip()
+        for error in errors:
+            if error["field"] == "body":
+                error["message"] = (
+                    f"send the body as JSON with Content-Type: application/json (this one is {sent})"
+                )
     first = errors[0] if errors else None
     detail = f"{len(errors)} invalid field(s)"
     if first is not None:

@@ -70,8 +70,8 @@ class Settings(BaseSettings):
     predict_max_text_chars: int = Field(
         default=10_000,
         ge=1,
-        description="Longest text accepted by predict, in characters (a pre-tokenized sentence: its tokens' "
-        "characters plus one per token).",
+        description="Longest text accepted by predict, in characters (a pre-tokenized sentence: its tokens "
+        "joined by single spaces).",
     )
     predict_batch_wait_ms: float = Field(
         default=2.0,

@@ -147,7 +147,8 @@ def _describe(folder: Path, root: Path) -> tuple[str, str, list[str]]:
         model = load_model(folder, untrusted=True)
     except ModelFileError as error:
         where = _inside(error.path, root)
-        raise _refuse(f"{where}: {error.reason}", where) from None
+        # a reason may name another file of the archive: by its member name, not the server's path
+        raise _refuse(f"{where}: {error.reason.replace(f'{root}/', '')}", where) from None
     except LanguageModelError as error:
         raise _refuse(str(error).replace(f"{root}/", "")) from None
     except Exception as error:  # an upload is untrusted input: whatever breaks loading is its fault

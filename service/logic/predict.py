@@ -370,7 +370,8 @@ def prepare(request: PredictRequest, info: ModelInfo, settings: Settings) -> lis
     limit = settings.predict_max_text_chars
     errors = []
     for i, item in enumerate(inputs):
-        length = len(item) if isinstance(item, str) else sum(len(t) + 1 for t in item)
+        # a pre-tokenized sentence counts as its text: the tokens joined by single spaces
+        length = len(item) if isinstance(item, str) else sum(len(t) for t in item) + max(len(item) - 1, 0)
         if length > limit:
             errors.append(FieldError(["body", field_name, i], f"{length} characters; the limit is {limit}"))
         elif (isinstance(item, str) and not item.strip()) or (not isinstance(item, str) and not item):

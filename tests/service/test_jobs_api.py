@@ -172,6 +172,21 @@ def test_a_body_that_is_not_json_is_a_422_problem_saying_why_and_where(
     assert _job_rows() == 0 and api.enqueued == []
 
 
+@pytest.mark.parametrize("media_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_a_json_body_sent_as_another_media_type_says_so(api: ApiSession, media_type: str) -> None:
+    # curl -d without -H "Content-Type: application/json" sends a form: the answer was
+    # "Input should be a valid dictionary or object to extract fields from".
+    owner = api.new_owner()
+    r = api.client.post(
+        "/jobs", content=b'{"corpus": {"ids": ["x"]}}', headers={**owner.headers, "Content-Type": media_type}
+    )
+    assert _fields(r) == ["body"]
+    assert r.json()["errors"][0]["message"] == (
+        f"send the body as JSON with Content-Type: application/json (this one is {media_type})"
+    )
+    assert _job_rows() == 0 and api.enqueued == []
+
+
 def test_token_embeddings_inside_a_document_embedding_are_checked(api: ApiSession) -> None:
     # use_context inside document_pool was accepted on a corpus without documents, and a nested
     # flair model's error pointed at the wrong list.

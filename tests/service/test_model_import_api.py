@@ -205,6 +205,10 @@ def _edited(folder: Path, edit: str) -> bytes:
         config = json.loads((folder / "config.json").read_text())
         config["hyperparameters"]["hidden_size"] = int(edit.split()[-1])
         (folder / "config.json").write_text(json.dumps(config))
+    elif edit == "transformer left out":
+        config = json.loads((folder / "config.json").read_text())
+        config["embeddings"] = {"type": "transformer_word", "name": "bert", "model": "minilm"}
+        (folder / "config.json").write_text(json.dumps(config))
     elif edit == "config not json":
         (folder / "config.json").write_text("{not json")
     return _tar(folder)
@@ -237,6 +241,11 @@ def _edited(folder: Path, edit: str) -> bytes:
         ),
         (lambda tmp: _edited(_save_tagger(tmp / "m"), "config not json"), "model/config.json", "config.json"),
         (
+            lambda tmp: _edited(_save_tagger(tmp / "m"), "transformer left out"),
+            "model/config.json",
+            "missing model/embeddings/",
+        ),
+        (
             lambda tmp: _edited(_save_tagger(tmp / "m"), "hidden size 8000"),
             "model/model.safetensors",
             "the model needs (32000,",
@@ -259,6 +268,7 @@ def _edited(folder: Path, edit: str) -> bytes:
         "bad-weights",
         "unknown-class",
         "bad-config",
+        "transformer-not-in-archive",
         "config-bigger-than-its-weights",
         "config-beyond-memory",
     ],

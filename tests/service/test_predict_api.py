@@ -114,6 +114,23 @@ def test_bad_predict_requests_are_422(
     assert r.json()["errors"][0]["field"] == field
 
 
+def test_the_length_limit_counts_a_pre_tokenized_sentence_as_its_text(
+    api: ApiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.settings import reset_settings
+
+    monkeypatch.setenv("TAGSMITH_PREDICT_MAX_TEXT_CHARS", "100")
+    reset_settings()
+    owner = api.new_owner()
+    model_id = register_tiny_tagger(owner, tmp_path)
+    at_limit = "y" * 49 + " " + "z" * 50
+    assert _predict(api, owner, model_id, {"texts": [at_limit]}).status_code == 200
+    assert _predict(api, owner, model_id, {"sentences": [at_limit.split()]}).status_code == 200
+    assert _predict(api, owner, model_id, {"sentences": [["y" * 100]]}).status_code == 200
+    r = _predict(api, owner, model_id, {"sentences": [["y" * 50, "z" * 50]]})
+    assert r.status_code == 422 and r.json()["errors"][0]["message"] == "101 characters; the limit is 100"
+
+
 def test_unknown_model_and_a_model_that_cannot_predict(api: ApiSession, tmp_path: Path) -> None:
     owner = api.new_owner()
     assert _predict(api, owner, "missing", {"texts": ["a"]}).status_code == 404
