@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.data import Corpus, Label, Sentence
-from engine.readers.errors import CorpusFormatError, ReaderOptionError
+from engine.readers.errors import MAX_TOKEN_CHARS, CorpusFormatError, ReaderOptionError, check_token_length
 from engine.readers.files import corpus_name, gc_paused, read_text, resolve_split_files
 
 Tokenizer = Literal["segtok", "whitespace"]
@@ -81,6 +81,8 @@ class _Builder:
         if not values:
             raise CorpusFormatError(self.path, lineno, "text without a label")
         sentence = Sentence(text, use_tokenizer=self.use_tokenizer)
+        if len(text) > MAX_TOKEN_CHARS:
+            check_token_length(self.path, lineno, [token.text for token in sentence.tokens])
         if not sentence.tokens:
             self.skipped += 1
             return

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from engine.data import Corpus, Label, Sentence, Span, Token
-from engine.readers.errors import CorpusFormatError, ReaderOptionError
+from engine.readers.errors import MAX_TOKEN_CHARS, CorpusFormatError, ReaderOptionError, check_token_length
 from engine.readers.files import corpus_name, gc_paused, read_text, resolve_split_files
 from engine.tag_schemes import (
     PLAIN,
@@ -209,6 +209,8 @@ def _parse(
                 if column == 0:
                     raise CorpusFormatError(path, lineno, "empty token text in column 0")
                 raise CorpusFormatError(path, lineno, f"token {fields[0]!r} without a tag in column {column}")
+        if len(line) > MAX_TOKEN_CHARS:
+            check_token_length(path, lineno, fields)
         if current is None:
             current = _RawSentence(document, comments)
             comments = None

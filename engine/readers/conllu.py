@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from engine.data import Corpus, Label, Sentence, Token
-from engine.readers.errors import CorpusFormatError, ReaderOptionError
+from engine.readers.errors import MAX_TOKEN_CHARS, CorpusFormatError, ReaderOptionError, check_token_length
 from engine.readers.files import corpus_name, gc_paused, read_text, resolve_split_files
 
 FIELD_COLUMNS: dict[str, int] = {
@@ -170,6 +170,8 @@ def _read_conllu(path: str | Path, columns: list[tuple[int, str]]) -> tuple[list
         form = row[1]
         if not form:
             raise CorpusFormatError(path, lineno, "empty word form")
+        if len(form) > MAX_TOKEN_CHARS:
+            check_token_length(path, lineno, [form])
         token = Token(form, index)
         if index + 1 < state.mwt_end:
             token.whitespace_after = False

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# No word, URL or hashtag comes near this; a longer "token" is a line that lost its separators or
+# a pasted blob, and every model that reads characters would step through all of it.
+MAX_TOKEN_CHARS = 1000
+
 
 class CorpusFormatError(Exception):
     """Malformed corpus input: which file, which 1-based line, and what is wrong there.
@@ -28,3 +32,15 @@ class CorpusFormatError(Exception):
 
 class ReaderOptionError(ValueError):
     """Reader options that are unknown, of the wrong type or inconsistent (not a file problem)."""
+
+
+def check_token_length(file: str | Path, line: int, tokens: list[str]) -> None:
+    """Raise at ``line`` for a token over ``MAX_TOKEN_CHARS`` (call it only for a long line)."""
+    longest = max(tokens, key=len, default="")
+    if len(longest) > MAX_TOKEN_CHARS:
+        raise CorpusFormatError(
+            file,
+            line,
+            f"a token of {len(longest)} characters ({longest[:20]!r}...); the limit is {MAX_TOKEN_CHARS}: "
+            "is a separator missing, or is this not text?",
+        )

@@ -21,6 +21,7 @@ from engine.readers import (
     read_fasttext_file,
     read_table_file,
 )
+from engine.readers.errors import MAX_TOKEN_CHARS
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -275,6 +276,33 @@ def test_error_wrong_column_count(tmp_path: Path) -> None:
     with pytest.raises(CorpusFormatError) as excinfo:
         read_column_file(path)
     assert_error(excinfo, path, 4, "wrong number of columns (expected 4, got 3)")
+
+
+@pytest.mark.parametrize("fmt", ["column", "conllu", "fasttext", "csv"])
+def test_error_a_token_longer_than_the_limit(tmp_path: Path, fmt: str) -> None:
+    # A million characters in one token held a training batch for minutes and took 16 GB.
+    blob = "x" * (MAX_TOKEN_CHARS + 1)
+    fine = "y" * MAX_TOKEN_CHARS  # at the limit: read
+    if fmt == "column":
+        path, read = write(tmp_path / "train.txt", f"{fine} O\n\nParis B-LOC\n{blob} O\n"), read_column_file
+    elif fmt == "conllu":
+        row = "\t".join(["1", "{}", "_", "X", "_", "_", "0", "root", "_", "_"])
+        content = "\n".join([row.format(fine), "", row.format(blob), ""]) + "\n"
+        path, read = write(tmp_path / "train.conllu", content), read_conllu_file
+    elif fmt == "fasttext":
+        path, read = (
+            write(tmp_path / "train.txt", f"__label__a {fine}\n__label__b {blob} text\n"),
+            read_fasttext_file,
+        )
+    else:
+        path, read = write(tmp_path / "train.csv", f"text,label\n{fine},a\nsome {blob},b\n"), read_table_file
+    line = 3 if fmt in ("conllu", "csv") else (4 if fmt == "column" else 2)
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read(path)
+    assert_error(
+        excinfo, path, line, f"a token of {MAX_TOKEN_CHARS + 1} characters ('xxxxxxxxxxxxxxxxxxxx'...)"
+    )
+    assert f"the limit is {MAX_TOKEN_CHARS}" in excinfo.value.reason
 
 
 def test_error_token_without_tag(tmp_path: Path) -> None:
