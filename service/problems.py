@@ -73,10 +73,34 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
+def _input_path(loc: list[str | int], body: Any) -> list[str | int]:
+    """``loc`` as a path into the request: without the member names pydantic inserts for a tagged
+    union (``body.embeddings.0.word.name`` is ``body.embeddings.0.name`` of ``{"type": "word"}``),
+    so that every check names a field the same way."""
+    path: list[str | int] = []
+    node = body
+    for i, part in enumerate(loc):
+        if i == 0 and part == "body":
+            path.append(part)
+            continue
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue
+        path.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return path
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     out = []
     for err in exc.errors():
         loc = [p for p in err.get("loc", ()) if isinstance(p, str | int)]
+        if loc[:1] == ["body"]:
+            loc = _input_path(loc, getattr(exc, "body", None))
         message = str(err.get("msg", "invalid value"))
         message = message.removeprefix("Value error, ")
         out.append(FieldError(loc=loc, message=message, type=str(err.get("type", "invalid"))).to_dict())
