@@ -208,9 +208,9 @@ class ModelOptions(_Strict):
     tag_format: Literal["BIOES", "BIO"] = Field(
         "BIOES", description="Tagger, span labels: the tag scheme trained."
     )
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    word_dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    locked_dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Tagger: dropout.")
+    word_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Tagger: word dropout.")
+    locked_dropout: float = Field(0.5, ge=0.0, lt=1.0, description="Tagger: locked (variational) dropout.")
     multi_label: bool | None = Field(
         None, description="Classifier: several labels per text. Default: detected from the corpus."
     )
@@ -218,6 +218,21 @@ class ModelOptions(_Strict):
         0.5, gt=0.0, lt=1.0, description="Classifier, multi-label: decision threshold."
     )
 
+
+TAGGER_OPTIONS = frozenset(
+    {
+        "hidden_size",
+        "use_crf",
+        "use_rnn",
+        "rnn_layers",
+        "reproject_embeddings",
+        "tag_format",
+        "dropout",
+        "word_dropout",
+        "locked_dropout",
+    }
+)
+CLASSIFIER_OPTIONS = frozenset({"multi_label", "multi_label_threshold"})
 
 FINE_TUNE_DEFAULTS: dict[str, Any] = {
     "optimizer": "adamw",
@@ -356,6 +371,19 @@ class TrainingSpec(_Strict):
             raise ValueError(
                 "language models are trained with POST /jobs/language-model (a LanguageModelSpec)"
             )
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _options_fit_task(cls, value: ModelOptions, info: ValidationInfo) -> ModelOptions:
+        # An option of the other kind of model would be silently ignored. A stored spec names every
+        # option with its default: only other values count.
+        tagging = info.data.get("task", "sequence_tagging") == "sequence_tagging"
+        other = CLASSIFIER_OPTIONS if tagging else TAGGER_OPTIONS
+        wrong = sorted(n for n in other if getattr(value, n) != ModelOptions.model_fields[n].default)
+        if wrong:
+            kind, model = ("classifier", "a sequence tagger") if tagging else ("tagger", "a text classifier")
+            raise ValueError(f"{', '.join(wrong)}: {kind} option(s), which {model} does not have")
         return value
 
     @model_validator(mode="before")

@@ -187,6 +187,24 @@ def test_a_json_body_sent_as_another_media_type_says_so(api: ApiSession, media_t
     assert _job_rows() == 0 and api.enqueued == []
 
 
+def test_model_options_of_the_other_task_are_refused_not_ignored(api: ApiSession) -> None:
+    owner = api.new_owner()
+    tagger = {"corpus": {"ids": [api.corpus(owner)]}, "label_type": "ner"}
+    r = _submit(api, owner, {**tagger, "model": {"multi_label": True}})
+    assert _fields(r) == ["body.model"]
+    assert "multi_label: classifier option(s), which a sequence tagger does not have" in r.json()["detail"]
+    classes = api.corpus(owner, train=FASTTEXT_TRAIN, format="fasttext")
+    classifier = {"task": "text_classification", "corpus": {"ids": [classes]}}
+    r = _submit(api, owner, {**classifier, "model": {"hidden_size": 64, "use_crf": False}})
+    assert _fields(r) == ["body.model"]
+    assert (
+        "hidden_size, use_crf: tagger option(s), which a text classifier does not have" in r.json()["detail"]
+    )
+    assert _job_rows() == 0
+    # the defaults written out are no mistake: a stored spec names every option
+    assert _submit(api, owner, {**classifier, "model": {"hidden_size": 256}}).status_code == 202
+
+
 def test_token_embeddings_inside_a_document_embedding_are_checked(api: ApiSession) -> None:
     # use_context inside document_pool was accepted on a corpus without documents, and a nested
     # flair model's error pointed at the wrong list.
