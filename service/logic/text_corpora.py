@@ -49,14 +49,17 @@ def _lines(text: str) -> list[str]:
 
 def _store(owner_id: str, name: str, options: dict[str, Any], texts: dict[str, list[str]]) -> Corpus:
     if len(texts.get("train", [])) < 2:
+        source = options.get("from_corpus")
+        if source is None:
+            where, problem = ["body", "train"], "the train text needs at least two non-empty lines"
+        else:  # the request has no train field: the corpus it names is what falls short
+            where, problem = (
+                ["path", "corpus_id"],
+                f"corpus {source}'s train split has fewer than two sentences",
+            )
         raise Invalid(
-            "the train text needs at least two non-empty lines",
-            [
-                FieldError(
-                    ["body", "train"],
-                    "at least two non-empty lines are needed (one is held out for validation)",
-                )
-            ],
+            problem,
+            [FieldError(where, "at least two non-empty lines are needed (one is held out for validation)")],
         )
     corpus_id = new_id()
     storage = get_storage()

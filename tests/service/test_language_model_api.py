@@ -73,6 +73,11 @@ def test_text_corpus_from_a_tagging_corpus(api: ApiSession) -> None:
     assert api.client.post(f"/corpora/{tagging}/text", headers=other.headers).status_code == 404
     again = api.client.post(f"/corpora/{text['id']}/text", headers=owner.headers)
     assert again.status_code == 422
+    # a source too small names the corpus in the path: the request has no train field
+    one = api.corpus(owner, train="Paris B-LOC\n", options={"column_map": {"0": "text", "1": "ner"}})
+    r = api.client.post(f"/corpora/{one}/text", headers=owner.headers)
+    assert _fields(r) == ["path.corpus_id"]
+    assert r.json()["detail"] == f"corpus {one}'s train split has fewer than two sentences"
 
 
 def test_text_corpus_body_with_an_unknown_field_is_422(api: ApiSession) -> None:
