@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -343,7 +344,12 @@ def _read_jsonl(
         raw = record.get(label_key)
         labels: list[str] = []
         for item in raw if isinstance(raw, list) else ([] if raw is None else [raw]):
-            if isinstance(item, dict | list) or item is None:
+            # NaN and Infinity are no JSON, though Python's parser takes them: not a class "nan"
+            if (
+                isinstance(item, dict | list)
+                or item is None
+                or (isinstance(item, float) and not math.isfinite(item))
+            ):
                 raise CorpusFormatError(path, lineno, f"label {item!r} is not a string or number")
             labels.extend(_split_labels(str(item), multi_label_separator))
         builder.add(lineno, value, labels)

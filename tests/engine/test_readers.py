@@ -412,6 +412,17 @@ def test_error_jsonl_label_without_text(tmp_path: Path) -> None:
     assert_error(excinfo, path, 2, "label(s) y but no text")
 
 
+@pytest.mark.parametrize("label", ["NaN", "Infinity", "[1, NaN]"])
+def test_error_jsonl_non_finite_label(tmp_path: Path, label: str) -> None:
+    # Python's JSON parser takes NaN; it was stored as a class "nan"
+    path = write(
+        tmp_path / "train.jsonl", f'{{"text": "a", "label": 1}}\n{{"text": "b", "label": {label}}}\n'
+    )
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_table_file(path)
+    assert_error(excinfo, path, 2, "is not a string or number")
+
+
 def test_error_jsonl_invalid_json(tmp_path: Path) -> None:
     path = write(tmp_path / "train.jsonl", '{"text": "a", "label": "x"}\n\n{"text": "b", label: 1}\n')
     with pytest.raises(CorpusFormatError) as excinfo:
