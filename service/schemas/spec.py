@@ -26,6 +26,18 @@ from pydantic import (
 Task = Literal["sequence_tagging", "text_classification"]
 
 
+def _not_blank(value: str | None) -> str | None:
+    """A name is shown in listings and used for files: surrounding spaces go, nothing but spaces is no name."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value.strip()
+
+
+Name = Annotated[str | None, AfterValidator(_not_blank)]
+
+
 class _Strict(BaseModel):
     # Python's JSON parser accepts NaN and Infinity: an infinite bound (min_learning_rate,
     # max_seconds) passed the range checks and reached the JSON column, which PostgreSQL refuses.
@@ -346,7 +358,7 @@ def _default_embeddings(task: object) -> list[dict[str, Any]]:
 
 
 class TrainingSpec(_Strict):
-    name: str | None = Field(
+    name: Name = Field(
         None, min_length=1, max_length=200, description="Job and model name. Default: `<task>-<label_type>`."
     )
     task: Task = "sequence_tagging"
@@ -435,7 +447,7 @@ class LanguageModelSpec(_Strict):
     """A character language model (``LanguageModelTrainer``) trained on a `text` corpus; the
     result is a model with task `language_model`, used by `flair` embeddings."""
 
-    name: str | None = Field(
+    name: Name = Field(
         None,
         min_length=1,
         max_length=200,

@@ -187,6 +187,15 @@ def test_a_json_body_sent_as_another_media_type_says_so(api: ApiSession, media_t
     assert _job_rows() == 0 and api.enqueued == []
 
 
+def test_a_blank_name_is_refused_and_a_padded_one_trimmed(api: ApiSession) -> None:
+    owner = api.new_owner()
+    tagger = {"corpus": {"ids": [api.corpus(owner)]}, "label_type": "ner"}
+    r = _submit(api, owner, {**tagger, "name": "   "})
+    assert _fields(r) == ["body.name"] and "must not be blank" in r.json()["detail"]
+    r = _submit(api, owner, {**tagger, "name": "  my tagger "})
+    assert r.status_code == 202 and r.json()["name"] == "my tagger"
+
+
 def test_model_options_of_the_other_task_are_refused_not_ignored(api: ApiSession) -> None:
     owner = api.new_owner()
     tagger = {"corpus": {"ids": [api.corpus(owner)]}, "label_type": "ner"}
