@@ -10,6 +10,7 @@ SIGINT, SIGTERM and SIGHUP only set an event; the main loop notices it and shuts
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ import httpx
 from service.cli.errors import CliError
 
 STATE_FILE = "up.json"
+LOCK_FILE = "up.lock"
 
 
 @dataclass
@@ -210,6 +212,52 @@ def run_stack(options: StackOptions, echo: Callable[[str], None], create_key: Ca
     stopper.install()
     folder = options.data_dir.expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    lock = lock_data_folder(folder)
+    try:
+        return _run_locked(options, folder, stopper, echo, create_key)
+    finally:
+        os.close(lock)
+
+
+def lock_data_folder(folder: Path) -> int:
+    """Take the folder's exclusive lock for the life of this ``up``, or refuse at once.
+
+    Two stacks on one folder would share its embedded Redis and its state file, and the second
+    one's stop would take the first one's broker down with it. The lock is an open descriptor
+    (not inherited by the children), so a killed ``up`` releases it with no stale file to clean.
+    """
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 64).decode("ascii", "replace").strip()
+        os.close(fd)
+        raise CliError(running_stack_message(folder, holder)) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode("ascii"))
+    return fd
+
+
+def running_stack_message(folder: Path, holder: str) -> str:
+    """Who holds the folder: pid and URL from its state file, else the pid it wrote into the lock
+    (the state file only appears once its children have started)."""
+    pid, url = holder or "?", "still starting"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+        pid, url = str(state["pid"]), str(state["url"])
+    return (
+        f"tagsmith up is already running on {folder} (pid {pid}, {url}); "
+        "stop it first, or give this one another --data-dir"
+    )
+
+
+def _run_locked(
+    options: StackOptions,
+    folder: Path,
+    stopper: Stopper,
+    echo: Callable[[str], None],
+    create_key: Callable[[], str],
+) -> int:
     if not port_is_free(options.host, options.port):
         raise CliError(f"port {options.port} on {options.host} is in use; choose another with --port")
 

@@ -273,3 +273,35 @@ def test_sigterm_while_a_job_trains_stops_everything(stack: Stack) -> None:
     # A busy worker gets its grace period (10 s), then its process group is killed.
     stack.proc.send_signal(signal.SIGTERM)
     _assert_stopped_clean(stack, processes, groups, within=STOP_TIMEOUT_S)
+
+
+@pytest.mark.timeout(600)
+def test_a_second_up_on_the_same_folder_refuses_and_leaves_the_first_running(stack: Stack) -> None:
+    _wait_ready(stack)
+    processes, groups = _stack_processes(stack)
+    state_file = stack.data_dir / "up.json"
+    state_before = state_file.read_bytes()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGSMITH_")}
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(REPO_ROOT / ".venv" / "bin" / "tagsmith"), "up", "--data-dir", str(stack.data_dir)]
+        + ["--port", str(_free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert time.monotonic() - started < 30, "it must refuse at once, not wait for /ready"
+    assert done.stdout == "", done.stdout  # it started nothing and printed no start-up lines
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("error: tagsmith up is already running"), done.stderr
+    assert f"pid {stack.proc.pid}" in done.stderr and stack.url in done.stderr, done.stderr
+
+    # The first stack is untouched: same state file, same processes, its broker still serving.
+    assert state_file.read_bytes() == state_before
+    assert all(_alive(pid) for pid in processes), stack.log_tail()
+    assert httpx.get(f"{stack.url}/ready", timeout=10).status_code == 200
+
+    stack.proc.send_signal(signal.SIGINT)
+    _assert_stopped_clean(stack, processes, groups, within=STOP_TIMEOUT_S)
