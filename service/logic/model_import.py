@@ -118,6 +118,10 @@ def _open(archive: BinaryIO, filename: str) -> tarfile.TarFile:
 def _member_path(member: tarfile.TarInfo) -> PurePosixPath:
     path = PurePosixPath(member.name)
     parts = [p for p in path.parts if p not in (".", "")]
+    if not parts and member.isdir() and not path.is_absolute():
+        # `tar czf m.tar.gz -C folder .` starts with the folder itself as "./": the archive's
+        # root, which unpacking already has; the caller files it as a folder and moves on.
+        return PurePosixPath()
     if path.is_absolute() or ".." in parts or not parts:
         raise _refuse(f"{member.name}: a path outside the archive's folder", member.name)
     return PurePosixPath(*parts)

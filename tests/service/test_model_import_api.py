@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,20 @@ def test_a_classifier_with_its_files_at_the_archive_top_and_a_given_name(
     assert predicted.json()["sentences"][0]["labels"][0]["value"] in ("question", "statement")
 
 
+def test_an_archive_of_the_folder_contents_with_its_dot_entry_imports(
+    api: ApiSession, tmp_path: Path
+) -> None:
+    # `tar czf flat.tar.gz -C mymodel .`: the first member is "./", the archive's root itself.
+    folder = _save_tagger(tmp_path / "mymodel")
+    archive = tmp_path / "flat.tar.gz"
+    subprocess.run(["tar", "czf", str(archive), "-C", str(folder), "."], check=True)
+    with tarfile.open(archive) as tar:
+        assert tar.getnames()[0] == "."
+    r = _post(api, api.new_owner(), archive.read_bytes(), filename="flat.tar.gz")
+    assert r.status_code == 201, r.text
+    assert (r.json()["name"], r.json()["label_type"]) == ("flat", "upos")
+
+
 def test_a_macos_tar_with_attribute_companions_imports(api: ApiSession, tmp_path: Path) -> None:
     folder = _save_tagger(tmp_path / "best-model")
     buffer = io.BytesIO()
@@ -186,6 +201,12 @@ def _file(name: str, content: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
     return tarfile.TarInfo(name), content
 
 
+def _folder(name: str) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    return info, None
+
+
 def _link(name: str, target: str, kind: bytes) -> tuple[tarfile.TarInfo, None]:
     info = tarfile.TarInfo(name)
     info.type, info.linkname = kind, target
@@ -221,6 +242,8 @@ def _edited(folder: Path, edit: str) -> bytes:
         (lambda tmp: _tar(_save_tagger(tmp / "m"))[:-200], None, "is truncated or corrupt"),
         (lambda tmp: _tar_with([_file("../evil.txt")]), "../evil.txt", "a path outside the archive"),
         (lambda tmp: _tar_with([_file("/tmp/evil.txt")]), "/tmp/evil.txt", "a path outside the archive"),
+        # a folder entry for the archive's root is skipped, but not one above it
+        (lambda tmp: _tar_with([_folder("./"), _folder("..")]), "..", "a path outside the archive"),
         (
             lambda tmp: _tar_with([_link("model/config.json", "/etc/passwd", tarfile.SYMTYPE)]),
             "model/config.json",
@@ -261,6 +284,7 @@ def _edited(folder: Path, edit: str) -> bytes:
         "truncated",
         "dot-dot",
         "absolute",
+        "dot-dot-folder",
         "symlink",
         "hardlink",
         "no-config",
