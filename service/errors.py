@@ -69,6 +69,12 @@ class Forbidden(ServiceError):
     status, title, slug = 403, "Forbidden", "forbidden"
 
 
+class ModelDamaged(ServiceError):
+    """A stored model's files do not load: the server's data, so neither 4xx nor worth a retry."""
+
+    status, title, slug = 500, "Model files damaged", "model-damaged"
+
+
 class Unavailable(ServiceError):
     status, title, slug = 503, "Service unavailable", "unavailable"
 

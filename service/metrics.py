@@ -70,6 +70,11 @@ def render() -> bytes:
     return generate_latest(REGISTRY)
 
 
+# Set in the request's scope by a handler whose client closed the connection before the answer:
+# counted as nginx's 499 (client closed request), not as the 500 of an answer never started.
+CLIENT_GONE = "tagsmith.client_gone"
+
+
 class MetricsMiddleware:
     """Counts and times every HTTP request by its route template (not the raw path)."""
 
@@ -94,5 +99,6 @@ class MetricsMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
-            HTTP_REQUESTS.labels(method, path, str(status[0])).inc()
+            code = 499 if status[0] == 500 and scope.get(CLIENT_GONE) else status[0]
+            HTTP_REQUESTS.labels(method, path, str(code)).inc()
             HTTP_LATENCY.labels(method, path).observe(time.perf_counter() - start)

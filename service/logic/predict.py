@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -28,9 +30,10 @@ import torch
 from engine.data import Sentence
 from engine.models.base import distribution_key
 from engine.precision import resolve_precision
+from engine.serialization import ModelFileError
 from service.db.models import Model
 from service.db.session import session_scope
-from service.errors import FieldError, Invalid, NotFound, Unavailable
+from service.errors import FieldError, Invalid, ModelDamaged, NotFound, Unavailable
 from service.metrics import MODEL_LOADS, MODELS_LOADED, PREDICT_BATCH_SIZE, PREDICT_SENTENCES
 from service.schemas.api import PredictRequest
 from service.settings import Settings
@@ -124,9 +127,22 @@ class Batcher:
     async def predict(self, sentences: list[Sentence], all_classes: bool) -> None:
         if self.closed:
             raise BatcherClosed
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(_Item(sentences, all_classes, future))
-        await future
+        # A large request goes in as parts of at most max_sentences: no model call is bigger than
+        # that, and small requests queued behind it join the next batch instead of waiting for
+        # all of it (a request of 57,829 sentences held others for 17 s).
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[None]] = []
+        for begin in range(0, len(sentences), self.max_sentences):
+            futures.append(loop.create_future())
+            self.queue.put_nowait(
+                _Item(sentences[begin : begin + self.max_sentences], all_classes, futures[-1])
+            )
+        try:
+            await asyncio.gather(*futures)
+        except BaseException:
+            for future in futures:  # the rest is skipped, not computed for no one
+                future.cancel()
+            raise
 
     def close(self) -> None:
         """Finish what is queued, then stop (new requests go to a fresh batcher)."""
@@ -189,6 +205,8 @@ class Batcher:
 
     async def _run_batch(self, items: list[_Item], slots: asyncio.Semaphore) -> None:
         loop = asyncio.get_running_loop()
+        # a request whose client went away (its future cancelled) is not computed
+        items = [i for i in items if not i.future.done()]
         groups = [g for flag in (False, True) if (g := [i for i in items if i.all_classes is flag])]
         released = False
         try:
@@ -247,6 +265,29 @@ def _load(info: ModelInfo, cache_root: Path) -> tuple[Any, Path]:
         raise
 
 
+def _process_folder(root: Path) -> Path:
+    """This process's folder under ``root`` (``<host>-<pid>``), after removing those of dead
+    processes of this host: a process killed with models loaded left them behind. Processes of
+    other hosts (containers sharing the volume) are not this one's to judge."""
+    host = socket.gethostname()
+    if root.is_dir():
+        for folder in root.iterdir():
+            name, _, pid = folder.name.rpartition("-")
+            if name == host and pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+    return root / f"{host}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 def _freeze_heap(collect: bool) -> None:
     """Move every object alive now (imports, the app, the loaded models) out of the cyclic
     collector's generations. A full collection scans every tracked object - with torch and the
@@ -264,7 +305,7 @@ class ModelCache:
         self.size = settings.model_cache_size
         self.wait_s = settings.predict_batch_wait_ms / 1000.0
         self.max_sentences = settings.predict_max_micro_batch
-        self.cache_root = settings.resolved_data_dir / "model-cache"
+        self.cache_root = _process_folder(settings.resolved_data_dir / "model-cache")
         # One batch per thread at a time; a model's batches may run side by side (inference only
         # reads the weights).
         self.parallel = settings.predict_threads
@@ -298,22 +339,31 @@ class ModelCache:
                 model, directory = await loop.run_in_executor(self.executor, _load, info, self.cache_root)
             except StorageUnavailable:
                 raise  # an outage: 503 with Retry-After, and no word of where storage lives
+            except FileNotFoundError:
+                # as GET /models/{id}/download says it; no retry will bring them back
+                raise NotFound(f"the files of model {info.id} are missing from storage") from None
+            except ModelFileError as e:
+                # Damaged in storage: not the request's fault and not passing either. The file by
+                # its name in the model folder, never by the server's path.
+                reason = e.reason.replace(f"{e.path.parent}/", "")
+                raise ModelDamaged(f"model {info.id} cannot be loaded: {e.path.name}: {reason}") from e
             except (OSError, ValueError) as e:
-                # Missing or unreadable artifact (ModelFileError is a ValueError): the server's problem.
-                raise Unavailable(f"model {info.id} could not be loaded: {e}") from e
+                raise Unavailable(f"model {info.id} could not be loaded: {type(e).__name__}") from e
             MODEL_LOADS.inc()
             batcher = Batcher(
                 model, self.executor, self.wait_s, self.max_sentences, self.parallel, self.precision
             )
             entry = LoadedModel(info, model, batcher, directory)
-            self.entries[key] = entry
+            self.entries[key] = entry  # the key's lock is held: no other load of it can be here
             evicted = len(self.entries) > self.size
             while len(self.entries) > self.size:
                 _, old = self.entries.popitem(last=False)
                 self._drop(old)
             _freeze_heap(collect=evicted)
             MODELS_LOADED.set(len(self.entries))
-        self.locks.pop(key, None)
+        # The lock stays (one per model ever served, a few bytes): removed while others waited
+        # on it, a newcomer's fresh lock let two loads of one model race, and the second one
+        # replaced the first in the cache without closing it (its folder and batcher leaked).
         return entry
 
     def _drop(self, entry: LoadedModel) -> None:
@@ -332,6 +382,7 @@ class ModelCache:
         for entry in self.entries.values():
             self._drop(entry)
         self.entries.clear()
+        shutil.rmtree(self.cache_root, ignore_errors=True)
         MODELS_LOADED.set(0)
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self._torch_threads is not None:
@@ -492,7 +543,7 @@ def format_sentence(p: Prepared, info: ModelInfo, kind: str, all_classes: bool) 
 INLINE_CHARS = 4000
 
 
-def _input_chars(request: PredictRequest) -> int:
+def input_chars(request: PredictRequest) -> int:
     if request.texts is not None:
         return sum(len(t) for t in request.texts)
     return sum(len(tok) + 1 for s in request.sentences or [] for tok in s)
@@ -507,7 +558,7 @@ async def predict(
     else:
         # A database round trip: off the event loop.
         info = await asyncio.get_running_loop().run_in_executor(None, model_info, owner_id, model_id)
-    large = _input_chars(request) > INLINE_CHARS
+    large = input_chars(request) > INLINE_CHARS
     loop = asyncio.get_running_loop()
     if large:
         prepared = await loop.run_in_executor(None, prepare, request, info, settings)

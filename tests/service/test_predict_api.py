@@ -143,14 +143,28 @@ def test_unknown_model_and_a_model_that_cannot_predict(api: ApiSession, tmp_path
     assert r.status_code == 422 and "language_model" in r.json()["detail"]
 
 
-def test_missing_artifact_is_a_clear_503(api: ApiSession, tmp_path: Path) -> None:
+def test_a_missing_or_damaged_artifact_is_said_as_download_says_it(api: ApiSession, tmp_path: Path) -> None:
+    # Both answered 503 without Retry-After (clients retried forever), and showed server paths.
+    from service.settings import get_settings
     from service.storage import get_storage
 
     owner = api.new_owner()
-    model_id = register_tiny_tagger(owner, tmp_path)
-    get_storage().delete(f"models/{model_id}")
-    r = _predict(api, owner, model_id, {"texts": ["a b"]})
-    assert r.status_code == 503 and "could not be loaded" in r.json()["detail"]
+    missing, damaged = register_tiny_tagger(owner, tmp_path), register_tiny_tagger(owner, tmp_path, "pos")
+    get_storage().delete(f"models/{missing}")
+    r = _predict(api, owner, missing, {"texts": ["a b"]})
+    download = api.client.get(f"/models/{missing}/download", headers=owner.headers)
+    assert (r.status_code, download.status_code) == (404, 404)
+    assert (
+        r.json()["detail"]
+        == download.json()["detail"]
+        == f"the files of model {missing} are missing from storage"
+    )
+
+    (get_settings().storage_root / "models" / damaged / "model.safetensors").write_bytes(b"not tensors")
+    r = _predict(api, owner, damaged, {"texts": ["a b"]})
+    assert r.status_code == 500 and r.json()["type"].endswith("/model-damaged")
+    assert r.json()["detail"].startswith(f"model {damaged} cannot be loaded: model.safetensors: ")
+    assert str(get_settings().resolved_data_dir) not in r.text and "model-cache" not in r.text
 
 
 @pytest.mark.parametrize("threads", [1, 2])

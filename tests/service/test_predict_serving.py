@@ -1,0 +1,157 @@
+"""The serving path under load: the model cache's loads and evictions, requests larger than a
+micro-batch, and clients that go away before their answer."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.settings import Settings
+from tests.service.fixtures import ApiSession, register_tiny_tagger
+
+
+def _settings(monkeypatch: pytest.MonkeyPatch, **values: str) -> Settings:
+    from service.settings import get_settings, reset_settings
+
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    reset_settings()
+    return get_settings()
+
+
+def _batch_sizes() -> tuple[float, float]:
+    """(model calls, sentences) the batchers have run so far."""
+    from service.metrics import PREDICT_BATCH_SIZE
+
+    samples = {s.name.rsplit("_", 1)[-1]: s.value for m in PREDICT_BATCH_SIZE.collect() for s in m.samples}
+    return samples["count"], samples["sum"]
+
+
+def test_evicting_under_load_leaves_one_folder_and_batcher_per_cached_model(
+    api: ApiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a key's lock dropped after each load, waiters and newcomers loaded one model twice and
+    # the second copy replaced the first without closing it: its folder and batcher leaked.
+    from service.logic.predict import ModelCache, predict
+    from service.schemas.api import PredictRequest
+
+    settings = _settings(monkeypatch, TAGSMITH_MODEL_CACHE_SIZE="1")
+    owner = api.new_owner()
+    models = [register_tiny_tagger(owner, tmp_path, label_type) for label_type in ("ner", "pos", "upos")]
+    request = PredictRequest(texts=["Anna lives in Berlin ."])
+
+    async def scenario() -> tuple[ModelCache, list[Any]]:
+        cache = ModelCache(settings)
+        for _ in range(3):
+            await asyncio.gather(
+                *(predict(cache, owner.id, models[i % 3], request, settings) for i in range(60))
+            )
+        await asyncio.sleep(0.1)  # closed batchers finish what they hold
+        running = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+        return cache, running
+
+    cache, running = asyncio.run(scenario())
+    assert len(cache.entries) == 1
+    assert running == [entry.batcher.task for entry in cache.entries.values()]
+    assert [p.name for p in cache.cache_root.iterdir()] == [e.directory.name for e in cache.entries.values()]
+    cache.close()
+    assert not cache.cache_root.exists()
+
+
+def test_a_large_request_runs_in_parts_of_the_micro_batch(
+    api: ApiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One request of 57,829 sentences went through the model at once and held every small
+    # request in its window for 17 s.
+    from service.logic.predict import ModelCache, predict
+    from service.schemas.api import PredictRequest
+
+    settings = _settings(monkeypatch, TAGSMITH_PREDICT_MAX_MICRO_BATCH="4")
+    owner = api.new_owner()
+    model_id = register_tiny_tagger(owner, tmp_path)
+    texts = [f"Anna number {i} lives in Berlin ." for i in range(10)]
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], tuple[float, float]]:
+        cache = ModelCache(settings)
+        one = await predict(cache, owner.id, model_id, PredictRequest(texts=texts[:1]), settings)
+        before = _batch_sizes()
+        result = await predict(cache, owner.id, model_id, PredictRequest(texts=texts), settings)
+        after = _batch_sizes()
+        cache.close()
+        return one, result, (after[0] - before[0], after[1] - before[1])
+
+    one, result, (calls, sentences) = asyncio.run(scenario())
+    assert (calls, sentences) == (3, 10)  # 4 + 4 + 2, never the 10 at once
+    assert [s["text"] for s in result["sentences"]] == texts  # in order
+    assert result["sentences"][0] == one["sentences"][0]
+
+
+def _asgi_predict(
+    api: ApiSession, model_id: str, headers: dict[str, str], messages: list[dict[str, Any]]
+) -> list[Any]:
+    """POST predict straight through the app with these client messages; what it sent back."""
+    app = api.client.app
+    incoming = iter(messages)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        message = next(incoming, None)
+        if message is None:  # the client waits for its answer
+            await asyncio.sleep(3600)
+        return message  # type: ignore[return-value]
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": f"/models/{model_id}/predict",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "query_string": b"",
+    }
+    api.client.portal.call(app, scope, receive, send)  # on the running app's event loop
+    return sent
+
+
+def _http_requests(status: str) -> float:
+    from service.metrics import HTTP_REQUESTS
+
+    return HTTP_REQUESTS.labels("POST", "/models/{model_id}/predict", status)._value.get()
+
+
+def test_a_client_gone_during_the_upload_is_a_499_not_a_500(api: ApiSession, tmp_path: Path) -> None:
+    owner = api.new_owner()
+    model_id = register_tiny_tagger(owner, tmp_path)
+    before = _http_requests("499"), _http_requests("500")
+    sent = _asgi_predict(
+        api,
+        model_id,
+        owner.headers,
+        [
+            {"type": "http.request", "body": b'{"texts": ["Anna', "more_body": True},
+            {"type": "http.disconnect"},
+        ],
+    )
+    assert sent == []  # nobody to answer
+    assert (_http_requests("499") - before[0], _http_requests("500") - before[1]) == (1, 0)
+
+
+def test_a_large_request_whose_client_went_away_is_not_computed(api: ApiSession, tmp_path: Path) -> None:
+    # Abandoned requests were computed in full: 100 of them held the next request for 14 s.
+    owner = api.new_owner()
+    model_id = register_tiny_tagger(owner, tmp_path)
+    body = ('{"texts": [' + ", ".join(['"Anna lives in Berlin and works in Paris ."'] * 200) + "]}").encode()
+    before = _batch_sizes()[1], _http_requests("499")
+    sent = _asgi_predict(
+        api,
+        model_id,
+        owner.headers,
+        [{"type": "http.request", "body": body, "more_body": False}, {"type": "http.disconnect"}],
+    )
+    assert sent == []
+    assert _http_requests("499") - before[1] == 1
+    assert _batch_sizes()[1] - before[0] < 200  # at most what was already running when it left
