@@ -44,7 +44,16 @@ class Api:
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """The JSON answer (None when empty); raises CliError with the problem's message."""
         response = self.request(method, path, **kwargs)
-        return response.json() if response.content else None
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            # e.g. a proxy's or another server's HTML page at that address
+            raise CliError(
+                f"{method} {response.request.url} answered {response.status_code} but not JSON; "
+                "is TAGSMITH_URL the Tagsmith API?"
+            ) from None
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -156,6 +165,10 @@ def load_spec(path: Path, corpus_ids: Sequence[str]) -> dict[str, Any]:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise CliError(f"spec file not found: {path}") from exc
+    except OSError as exc:
+        raise CliError(f"cannot read spec file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path}: not UTF-8 text (byte {exc.start}); a spec is a UTF-8 JSON file") from exc
     except json.JSONDecodeError as exc:
         raise CliError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from exc
     if not isinstance(spec, dict):

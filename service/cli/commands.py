@@ -147,10 +147,21 @@ def migrate() -> None:
     typer.echo(f"database schema is up to date ({redact(get_settings().resolved_database_url)})")
 
 
+def _require_database() -> None:
+    """A SQLite database that does not exist yet: say so before connecting, which would leave an
+    empty file behind."""
+    from service.settings import get_settings
+
+    url = get_settings().resolved_database_url
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+        raise CliError("the database is not migrated: run tagsmith migrate")
+
+
 def _create_key(owner_name: str | None, owner_id: str | None = None) -> str:
     from service.auth import create_key as new_key
     from service.db.session import session_scope
 
+    _require_database()
     try:
         with session_scope() as session:
             return new_key(session, owner_name=owner_name, owner_id=owner_id).key
@@ -191,8 +202,17 @@ def clean_storage(
     """Remove storage that no corpus, model or job points to: what a process killed between
     writing files and committing their row left behind, and stale temporary copies."""
     from service.logic.storage_sweep import clean_storage as sweep
+    from service.settings import get_settings
 
-    found = sweep(min_age_minutes * 60, dry_run=dry_run)
+    _require_database()
+    try:
+        found = sweep(min_age_minutes * 60, dry_run=dry_run)
+    except OSError as exc:
+        # a local storage folder that cannot be made or read: name the setting behind it
+        settings = get_settings()
+        raise CliError(
+            f"storage {settings.storage_url or settings.storage_root}: {exc.strerror or exc}"
+        ) from exc
     for leftover in found:
         typer.echo(f"{leftover.key:<70} {leftover.bytes:>14,} bytes  {leftover.reason}")
     verb = "would free" if dry_run else "freed"
@@ -415,10 +435,59 @@ def demo(
     typer.echo(f'\nnext: tagsmith predict {model_id} "I love Berlin"')
 
 
+def user_error(exc: BaseException) -> str | None:
+    """The one-line message for a failure the user can act on (None: a bug, keep the traceback).
+
+    The one place that turns the local failures every command can meet (files, the database,
+    its settings) into messages, so that the commands need no try/except of their own."""
+    if isinstance(exc, CliError):
+        return str(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+    if isinstance(exc, OSError) and exc.strerror:
+        names = [str(name) for name in (exc.filename, exc.filename2) if name is not None]
+        return f"{' -> '.join(names)}: {exc.strerror}" if names else exc.strerror
+    try:
+        from sqlalchemy import exc as db
+    except ImportError:  # pragma: no cover - a dependency of the server
+        return None
+    if isinstance(exc, db.NoSuchModuleError | db.ArgumentError):
+        return f"TAGSMITH_DATABASE_URL is not a database URL this server can use ({_first_line(exc)})"
+    if isinstance(exc, db.DBAPIError):
+        from service.settings import get_settings
+
+        message = _first_line(exc.orig or exc)
+        # SQLite says "no such table", PostgreSQL "relation ... does not exist".
+        if "no such table" in message or ("relation" in message and "does not exist" in message):
+            return "the database is not migrated: run tagsmith migrate"
+        return f"database {redact(get_settings().resolved_database_url)}: {message}"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _check_arguments(argv: Sequence[str]) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates, which every later encode (an
+    HTTP body, a database row) fails on: refuse them here, naming the argument."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise CliError(f"argument '{shown}' is not UTF-8; set a UTF-8 locale or convert it") from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: a user error prints one message and exits with 1."""
+    args = list(argv) if argv is not None else sys.argv[1:]
     try:
-        app(args=list(argv) if argv is not None else None)
-    except CliError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        _check_arguments(args)
+        app(args=args)
+    except Exception as exc:
+        message = user_error(exc)
+        if message is None:
+            raise
+        typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
         sys.exit(1)

@@ -208,9 +208,11 @@ def run_stack(options: StackOptions, echo: Callable[[str], None], create_key: Ca
 
     Returns the exit code: 0 after a requested stop, 1 when something failed.
     """
+    folder = options.data_dir.expanduser().resolve()
+    if folder.exists() and not folder.is_dir():
+        raise CliError(f"--data-dir {folder} is a file, not a folder")
     stopper = Stopper()
     stopper.install()
-    folder = options.data_dir.expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
     lock = lock_data_folder(folder)
     try:

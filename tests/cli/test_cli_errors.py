@@ -1,0 +1,139 @@
+"""What the user sees when a command fails for a reason outside the code: one line
+``error: ...`` on stderr and exit code 1, never a traceback (the console script's ``main``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.cli import client, commands, main
+from service.settings import reset_settings
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    for name in ("TAGSMITH_DATABASE_URL", "TAGSMITH_BROKER_URL", "TAGSMITH_STORAGE_URL", "TAGSMITH_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TAGSMITH_DATA_DIR", str(tmp_path / "data"))
+    reset_settings()
+    yield tmp_path / "data"
+    reset_settings()
+
+
+def _wire(monkeypatch: pytest.MonkeyPatch, answer: Callable[[httpx.Request], httpx.Response]) -> None:
+    """The client commands talk to ``answer`` instead of a server."""
+    api = client.Api("http://api", transport=httpx.MockTransport(answer))
+    monkeypatch.setattr(commands, "_api", lambda ctx: api)
+
+
+def _error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Run the command line, expect exit code 1 and one ``error:`` line; return that line."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: "), err
+    return err.strip()
+
+
+def test_a_2xx_answer_that_is_not_json_asks_whether_the_url_is_the_api(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = "<html><body>Welcome to nginx</body></html>"
+    _wire(monkeypatch, lambda request: httpx.Response(200, text=page, headers={"content-type": "text/html"}))
+    err = _error(capsys, "predict", "m1", "I love Berlin")
+    assert "POST http://api/models/m1/predict answered 200 but not JSON" in err
+    assert "is TAGSMITH_URL the Tagsmith API?" in err
+
+
+def test_files_output_that_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _wire(monkeypatch, lambda request: httpx.Response(200, text="EPOCH\tLOSS\n"))
+    err = _error(capsys, "files", "j1", "loss.tsv", "-o", str(tmp_path))
+    assert err == f"error: {tmp_path}: Is a directory"
+    missing = tmp_path / "missing" / "dir" / "x"
+    assert _error(capsys, "files", "j1", "loss.tsv", "-o", str(missing)) == (
+        f"error: {missing}: No such file or directory"
+    )
+
+
+def test_train_with_a_folder_or_a_spec_that_is_not_utf8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _error(capsys, "--url", "http://127.0.0.1:9", "train", str(tmp_path)) == (
+        f"error: cannot read spec file {tmp_path}: Is a directory"
+    )
+    latin1 = tmp_path / "spec.json"
+    latin1.write_bytes('{"name": "café"}'.encode("latin-1"))
+    err = _error(capsys, "--url", "http://127.0.0.1:9", "train", str(latin1))
+    assert err.startswith(f"error: {latin1}: not UTF-8 text (byte 13)"), err
+
+
+def test_arguments_that_are_not_utf8_are_named(capsys: pytest.CaptureFixture[str]) -> None:
+    # what Python makes of the bytes of $'caf\xe9' under a UTF-8 locale
+    err = _error(capsys, "--url", "http://127.0.0.1:9", "predict", "m1", "caf\udce9")
+    assert err.startswith("error: argument 'caf\\xe9' is not UTF-8"), err
+
+
+def test_up_with_a_file_as_its_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x", encoding="utf-8")
+    assert (
+        _error(capsys, "up", "--data-dir", str(afile)) == f"error: --data-dir {afile} is a file, not a folder"
+    )
+
+
+def test_server_commands_before_migrate_say_so_and_leave_no_database_file(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in (["create-key"], ["clean-storage", "--dry-run"]):
+        assert _error(capsys, *command) == "error: the database is not migrated: run tagsmith migrate"
+    assert not (data_dir / "tagsmith.db").exists()
+    # a database file without the schema (an interrupted first start) says the same
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "tagsmith.db").write_bytes(b"")
+    assert _error(capsys, "create-key") == "error: the database is not migrated: run tagsmith migrate"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "postgresql+psycopg://u:secret@127.0.0.1:1/x",
+            "error: database postgresql+psycopg://u:***@127.0.0.1:1/x: connection failed",
+        ),
+        ("bogus://x", "error: TAGSMITH_DATABASE_URL is not a database URL this server can use"),
+        ("nosuch", "error: TAGSMITH_DATABASE_URL is not a database URL this server can use"),
+    ],
+    ids=["refused", "unknown-scheme", "not-a-url"],
+)
+def test_a_database_that_cannot_be_used(
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    expected: str,
+) -> None:
+    monkeypatch.setenv("TAGSMITH_DATABASE_URL", url)
+    reset_settings()
+    err = _error(capsys, "create-key")
+    assert err.startswith(expected), err
+    assert "secret" not in err
+
+
+def test_clean_storage_on_a_storage_path_that_cannot_exist(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["migrate"])
+    capsys.readouterr()
+    afile = data_dir / "afile"
+    afile.write_text("x", encoding="utf-8")
+    monkeypatch.setenv("TAGSMITH_STORAGE_URL", str(afile / "storage"))
+    reset_settings()
+    assert _error(capsys, "clean-storage") == f"error: storage {afile / 'storage'}: Not a directory"
