@@ -635,7 +635,8 @@ class _Run:
             elif state.best_epoch == state.epoch:
                 self.model.save(best_target)
         state.train_args = fresh.train_args
-        self.log(f"resuming from {resume.path} after epoch {state.epoch}")
+        # the folder by name: in a worker it is a temporary path, and users read this log
+        self.log(f"resuming from checkpoint {resume.path.name!r} after epoch {state.epoch}")
         return state
 
     def _emit(self, hook: str, *args: Any) -> None:

@@ -47,6 +47,8 @@ def test_a_worker_killed_in_epoch_two_is_resumed_by_another(stack: Stack) -> Non
     log = training_log(stack, job_id)
     assert [log.count(f"epoch {n}: train loss") for n in (1, 2, 3, 4)] == [1, 1, 1, 1], log
     assert log.index("epoch 1: train loss") < log.index("resuming from") < log.index("epoch 2: train loss")
+    assert "resuming from checkpoint 'resume-checkpoint' after epoch 1" in log
+    assert "tagsmith-job-" not in log  # the worker's temporary folders are not the user's business
 
 
 def test_a_redelivered_message_does_not_start_a_second_run(stack: Stack) -> None:
