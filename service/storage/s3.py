@@ -58,8 +58,10 @@ class S3Storage(Storage):
         self.client: Any = client or boto3.client(
             "s3",
             # The number of tries is boto3's (3, or AWS_MAX_ATTEMPTS): past them the caller sees
-            # StorageUnavailable, and a training job is retried later as a whole.
-            config=Config(retries={"mode": "standard"}, connect_timeout=5, read_timeout=60),
+            # StorageUnavailable, and a training job is retried later as a whole. The read timeout
+            # is the longest silence within one response, not a transfer's length: an S3 that
+            # answers nothing for 20 s is frozen, and boto3's 60 s held an API request for 3 min.
+            config=Config(retries={"mode": "standard"}, connect_timeout=5, read_timeout=20),
         )
         self._transfer = TransferConfig(
             multipart_threshold=_MULTIPART_BYTES, multipart_chunksize=_MULTIPART_BYTES
