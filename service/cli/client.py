@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -32,6 +33,14 @@ def discover_url() -> str:
         except (ValueError, KeyError, TypeError):
             pass
     return DEFAULT_URL
+
+
+def path(*segments: str) -> str:
+    """An API path from ids and names that may hold any character: each is one path segment,
+    so ``../../corpora`` as a file name cannot climb to another endpoint."""
+    quoted = [quote(str(segment), safe="") for segment in segments]
+    # "." and ".." are not escaped by quote(), and URL normalization would resolve them.
+    return "/" + "/".join(q.replace(".", "%2E") if q in (".", "..") else q for q in quoted)
 
 
 @dataclass
@@ -210,7 +219,7 @@ def follow_job(
     waited_for: str | None = None
     try:
         while True:
-            job = dict(api.call("GET", f"/jobs/{job_id}"))
+            job = dict(api.call("GET", path("jobs", job_id)))
             status = job.get("status")
             bar.set_description(f"{status} epoch {job.get('epoch') or 0}/{job.get('max_epochs') or '?'}")
             if job.get("retry_at") and job.get("error") != waited_for:
@@ -224,7 +233,7 @@ def follow_job(
             bar.set_postfix(postfix, refresh=False)
             bar.update(max(0.0, min(100.0, float(job.get("percent") or 0.0))) - bar.n)
             if show and int(job.get("epoch") or 0) > len(printed):
-                metrics = api.call("GET", f"/jobs/{job_id}/metrics") or {}
+                metrics = api.call("GET", path("jobs", job_id, "metrics")) or {}
                 for row in metrics.get("epochs") or []:
                     if row.get("epoch") not in printed:
                         printed.add(row.get("epoch"))
@@ -247,7 +256,7 @@ def follow_job(
 
 def predict(api: Api, model_id: str, texts: Sequence[str]) -> list[dict[str, Any]]:
     """POST /models/{id}/predict with raw texts; returns the predicted sentences."""
-    answer = api.call("POST", f"/models/{model_id}/predict", json={"texts": list(texts)})
+    answer = api.call("POST", path("models", model_id, "predict"), json={"texts": list(texts)})
     return list(answer.get("sentences") or [])
 
 
@@ -258,7 +267,7 @@ def evaluate(
     body: dict[str, Any] = {"corpus_id": corpus_id, "split": split}
     if label_type:
         body["label_type"] = label_type
-    return dict(api.call("POST", f"/models/{model_id}/evaluate", json=body))
+    return dict(api.call("POST", path("models", model_id, "evaluate"), json=body))
 
 
 def format_evaluation(result: dict[str, Any]) -> str:

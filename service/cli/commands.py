@@ -48,7 +48,9 @@ def up(
     host: Annotated[
         str, typer.Option(envvar="TAGSMITH_HOST", help="Address the API listens on.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="TAGSMITH_PORT", help="Port of the API.")] = DEFAULT_PORT,
+    port: Annotated[
+        int, typer.Option(envvar="TAGSMITH_PORT", min=0, max=65535, help="Port of the API.")
+    ] = DEFAULT_PORT,
     open_mode: Annotated[
         bool,
         typer.Option(
@@ -91,7 +93,9 @@ MULTI_WORKER_ENV = {"UV_TCP_SINGLE_ACCEPT": "1"}
 @app.command()
 def api(
     host: Annotated[str, typer.Option(envvar="TAGSMITH_HOST", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="TAGSMITH_PORT", help="Port to listen on.")] = DEFAULT_PORT,
+    port: Annotated[
+        int, typer.Option(envvar="TAGSMITH_PORT", min=0, max=65535, help="Port to listen on.")
+    ] = DEFAULT_PORT,
     workers: Annotated[int, typer.Option(help="Uvicorn worker processes.")] = 1,
     migrate_first: Annotated[
         bool, typer.Option("--migrate/--no-migrate", help="Bring the database schema up to date first.")
@@ -342,10 +346,10 @@ def files(
     list, with NAME the file."""
     api_ = _api(ctx)
     if name is None:
-        for item in api_.call("GET", f"/jobs/{job_id}/files")["items"]:
+        for item in api_.call("GET", client.path("jobs", job_id, "files"))["items"]:
             typer.echo(f"{item['name']:<14} {item['size_bytes']:>12,} bytes")
         return
-    response = api_.request("GET", f"/jobs/{job_id}/files/{name}")
+    response = api_.request("GET", client.path("jobs", job_id, "files", name))
     if output is not None:
         output.write_bytes(response.content)
         typer.echo(f"{name}: {len(response.content):,} bytes written to {output}")
@@ -416,7 +420,7 @@ def demo_spec(corpus_id: str, max_epochs: int) -> dict[str, Any]:
 @app.command()
 def demo(
     ctx: typer.Context,
-    max_epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
+    max_epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 10,
 ) -> None:
     """Upload the bundled sample NER corpus, train a small tagger, follow it and tag a few sentences."""
     api_ = _api(ctx)

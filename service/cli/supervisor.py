@@ -10,6 +10,7 @@ SIGINT, SIGTERM and SIGHUP only set an event; the main loop notices it and shuts
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -120,14 +121,19 @@ class Stopper:
         self.event.set()
 
 
-def port_is_free(host: str, port: int) -> bool:
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why the API could not listen on ``host:port`` (None: it can)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError:
-            return False
-    return True
+        except OSError as error:
+            return error
+    return None
+
+
+def port_is_free(host: str, port: int) -> bool:
+    return bind_error(host, port) is None
 
 
 def display_host(host: str) -> str:
@@ -260,8 +266,12 @@ def _run_locked(
     echo: Callable[[str], None],
     create_key: Callable[[], str],
 ) -> int:
-    if not port_is_free(options.host, options.port):
+    error = bind_error(options.host, options.port)
+    if error is not None and error.errno == errno.EADDRINUSE:
         raise CliError(f"port {options.port} on {options.host} is in use; choose another with --port")
+    if error is not None:
+        # e.g. an address of another machine: "cannot assign requested address"
+        raise CliError(f"cannot listen on {options.host}:{options.port}: {error.strerror or error}")
 
     # The children inherit this environment: one data folder, one mode, one broker for all.
     os.environ["TAGSMITH_DATA_DIR"] = str(folder)

@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
-from service.cli import client, commands, main
+from service.cli import app, client, commands, main
 from service.settings import reset_settings
 
 
@@ -137,3 +141,47 @@ def test_clean_storage_on_a_storage_path_that_cannot_exist(
     monkeypatch.setenv("TAGSMITH_STORAGE_URL", str(afile / "storage"))
     reset_settings()
     assert _error(capsys, "clean-storage") == f"error: storage {afile / 'storage'}: Not a directory"
+
+
+@pytest.mark.parametrize("command", ["up", "api"])
+def test_a_port_out_of_range_is_a_usage_error(command: str) -> None:
+    result = CliRunner().invoke(app, [command, "--port", "99999"])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--port'" in result.output
+
+
+def test_up_on_an_address_of_another_machine_reports_the_bind_error(tmp_path: Path) -> None:
+    # a subprocess: `up` installs its own signal handlers
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGSMITH_")}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "tagsmith"), "up", "--host", "192.0.2.1", "--port", "8123"]
+        + ["--data-dir", str(tmp_path / "data")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.strip() == "error: cannot listen on 192.0.2.1:8123: Cannot assign requested address"
+    assert done.stdout == ""
+
+
+def test_demo_refuses_zero_epochs_before_uploading(monkeypatch: pytest.MonkeyPatch) -> None:
+    requests: list[httpx.Request] = []
+    _wire(monkeypatch, lambda request: requests.append(request) or httpx.Response(500))
+    result = CliRunner().invoke(app, ["demo", "--max-epochs", "0"])
+    assert result.exit_code == 2 and "Invalid value for '--max-epochs'" in result.output, result.output
+    assert requests == []  # no corpus was uploaded
+
+
+def test_ids_and_file_names_are_one_path_segment_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    paths: list[bytes] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.raw_path)
+        return httpx.Response(200, text="x\n", headers={"content-type": "text/plain"})
+
+    _wire(monkeypatch, answer)
+    for args in (["files", "j1", "../../corpora"], ["files", ".."], ["predict", "a/b?c", "hi"]):
+        CliRunner().invoke(app, args)
+    assert paths == [b"/jobs/j1/files/..%2F..%2Fcorpora", b"/jobs/%2E%2E/files", b"/models/a%2Fb%3Fc/predict"]
