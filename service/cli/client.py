@@ -4,6 +4,7 @@ the text rendering of predictions. It speaks only the public REST API (openapi/o
 from __future__ import annotations
 
 import json
+import sys
 import tarfile
 import tempfile
 import time
@@ -20,6 +21,9 @@ from service.cli.supervisor import STATE_FILE
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
+# Without a terminal on stderr (a log file, CI) progress is a plain line per epoch or state,
+# plus one at most this often within a long epoch.
+PLAIN_PROGRESS_SECONDS = 10.0
 
 
 def discover_url() -> str:
@@ -65,6 +69,7 @@ class Api:
             ) from None
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        self._check_url()
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         try:
             with httpx.Client(
@@ -80,6 +85,18 @@ class Api:
             raise CliError(problem_message(response))
         return response
 
+    def _check_url(self) -> None:
+        # httpx would call "localhost:8000" an unsupported protocol 'localhost://'
+        try:
+            scheme = httpx.URL(self.url).scheme
+        except httpx.InvalidURL:
+            scheme = ""
+        if scheme not in ("http", "https"):
+            raise CliError(
+                f"--url / TAGSMITH_URL {self.url!r} is not an API URL: it needs http:// or https://, "
+                "e.g. http://127.0.0.1:8000"
+            )
+
 
 def problem_message(response: httpx.Response) -> str:
     """One readable message from an ``application/problem+json`` answer (or any error body)."""
@@ -90,16 +107,24 @@ def problem_message(response: httpx.Response) -> str:
         return f"{head}: {response.text[:500]}"
     if not isinstance(problem, dict):
         return f"{head}: {problem}"
-    summary = " - ".join(str(problem[k]) for k in ("title", "detail") if problem.get(k))
-    lines = [f"{head}: {summary}"]
+    fields = []
     for error in problem.get("errors") or []:
         if not isinstance(error, dict):
-            lines.append(f"  {error}")
+            fields.append((str(error), ""))
             continue
         where = error.get("loc") or error.get("field") or error.get("pointer") or ""
         if isinstance(where, list):
             where = ".".join(str(part) for part in where)
-        lines.append(f"  {where}: {error.get('msg') or error.get('message') or error}")
+        fields.append((str(where), str(error.get("msg") or error.get("message") or error)))
+    detail = str(problem.get("detail") or "")
+    if fields:
+        # A 422's detail ends with "; first: <field>: <message>", which the field list repeats.
+        counted, sep, first = detail.partition("; first: ")
+        if sep and first.endswith(fields[0][1]):
+            detail = counted
+    summary = " - ".join(str(part) for part in (problem.get("title"), detail) if part)
+    lines = [f"{head}: {summary}"]
+    lines += [f"  {where}: {message}" if message else f"  {where}" for where, message in fields]
     return "\n".join(lines)
 
 
@@ -122,6 +147,8 @@ def upload_corpus(
     for split, path in files.items():
         if path is None:
             continue
+        if path.is_dir():
+            raise CliError(f"{split} file {path} is a directory; give the corpus file itself")
         if not path.is_file():
             raise CliError(f"{split} file not found: {path}")
         parts.append((split, (path.name, path.read_bytes())))
@@ -131,6 +158,8 @@ def upload_corpus(
 def import_model(api: Api, path: Path, name: str | None) -> dict[str, Any]:
     """POST /models with a model folder (archived here first) or an archive of one."""
     data = {"name": name} if name else {}
+    if not path.exists():
+        raise CliError(f"{path} does not exist")
     if path.is_file():
         with path.open("rb") as archive:
             return dict(api.call("POST", "/models", data=data, files={"file": (path.name, archive)}))
@@ -204,15 +233,18 @@ def epoch_line(row: dict[str, Any]) -> str:
 def follow_job(
     api: Api, job_id: str, poll_seconds: float = 0.5, show: bool = True, write: Any = print
 ) -> dict[str, Any]:
-    """Poll GET /jobs/{id} with a progress bar, print each finished epoch's losses and scores,
-    and return the job once it has ended."""
+    """Poll GET /jobs/{id} with a progress bar (plain lines when stderr is not a terminal), print
+    each finished epoch's losses and scores, and return the job once it has ended."""
     from tqdm import tqdm
 
+    # A bar redraws its line with \r: in a log file that is one line growing without end.
+    live = show and sys.stderr.isatty()
+    plain = PlainProgress() if show and not live else None
     printed: set[int] = set()
     bar = tqdm(
         total=100.0,
         bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]",
-        disable=not show,
+        disable=not live,
         dynamic_ncols=True,
     )
     job: dict[str, Any] = {}
@@ -222,6 +254,8 @@ def follow_job(
             job = dict(api.call("GET", path("jobs", job_id)))
             status = job.get("status")
             bar.set_description(f"{status} epoch {job.get('epoch') or 0}/{job.get('max_epochs') or '?'}")
+            if plain is not None:
+                plain.show(job)
             if job.get("retry_at") and job.get("error") != waited_for:
                 # put back after a storage outage: say why it waits, once per outage
                 waited_for = job.get("error")
@@ -252,6 +286,41 @@ def follow_job(
             write(f"job {job_id} {job.get('status')}")
         write(f"its training log, loss.tsv ...: tagsmith files {job_id}")
     return job
+
+
+def cancel_job(api: Api, job_id: str) -> dict[str, Any]:
+    """POST /jobs/{id}/cancel; a finished job is a 409 (a CliError)."""
+    return dict(api.call("POST", path("jobs", job_id, "cancel")))
+
+
+def cancel_summary(job: dict[str, Any]) -> str:
+    status = job.get("status")
+    if status == "cancelled":
+        return f"job {job['id']} cancelled"
+    # a worker holds it: the flag is set and the worker stops it
+    return f"job {job['id']} {status}, cancel requested: it stops at its next batch boundary"
+
+
+class PlainProgress:
+    """Progress as whole lines on stderr: one when the state or epoch changes, and within an
+    epoch one at most every PLAIN_PROGRESS_SECONDS, only when something moved."""
+
+    def __init__(self) -> None:
+        self.stage: tuple[Any, Any] | None = None
+        self.line = ""
+        self.at = 0.0
+
+    def show(self, job: dict[str, Any]) -> None:
+        line = f"{job.get('status')} epoch {job.get('epoch') or 0}/{job.get('max_epochs') or '?'}"
+        line += f"  {float(job.get('percent') or 0.0):.0f}%"
+        for key, label in (("train_loss", "loss"), ("learning_rate", "lr")):
+            if isinstance(job.get(key), int | float):
+                line += f"  {label} {job[key]:.4g}"
+        stage = (job.get("status"), job.get("epoch"))
+        now = time.monotonic()
+        if stage != self.stage or (line != self.line and now - self.at >= PLAIN_PROGRESS_SECONDS):
+            print(line, file=sys.stderr, flush=True)
+            self.stage, self.line, self.at = stage, line, now
 
 
 def predict(api: Api, model_id: str, texts: Sequence[str]) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
 Server: ``up`` (the whole stack on one machine), ``api``, ``worker``, ``migrate``, ``create-key``,
 ``clean-storage``.
 Client (HTTP, against ``--url`` / ``TAGSMITH_URL``): ``upload``, ``import-model``, ``train``, ``watch``,
-``predict``, ``evaluate``, ``demo``.
+``cancel``, ``files``, ``predict``, ``evaluate``, ``demo``.
 """
 
 from __future__ import annotations
@@ -320,17 +320,39 @@ def train(
     job = api_.call("POST", "/jobs", json=client.load_spec(spec_file, corpus or []))
     typer.echo(f"job {job['id']} {job.get('status', '')}")
     if watch_job:
-        _exit_for(client.follow_job(api_, str(job["id"]), write=typer.echo))
+        _exit_for(_follow(api_, str(job["id"])))
 
 
 def _exit_for(job: dict[str, Any]) -> None:
     raise typer.Exit(0 if job.get("status") == "completed" else 1)
 
 
+def _follow(api_: client.Api, job_id: str) -> dict[str, Any]:
+    """follow_job, where Ctrl-C stops only the watching: the job runs on in the server, which
+    the user must hear, with the ways back to it."""
+    try:
+        return client.follow_job(api_, job_id, write=typer.echo)
+    except KeyboardInterrupt:
+        typer.echo(
+            f"stopped watching; job {job_id} keeps running "
+            f"(tagsmith watch {job_id} to follow it, tagsmith cancel {job_id} to stop it)",
+            err=True,
+        )
+        raise typer.Exit(130) from None
+
+
 @app.command()
 def watch(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
     """Follow a job: a live progress bar and the losses and dev score of every epoch."""
-    _exit_for(client.follow_job(_api(ctx), job_id, write=typer.echo))
+    _exit_for(_follow(_api(ctx), job_id))
+
+
+@app.command()
+def cancel(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
+    """Cancel a job (POST /jobs/{id}/cancel): a queued one ends at once, a running one at its
+    next batch boundary; resume it later with POST /jobs/{id}/resume."""
+    job = client.cancel_job(_api(ctx), job_id)
+    typer.echo(client.cancel_summary(job))
 
 
 @app.command()
@@ -429,7 +451,7 @@ def demo(
     typer.echo(client.corpus_summary(corpus))
     job = api_.call("POST", "/jobs", json=demo_spec(str(corpus["id"]), max_epochs))
     typer.echo(f"training job {job['id']}")
-    final = client.follow_job(api_, str(job["id"]), write=typer.echo)
+    final = _follow(api_, str(job["id"]))
     if final.get("status") != "completed":
         raise typer.Exit(1)
     model_id = str(final["model_id"])

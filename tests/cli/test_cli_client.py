@@ -265,3 +265,27 @@ def test_upload_sends_the_column_map_as_reader_options(
     body = scripted.requests[0].content.decode("utf-8")
     assert 'name="options"' in body and json.dumps({"column_map": {"0": "text", "1": "ner"}}) in body
     assert 'name="format"' in body and 'filename="train.txt"' in body
+
+
+def test_follow_job_without_a_terminal_prints_a_line_per_state_and_epoch(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    scripted = ScriptedApi(
+        [
+            _job("queued", 0, 0.0),
+            _job("running", 1, 10.0),
+            _job("running", 1, 20.0),  # within PLAIN_PROGRESS_SECONDS of the line before
+            _job("running", 2, 60.0),
+            _job("completed", 2, 100.0, model_id="m1"),
+        ]
+    )
+    api = client.Api("http://api", transport=httpx.MockTransport(scripted))
+    client.follow_job(api, "j1", poll_seconds=0.0, write=print)
+    err = capsys.readouterr().err  # not a terminal
+    assert "\r" not in err
+    assert err.splitlines() == [
+        "queued epoch 0/2  0%  loss 0.5  lr 0.1",
+        "running epoch 1/2  10%  loss 0.5  lr 0.1",
+        "running epoch 2/2  60%  loss 0.5  lr 0.1",
+        "completed epoch 2/2  100%  loss 0.5  lr 0.1",
+    ]

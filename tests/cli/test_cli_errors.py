@@ -185,3 +185,22 @@ def test_ids_and_file_names_are_one_path_segment_each(monkeypatch: pytest.Monkey
     for args in (["files", "j1", "../../corpora"], ["files", ".."], ["predict", "a/b?c", "hi"]):
         CliRunner().invoke(app, args)
     assert paths == [b"/jobs/j1/files/..%2F..%2Fcorpora", b"/jobs/%2E%2E/files", b"/models/a%2Fb%3Fc/predict"]
+
+
+def test_a_url_without_http_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    for url in ("localhost:1", "ftp://x", "127.0.0.1"):
+        assert _error(capsys, "--url", url, "predict", "m1", "hi") == (
+            f"error: --url / TAGSMITH_URL '{url}' is not an API URL: it needs http:// or https://, "
+            "e.g. http://127.0.0.1:8000"
+        )
+
+
+def test_upload_of_a_folder_and_import_of_nothing_say_what_they_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "http://127.0.0.1:9"
+    assert _error(capsys, "--url", url, "upload", str(tmp_path)) == (
+        f"error: train file {tmp_path} is a directory; give the corpus file itself"
+    )
+    missing = tmp_path / "nosuch"
+    assert _error(capsys, "--url", url, "import-model", str(missing)) == f"error: {missing} does not exist"

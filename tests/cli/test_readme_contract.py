@@ -10,7 +10,15 @@ import jsonschema
 import pytest
 
 from service.schemas.spec import TrainingSpec
-from tests.cli.readme import REPO_ROOT, Curl, curl_commands, curl_session, heredocs, spec_examples
+from tests.cli.readme import (
+    REPO_ROOT,
+    Curl,
+    curl_commands,
+    curl_session,
+    heredocs,
+    readme_text,
+    spec_examples,
+)
 
 OPENAPI = REPO_ROOT / "openapi" / "openapi.json"
 
@@ -144,3 +152,19 @@ def test_every_link_inside_the_readme_has_its_heading() -> None:
     links = set(re.findall(r"\]\(#([^)]+)\)", readme))
     assert links, "no internal links found"
     assert not links - anchors, f"links to no heading: {sorted(links - anchors)}"
+
+
+def test_the_command_line_section_lists_every_command_and_the_global_options() -> None:
+    from service.cli import app
+
+    text = readme_text()
+    section = text[text.index("## The command line") : text.index("## Corpora")]
+    names = [
+        (command.name or command.callback.__name__).replace("_", "-")
+        for command in app.registered_commands
+        if command.callback
+    ]
+    missing = [name for name in names if f"| `tagsmith {name}" not in section]
+    assert not missing, f"commands missing from the README's table: {missing}"
+    for option in ("`--url`", "`--api-key`", "`TAGSMITH_URL`", "`TAGSMITH_API_KEY`", "before the command"):
+        assert option in section, option
