@@ -130,7 +130,16 @@ def train_job(job_id: str) -> str:
 
 def error_message(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
+    text = f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
+    # The API shows this message: a transformer by its name, not the server's folders.
+    settings = get_settings()
+    for root, name in (
+        (settings.transformers_root, "<transformers dir>"),
+        (settings.resolved_data_dir, "<data dir>"),
+        (Path(tempfile.gettempdir()), "<tmp>"),
+    ):
+        text = text.replace(f"{root}/", f"{name}/")
+    return text
 
 
 def run_job(job_id: str, owner: str | None = None) -> str:

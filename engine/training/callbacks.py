@@ -59,7 +59,13 @@ class TrainingEnded:
 
 
 class TrainerCallback:
-    """Base listener: every hook does nothing, override the ones you need."""
+    """Base listener: every hook does nothing, override the ones you need.
+
+    ``stop_reason``: set by a callback whose ``should_stop`` fired, when the stop is not a cancel
+    (e.g. ``"shutdown"``: the process is going away and the run will be resumed); the trainer's
+    log says it instead of "cancelled"."""
+
+    stop_reason: str | None = None
 
     def on_train_start(self, info: TrainingStarted) -> None:
         return None

@@ -643,6 +643,11 @@ class _Run:
         for callback in self.callbacks:
             getattr(callback, hook)(*args)
 
+    def _stop_words(self) -> str:
+        """What the log calls a stop: "cancelled", unless a callback gave another reason."""
+        reasons = [c.stop_reason for c in self.callbacks if c.stop_reason not in (None, "cancelled")]
+        return f"stopped ({reasons[0].replace('_', ' ')})" if reasons else "cancelled"
+
     def _should_stop(self) -> bool:
         # Every callback is asked (no short-circuit), so each can record why the run stops.
         answers = [callback.should_stop() for callback in self.callbacks]
@@ -696,7 +701,9 @@ class _Run:
         self.epoch_started = started
         for batch_no in range(1, self.batches_per_epoch + 1):
             if self._should_stop():
-                self.log(f"cancelled in epoch {epoch} before batch {batch_no}: the partial epoch is dropped")
+                self.log(
+                    f"{self._stop_words()} in epoch {epoch} before batch {batch_no}: the partial epoch is dropped"
+                )
                 return False
             batch = [self.train_data[i] for i in batches[batch_no - 1]]
             optimizer.zero_grad(set_to_none=True)
@@ -934,7 +941,8 @@ class _Run:
                 self.log(result.report())
         set_storage_mode(self.model, "none")
         clear_stored_embeddings(self.train_data + self.dev_data + self.test_data, "none")
-        self.log(f"training {status} after {epochs_done} epochs")
+        ended_as = status if status != "cancelled" else self._stop_words()
+        self.log(f"training {ended_as} after {epochs_done} epochs")
         ended = TrainingEnded(
             status=status,
             epochs_done=epochs_done,

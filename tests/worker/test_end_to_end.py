@@ -126,6 +126,11 @@ def test_a_job_that_cannot_be_built_fails_once_with_its_error(stack: Stack) -> N
     job = stack.wait_finished(job_id)
     assert job.status == "failed"
     assert job.error and "truncated: cannot load the model" in job.error
+    # the API shows it: the model by its place among the transformers, not the server's folders
+    assert str(stack.data_dir) not in job.error and "<transformers dir>/truncated" in job.error, job.error
+    files = stack.client.get(f"/jobs/{job_id}/files/training.log", headers=stack.headers)
+    assert files.status_code == 404
+    assert files.json()["detail"] == f"job {job_id} wrote no files: it ended failed before training began"
     assert job.attempts == 1
     api = stack.api_job(job_id)
     assert api["error"] == job.error

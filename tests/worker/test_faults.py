@@ -130,3 +130,6 @@ def test_a_stopping_worker_hands_its_job_back_at_once(stack: Stack, whom: str) -
     assert job.attempts == 2
     assert "sent back to the queue" in leaving.log()
     assert "reaper" not in stack.workers[-1].log(), "the job waited for its lease to expire"
+    # nobody cancelled it: the log says why the run stopped
+    log = training_log(stack, job_id)
+    assert "stopped (shutdown) in epoch 2 before batch" in log and "cancelled" not in log, log
