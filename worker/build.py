@@ -9,6 +9,7 @@ trusts a user-supplied path.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ from service.stored_corpora import read_stored_corpus
 from service.transformer_models import transformer_folder
 from worker.progress import JobProgress
 
+log = logging.getLogger(__name__)
+
 
 class BuildError(ValueError):
     """The stored spec cannot be built (a corpus or language model vanished, a wrong model kind)."""
@@ -38,6 +41,8 @@ def choose_device(spec: s.TrainingSpec) -> str:
     """``cuda`` when the spec does not insist on the CPU and this machine has a GPU."""
     if spec.trainer.device != "cpu" and torch.cuda.is_available():
         return "cuda"
+    if spec.trainer.device == "gpu":
+        log.warning("the job asks for a GPU and this worker has no CUDA device: it trains on the CPU")
     return "cpu"
 
 

@@ -125,4 +125,6 @@ def _fresh_database_connections(**_: Any) -> None:
 def _start_reaper(**_: Any) -> None:
     from worker.reaper import start_reaper_thread
 
-    start_reaper_thread(app)
+    queues = app.amqp.queues
+    consumed = queues.consume_from if queues.consume_from is not None else queues
+    start_reaper_thread(app, sorted(consumed))

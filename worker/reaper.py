@@ -131,10 +131,11 @@ def reap_once(celery: Celery, now: datetime | None = None) -> list[str]:
 
 
 class Reaper(threading.Thread):
-    def __init__(self, celery: Celery, interval: float) -> None:
+    def __init__(self, celery: Celery, interval: float, queues: list[str] | None = None) -> None:
         super().__init__(name="tagsmith-reaper", daemon=True)
         self.celery = celery
         self.interval = interval
+        self.queues = list(queues or [])  # the queues this worker takes, announced every pass
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -143,6 +144,10 @@ class Reaper(threading.Thread):
 
         owner = new_owner_id()
         while True:
+            try:
+                self._announce(owner)
+            except Exception:  # the broker away: jobs say nothing about consumers meanwhile
+                log.exception("announcing this worker's queues failed")
             try:
                 reap_once(self.celery)
             except Exception:  # the next pass retries; a reaper that dies would strand jobs silently
@@ -154,15 +159,23 @@ class Reaper(threading.Thread):
             if self.stopped.wait(self.interval):
                 return
 
+    def _announce(self, owner: str) -> None:
+        from service.queue_consumers import announce
+
+        if self.queues:
+            with self.celery.connection_for_write() as connection:
+                # three passes of slack: a busy machine may run one late
+                announce(connection.default_channel.client, self.queues, owner, 3 * self.interval + 5)
+
 
 _started: list[Reaper] = []
 
 
-def start_reaper_thread(celery: Celery) -> Reaper:
+def start_reaper_thread(celery: Celery, queues: list[str] | None = None) -> Reaper:
     with contextlib.suppress(IndexError):
         if _started[0].is_alive():
             return _started[0]
-    reaper = Reaper(celery, get_worker_settings().reaper_interval_seconds)
+    reaper = Reaper(celery, get_worker_settings().reaper_interval_seconds, queues)
     reaper.start()
     _started[:] = [reaper]
     return reaper

@@ -256,9 +256,11 @@ def follow_job(
             bar.set_description(f"{status} epoch {job.get('epoch') or 0}/{job.get('max_epochs') or '?'}")
             if plain is not None:
                 plain.show(job)
-            if job.get("retry_at") and job.get("error") != waited_for:
-                # put back after a storage outage: say why it waits, once per outage
-                waited_for = job.get("error")
+            reason = job.get("error") if job.get("retry_at") else job.get("note")
+            if reason and reason != waited_for:
+                # put back after a storage outage, or on a queue no worker takes: say why it
+                # waits, once per reason
+                waited_for = reason
                 bar.write(f"job {job_id} waits: {waited_for}")
             postfix = {}
             for key, label in (("train_loss", "loss"), ("learning_rate", "lr")):

@@ -13,6 +13,7 @@ from service.db.models import FINISHED_STATUSES, Job
 from service.deps import current_owner
 from service.logic import jobs
 from service.logic.curves import render_curves
+from service.queue_consumers import waiting_note
 from service.routers.common import Limit, Offset, problems
 from service.run_files import RUN_FILES
 from service.schemas.api import (
@@ -31,9 +32,11 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 Status = Literal["queued", "running", "completed", "failed", "cancelled"]
 
 
-def job_out(request: Request, job: Job) -> JobOut:
+def job_out(request: Request, job: Job, with_note: bool = False) -> JobOut:
     out = JobOut.model_validate(job)
     out.url = str(request.url_for("get_job", job_id=job.id))
+    if with_note and job.status == "queued" and job.retry_at is None:
+        out.note = waiting_note(job.queue)
     return out
 
 
@@ -44,7 +47,7 @@ def submit_job(
     """Submit a training job. The spec is checked against the corpora (label type, document
     boundaries for `use_context`, ...); the answer is 202 with the job's URL in `Location`."""
     job = jobs.submit_job(owner_id, spec)
-    out = job_out(request, job)
+    out = job_out(request, job, with_note=True)
     response.headers["Location"] = out.url
     return out
 
@@ -58,7 +61,7 @@ def submit_language_model_job(
     file (dev score: validation perplexity, lower is better). On success the model (task
     `language_model`) is what `flair` embeddings reference by `model`."""
     job = jobs.submit_language_model_job(owner_id, spec)
-    out = job_out(request, job)
+    out = job_out(request, job, with_note=True)
     response.headers["Location"] = out.url
     return out
 
@@ -86,7 +89,7 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobOut, responses=problems(401, 404))
 def get_job(job_id: str, request: Request, owner_id: str = Depends(current_owner)) -> JobOut:
     """Status and progress: epoch, batch, percent, ETA, learning rate, best dev score, error."""
-    return job_out(request, jobs.get_job(owner_id, job_id))
+    return job_out(request, jobs.get_job(owner_id, job_id), with_note=True)
 
 
 @router.get("/{job_id}/metrics", response_model=JobMetrics, responses=problems(401, 404))

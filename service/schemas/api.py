@@ -95,6 +95,11 @@ class JobOut(_Out):
         default=None,
         description="When a job whose run could not reach storage is tried again (it is `queued` until then).",
     )
+    note: str | None = Field(
+        default=None,
+        description="Why a `queued` job is not taken, when the service can tell: no worker takes its queue "
+        "(e.g. a `gpu` job where no GPU worker runs).",
+    )
     device: str | None
     worker_host: str | None
     model_id: str | None

@@ -205,11 +205,13 @@ class Stack:
     headers: dict[str, str]
     workers: list[WorkerProcess] = field(default_factory=list)
 
-    def start_worker(self, name: str, wait: bool = True, **settings: str) -> WorkerProcess:
+    def start_worker(
+        self, name: str, wait: bool = True, queues: str = "cpu", **settings: str
+    ) -> WorkerProcess:
         env = {**self.env, **settings}
         log_path = self.data_dir / f"worker-{name}-{len(self.workers)}.log"
         argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-l", "INFO"]
-        argv += ["-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "-c", "1", "-Q", "cpu"]
+        argv += ["-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "-c", "1", "-Q", queues]
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
         with log_path.open("wb") as log:
             process = subprocess.Popen(

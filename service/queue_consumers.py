@@ -1,0 +1,77 @@
+"""Which queues a worker takes: each worker announces its queues in the broker, refreshed by its
+reaper thread, so a job sent to a queue nobody takes (a GPU job where no GPU worker runs) says why
+it waits instead of waiting in silence. Imported by the worker: no FastAPI here."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import Any
+
+import redis
+
+from service.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+_PREFIX = "tagsmith:consumers"
+_lock = threading.Lock()
+_clients: dict[str, redis.Redis] = {}
+
+
+def _key(queue: str, worker: str) -> str:
+    return f"{_PREFIX}:{queue}:{worker}"
+
+
+def announce(client: Any, queues: list[str], worker: str, ttl_seconds: float) -> None:
+    """Say that ``worker`` takes ``queues`` for the next ``ttl_seconds`` (then it must say it again)."""
+    pipe = client.pipeline()
+    for queue in queues:
+        pipe.set(_key(queue, worker), 1, ex=max(1, int(ttl_seconds)))
+    pipe.execute()
+
+
+def withdraw(client: Any, queues: list[str], worker: str) -> None:
+    client.delete(*(_key(queue, worker) for queue in queues))
+
+
+def has_consumer(client: Any, queue: str) -> bool:
+    return next(iter(client.scan_iter(match=_key(queue, "*"), count=1000)), None) is not None
+
+
+def _broker_client() -> redis.Redis | None:
+    url = get_settings().broker_url
+    if not url:
+        return None
+    with _lock:
+        client = _clients.get(url)
+        if client is None:
+            # short timeouts: this only adds a note to an answer, it must not hold one up
+            client = _clients[url] = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        return client
+
+
+def waiting_note(queue: str) -> str | None:
+    """Why a job queued on ``queue`` is not taken, when no worker announces that queue (None when
+    one does, or when the broker cannot be asked)."""
+    client = _broker_client()
+    if client is None:
+        return None
+    try:
+        if has_consumer(client, queue):
+            return None
+    except redis.RedisError as error:
+        log.info("queue consumers unknown: %s", error)
+        return None
+    hint = " on a machine with a GPU" if queue == "gpu" else ""
+    return f"no worker takes the {queue} queue: start one with `tagsmith worker --queues {queue}`{hint}"
+
+
+def forget_clients() -> None:
+    """Close the cached broker clients (tests switch brokers)."""
+    with _lock:
+        for client in _clients.values():
+            with contextlib.suppress(redis.RedisError):
+                client.close()
+        _clients.clear()
