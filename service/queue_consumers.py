@@ -4,7 +4,6 @@ it waits instead of waiting in silence. Imported by the worker: no FastAPI here.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from typing import Any
@@ -20,24 +19,29 @@ _lock = threading.Lock()
 _clients: dict[str, redis.Redis] = {}
 
 
-def _key(queue: str, worker: str) -> str:
-    return f"{_PREFIX}:{queue}:{worker}"
+def _key(queue: str) -> str:
+    return f"{_PREFIX}:{queue}"
+
+
+def _now(client: Any) -> float:
+    # the broker's clock: workers and API processes on other hosts may disagree on theirs
+    seconds, micros = client.time()
+    return float(seconds) + micros / 1e6
 
 
 def announce(client: Any, queues: list[str], worker: str, ttl_seconds: float) -> None:
-    """Say that ``worker`` takes ``queues`` for the next ``ttl_seconds`` (then it must say it again)."""
+    """Say that ``worker`` takes ``queues`` for the next ``ttl_seconds`` (then it must say it again).
+    One sorted set per queue, worker -> until when: a lookup is one command, not a key scan."""
+    until = _now(client) + ttl_seconds
     pipe = client.pipeline()
     for queue in queues:
-        pipe.set(_key(queue, worker), 1, ex=max(1, int(ttl_seconds)))
+        pipe.zadd(_key(queue), {worker: until})
+        pipe.zremrangebyscore(_key(queue), "-inf", until - 2 * ttl_seconds)  # long gone
     pipe.execute()
 
 
-def withdraw(client: Any, queues: list[str], worker: str) -> None:
-    client.delete(*(_key(queue, worker) for queue in queues))
-
-
 def has_consumer(client: Any, queue: str) -> bool:
-    return next(iter(client.scan_iter(match=_key(queue, "*"), count=1000)), None) is not None
+    return int(client.zcount(_key(queue), _now(client), "+inf")) > 0
 
 
 def _broker_client() -> redis.Redis | None:
@@ -66,12 +70,3 @@ def waiting_note(queue: str) -> str | None:
         return None
     hint = " on a machine with a GPU" if queue == "gpu" else ""
     return f"no worker takes the {queue} queue: start one with `tagsmith worker --queues {queue}`{hint}"
-
-
-def forget_clients() -> None:
-    """Close the cached broker clients (tests switch brokers)."""
-    with _lock:
-        for client in _clients.values():
-            with contextlib.suppress(redis.RedisError):
-                client.close()
-        _clients.clear()
