@@ -40,23 +40,27 @@ class StatusWatch:
     """Every status the job passes through, read directly (not through the proxy) every 50 ms."""
 
     def __init__(self, stack: Stack, job_id: str) -> None:
+        self.stack, self.job_id = stack, job_id
         self.seen: list[str] = []
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, args=(stack, job_id), daemon=True)
+        self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
 
-    def _watch(self, stack: Stack, job_id: str) -> None:
-        while True:
-            status = stack.job(job_id).status
-            if not self.seen or self.seen[-1] != status:
-                self.seen.append(status)
-            if self._done.wait(0.05):
-                return
+    def _look(self) -> None:
+        status = self.stack.job(self.job_id).status
+        if not self.seen or self.seen[-1] != status:
+            self.seen.append(status)
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            self._look()
+            self._done.wait(0.05)
 
     def stop(self) -> list[str]:
         """The statuses seen since the job was submitted, from the first run on."""
         self._done.set()
         self._thread.join()
+        self._look()  # the watcher's last look may predate the end
         return self.seen[self.seen.index("running") :]
 
 
