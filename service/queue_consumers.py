@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import redis
@@ -17,6 +18,8 @@ log = logging.getLogger(__name__)
 _PREFIX = "tagsmith:consumers"
 _lock = threading.Lock()
 _clients: dict[str, redis.Redis] = {}
+NOTE_SECONDS = 5.0
+_notes: dict[tuple[str, str], tuple[str | None, float]] = {}
 
 
 def _key(queue: str) -> str:
@@ -58,7 +61,21 @@ def _broker_client() -> redis.Redis | None:
 
 def waiting_note(queue: str) -> str | None:
     """Why a job queued on ``queue`` is not taken, when no worker announces that queue (None when
-    one does, or when the broker cannot be asked)."""
+    one does, or when the broker cannot be asked). Known for NOTE_SECONDS: a watch polls a job
+    twice a second, and a broker that does not answer would add its timeout to every poll."""
+    now = time.monotonic()
+    key = (get_settings().broker_url, queue)
+    with _lock:
+        cached = _notes.get(key)
+    if cached is not None and cached[1] > now:
+        return cached[0]
+    note = _ask(queue)
+    with _lock:
+        _notes[key] = (note, now + NOTE_SECONDS)
+    return note
+
+
+def _ask(queue: str) -> str | None:
     client = _broker_client()
     if client is None:
         return None
