@@ -7,7 +7,9 @@ fenced by the run's lease (``lease_owner = owner``): a run that lost its lease s
 batch boundary and changes nothing more.
 
 Epoch rows are upserts on UNIQUE(job_id, epoch): an epoch retrained after a crash (its checkpoint
-never made it to storage) replaces its row instead of adding a second one.
+never made it to storage) replaces its row instead of adding a second one. Batch losses are
+unique per (job, epoch, batch), and a write retried after a lost commit answer skips the rows it
+finds; a resumed run first deletes the rows of the epochs it retrains.
 
 While the database is unavailable the run trains on: progress and batch losses stay buffered, the
 cancel check waits, and the writes it cannot go on without (an epoch's metrics, a checkpoint's key)
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.training.callbacks import BatchEnded, EpochEnded, TrainerCallback, TrainingEnded, TrainingStarted
@@ -70,16 +72,28 @@ def _scores(scores: dict[str, float] | None, prefix: str) -> dict[str, float | N
     }
 
 
-def upsert_epoch_metric(session: Any, values: dict[str, Any]) -> None:
+def _insert(session: Any, table: Any) -> Any:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        stmt: Any = postgresql.insert(JobEpochMetric).values(**values)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(JobEpochMetric).values(**values)
-    else:
-        raise RuntimeError(f"epoch metric upsert: unsupported database dialect {dialect!r}")
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"upsert: unsupported database dialect {dialect!r}")
+
+
+def upsert_epoch_metric(session: Any, values: dict[str, Any]) -> None:
     changed = {k: v for k, v in values.items() if k not in ("job_id", "epoch")}
+    stmt = _insert(session, JobEpochMetric).values(**values)
     session.execute(stmt.on_conflict_do_update(index_elements=["job_id", "epoch"], set_=changed))
+
+
+def insert_batch_losses(session: Any, losses: list[dict[str, Any]]) -> None:
+    """A write retried after its commit answer was lost finds its rows there and adds nothing."""
+    if losses:
+        stmt = _insert(session, JobBatchLoss).on_conflict_do_nothing(
+            index_elements=["job_id", "epoch", "batch"]
+        )
+        session.execute(stmt, losses)
 
 
 class Flag(Protocol):
@@ -164,12 +178,8 @@ class JobProgress(TrainerCallback):
         losses, self._losses = self._losses, []
         self._last_flush = self.clock()
 
-        def insert_losses(session: Any) -> None:
-            if losses:
-                session.execute(insert(JobBatchLoss), losses)
-
         try:
-            self._write(insert_losses, **self._progress)
+            self._write(lambda session: insert_batch_losses(session, losses), **self._progress)
         except DatabaseUnavailable as error:
             self._losses = losses + self._losses
             self._note_outage(error)
@@ -264,8 +274,7 @@ class JobProgress(TrainerCallback):
         }
 
         def write_epoch(session: Any) -> None:
-            if losses:
-                session.execute(insert(JobBatchLoss), losses)
+            insert_batch_losses(session, losses)
             upsert_epoch_metric(session, row)
 
         job_values: dict[str, Any] = {
@@ -335,11 +344,11 @@ class JobProgress(TrainerCallback):
         self.ended = info
         if self._losses:
             losses, self._losses = self._losses, []
-
-            def insert_losses(session: Any) -> None:
-                session.execute(insert(JobBatchLoss), losses)
-
-            self._write_or_wait("the last batch losses", insert_losses, **self._progress)
+            self._write_or_wait(
+                "the last batch losses",
+                lambda session: insert_batch_losses(session, losses),
+                **self._progress,
+            )
 
     def should_stop(self) -> bool:
         if self.lease_lost.is_set():

@@ -172,7 +172,8 @@ class JobEpochMetric(Base):
 
 class JobBatchLoss(Base):
     __tablename__ = "job_batch_losses"
-    __table_args__ = (Index("ix_job_batch_losses_job_epoch_batch", "job_id", "epoch", "batch"),)
+    # Unique, so a flush retried after a lost commit answer cannot add a batch's loss twice.
+    __table_args__ = (Index("ix_job_batch_losses_job_epoch_batch", "job_id", "epoch", "batch", unique=True),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
     epoch: Mapped[int] = mapped_column(Integer, nullable=False)

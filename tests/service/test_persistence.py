@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import insert, inspect, select
 
 from service.db.migrate import downgrade, upgrade
-from service.db.models import Base, Job, Owner
+from service.db.models import Base, Job, JobBatchLoss, Owner
 from service.db.session import get_engine, session_scope
 from service.schemas.spec import TrainingSpec
 from service.settings import Settings, get_settings, reset_settings
@@ -34,6 +34,32 @@ def test_migrations_create_exactly_the_models_schema_and_go_back(service_env: st
     assert set(inspect(get_engine()).get_table_names()) <= {"alembic_version"}
     upgrade()
     upgrade()  # idempotent
+
+
+@pytest.mark.postgres
+def test_the_unique_batch_loss_migration_keeps_one_row_per_batch(service_env: str) -> None:
+    """Databases from before 0004 may hold a batch's loss twice (a retried write): one stays."""
+    downgrade(revision="0003")
+    with session_scope() as session:
+        owner = Owner(name="o")
+        session.add(owner)
+        session.flush()
+        job = Job(owner_id=owner.id, name="j", spec={})
+        session.add(job)
+        session.flush()
+        rows = [(1, 1, 0.9), (1, 1, 0.9), (1, 2, 0.8), (2, 1, 0.5), (2, 1, 0.5), (2, 1, 0.5)]
+        session.execute(
+            insert(JobBatchLoss),
+            [{"job_id": job.id, "epoch": e, "batch": b, "loss": loss} for e, b, loss in rows],
+        )
+    upgrade()
+    with session_scope() as session:
+        kept = session.execute(
+            select(JobBatchLoss.epoch, JobBatchLoss.batch, JobBatchLoss.loss).order_by(
+                JobBatchLoss.epoch, JobBatchLoss.batch
+            )
+        ).all()
+    assert [tuple(row) for row in kept] == [(1, 1, 0.9), (1, 2, 0.8), (2, 1, 0.5)]
 
 
 @pytest.mark.postgres

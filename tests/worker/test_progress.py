@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from engine.training.callbacks import BatchEnded, EpochEnded, TrainingEnded, TrainingStarted
 from service.db.models import Job, JobBatchLoss, JobEpochMetric, Owner
 from service.db.session import session_scope
 from service.storage import get_storage
 from worker import lease
+from worker import progress as progress_module
 from worker.progress import JobProgress, checkpoint_epoch
 
 pytestmark = pytest.mark.postgres
@@ -161,6 +166,37 @@ def test_train_end_flushes_the_buffered_losses(environment: dict[str, str]) -> N
         progress.on_batch_end(batch(1, n))
     progress.on_train_end(TrainingEnded("completed", 1, 0.5, None, None))
     assert loss_rows(job_id) == 4 and progress.ended is not None
+
+
+def test_a_write_whose_commit_answer_was_lost_adds_no_loss_twice(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit lands but its answer never comes: the run keeps the losses and writes them again."""
+    job_id = running_job()
+    clock = Clock()
+    progress = make_progress(job_id, clock)
+    progress.on_train_start(TrainingStarted(3, 1, 10, 40, 4, "cpu"))
+
+    @contextmanager
+    def answer_lost() -> Iterator[Any]:
+        with session_scope() as session:
+            yield session
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(progress_module, "session_scope", answer_lost)
+    progress.on_batch_end(batch(1, 1))  # written at once, but the run cannot know
+    for n in range(2, 4):
+        clock.now += 0.5
+        progress.on_batch_end(batch(1, n))
+    monkeypatch.undo()
+    clock.now += 0.5
+    progress.on_batch_end(batch(1, 4))
+    progress.on_epoch_end(epoch_end(1, 0.7, best=True))
+    with session_scope() as session:
+        batches = session.scalars(
+            select(JobBatchLoss.batch).where(JobBatchLoss.job_id == job_id).order_by(JobBatchLoss.batch)
+        ).all()
+    assert batches == [1, 2, 3, 4]
 
 
 def test_a_progress_write_also_brings_the_cancel_flag(environment: dict[str, str]) -> None:
