@@ -187,14 +187,16 @@ def validate_options(format: str, options: Mapping[str, Any] | None) -> dict[str
     unknown = sorted(set(given) - set(spec.options))
     if unknown:
         raise ReaderOptionError(
-            f"unknown option(s) for format {format!r}: {', '.join(unknown)} (known: {', '.join(spec.options)})"
+            f"unknown option(s) for format {format!r}: {', '.join(unknown)} (known: {', '.join(spec.options)})",
+            tuple(unknown),
         )
     resolved: dict[str, Any] = {}
     for name, option in spec.options.items():
         value = given.get(name, option.default)
         if not isinstance(value, option.types) or (isinstance(value, bool) and bool not in option.types):
             raise ReaderOptionError(
-                f"option {name!r} of format {format!r} must be {option.to_dict()['type']}, got {value!r}"
+                f"option {name!r} of format {format!r} must be {option.to_dict()['type']}, got {value!r}",
+                (name,),
             )
         resolved[name] = value
     return resolved

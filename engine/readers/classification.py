@@ -193,7 +193,10 @@ def _same_column(
         given = f"are both {text_column!r}"
     else:
         given = f"({text_column!r} and {label_column!r}) are both column {index}"
-    return ReaderOptionError(f"text_column and label_column {given}; they must name different columns")
+    return ReaderOptionError(
+        f"text_column and label_column {given}; they must name different columns",
+        ("text_column", "label_column"),
+    )
 
 
 def _table_format_from_suffix(path: str | Path) -> str:
@@ -225,7 +228,9 @@ def _column_index(path: str | Path, header: list[str] | None, column: str | int,
             )
         return index
     if header is None:
-        raise ReaderOptionError(f"without a header the {role} column must be an index, got {column!r}")
+        raise ReaderOptionError(
+            f"without a header the {role} column must be an index, got {column!r}", (f"{role}_column",)
+        )
     if column not in header:
         raise CorpusFormatError(
             path, 1, f"no {role} column {column!r} in the header (columns: {', '.join(header)})"

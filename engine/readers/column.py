@@ -53,6 +53,7 @@ DEFAULT_COLUMN_MAP: dict[int, str] = {0: "text", -1: "ner"}
 # and the line breaks): without these and non-ASCII text, label values need no stripping.
 _ASCII_FIELD_SPACE = "\t\x0b\x0c\x1c\x1d\x1e\x1f"
 SpanColumns = Mapping[str, str | None] | Iterable[str] | None
+_MAP, _SPANS = ("column_map",), ("span_columns",)
 
 
 def normalize_column_map(column_map: Mapping[int | str, str] | None) -> dict[int, str]:
@@ -64,16 +65,16 @@ def normalize_column_map(column_map: Mapping[int | str, str] | None) -> dict[int
         try:
             index = int(key)
         except (TypeError, ValueError):
-            raise ReaderOptionError(f"column map key {key!r} is not a column index") from None
+            raise ReaderOptionError(f"column map key {key!r} is not a column index", _MAP) from None
         if not isinstance(name, str) or not name:
-            raise ReaderOptionError(f"column {index} needs a non-empty label name, got {name!r}")
+            raise ReaderOptionError(f"column {index} needs a non-empty label name, got {name!r}", _MAP)
         result[index] = name
     names = list(result.values())
     if names.count("text") != 1:
-        raise ReaderOptionError(f"the column map needs exactly one 'text' column, got {column_map!r}")
+        raise ReaderOptionError(f"the column map needs exactly one 'text' column, got {column_map!r}", _MAP)
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ReaderOptionError(f"column names used twice in the column map: {', '.join(duplicates)}")
+        raise ReaderOptionError(f"column names used twice in the column map: {', '.join(duplicates)}", _MAP)
     return result
 
 
@@ -83,7 +84,7 @@ def _min_columns(column_map: dict[int, str]) -> int:
         resolved = {i if i >= 0 else n + i for i in column_map}
         if len(resolved) == len(column_map) and all(0 <= i < n for i in resolved):
             return n
-    raise ReaderOptionError(f"column map {column_map!r} cannot fit any line")
+    raise ReaderOptionError(f"column map {column_map!r} cannot fit any line", _MAP)
 
 
 def _span_column_schemes(span_columns: SpanColumns, names: Iterable[str]) -> dict[str, str | None] | None:
@@ -99,20 +100,20 @@ def _span_column_schemes(span_columns: SpanColumns, names: Iterable[str]) -> dic
     wanted: dict[str, str | None] = {}
     for name, scheme in pairs:
         if not isinstance(name, str):
-            raise ReaderOptionError(f"span column names must be strings, got {name!r}")
+            raise ReaderOptionError(f"span column names must be strings, got {name!r}", _SPANS)
         if scheme is not None and not isinstance(scheme, str):
             raise ReaderOptionError(
-                f"the tag scheme of span column {name!r} must be a string, got {scheme!r}"
+                f"the tag scheme of span column {name!r} must be a string, got {scheme!r}", _SPANS
             )
         try:
             wanted[name] = normalize_scheme(scheme) if scheme else None
         except ValueError as e:
-            raise ReaderOptionError(f"span column {name!r}: {e}") from None
+            raise ReaderOptionError(f"span column {name!r}: {e}", _SPANS) from None
     unknown = sorted(set(wanted) - set(names))
     if unknown:
-        raise ReaderOptionError(f"span columns {', '.join(unknown)} are not in the column map")
+        raise ReaderOptionError(f"span columns {', '.join(unknown)} are not in the column map", _SPANS)
     if "text" in wanted:
-        raise ReaderOptionError("the 'text' column cannot be a span column")
+        raise ReaderOptionError("the 'text' column cannot be a span column", _SPANS)
     return wanted
 
 

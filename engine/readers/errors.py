@@ -31,7 +31,14 @@ class CorpusFormatError(Exception):
 
 
 class ReaderOptionError(ValueError):
-    """Reader options that are unknown, of the wrong type or inconsistent (not a file problem)."""
+    """Reader options that are unknown, of the wrong type or inconsistent (not a file problem).
+
+    ``options`` names the options at fault where one can tell, so a caller that took them from
+    fields of its own (an HTTP form) can point at the field."""
+
+    def __init__(self, message: str, options: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.options = options
 
 
 def check_token_length(file: str | Path, line: int, tokens: list[str]) -> None:

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -48,10 +49,27 @@ def _display_name(filename: str | None, split: str) -> str:
     return re.sub(r"[^\w.\- ]", "_", name)[:200] or split
 
 
+def _option_errors(
+    options: Iterable[str], option_fields: Mapping[str, str] | None, message: str
+) -> list[FieldError]:
+    """One error per request field the options came from (``options`` for the JSON object)."""
+    fields = dict.fromkeys((option_fields or {}).get(option, "options") for option in options)
+    return [FieldError(["body", field], message) for field in fields or ["options"]]
+
+
 def create_corpus(
-    owner_id: str, name: str, format: str, options: dict[str, Any], uploads: list[Upload]
+    owner_id: str,
+    name: str,
+    format: str,
+    options: dict[str, Any],
+    uploads: list[Upload],
+    option_fields: Mapping[str, str] | None = None,
 ) -> Corpus:
-    """Parse every file (nothing is stored when one fails), then store files and row together."""
+    """Parse every file (nothing is stored when one fails), then store files and row together.
+
+    ``option_fields`` maps an option that came from a request field of its own (``column_map``)
+    to that field, so an error in it names the field the user filled in; the rest are
+    ``body.options``."""
     if format not in FORMATS:
         raise Invalid(
             f"unknown format {format!r}",
@@ -65,7 +83,7 @@ def create_corpus(
         if options:
             raise Invalid(
                 "the text format has no reader options",
-                [FieldError(["body", "options"], "the text format takes no options")],
+                _option_errors(options, option_fields, "the text format takes no options"),
             )
         return text_corpora.create_text_corpus(
             owner_id, name, [Upload(u.split, names[u.split], u.stream) for u in by_split.values()]
@@ -96,7 +114,9 @@ def create_corpus(
                 ],
             ) from None
         except ReaderOptionError as e:
-            raise Invalid(f"invalid reader options: {e}", [FieldError(["body", "options"], str(e))]) from None
+            raise Invalid(
+                f"invalid reader options: {e}", _option_errors(e.options, option_fields, str(e))
+            ) from None
         label_types = dict(corpus.label_kinds())
         if not label_types:
             raise Invalid(

@@ -89,19 +89,23 @@ def create_corpus(
         if f is not None
     ]
     reader_options = _options(options)
+    shortcuts: dict[str, str] = {}
     if column_map is not None:
         reader_options["column_map"] = _json_object(column_map, "column_map")
+        shortcuts["column_map"] = "column_map"
     for key, value in (("text_column", text_column), ("label_column", label_column)):
         if value is not None:
             digits = value.strip()
             # isascii: str.isdigit also accepts digits (e.g. superscripts) that int() refuses.
             reader_options[key] = int(digits) if digits.isascii() and digits.isdigit() else value
+            shortcuts[key] = key
     row = corpora.create_corpus(
         owner_id,
         name or (train.filename or "corpus").rsplit(".", 1)[0][:200],
         format,
         reader_options,
         uploads,
+        option_fields=shortcuts,
     )
     response.headers["Location"] = str(request.url_for("get_corpus", corpus_id=row.id))
     return corpus_out(row)

@@ -191,17 +191,34 @@ def test_repeated_or_unknown_form_fields_are_422(
 
 
 @pytest.mark.parametrize(
-    ("format", "options", "form", "message"),
+    ("format", "options", "form", "message", "fields"),
     [
-        ("fasttext", {"label_type": ""}, {}, "label_type must be a name"),
-        ("fasttext", {"label_prefix": ""}, {}, "null means the first field is the label"),
-        ("column", {"document_separator": ""}, {}, "document_separator must not be empty"),
-        ("csv", None, {"text_column": "label", "label_column": "label"}, "are both 'label'"),
-        ("csv", None, {"text_column": "1"}, "are both column 1"),
+        ("fasttext", {"label_type": ""}, {}, "label_type must be a name", ["options"]),
+        ("fasttext", {"label_prefix": ""}, {}, "null means the first field is the label", ["options"]),
+        ("column", {"document_separator": ""}, {}, "document_separator must not be empty", ["options"]),
+        (
+            "csv",
+            None,
+            {"text_column": "label", "label_column": "label"},
+            "are both 'label'",
+            ["text_column", "label_column"],
+        ),
+        (
+            "csv",
+            {"label_column": "label"},
+            {"text_column": "1"},
+            "are both column 1",
+            ["text_column", "options"],
+        ),
     ],
 )
 def test_empty_reader_names_and_text_as_its_own_label_are_422(
-    api: ApiSession, format: str, options: dict[str, str] | None, form: dict[str, str], message: str
+    api: ApiSession,
+    format: str,
+    options: dict[str, Any] | None,
+    form: dict[str, str],
+    message: str,
+    fields: list[str],
 ) -> None:
     # Each was stored: a label type named "", documents started by any indented line, a csv
     # whose text was also its label.
@@ -214,10 +231,38 @@ def test_empty_reader_names_and_text_as_its_own_label_are_422(
         "/corpora", data=data, files={"train": ("t.txt", train.encode())}, headers=owner.headers
     )
     assert r.status_code == 422, r.text
-    error = r.json()["errors"][0]
-    assert error["field"] == "body.options" and message in error["message"]
+    errors = r.json()["errors"]
+    # Each error names the request field the option came from: the shortcut field or the JSON.
+    assert [e["field"] for e in errors] == [f"body.{f}" for f in fields]
+    assert all(message in e["message"] for e in errors)
     assert stored_files() == []
     assert _corpus_rows() == 0
+
+
+@pytest.mark.parametrize(
+    ("format", "data", "fields"),
+    [
+        ("column", {"column_map": '{"a": "text"}'}, ["column_map"]),
+        ("column", {"column_map": '{"0": "tag"}'}, ["column_map"]),
+        ("column", {"text_column": "0"}, ["text_column"]),
+        ("column", {"text_column": "0", "options": '{"bogus": 1}'}, ["text_column", "options"]),
+        ("column", {"options": '{"column_map": {"a": "text"}}'}, ["options"]),
+        ("text", {"column_map": '{"0": "text"}'}, ["column_map"]),
+    ],
+)
+def test_an_option_error_names_the_form_field_it_came_from(
+    api: ApiSession, format: str, data: dict[str, str], fields: list[str]
+) -> None:
+    owner = api.new_owner()
+    r = api.client.post(
+        "/corpora",
+        data={"format": format, **data},
+        files={"train": ("t.txt", CONLL_TRAIN.encode())},
+        headers=owner.headers,
+    )
+    assert r.status_code == 422, r.text
+    assert sorted(e["field"] for e in r.json()["errors"]) == sorted(f"body.{f}" for f in fields)
+    assert stored_files() == []
 
 
 def test_a_null_label_prefix_keeps_its_documented_meaning(api: ApiSession) -> None:
