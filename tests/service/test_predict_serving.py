@@ -155,3 +155,42 @@ def test_a_large_request_whose_client_went_away_is_not_computed(api: ApiSession,
     assert sent == []
     assert _http_requests("499") - before[1] == 1
     assert _batch_sizes()[1] - before[0] < 200  # at most what was already running when it left
+
+
+@pytest.mark.parametrize("count", [0, 1, 256, 257, 1000])
+def test_a_large_answer_is_the_same_json_serialised_in_parts_with_the_loop_served_between(count: int) -> None:
+    from pydantic_core import to_json
+
+    from service.predict_fastpath import SENTENCES_PER_PART, json_in_parts
+
+    sentence = {"text": 'EU rejects "German" lamb', "labels": [{"value": "ORG", "confidence": 0.5}]}
+    result = {
+        "model_id": "m",
+        "task": "sequence_tagging",
+        "label_type": "ner",
+        "sentences": [sentence] * count,
+    }
+    ticks = 0
+
+    async def ticker(done: asyncio.Event) -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def serialise() -> bytes:
+        done = asyncio.Event()
+        other = asyncio.ensure_future(ticker(done))
+        await asyncio.sleep(0)
+        ticks_before = ticks
+        payload = await json_in_parts(result)
+        seen, ticks_after = ticks - ticks_before, ticks
+        done.set()
+        await other
+        assert ticks_after >= ticks_before
+        parts = max(1, -(-count // SENTENCES_PER_PART))
+        # Another task ran between every two parts: a request waiting on the loop is served.
+        assert seen >= parts - 1
+        return payload
+
+    assert asyncio.run(serialise()) == to_json(result)
