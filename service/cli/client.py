@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -195,6 +196,112 @@ def corpus_summary(corpus: dict[str, Any]) -> str:
     if corpus.get("label_types"):
         lines.append(f"  label types: {json.dumps(corpus['label_types'])}")
     return "\n".join(lines)
+
+
+# The most items GET /jobs, /models and /corpora answer at once (their `limit`).
+PAGE_SIZE = 1000
+
+
+def list_items(
+    api: Api, resource: str, limit: int | None = None, page_size: int = PAGE_SIZE, **params: str
+) -> list[dict[str, Any]]:
+    """GET /{resource} newest first, page after page (``limit``/``offset``) until a short page or
+    ``limit`` items (None: all). An item created meanwhile pushes the older ones a place down,
+    so a page may repeat the last of the one before: each id is kept once."""
+    items: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    offset = 0
+    while limit is None or len(items) < limit:
+        size = page_size if limit is None else min(page_size, limit - len(items))
+        query = {**params, "limit": str(size), "offset": str(offset)}
+        page = list((api.call("GET", path(resource), params=query) or {}).get("items") or [])
+        for item in page:
+            if item.get("id") not in seen:
+                seen.add(item.get("id"))
+                items.append(item)
+        if len(page) < size:
+            break
+        offset += len(page)
+    return items if limit is None else items[:limit]
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], numbers: Sequence[int] = ()) -> str:
+    """Columns two spaces apart under a header line, the ``numbers`` columns right-aligned."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = []
+    for row in (header, *rows):
+        cells = [
+            cell.rjust(width) if i in numbers else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def format_time(value: Any) -> str:
+    """An API timestamp (ISO 8601) as ``YYYY-MM-DD HH:MM:SS`` in UTC; anything else as it is."""
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value or "-")
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def jobs_table(jobs: Sequence[dict[str, Any]]) -> str:
+    rows = []
+    for job in jobs:
+        progress = f"{job.get('epoch') or 0}/{job.get('max_epochs') or '?'}"
+        score = job.get("best_dev_score")
+        rows.append(
+            [
+                str(job["id"]),
+                str(job.get("name", "")),
+                str(job.get("status", "")),
+                f"{progress} {float(job.get('percent') or 0.0):>3.0f}%",
+                f"{score:.4f}" if isinstance(score, int | float) else "-",
+                format_time(job.get("created_at")),
+            ]
+        )
+    return table(["ID", "NAME", "STATUS", "PROGRESS", "BEST DEV", "CREATED (UTC)"], rows, numbers=[4])
+
+
+def models_table(models: Sequence[dict[str, Any]]) -> str:
+    rows = [
+        [
+            str(model["id"]),
+            str(model.get("name", "")),
+            str(model.get("task", "")),
+            str(model.get("label_type", "")),
+            format_time(model.get("created_at")),
+        ]
+        for model in models
+    ]
+    return table(["ID", "NAME", "TASK", "LABEL TYPE", "CREATED (UTC)"], rows)
+
+
+def corpora_table(corpora: Sequence[dict[str, Any]]) -> str:
+    """A corpus a line, with the sentences of each split (- where the statistics have none)."""
+    rows = []
+    for corpus in corpora:
+        statistics = corpus.get("statistics") if isinstance(corpus.get("statistics"), dict) else {}
+        counts = []
+        for split in ("train", "dev", "test"):
+            values = statistics.get(split)
+            counts.append(
+                str(values["sentences"]) if isinstance(values, dict) and "sentences" in values else "-"
+            )
+        rows.append(
+            [
+                str(corpus["id"]),
+                str(corpus.get("name", "")),
+                str(corpus.get("format", "")),
+                *counts,
+                format_time(corpus.get("created_at")),
+            ]
+        )
+    return table(["ID", "NAME", "FORMAT", "TRAIN", "DEV", "TEST", "CREATED (UTC)"], rows, numbers=[3, 4, 5])
 
 
 def load_spec(path: Path, corpus_ids: Sequence[str]) -> dict[str, Any]:

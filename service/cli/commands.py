@@ -3,7 +3,7 @@
 Server: ``up`` (the whole stack on one machine), ``api``, ``worker``, ``migrate``, ``create-key``,
 ``clean-storage``.
 Client (HTTP, against ``--url`` / ``TAGSMITH_URL``): ``upload``, ``import-model``, ``train``, ``watch``,
-``cancel``, ``files``, ``predict``, ``evaluate``, ``demo``.
+``cancel``, ``files``, ``jobs``, ``models``, ``corpora``, ``predict``, ``evaluate``, ``demo``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -317,10 +317,24 @@ def train(
 ) -> None:
     """Submit a training job (POST /jobs) from a spec file, then follow it."""
     api_ = _api(ctx)
-    job = api_.call("POST", "/jobs", json=client.load_spec(spec_file, corpus or []))
+    job = _submit(api_, client.load_spec(spec_file, corpus or []))
     typer.echo(f"job {job['id']} {job.get('status', '')}")
     if watch_job:
         _exit_for(_follow(api_, str(job["id"])))
+
+
+def _submit(api_: client.Api, spec: dict[str, Any]) -> dict[str, Any]:
+    """POST /jobs, where Ctrl-C before the answer leaves no job id to show: the server may have
+    queued the job all the same, which the user must hear, with where to look for it."""
+    try:
+        return dict(api_.call("POST", "/jobs", json=spec))
+    except KeyboardInterrupt:
+        typer.echo(
+            "submit interrupted; the server may have queued the job anyway "
+            "(tagsmith jobs to check, tagsmith cancel JOB to stop it)",
+            err=True,
+        )
+        raise typer.Exit(130) from None
 
 
 def _exit_for(job: dict[str, Any]) -> None:
@@ -379,6 +393,56 @@ def files(
         typer.echo(response.text, nl=False)
     else:
         raise CliError(f"{name} is not text: write it to a file with --output")
+
+
+Limit = Annotated[
+    int | None, typer.Option(min=1, help="Show only the newest N. Default: all, a page at a time.")
+]
+ListJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer (all pages as one).")]
+
+
+def _list(
+    items: list[dict[str, Any]], as_json: bool, render: Callable[[list[dict[str, Any]]], str], none: str
+) -> None:
+    """A listing as a table, as the API's JSON (``{"items": [...]}``), or one line saying there is none."""
+    if as_json:
+        typer.echo(json.dumps({"items": items}, indent=2, ensure_ascii=False))
+    elif items:
+        typer.echo(render(items))
+    else:
+        typer.echo(none, err=True)
+
+
+@app.command()
+def jobs(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None,
+        typer.Option(help="Only jobs in this state: queued, running, completed, failed, cancelled."),
+    ] = None,
+    limit: Limit = None,
+    as_json: ListJson = False,
+) -> None:
+    """Your jobs, newest first (GET /jobs): status, epoch and percent, best dev score."""
+    params = {"status": status} if status else {}
+    items = client.list_items(_api(ctx), "jobs", limit, **params)
+    none = f"no {status} jobs" if status else "no jobs yet; submit one with tagsmith train SPEC.json"
+    _list(items, as_json, client.jobs_table, none)
+
+
+@app.command()
+def models(ctx: typer.Context, limit: Limit = None, as_json: ListJson = False) -> None:
+    """Your models, newest first (GET /models): task and label type."""
+    items = client.list_items(_api(ctx), "models", limit)
+    none = "no models yet; train one with tagsmith train SPEC.json, or add one with tagsmith import-model"
+    _list(items, as_json, client.models_table, none)
+
+
+@app.command()
+def corpora(ctx: typer.Context, limit: Limit = None, as_json: ListJson = False) -> None:
+    """Your corpora, newest first (GET /corpora): format and sentences per split."""
+    items = client.list_items(_api(ctx), "corpora", limit)
+    _list(items, as_json, client.corpora_table, "no corpora yet; upload one with tagsmith upload TRAIN")
 
 
 @app.command()
@@ -449,7 +513,7 @@ def demo(
     typer.echo(f"uploading the sample corpus ({SAMPLES_DIR})")
     corpus = client.upload_corpus(api_, dict(SAMPLE_NER), "sample-ner", "column", _reader_options(None, None))
     typer.echo(client.corpus_summary(corpus))
-    job = api_.call("POST", "/jobs", json=demo_spec(str(corpus["id"]), max_epochs))
+    job = _submit(api_, demo_spec(str(corpus["id"]), max_epochs))
     typer.echo(f"training job {job['id']}")
     final = _follow(api_, str(job["id"]))
     if final.get("status") != "completed":

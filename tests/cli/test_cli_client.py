@@ -289,3 +289,30 @@ def test_follow_job_without_a_terminal_prints_a_line_per_state_and_epoch(
         "running epoch 2/2  60%  loss 0.5  lr 0.1",
         "completed epoch 2/2  100%  loss 0.5  lr 0.1",
     ]
+
+
+def test_list_items_follows_the_pages_and_keeps_each_id_once() -> None:
+    stored = [{"id": f"j{n}", "name": f"job {n}"} for n in range(5, 0, -1)]  # newest first
+    requests: list[dict[str, str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        query = dict(request.url.params)
+        requests.append(query)
+        if len(requests) == 2 and stored[0]["id"] != "j6":  # a job created between the first two pages
+            stored.insert(0, {"id": "j6", "name": "job 6"})
+        offset, limit = int(query["offset"]), int(query["limit"])
+        return httpx.Response(200, json={"items": stored[offset : offset + limit]})
+
+    api = client.Api("http://api", transport=httpx.MockTransport(answer))
+    items = client.list_items(api, "jobs", page_size=2, status="queued")
+    # j3 came a second time on the second page, pushed down by j6; j6 itself is newer than the listing
+    assert [item["id"] for item in items] == ["j5", "j4", "j3", "j2", "j1"]
+    assert [(q["offset"], q["limit"], q["status"]) for q in requests] == [
+        ("0", "2", "queued"),
+        ("2", "2", "queued"),
+        ("4", "2", "queued"),
+        ("6", "2", "queued"),
+    ]
+    requests.clear()
+    assert [item["id"] for item in client.list_items(api, "jobs", limit=3, page_size=2)] == ["j6", "j5", "j4"]
+    assert [(q["offset"], q["limit"]) for q in requests] == [("0", "2"), ("2", "1")]

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from service.cli import main
-from service.db.models import Job
+from service.db.models import Job, Model
 from service.db.session import session_scope
 from tests.service.fixtures import CONLL_OPTIONS, CONLL_TRAIN, configured_service
 
@@ -185,3 +185,130 @@ def test_watch_into_a_log_file_writes_lines_not_a_redrawn_bar(live_api: LiveApi,
     text = log.read_text(encoding="utf-8")
     assert "\r" not in text
     assert text.splitlines() == ["queued epoch 0/10  0%", "cancelled epoch 0/10  0%"], text
+
+
+def test_jobs_models_and_corpora_list_newest_first_with_their_filters(
+    live_api: LiveApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    older, newer = live_api.submit_job(), live_api.submit_job()
+    with session_scope() as session:
+        job = session.get(Job, older)
+        job.status, job.epoch, job.percent, job.best_dev_score = "completed", 10, 100.0, 0.8125
+        job.created_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        owner_id = job.owner_id
+        session.add(
+            Model(
+                owner_id=owner_id,
+                job_id=older,
+                name="tiny-ner",
+                task="sequence_tagging",
+                label_type="ner",
+                labels=["PER"],
+                storage_key="models/tiny-ner",
+            )
+        )
+    url = ["--url", live_api.url]
+
+    rc, out, err = _run(capsys, *url, "jobs")
+    assert (rc, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].split() == ["ID", "NAME", "STATUS", "PROGRESS", "BEST", "DEV", "CREATED", "(UTC)"]
+    assert [line.split()[0] for line in lines[1:]] == [newer, older]
+    assert lines[1].split()[2:5] == ["queued", "0/10", "0%"] and lines[1].split()[5] == "-"
+    assert lines[2].split()[2:] == ["completed", "10/10", "100%", "0.8125", "2026-01-02", "03:04:05"]
+    status_column = lines[0].index("STATUS")
+    assert all(line[status_column:].split()[0] in {"STATUS", "queued", "completed"} for line in lines)
+
+    rc, out, _ = _run(capsys, *url, "jobs", "--status", "completed")
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [older]
+    rc, out, _ = _run(capsys, *url, "jobs", "--limit", "1")
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [newer]
+    rc, out, err = _run(capsys, *url, "jobs", "--status", "running")
+    assert (rc, out, err) == (0, "", "no running jobs\n")
+    rc, _, err = _run(capsys, *url, "jobs", "--status", "nosuch")
+    assert rc == 1 and err.startswith("error: GET /jobs -> 422"), err
+
+    rc, out, _ = _run(capsys, *url, "jobs", "--json")
+    assert rc == 0
+    assert json.loads(out) == httpx.get(f"{live_api.url}/jobs").json()
+
+    rc, out, err = _run(capsys, *url, "models")
+    assert (rc, err) == (0, "")
+    model_id = httpx.get(f"{live_api.url}/models").json()["items"][0]["id"]
+    assert [line.split()[:4] for line in out.splitlines()] == [
+        ["ID", "NAME", "TASK", "LABEL"],
+        [model_id, "tiny-ner", "sequence_tagging", "ner"],
+    ]
+    rc, out, _ = _run(capsys, *url, "models", "--json")
+    assert [model["name"] for model in json.loads(out)["items"]] == ["tiny-ner"]
+
+    rc, out, err = _run(capsys, *url, "corpora")
+    assert (rc, err) == (0, "")
+    corpora = httpx.get(f"{live_api.url}/corpora").json()["items"]
+    header, *rows = (line.split() for line in out.splitlines())
+    assert header == ["ID", "NAME", "FORMAT", "TRAIN", "DEV", "TEST", "CREATED", "(UTC)"]
+    sentences = [
+        [str(c["statistics"][split]["sentences"]) for split in ("train", "dev", "test")] for c in corpora
+    ]
+    assert len(corpora) == 2 and sentences[0][0] != "0"
+    assert [row[:6] for row in rows] == [
+        [corpus["id"], "tiny", "column", *counts] for corpus, counts in zip(corpora, sentences, strict=True)
+    ]
+    rc, out, _ = _run(capsys, *url, "corpora", "--json", "--limit", "1")
+    assert json.loads(out) == {"items": corpora[:1]}
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("jobs", "no jobs yet; submit one with tagsmith train SPEC.json"),
+        (
+            "models",
+            "no models yet; train one with tagsmith train SPEC.json, or add one with tagsmith import-model",
+        ),
+        ("corpora", "no corpora yet; upload one with tagsmith upload TRAIN"),
+    ],
+)
+def test_an_empty_list_says_so_and_how_to_make_one(
+    live_api: LiveApi, capsys: pytest.CaptureFixture[str], command: str, message: str
+) -> None:
+    assert _run(capsys, "--url", live_api.url, command) == (0, "", message + "\n")
+    rc, out, err = _run(capsys, "--url", live_api.url, command, "--json")
+    assert (rc, json.loads(out), err) == (0, {"items": []}, "")
+
+
+def test_ctrl_c_while_submitting_says_the_job_may_be_queued(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"corpus": {"ids": ["c1"]}, "label_type": "ner"}), encoding="utf-8")
+    with socket.socket() as listener:  # takes the connection and never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(0.1)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        process = subprocess.Popen(
+            [TAGSMITH, "--url", url, "train", str(spec)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:  # until POST /jobs has connected
+                try:
+                    connection, _ = listener.accept()
+                    break
+                except TimeoutError:
+                    assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            with connection:
+                process.send_signal(signal.SIGINT)
+                out, err = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 130, out + err
+    assert out == ""
+    assert err.splitlines() == [
+        "submit interrupted; the server may have queued the job anyway "
+        "(tagsmith jobs to check, tagsmith cancel JOB to stop it)"
+    ]
+    assert "Traceback" not in err and "Aborted" not in err
