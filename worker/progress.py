@@ -18,6 +18,7 @@ wait for the database as long as the lease may still be ours (``worker.lease.whi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -31,9 +32,10 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.training.callbacks import BatchEnded, EpochEnded, TrainerCallback, TrainingEnded, TrainingStarted
+from engine.training.run_log import RunLog
 from service.db.models import Job, JobBatchLoss, JobEpochMetric, utcnow
 from service.db.session import DatabaseUnavailable, session_scope
-from service.storage import Storage
+from service.storage import Storage, StorageUnavailable
 from worker.lease import LeaseLostInOutage, first_line, update_owned_in, while_leased
 
 log = logging.getLogger(__name__)
@@ -293,11 +295,18 @@ class JobProgress(TrainerCallback):
         if self.lease_lost.is_set():
             return  # the run is stopping; the job may be another run's already
         key = checkpoint_key(self.job_id, epoch, self.run_token)
-        self.storage.put_dir(key, Path(path))
         try:
+            self.storage.put_dir(key, Path(path))
             files = self.publish_files(f"epoch-{epoch:04d}")
+        except StorageUnavailable as error:
+            # Training needs no storage until its end: going on costs nothing, stopping would
+            # cost the epochs since the last stored checkpoint. What was half written is the
+            # storage sweep's (nothing points to it).
+            self._checkpoint_not_stored(epoch, error)
+            return
         except BaseException:
-            self.storage.delete(key)  # not recorded anywhere: nothing would ever delete it
+            with contextlib.suppress(StorageUnavailable):
+                self.storage.delete(key)  # not recorded anywhere: nothing would ever delete it
             raise
         values = {"checkpoint_key": key, "storage_retries": 0, **({"files_key": files} if files else {})}
 
@@ -331,6 +340,20 @@ class JobProgress(TrainerCallback):
         for old, new in ((previous.checkpoint_key, key), (previous.files_key, files)):
             if old and new and old != new:
                 self.storage.delete(old)
+
+    def _checkpoint_not_stored(self, epoch: int, error: StorageUnavailable) -> None:
+        log.warning(
+            "job %s: epoch %d's checkpoint could not be stored, training goes on: %s",
+            self.job_id,
+            epoch,
+            first_line(error),
+        )
+        if self.run_dir is not None:
+            # Where storage lives is the operator's business: the job's own log says only what.
+            RunLog(self.run_dir / "training.log", log)(
+                f"storage unavailable: epoch {epoch}'s checkpoint was not stored; training goes on "
+                "and the next epoch's checkpoint is stored in its place"
+            )
 
     def publish_files(self, label: str) -> str | None:
         """A snapshot of the run folder's files under a key of this run's (None: nothing yet)."""

@@ -59,7 +59,8 @@ class WorkerSettings(BaseSettings):
         default=30.0,
         gt=0,
         description="Wait before the first such retry; each further one waits twice as long, at most 15 minutes "
-        "(the defaults ride out an outage of about 1.5 hours).",
+        "(the defaults ride out an outage of about 1.5 hours). Also how often a finished run tries again to "
+        "store its model, ten times at most, before its job goes back to the queue.",
     )
     storage_sweep_hours: float = Field(
         default=24.0,

@@ -5,7 +5,8 @@ the job finished, was cancelled, or is trained by a live run elsewhere (a redeli
 the run trains from scratch or, when the job has a checkpoint, resumes from it; then it ends the
 job ``completed`` (model saved, model row created), ``cancelled`` (checkpoint kept) or
 ``failed`` (the error stored; no retry: a deterministic error would only fail again). The exception
-is a storage outage (``StorageUnavailable``): the job goes back to ``queued`` with a ``retry_at``
+is a storage outage (``StorageUnavailable``; one while storing a checkpoint only skips that
+checkpoint, see ``worker.progress``): the job goes back to ``queued`` with a ``retry_at``
 that doubles with each retry, the reaper sends it again then, and it resumes from its last
 checkpoint; it fails after ``storage_retries`` retries without a new checkpoint. A run that
 loses its lease stops and leaves the job to the new holder. A run whose worker is stopped
@@ -18,19 +19,21 @@ Celery, says what happens next (the reaper re-sends jobs whose run vanished).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import signal
 import tempfile
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, select, update
 
@@ -57,6 +60,7 @@ from worker.lease import (
 from worker.settings import get_worker_settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class SignalFlag:
@@ -469,10 +473,14 @@ def _complete(
     storage = get_storage()
     model_id = new_id()
     key = f"models/{model_id}"
-    storage.put_dir(key, model_dir)
     files = None
+
+    def store() -> str | None:
+        storage.put_dir(key, model_dir)
+        return progress.publish_files("final")  # type: ignore[no-any-return]
+
     try:
-        files = progress.publish_files("final")
+        files = _store_patiently(job_id, "the trained model", store, progress)
         dev_metrics = progress.best_dev_scores or while_leased(
             lambda: _best_dev_metrics(job_id, lower_is_better),
             progress.lease_lost,
@@ -505,14 +513,45 @@ def _complete(
     except LeaseLostInOutage:
         raise  # the job may point to them now: the storage sweep decides
     except BaseException:
-        storage.delete(key)
-        if files:
-            storage.delete(files)
+        with contextlib.suppress(StorageUnavailable):  # else the storage sweep's
+            storage.delete(key)
+            if files:
+                storage.delete(files)
         raise
     if old_checkpoint:
         storage.delete(old_checkpoint)
     if files and old_files and old_files != files:
         storage.delete(old_files)
+
+
+# How many TAGSMITH_STORAGE_RETRY_SECONDS a finished run waits for storage to take its model.
+STORE_PATIENCE_STEPS = 10
+
+
+def _store_patiently(job_id: str, what: str, store: Callable[[], T], progress: Any) -> T:
+    """``store()``, tried again every ``storage_retry_seconds`` for up to ``STORE_PATIENCE_STEPS``
+    of them (5 minutes by default) while the run may go on: a finished run that gave up at once
+    would be retried from its last stored checkpoint, retraining every epoch since."""
+    step = get_worker_settings().storage_retry_seconds
+    deadline = time.monotonic() + STORE_PATIENCE_STEPS * step
+    while True:
+        try:
+            return store()
+        except StorageUnavailable as error:
+            if time.monotonic() + step > deadline:
+                raise
+            log.warning(
+                "job %s: %s could not be stored, trying again in %g s: %s",
+                job_id,
+                what,
+                step,
+                first_line(error),
+            )
+            until = time.monotonic() + step
+            while time.monotonic() < until:
+                if progress.lease_lost.is_set() or progress.shutdown.is_set():
+                    raise
+                time.sleep(min(0.2, step))
 
 
 def _register_model(

@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from engine.training.callbacks import BatchEnded, EpochEnded, TrainingEnded, TrainingStarted
 from service.db.models import Job, JobBatchLoss, JobEpochMetric, Owner
 from service.db.session import session_scope
-from service.storage import get_storage
+from service.storage import StorageUnavailable, get_storage
 from worker import lease
 from worker import progress as progress_module
 from worker.progress import JobProgress, checkpoint_epoch
@@ -130,6 +130,39 @@ def test_checkpoints_upload_and_replace_the_previous_one(environment: dict[str, 
     key = job_row(job_id).checkpoint_key
     assert key is not None and checkpoint_epoch(key) == 2
     assert storage.get(f"{key}/state.json") == b'{"epoch": 2}'
+    assert storage.list(f"jobs/{job_id}/checkpoints") == [f"{key}/state.json"]
+
+
+def test_a_checkpoint_storage_cannot_take_is_skipped_and_training_goes_on(
+    environment: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = running_job()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    progress = make_progress(job_id, Clock())
+    progress.run_dir = run_dir
+    storage = progress.storage
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    (folder / "state.json").write_text('{"epoch": 1}')
+    progress.on_checkpoint(folder, 1)
+    stored = job_row(job_id).checkpoint_key
+
+    def unavailable(*args: Any, **kwargs: Any) -> None:
+        raise StorageUnavailable("storage s3://bucket/ is unavailable: connection refused")
+
+    monkeypatch.setattr(storage, "put_dir", unavailable)
+    (folder / "state.json").write_text('{"epoch": 2}')
+    progress.on_checkpoint(folder, 2)  # no exception: the run trains on
+    assert job_row(job_id).checkpoint_key == stored, "the job must keep pointing to a stored checkpoint"
+    line = (run_dir / "training.log").read_text().splitlines()[-1]
+    assert "epoch 2's checkpoint was not stored; training goes on" in line and "s3://" not in line
+
+    monkeypatch.undo()
+    (folder / "state.json").write_text('{"epoch": 3}')
+    progress.on_checkpoint(folder, 3)
+    key = job_row(job_id).checkpoint_key
+    assert key is not None and checkpoint_epoch(key) == 3
     assert storage.list(f"jobs/{job_id}/checkpoints") == [f"{key}/state.json"]
 
 

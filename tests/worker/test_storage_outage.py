@@ -1,6 +1,7 @@
 """Storage outages end to end: a real SeaweedFS server stopped and started again under a running
-job and real workers. A job waits the outage out and resumes from its checkpoint; past its
-retries it fails with the reason; meanwhile the API answers 503 and records nothing half."""
+job and real workers. A run trains on through an outage; a job whose model cannot be stored
+waits the outage out and resumes from its last stored checkpoint; past its retries it fails with
+the reason; meanwhile the API answers 503 and records nothing half."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def test_a_job_waits_out_a_storage_outage_and_resumes_from_its_checkpoint(
     stack.wait_inside_epoch_two(job_id)
 
     seaweed.stop()
-    # The epoch-2 checkpoint cannot be stored: the job goes back to wait, it does not fail.
+    # The epoch-2 and -3 checkpoints cannot be stored, and training goes on; the model cannot
+    # be stored either: the job goes back to wait, it does not fail.
     seen: list[dict[str, Any]] = []
     stack.wait_for(
         "the job to wait for storage",
@@ -85,6 +87,8 @@ def test_a_job_waits_out_a_storage_outage_and_resumes_from_its_checkpoint(
     assert job.storage_retries == 0  # the checkpoints after the outage count as progress
     log = stack.client.get(f"/jobs/{job_id}/files/training.log", headers=stack.headers)
     assert log.status_code == 200 and "training completed after 3 epochs" in log.text
+    # That run's training.log was never stored; the resumed run's is the epoch-1 one, continued.
+    assert "epoch 2's checkpoint could not be stored, training goes on" in stack.workers[0].log()
     assert "resuming from" in stack.workers[0].log()
 
     # A model not loaded yet cannot be fetched during an outage: 503, not where storage lives.
@@ -94,6 +98,39 @@ def test_a_job_waits_out_a_storage_outage_and_resumes_from_its_checkpoint(
     )
     assert predicted.status_code == 503, predicted.text
     assert predicted.headers["Retry-After"] == "30" and "s3://" not in predicted.text
+
+
+def test_an_outage_that_ends_before_the_model_is_stored_costs_no_epoch(
+    stack: Stack, seaweed: SeaweedS3
+) -> None:
+    corpus = stack.upload_tagger_corpus(repeat=2)
+    stack.start_worker("steady", **SLOW_BATCHES)
+    job_id = stack.submit(tagger_spec(corpus, max_epochs=3))
+    stack.wait_inside_epoch_two(job_id)
+    stored = stack.job(job_id).checkpoint_key
+
+    seaweed.stop()
+    # Epochs 2 and 3 train without their checkpoints; the finished run waits to store its model.
+    stack.wait_for(
+        "the run to wait for storage with its model",
+        lambda: "the trained model could not be stored, trying again" in stack.workers[0].log(),
+    )
+    during = stack.job(job_id)
+    assert (during.status, during.retry_at, during.checkpoint_key) == ("running", None, stored)
+    seaweed.start()
+
+    job = stack.wait_finished(job_id)
+    assert job.status == "completed", (job.error, stack.worker_logs())
+    # the same run finished: no retry, no epoch trained twice
+    assert (job.attempts, job.storage_retries, job.error) == (1, 0, None)
+    assert stack.epochs(job_id) == [1, 2, 3]
+    worker_log = stack.workers[0].log()
+    assert "resuming from" not in worker_log
+    for epoch in (2, 3):
+        assert f"epoch {epoch}'s checkpoint could not be stored, training goes on" in worker_log
+    log = stack.client.get(f"/jobs/{job_id}/files/training.log", headers=stack.headers)
+    assert log.status_code == 200 and "epoch 2's checkpoint was not stored; training goes on" in log.text
+    assert "s3://" not in log.text
 
 
 def test_past_its_retries_a_job_fails_with_the_reason_and_resumes_later(
