@@ -269,8 +269,8 @@ def test_the_fast_path_answers_exactly_as_the_documented_route(api: ApiSession, 
             {"sentences": [["New York", "!"]], "return_probabilities_for_all_classes": True},
             owner.headers,
         ),
-        # over INLINE_CHARS and SENTENCES_PER_PART: the answer is serialised in parts
-        (model_id, {"texts": [f"Anna lives in Berlin {i} ." for i in range(600)]}, owner.headers),
+        # over INLINE_CHARS and TOKENS_PER_PART: the answer is serialised in parts
+        (model_id, {"texts": [f"Anna lives in Berlin {i} . " * 8 for i in range(200)]}, owner.headers),
         (model_id, {"texts": ["ok", "  "]}, owner.headers),  # 422 naming body.texts.1
         (model_id, {"texts": "not a list"}, owner.headers),  # 422 from the schema
         (model_id, {"texts": ["a"], "extra": 1}, owner.headers),  # 422: unknown field

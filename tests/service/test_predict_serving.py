@@ -157,13 +157,16 @@ def test_a_large_request_whose_client_went_away_is_not_computed(api: ApiSession,
     assert _batch_sizes()[1] - before[0] < 200  # at most what was already running when it left
 
 
-@pytest.mark.parametrize("count", [0, 1, 256, 257, 1000])
-def test_a_large_answer_is_the_same_json_serialised_in_parts_with_the_loop_served_between(count: int) -> None:
+@pytest.mark.parametrize(("count", "tokens"), [(0, 3), (1, 3), (1, 5000), (499, 3), (500, 3), (256, 40)])
+def test_a_large_answer_is_the_same_json_serialised_in_parts_with_the_loop_served_between(
+    count: int, tokens: int
+) -> None:
     from pydantic_core import to_json
 
-    from service.predict_fastpath import SENTENCES_PER_PART, json_in_parts
+    from service.predict_fastpath import TOKENS_PER_PART, json_in_parts
 
-    sentence = {"text": 'EU rejects "German" lamb', "labels": [{"value": "ORG", "confidence": 0.5}]}
+    token = {"text": 'l\u00e4mb "x"', "start": 0, "end": 4, "tag": "O", "confidence": None}
+    sentence = {"index": 0, "text": "EU rejects", "tokens": [token] * tokens, "labels": []}
     result = {
         "model_id": "m",
         "task": "sequence_tagging",
@@ -182,15 +185,13 @@ def test_a_large_answer_is_the_same_json_serialised_in_parts_with_the_loop_serve
         done = asyncio.Event()
         other = asyncio.ensure_future(ticker(done))
         await asyncio.sleep(0)
-        ticks_before = ticks
+        before = ticks
         payload = await json_in_parts(result)
-        seen, ticks_after = ticks - ticks_before, ticks
+        seen = ticks - before
         done.set()
         await other
-        assert ticks_after >= ticks_before
-        parts = max(1, -(-count // SENTENCES_PER_PART))
         # Another task ran between every two parts: a request waiting on the loop is served.
-        assert seen >= parts - 1
+        assert seen >= count * (tokens + 1) // TOKENS_PER_PART - 1
         return payload
 
     assert asyncio.run(serialise()) == to_json(result)
