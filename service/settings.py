@@ -80,7 +80,10 @@ class Settings(BaseSettings):
         "more before the next call (a lone request never waits).",
     )
     predict_max_micro_batch: int = Field(
-        default=64, ge=1, description="Most sentences the predict batcher runs through the model at once."
+        default=64,
+        ge=1,
+        description="Most sentences the predict batcher runs through the model at once, with at most 32 tokens "
+        "a sentence on average (long texts go in fewer a call).",
     )
     predict_threads: int = Field(default=1, ge=1, description="Threads that run model inference for predict.")
     predict_torch_threads: int = Field(

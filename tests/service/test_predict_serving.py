@@ -89,6 +89,34 @@ def test_a_large_request_runs_in_parts_of_the_micro_batch(
     assert result["sentences"][0] == one["sentences"][0]
 
 
+def test_long_texts_go_through_the_model_in_fewer_a_call(
+    api: ApiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 24 texts of 10,000 characters went through the model in one call and held a one-sentence
+    # request for 3.3 s: a call holds at most 32 tokens a sentence of the micro-batch.
+    from service.logic.predict import ModelCache, predict
+    from service.schemas.api import PredictRequest
+
+    settings = _settings(monkeypatch, TAGSMITH_PREDICT_MAX_MICRO_BATCH="4")  # 128 tokens a call
+    owner = api.new_owner()
+    model_id = register_tiny_tagger(owner, tmp_path)
+    texts = ["Anna lives in Berlin . " * 12, "Bob .", "Anna lives in Berlin . " * 30, "Paris .", "Rome ."]
+
+    async def scenario() -> tuple[dict[str, Any], tuple[float, float]]:
+        cache = ModelCache(settings)
+        await predict(cache, owner.id, model_id, PredictRequest(texts=texts[:1]), settings)
+        before = _batch_sizes()
+        result = await predict(cache, owner.id, model_id, PredictRequest(texts=texts), settings)
+        after = _batch_sizes()
+        cache.close()
+        return result, (after[0] - before[0], after[1] - before[1])
+
+    result, (calls, sentences) = asyncio.run(scenario())
+    # 60 + 2 tokens, then the 150-token text alone (over the budget, never split), then 2 + 2
+    assert (calls, sentences) == (3, 5)
+    assert [len(s["tokens"]) for s in result["sentences"]] == [60, 2, 150, 2, 2]
+
+
 def _asgi_predict(
     api: ApiSession, model_id: str, headers: dict[str, str], messages: list[dict[str, Any]]
 ) -> list[Any]:
