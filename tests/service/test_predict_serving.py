@@ -89,6 +89,39 @@ def test_a_large_request_runs_in_parts_of_the_micro_batch(
     assert result["sentences"][0] == one["sentences"][0]
 
 
+def test_a_request_sent_during_a_large_one_is_answered_between_its_parts(
+    api: ApiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # All parts of a large request were queued at once: a small request waited behind every
+    # one of them (28.9 s behind 248 texts of 10,000 characters).
+    from service.logic.predict import ModelCache, predict
+    from service.schemas.api import PredictRequest
+
+    settings = _settings(monkeypatch, TAGSMITH_PREDICT_MAX_MICRO_BATCH="1")
+    owner = api.new_owner()
+    model_id = register_tiny_tagger(owner, tmp_path)
+    large = PredictRequest(texts=[f"Anna number {i} lives in Berlin ." for i in range(40)])
+
+    async def scenario() -> list[str]:
+        cache = ModelCache(settings)
+        await predict(cache, owner.id, model_id, PredictRequest(texts=["warm up"]), settings)
+        finished: list[str] = []
+
+        async def send(name: str, request: PredictRequest) -> None:
+            await predict(cache, owner.id, model_id, request, settings)
+            finished.append(name)
+
+        big = asyncio.ensure_future(send("large", large))
+        while _batch_sizes()[1] < 3:  # the large request is under way
+            await asyncio.sleep(0.001)
+        await send("small", PredictRequest(texts=["Bob ."]))
+        await big
+        cache.close()
+        return finished
+
+    assert asyncio.run(scenario()) == ["small", "large"]
+
+
 def test_long_texts_go_through_the_model_in_fewer_a_call(
     api: ApiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
