@@ -60,6 +60,20 @@ def _label_count_errors(spec: TrainingSpec, label_type: str, corpora: list[Corpu
     return []
 
 
+def _no_fitting_label_type(spec: TrainingSpec, corpora: list[Corpus], wanted: tuple[str, ...]) -> str:
+    """Why no label type can be chosen: what the task needs and what each corpus has."""
+    task = "a text classifier" if spec.task == "text_classification" else "a sequence tagger"
+    has = []
+    for corpus in corpora:
+        if corpus.format == TEXT_FORMAT:
+            has.append(f"corpus {corpus.id} ({corpus.name}) is a text corpus for language models: no labels")
+        else:
+            types = ", ".join(f"{n} ({k})" for n, k in sorted(corpus.label_types.items())) or "no labels"
+            has.append(f"corpus {corpus.id} ({corpus.name}) has {types}")
+    common = "in every corpus " if len(corpora) > 1 else ""
+    return f"{task} needs {' or '.join(wanted)} labels {common}and none fits; " + "; ".join(has)
+
+
 def _check_against_corpora(session: Any, owner_id: str, spec: TrainingSpec) -> TrainingSpec:
     """The checks that need the database; returns the spec with ``label_type`` and ``name`` resolved."""
     errors: list[FieldError] = []
@@ -84,14 +98,14 @@ def _check_against_corpora(session: Any, owner_id: str, spec: TrainingSpec) -> T
             if kind in wanted and all(c.label_types.get(name) == kind for c in corpora[1:])
         ]
         if len(common) != 1:
-            found = ", ".join(sorted(common)) or "none"
+            message = (
+                f"choose the label type to learn: {', '.join(sorted(common))}"
+                if common
+                else _no_fitting_label_type(spec, corpora, wanted)
+            )
             raise Invalid(
-                "label_type is required here",
-                [
-                    FieldError(
-                        ["body", "label_type"], f"choose the label type to learn (fitting types: {found})"
-                    )
-                ],
+                "label_type is required here" if common else message,
+                [FieldError(["body", "label_type"], message)],
             )
         label_type = common[0]
     for i, corpus in enumerate(corpora):

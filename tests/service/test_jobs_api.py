@@ -58,6 +58,28 @@ def test_label_type_defaults_when_unambiguous(api: ApiSession) -> None:
     assert _fields(_submit(api, owner, {"corpus": {"ids": [tagging]}})) == ["body.label_type"]
 
 
+def test_without_a_fitting_label_type_the_error_says_what_the_task_needs_and_each_corpus_has(
+    api: ApiSession,
+) -> None:
+    owner = api.new_owner()
+    tagging = api.corpus(owner)
+    r = _submit(api, owner, {"task": "text_classification", "corpus": {"ids": [tagging]}})
+    assert _fields(r) == ["body.label_type"]
+    detail = r.json()["detail"]
+    assert detail.startswith("a text classifier needs sentence labels and none fits; ")
+    assert f"corpus {tagging} (tiny) has ner (span), pos (token)" in detail
+    text = api.corpus(owner, train="one line of text\nanother\n", format="text", name="lm-text")
+    r = _submit(api, owner, {"corpus": {"ids": [text]}})
+    assert _fields(r) == ["body.label_type"]
+    assert r.json()["detail"] == (
+        "a sequence tagger needs token or span labels and none fits; "
+        f"corpus {text} (lm-text) is a text corpus for language models: no labels"
+    )
+    # several fitting types: the choice is listed
+    r = _submit(api, owner, {"corpus": {"ids": [tagging]}})
+    assert r.json()["errors"][0]["message"] == "choose the label type to learn: ner, pos"
+
+
 def test_gpu_device_goes_to_the_gpu_queue_and_multi_corpus(api: ApiSession) -> None:
     owner = api.new_owner()
     a, b = api.corpus(owner), api.corpus(owner, name="second")
