@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from service import problems
+from service.deps import AuthMiddleware
 from service.limits import UploadLimitMiddleware
 from service.logic.predict import ModelCache
 from service.metrics import MetricsMiddleware
@@ -46,9 +47,14 @@ def create_app(run_migrations: bool = True) -> FastAPI:
     problems.install(app)
     # Predict is the hot path: PredictFastPath serves it before routing; its router comes first
     # for the documented route.
-    for router in (models.router, ops.router, keys.router, corpora.router, jobs.router, transformers.router):
+    routers = (models.router, ops.router, keys.router, corpora.router, jobs.router, transformers.router)
+    for router in routers:
         app.include_router(router)
+    # Outermost last: metrics, the predict fast path (which checks its key itself), the API key
+    # check, the body size limits, then FastAPI, which reads the body. The key check matches the
+    # routers' routes: included without a prefix, their paths are the app's.
     app.add_middleware(UploadLimitMiddleware)
+    app.add_middleware(AuthMiddleware, routes=[route for router in routers for route in router.routes])
     app.add_middleware(PredictFastPath, route=_route(models.router, "/models/{model_id}/predict"))
     app.add_middleware(MetricsMiddleware)
     _document_bearer_auth(app)
@@ -59,9 +65,20 @@ def _route(router: APIRouter, path: str) -> Any:
     return next(r for r in router.routes if getattr(r, "path", None) == path)
 
 
+def _too_large() -> dict[str, Any]:
+    return {
+        "description": "Request body too large",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Problem"}},
+            problems.PROBLEM_MEDIA_TYPE: {},
+        },
+    }
+
+
 def _document_bearer_auth(app: FastAPI) -> None:
-    """Declare the API-key scheme in the OpenAPI document (the docs' "Authorize" button); the
-    check itself is ``service.deps``."""
+    """Declare the API-key scheme in the OpenAPI document (the docs' "Authorize" button), and the
+    413 of every operation that takes a body; the checks themselves are ``service.deps`` and
+    ``service.limits``."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -72,9 +89,12 @@ def _document_bearer_auth(app: FastAPI) -> None:
             }
             open_paths = {"/health", "/ready"}
             for path, operations in schema.get("paths", {}).items():
-                if path not in open_paths:
-                    for operation in operations.values():
+                for operation in operations.values():
+                    if path not in open_paths:
                         operation["security"] = [{"apiKey": []}]
+                    if "requestBody" in operation:
+                        # service.limits: every body has a size limit.
+                        operation["responses"].setdefault("413", _too_large())
             app.openapi_schema = schema
         return app.openapi_schema
 

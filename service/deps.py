@@ -1,23 +1,32 @@
-"""FastAPI dependencies: the caller's identity (owner, admin or open-mode default owner).
+"""The caller's identity (owner, admin or open-mode default owner): FastAPI dependencies, and
+``AuthMiddleware``, which runs the same check before the request's body is read.
 
 Key lookups are cached for a few seconds (hash -> owner) because predict is called at high rates;
-a revoked key therefore stops working within ``AUTH_CACHE_SECONDS``.
+a revoked key therefore stops working within ``AUTH_CACHE_SECONDS``. A request's principal is kept
+in its scope, so the middleware's check and the route's dependency cost one lookup.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from fastapi import Request
+from fastapi.dependencies.models import Dependant
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import auth
+from service import auth, problems
 from service.db.session import session_scope
 from service.errors import Forbidden, Unauthorized
 from service.settings import get_settings
 
 AUTH_CACHE_SECONDS = 5.0
+# The request's principal, once resolved (set by AuthMiddleware or the first dependency).
+PRINCIPAL_SCOPE_KEY = "tagsmith.principal"
 _cache_lock = threading.Lock()
 _key_cache: dict[str, tuple[str, float]] = {}
 _open_owner_ready: set[str] = set()
@@ -61,6 +70,14 @@ def _owner_for(token: str) -> str | None:
 
 async def get_principal(request: Request) -> auth.Principal:
     """Async so that the hot path (a cached key) costs no thread hop; database work runs in a thread."""
+    principal = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    if principal is None:
+        principal = await _authenticate(request)
+        request.scope[PRINCIPAL_SCOPE_KEY] = principal
+    return principal
+
+
+async def _authenticate(request: Request) -> auth.Principal:
     settings = get_settings()
     token = _bearer(request)
     if token is None:
@@ -97,3 +114,52 @@ async def require_admin(request: Request) -> auth.Principal:
     if not principal.is_admin:
         raise Forbidden("only the admin key may manage API keys")
     return principal
+
+
+# The checks a route may depend on, strictest first: the one a route has is the one it needs.
+_CHECKS: tuple[Callable[[Request], Awaitable[Any]], ...] = (require_admin, current_owner, get_principal)
+
+
+def _check_of(dependant: Dependant) -> Callable[[Request], Awaitable[Any]] | None:
+    calls: set[Any] = set()
+    pending = [dependant]
+    while pending:
+        node = pending.pop()
+        calls.add(node.call)
+        pending.extend(node.dependencies)
+    return next((check for check in _CHECKS if check in calls), None)
+
+
+class AuthMiddleware:
+    """The API-key check of the route a request is for, before anything reads its body: FastAPI
+    reads and parses a body before it solves dependencies, so a request without a key had its
+    whole body taken in (a 300 MB JSON body cost 900 MB) to be told 401. The answer is the one
+    the route's dependency gives (the same function runs); the principal stays in the scope for
+    that dependency. Requests for routes without a check (health, readiness, the docs), for no
+    route (404) or with a method the path lacks (405) pass on as they are.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Iterable[BaseRoute]) -> None:
+        self.app = app
+        # Every route in the router's order (the first that matches path and method serves), with
+        # the check it needs; the dependant holds the route's own and its router's dependencies.
+        self.routes = [
+            (route, _check_of(route.dependant) if hasattr(route, "dependant") else None) for route in routes
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for route, check in self.routes:
+                if route.matches(scope)[0] is Match.FULL:
+                    if check is not None:
+                        # The metrics middleware labels the request by its route, answered here or not.
+                        scope.setdefault("route", route)
+                        request = Request(scope)
+                        try:
+                            await check(request)
+                        except Exception as e:
+                            response = await problems.render(request, e)
+                            await response(scope, receive, send)
+                            return
+                    break
+        await self.app(scope, receive, send)

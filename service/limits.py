@@ -1,9 +1,11 @@
-"""Upload size limits, enforced while the body streams in (before any multipart parsing), so an
-oversized upload is refused with 413 without being buffered."""
+"""Request body size limits, enforced while the body streams in (before any JSON or multipart
+parsing), so an oversized body is refused with 413 without being buffered: the uploads have their
+settings, every other body (a training spec, a key request) ``JSON_BODY_LIMIT_BYTES``."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +21,17 @@ class _TooLarge(BaseException):
     pass
 
 
+def _is_too_large(error: BaseException) -> bool:
+    """``_TooLarge``, also as the only error of a task group's (a response that reads the body
+    in a task of its own)."""
+    if isinstance(error, BaseExceptionGroup):
+        return error.split(_TooLarge)[1] is None
+    return isinstance(error, _TooLarge)
+
+
 @dataclass(frozen=True)
 class UploadLimit:
-    setting: str  # the environment variable, named in the 413
+    setting: str | None  # the environment variable, named in the 413
     bytes: Callable[[Settings], int]
 
 
@@ -30,18 +40,38 @@ UPLOAD_LIMITS = {
     "/corpora": UploadLimit("TAGSMITH_MAX_UPLOAD_MB", lambda s: s.max_upload_bytes),
     "/models": UploadLimit("TAGSMITH_MAX_MODEL_UPLOAD_MB", lambda s: s.max_model_upload_bytes),
 }
+# Predict takes as many texts as TAGSMITH_PREDICT_MAX_BATCH allows; service.predict_fastpath
+# serves it, with this limit, before this middleware. Here for the route behind it.
+PREDICT_PATH = re.compile(r"^/models/[^/]+/predict/?$")
+PREDICT_LIMIT = UploadLimit("TAGSMITH_MAX_UPLOAD_MB", lambda s: s.max_upload_bytes)
+# Every other body: JSON of a few fields (the largest, a training spec, is a few kB).
+JSON_BODY_LIMIT_BYTES = 1024 * 1024
+JSON_BODY_LIMIT = UploadLimit(None, lambda s: JSON_BODY_LIMIT_BYTES)
+
+
+def body_limit(method: str, path: str) -> UploadLimit:
+    if method == "POST":
+        upload = UPLOAD_LIMITS.get(path.rstrip("/"))
+        if upload is not None:
+            return upload
+        if PREDICT_PATH.match(path):
+            return PREDICT_LIMIT
+    return JSON_BODY_LIMIT
 
 
 class UploadLimitMiddleware:
-    def __init__(self, app: Any, limits: dict[str, UploadLimit] = UPLOAD_LIMITS) -> None:
+    """Every request's body limit (``body_limit``): 413 for a larger Content-Length, or once a
+    body without one (chunked) has passed the limit."""
+
+    def __init__(self, app: Any, limits: Callable[[str, str], UploadLimit] = body_limit) -> None:
         self.app = app
         self.limits = limits
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        upload = self.limits.get(scope["path"].rstrip("/")) if scope["type"] == "http" else None
-        if upload is None or scope["method"] != "POST":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = self.limits(scope["method"], scope["path"])
         limit = upload.bytes(get_settings())
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
@@ -67,18 +97,26 @@ class UploadLimitMiddleware:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
+        except BaseException as e:
+            if not _is_too_large(e):
+                raise
+            # After the answer has started (a stream that listens for the client going away),
+            # there is nothing left to refuse.
             if not started:
                 await self._reject(scope, send, limit, upload.setting)
 
     @staticmethod
-    async def _reject(scope: dict[str, Any], send: Any, limit: int, setting: str) -> None:
+    async def _reject(scope: dict[str, Any], send: Any, limit: int, setting: str | None) -> None:
+        if setting is None:
+            detail = f"the request body exceeds the limit of {limit / 1024 / 1024:g} MB"
+        else:
+            detail = f"the upload exceeds the limit of {limit / 1024 / 1024:g} MB ({setting})"
         body = json.dumps(
             {
                 "type": PROBLEM_TYPE_BASE + "payload-too-large",
                 "title": "Payload too large",
                 "status": 413,
-                "detail": f"the upload exceeds the limit of {limit / 1024 / 1024:g} MB ({setting})",
+                "detail": detail,
                 "instance": scope["path"],
             }
         ).encode()
