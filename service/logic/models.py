@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tarfile
@@ -44,13 +45,21 @@ def archive_name(row: Model) -> str:
 
 
 def build_archive(row: Model) -> Path:
-    """The model folder as a tar.gz in a temporary file (the caller deletes it)."""
+    """The model folder as a tar.gz in a temporary file (the caller deletes it: the download
+    route's background task, which Starlette also runs when the client goes away mid-download)."""
     work = Path(tempfile.mkdtemp(prefix="tagsmith-download-"))
     try:
         folder = get_storage().get_dir(row.storage_key, work / "model")
-        archive = Path(tempfile.mkstemp(prefix="tagsmith-model-", suffix=".tar.gz")[1])
-        with tarfile.open(archive, "w:gz") as tar:
-            tar.add(folder, arcname="model")
+        # mkstemp's descriptor is the file's: left open, it held the file's disk space (and a
+        # descriptor) after the download deleted it, until the process ended.
+        fd, name = tempfile.mkstemp(prefix="tagsmith-model-", suffix=".tar.gz")
+        archive = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w:gz") as tar:
+                tar.add(folder, arcname="model")
+        except BaseException:
+            archive.unlink(missing_ok=True)
+            raise
         return archive
     except FileNotFoundError:
         raise NotFound(f"the files of model {row.id} are missing from storage") from None
