@@ -61,9 +61,7 @@ class FlairEmbeddings(TokenEmbeddings):
             raise EmbeddingConfigError(
                 f"flair embeddings chars_per_chunk must be positive, got {chars_per_chunk}"
             )
-        self.source: str | None = None
         if isinstance(language_model, str | Path):
-            self.source = str(language_model)
             try:
                 language_model = LanguageModel.load(language_model)
             except (LanguageModelError, ModelFileError) as error:
@@ -110,10 +108,13 @@ class FlairEmbeddings(TokenEmbeddings):
             return lm.states_at(texts, positions, self.chars_per_chunk)
 
     def to_config(self) -> dict[str, Any]:
+        # The language model is inline (architecture and characters here, weights in the model's
+        # safetensors). "model" only ever names where it came from, never a folder: the folder it
+        # was loaded from is a worker's temporary path, kept out of saved models.
         return {
             "type": self.embedding_type,
             "name": self.name,
-            "model": self.source,
+            "model": None,
             "fine_tune": self.fine_tune,
             "chars_per_chunk": self.chars_per_chunk,
             "language_model": self.language_model.to_config(),
@@ -121,22 +122,28 @@ class FlairEmbeddings(TokenEmbeddings):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], resource_dir: Path | None = None) -> FlairEmbeddings:
-        """With ``resource_dir`` (a saved model's folder) the language model is rebuilt from the
-        config and its weights come with the model's; without it ``model`` is a language model
-        folder to load."""
+        """With ``resource_dir`` (a saved model's folder, perhaps an uploaded one) the language
+        model is rebuilt from the config's inline ``language_model`` and its weights come with
+        the model's; ``model`` is then never read as a folder (a config could otherwise make the
+        server load any folder, such as another owner's stored model). Without ``resource_dir``
+        (a spec the caller builds from its own files) ``model`` is a language model folder."""
         kwargs: dict[str, Any] = {
             "fine_tune": bool(config.get("fine_tune", False)),
             "chars_per_chunk": int(config.get("chars_per_chunk", 512)),
             "name": config.get("name"),
         }
-        if resource_dir is not None and "language_model" in config:
+        if resource_dir is not None:
+            if not isinstance(config.get("language_model"), dict):
+                raise EmbeddingConfigError(
+                    f"flair embeddings {config.get('name')!r}: a saved model's config must hold the "
+                    "'language_model' (its architecture and characters; the weights are in the model's "
+                    "safetensors); 'model' is never loaded as a folder"
+                )
             try:
                 language_model = LanguageModel.from_config(config["language_model"])
             except LanguageModelError as error:
                 raise EmbeddingConfigError(f"flair embeddings {config.get('name')!r}: {error}") from None
-            embeddings = cls(language_model, **kwargs)
-            embeddings.source = config.get("model")
-            return embeddings
+            return cls(language_model, **kwargs)
         source = config.get("model")
         if not isinstance(source, str) or not source:
             raise EmbeddingConfigError(

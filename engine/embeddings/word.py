@@ -51,6 +51,7 @@ from engine.embeddings.base import (
     resource_folder,
     sanitize_name,
 )
+from engine.limits import MAX_RESOURCE_FILE_BYTES
 
 PAD_ROW = 0  # zeros; also the padding of a batch
 UNK_ROW = 1  # replaced by the <unk> vector
@@ -317,7 +318,7 @@ class WordEmbeddings(TokenEmbeddings):
         vocab_path = resource_folder(resource_dir, name) / VOCAB_FILE
         if not vocab_path.is_file():
             raise EmbeddingConfigError(f"word embeddings {name!r}: missing {vocab_path}")
-        vocabulary = json.loads(vocab_path.read_text(encoding="utf-8"))
+        vocabulary = _read_vocabulary(vocab_path, name)
         if "vocab_size" in config and len(vocabulary) != config["vocab_size"]:
             raise EmbeddingConfigError(
                 f"{vocab_path}: {len(vocabulary)} words, but the config says {config['vocab_size']}"
@@ -326,6 +327,24 @@ class WordEmbeddings(TokenEmbeddings):
         if not isinstance(dim, int):
             raise EmbeddingConfigError(f"word embeddings config needs an integer 'dim': {config!r}")
         return cls(**kwargs, vocabulary=vocabulary, dim=dim)
+
+
+def _read_vocabulary(path: Path, name: str) -> list[str]:
+    """A saved model's word list: a JSON list of strings within ``MAX_RESOURCE_FILE_BYTES`` (the
+    list takes about ten times its file's size in memory)."""
+    size = path.stat().st_size
+    if size > MAX_RESOURCE_FILE_BYTES:
+        raise EmbeddingConfigError(
+            f"{path}: {size / 1024 / 1024:.1f} MB is more than a word list may have "
+            f"({MAX_RESOURCE_FILE_BYTES // 1024 // 1024} MB) for word embeddings {name!r}"
+        )
+    try:
+        vocabulary = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EmbeddingConfigError(f"{path}: not valid UTF-8 JSON ({error})") from None
+    if not isinstance(vocabulary, list) or not all(isinstance(word, str) for word in vocabulary):
+        raise EmbeddingConfigError(f"{path}: expected a JSON list of words")
+    return vocabulary
 
 
 def _make_table(matrix: np.ndarray, dtype: torch.dtype) -> torch.Tensor:

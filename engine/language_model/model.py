@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from engine.data import Dictionary
+from engine.limits import check_built_on_meta
 from engine.serialization import (
     ModelFileError,
     atomic_directory,
@@ -248,14 +249,26 @@ class LanguageModel(nn.Module):
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device | None = None) -> LanguageModel:
+    def load(
+        cls, directory: str | Path, device: str | torch.device | None = None, untrusted: bool = False
+    ) -> LanguageModel:
         """Load a saved model (in eval mode). A missing or foreign folder raises
-        LanguageModelError; malformed files raise ``engine.serialization.ModelFileError``."""
+        LanguageModelError; malformed files raise ``engine.serialization.ModelFileError``.
+
+        ``untrusted`` (an uploaded folder): the model is first built on PyTorch's meta device,
+        which allocates nothing, and checked against the weights file's header
+        (``engine.limits.check_built_on_meta``): a config could otherwise ask for any
+        ``hidden_size`` and ``nlayers``, and building that model would take the memory first."""
         directory = Path(directory)
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (directory / name).is_file():
                 raise LanguageModelError(f"{directory} is not a language model folder: missing {name}")
-        model = cls.from_config(read_json(directory / CONFIG_FILE))
+        config = read_json(directory / CONFIG_FILE)
+        if untrusted:
+            check_built_on_meta(
+                lambda: cls.from_config(config), directory / CONFIG_FILE, directory / WEIGHTS_FILE
+            )
+        model = cls.from_config(config)
         weights = load_tensors(directory / WEIGHTS_FILE)
         check_state_dict(directory / WEIGHTS_FILE, model.state_dict(), weights)
         model.load_state_dict(weights)

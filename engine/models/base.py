@@ -25,6 +25,8 @@ from torch import nn
 from engine.data import Dictionary, Sentence
 from engine.embeddings.base import STORAGE_MODES, Embeddings, StorageMode, clear_stored_embeddings
 from engine.evaluation import EvaluationResult, Item, compute_scores
+from engine.limits import MAX_CRF_TAGS, MAX_LABELS, check_built_on_meta, max_crf_labels
+from engine.models.crf import CRF
 from engine.precision import inference_autocast
 from engine.readers.files import gc_paused
 from engine.serialization import (
@@ -35,7 +37,6 @@ from engine.serialization import (
     ModelFileError,
     atomic_directory,
     check_state_dict,
-    header_tensors,
     library_versions,
     load_tensors,
     read_json,
@@ -286,7 +287,11 @@ def load_model(directory: str | Path, untrusted: bool = False) -> Model:
 
     ``untrusted`` (an uploaded folder): first build it on PyTorch's meta device, which allocates
     nothing, and check it against the weights file's header. Its config could otherwise ask for
-    any size (a hidden size of 10**12), and building that model would take the memory first."""
+    any size (a hidden size of 10**12), and building that model would take the memory first.
+    The checks (``engine.limits``): the same tensors as the weights file, no more tensor memory
+    than the file provides plus a small allowance (buffers the file does not hold, such as a
+    transformer's causal mask), at most ``MAX_LABELS`` labels (checked before building) and at
+    most ``MAX_CRF_TAGS`` CRF tags."""
     import importlib
 
     from engine.embeddings import embeddings_from_config
@@ -331,12 +336,8 @@ def load_model(directory: str | Path, untrusted: bool = False) -> Model:
             raise ModelFileError(config_path, f"cannot rebuild the model from its config: {error}") from error
 
     if untrusted:
-        try:
-            with torch.device("meta"):
-                shapes = build().state_dict()
-        except (RuntimeError, OverflowError, MemoryError) as error:  # sizes past what torch can address
-            raise ModelFileError(config_path, f"describes a model that cannot be built: {error}") from error
-        check_state_dict(weights_path, shapes, header_tensors(weights_path))
+        _check_label_count(config, config_path)
+        _check_crf_tags(check_built_on_meta(build, config_path, weights_path), config_path)
     model = build()
     tensors = load_tensors(weights_path)
     expected = model.state_dict()
@@ -344,6 +345,34 @@ def load_model(directory: str | Path, untrusted: bool = False) -> Model:
     model.load_state_dict(tensors, strict=True)
     model.eval()
     return model
+
+
+def _check_label_count(config: dict[str, Any], config_path: Path) -> None:
+    """Before anything is built: an untrusted config's label dictionary within ``MAX_LABELS``."""
+    dictionary = config.get("label_dictionary")
+    items = dictionary.get("items") if isinstance(dictionary, dict) else None
+    if isinstance(items, list):
+        labels = sum(1 for item in items if item not in (Dictionary.UNK, "O"))
+        if labels > MAX_LABELS:
+            raise ModelFileError(
+                config_path,
+                f"label_dictionary has {labels} labels; an imported model may have at most {MAX_LABELS}",
+            )
+
+
+def _check_crf_tags(model: nn.Module, config_path: Path) -> None:
+    """A CRF's prediction cost grows with the square of its tags: at most ``MAX_CRF_TAGS``."""
+    for module in model.modules():
+        if isinstance(module, CRF) and module.num_tags > MAX_CRF_TAGS:
+            labels = len(model.label_names()) if isinstance(model, Model) else 0
+            kind = getattr(model, "label_kind", "")
+            raise ModelFileError(
+                config_path,
+                f"label_dictionary: {labels} {kind} labels make a CRF of {module.num_tags} tags; an imported "
+                f"model's CRF may have at most {MAX_CRF_TAGS} (its prediction cost grows with the square of "
+                f"its tags): at most {max_crf_labels('span', 'BIOES')} span labels with BIOES tags, "
+                f"{max_crf_labels('span', 'BIO')} with BIO, {max_crf_labels('token')} token labels",
+            )
 
 
 def _swap_storage_modes(module: nn.Module, mode: StorageMode) -> list[tuple[Embeddings, StorageMode]]:

@@ -1,12 +1,18 @@
 """Models trained elsewhere (``model.save(folder)`` in Python, or another Tagsmith's download):
 a tar archive of the model folder is unpacked with every member checked, loaded by the engine
 (which reads JSON and safetensors only, so nothing in the archive can run), and stored like a
-model a job trained."""
+model a job trained.
+
+An upload is untrusted: unpacking counts the bytes it writes against the archive's size (a gzip
+of zeros cannot become a large model) and caps every file but the weights at
+``engine.limits.MAX_RESOURCE_FILE_BYTES``; the engine then builds the model on PyTorch's meta
+device and checks it against the weights file, its tensor memory and its label and CRF tag
+counts (``engine.limits``) before building it for real. Every refusal is a 422 naming the
+archive member at fault, never a server path."""
 
 from __future__ import annotations
 
 import logging
-import shutil
 import tarfile
 import tempfile
 import zlib
@@ -14,8 +20,9 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from engine.language_model.model import LanguageModel, LanguageModelError, is_language_model_folder
+from engine.limits import MAX_RESOURCE_FILE_BYTES
 from engine.models import load_model
-from engine.serialization import CONFIG_FILE, ModelFileError
+from engine.serialization import CONFIG_FILE, WEIGHTS_FILE, ModelFileError
 from service.db.models import Model
 from service.errors import FieldError, Invalid
 from service.logic.models import register_model
@@ -25,8 +32,15 @@ log = logging.getLogger(__name__)
 
 FIELD = "file"
 MAX_MEMBERS = 10_000
-# Weights barely compress, word lists do (about 3x); a legitimate model unpacks to well under this.
+# Weights barely compress (float weights about 1.1x), word lists and tokenizers do (about 3x); a
+# legitimate model unpacks to well under both limits. The absolute one scales with the upload
+# limit; the ratio one with the bytes actually received, so that a small archive of zeros (a
+# 1 MB gzip of a 1 GB weights file) cannot become a large model, with a small allowance so that
+# tiny models (a few kB of JSON) always fit.
 UNPACKED_FACTOR = 4
+UNPACKED_RATIO = 32
+UNPACKED_ALLOWANCE = 16 * 1024 * 1024
+_MB = 1024 * 1024
 
 
 def _refuse(message: str, member: str | None = None) -> Invalid:
@@ -61,11 +75,16 @@ def _stem(filename: str) -> str:
 
 
 def _unpack(archive: BinaryIO, root: Path, filename: str) -> None:
-    """Regular files and folders only, every path inside ``root``, within the size limits."""
-    budget = UNPACKED_FACTOR * get_settings().max_model_upload_bytes
+    """Regular files and folders only, every path inside ``root``, within the size limits
+    (counted on the bytes written, not on what the members' headers declare)."""
+    budget, limit = _unpack_budget(archive)
     total = count = 0
     files: set[PurePosixPath] = set()
     folders: set[PurePosixPath] = set()
+
+    def too_large() -> Invalid:
+        return _refuse(f"{filename}: unpacks to more than {budget / _MB:.1f} MB ({limit})")
+
     try:
         with _open(archive, filename) as tar:
             for member in tar:
@@ -85,24 +104,58 @@ def _unpack(archive: BinaryIO, root: Path, filename: str) -> None:
                     )
                 if path in files or path in folders or any(p in files for p in path.parents):
                     raise _refuse(f"{member.name}: appears twice or inside a file", member.name)
-                total += member.size
-                if total > budget:
-                    raise _refuse(
-                        f"{filename}: unpacks to more than {budget / 1024 / 1024:g} MB "
-                        f"({UNPACKED_FACTOR} x TAGSMITH_MAX_MODEL_UPLOAD_MB)"
-                    )
+                # a parsed file (anything but the weights) may be at most MAX_RESOURCE_FILE_BYTES
+                file_limit = None if path.name == WEIGHTS_FILE else MAX_RESOURCE_FILE_BYTES
+                if file_limit is not None and member.size > file_limit:
+                    raise _resource_too_large(member.name)
+                if total + member.size > budget:
+                    raise too_large()
                 files.add(path)
                 target = root.joinpath(*path.parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(member)
                 assert source is not None  # a regular file always has content
+                written = 0
                 with source, target.open("wb") as out:
-                    shutil.copyfileobj(source, out, 1024 * 1024)
+                    while chunk := source.read(_MB):
+                        written += len(chunk)
+                        total += len(chunk)
+                        if file_limit is not None and written > file_limit:
+                            raise _resource_too_large(member.name)
+                        if total > budget:
+                            raise too_large()
+                        out.write(chunk)
     except (tarfile.TarError, EOFError, zlib.error) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise _refuse(f"{filename} is truncated or corrupt ({reason})") from None
     if not files:
         raise _refuse(f"{filename}: the archive holds no files")
+
+
+def _unpack_budget(archive: BinaryIO) -> tuple[int, str]:
+    """The most bytes the archive may unpack to, and which limit that is (in words)."""
+    upload_limit = get_settings().max_model_upload_bytes
+    start = archive.tell()
+    archive.seek(0, 2)
+    received = archive.tell() - start
+    archive.seek(start)
+    by_size = UNPACKED_FACTOR * upload_limit
+    by_ratio = UNPACKED_RATIO * received + UNPACKED_ALLOWANCE
+    if by_ratio < by_size:
+        return by_ratio, (
+            f"{UNPACKED_RATIO} x the archive's {received} bytes + {UNPACKED_ALLOWANCE // _MB} MB: model "
+            "weights barely compress, so an archive that expands more is not a model folder"
+        )
+    return by_size, f"{UNPACKED_FACTOR} x TAGSMITH_MAX_MODEL_UPLOAD_MB"
+
+
+def _resource_too_large(member: str) -> Invalid:
+    return _refuse(
+        f"{member}: more than {MAX_RESOURCE_FILE_BYTES // _MB} MB; a model folder's files other than "
+        f"{WEIGHTS_FILE} (configs, word lists such as vocab.json, tokenizer files) may be at most "
+        f"{MAX_RESOURCE_FILE_BYTES // _MB} MB each",
+        member,
+    )
 
 
 def _open(archive: BinaryIO, filename: str) -> tarfile.TarFile:
@@ -146,7 +199,7 @@ def _describe(folder: Path, root: Path) -> tuple[str, str, list[str]]:
     """Task, label type and labels, read off the loaded model (loading is the validation)."""
     try:
         if is_language_model_folder(folder):
-            language_model = LanguageModel.load(folder)
+            language_model = LanguageModel.load(folder, untrusted=True)
             return "language_model", language_model.direction, []
         model = load_model(folder, untrusted=True)
     except ModelFileError as error:
