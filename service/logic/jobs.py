@@ -39,7 +39,11 @@ TAGGER_KINDS = ("token", "span")
 
 def _label_count_errors(spec: TrainingSpec, label_type: str, corpora: list[Corpus]) -> list[FieldError]:
     """A model needs labels to learn from, and a classifier two classes (the run would learn
-    nothing, or fail at its start): said at submission, not after a queue wait."""
+    nothing, or fail at its start); and no more than a served model may have (``engine.limits``:
+    a CRF over thousands of tags costs seconds and gigabytes a prediction): said at submission,
+    not after a queue wait."""
+    from engine.limits import label_count_error  # torch: not at the API's import
+
     counted = [c.statistics.get("train", {}).get("labels") for c in corpora]
     if any(labels is None for labels in counted):
         return []  # statistics without label counts: the run finds out
@@ -49,6 +53,13 @@ def _label_count_errors(spec: TrainingSpec, label_type: str, corpora: list[Corpu
         return [
             FieldError(["body", "label_type"], f"the train split of {names} has no {label_type!r} labels")
         ]
+    kind = corpora[0].label_types.get(label_type)
+    use_crf = spec.task == "sequence_tagging" and spec.model.use_crf
+    too_many = label_count_error(len(classes), kind, spec.model.tag_format, use_crf)
+    if too_many is not None:
+        crf_only = use_crf and label_count_error(len(classes), kind) is None
+        hint = '; train without it: "model": {"use_crf": false}' if crf_only else ""
+        return [FieldError(["body", "label_type"], f"{label_type!r} has {too_many}{hint}")]
     if spec.task == "text_classification" and len(classes) == 1 and spec.model.multi_label is not True:
         return [
             FieldError(
