@@ -81,6 +81,7 @@ def _unpack(archive: BinaryIO, root: Path, filename: str) -> None:
     total = count = 0
     files: set[PurePosixPath] = set()
     folders: set[PurePosixPath] = set()
+    parents: set[PurePosixPath] = set()  # folders that files are in, named or not
 
     def too_large() -> Invalid:
         return _refuse(f"{filename}: unpacks to more than {budget / _MB:.1f} MB ({limit})")
@@ -102,7 +103,12 @@ def _unpack(archive: BinaryIO, root: Path, filename: str) -> None:
                         f"{member.name}: links and special files are not allowed, only files and folders",
                         member.name,
                     )
-                if path in files or path in folders or any(p in files for p in path.parents):
+                if (
+                    path in files
+                    or path in folders
+                    or path in parents
+                    or any(p in files for p in path.parents)
+                ):
                     raise _refuse(f"{member.name}: appears twice or inside a file", member.name)
                 # a parsed file (anything but the weights) may be at most MAX_RESOURCE_FILE_BYTES
                 file_limit = None if path.name == WEIGHTS_FILE else MAX_RESOURCE_FILE_BYTES
@@ -111,12 +117,18 @@ def _unpack(archive: BinaryIO, root: Path, filename: str) -> None:
                 if total + member.size > budget:
                     raise too_large()
                 files.add(path)
+                parents.update(path.parents)
                 target = root.joinpath(*path.parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(member)
                 assert source is not None  # a regular file always has content
                 written = 0
-                with source, target.open("wb") as out:
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    out = target.open("wb")
+                except OSError as error:  # a name too long for the file system, say
+                    reason = error.strerror or type(error).__name__  # str(error) holds our path
+                    raise _refuse(f"{member.name}: cannot be unpacked ({reason})", member.name) from None
+                with source, out:
                     while chunk := source.read(_MB):
                         written += len(chunk)
                         total += len(chunk)

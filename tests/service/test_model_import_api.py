@@ -252,6 +252,15 @@ def _edited(folder: Path, edit: str) -> bytes:
         (lambda tmp: _tar_with([_file("a"), _link("b", "a", tarfile.LNKTYPE)]), "b", "links"),
         (lambda tmp: _tar_with([_file("model/readme.txt")]), None, "no config.json"),
         (lambda tmp: _tar_with([_file("a"), _file("a")]), "a", "appears twice"),
+        # a file where an earlier file made a folder: was a 500 (IsADirectoryError)
+        (lambda tmp: _tar_with([_file("a/b"), _file("a")]), "a", "appears twice or inside a file"),
+        # names the file system refuses: were 500s (OSError)
+        (lambda tmp: _tar_with([_file("x" * 300)]), "x" * 300, "cannot be unpacked (File name too long)"),
+        (
+            lambda tmp: _tar_with([_file("/".join(["d" * 200] * 25) + "/f")]),
+            "/".join(["d" * 200] * 25) + "/f",
+            "cannot be unpacked (File name too long)",
+        ),
         (
             lambda tmp: _edited(_save_tagger(tmp / "m"), "weights truncated"),
             "model/model.safetensors",
@@ -289,6 +298,9 @@ def _edited(folder: Path, edit: str) -> bytes:
         "hardlink",
         "no-config",
         "twice",
+        "file-over-folder",
+        "name-too-long",
+        "path-too-long",
         "bad-weights",
         "unknown-class",
         "bad-config",
