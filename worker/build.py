@@ -37,12 +37,14 @@ class BuildError(ValueError):
 
 
 # -- device -------------------------------------------------------------------------------------
+# The worker's log and the job's training.log both say so (tasks._run writes the latter).
+NO_CUDA = "the job asks for a GPU and this worker has no CUDA device: it trains on the CPU"
+
+
 def choose_device(spec: s.TrainingSpec) -> str:
     """``cuda`` when the spec does not insist on the CPU and this machine has a GPU."""
     if spec.trainer.device != "cpu" and torch.cuda.is_available():
         return "cuda"
-    if spec.trainer.device == "gpu":
-        log.warning("the job asks for a GPU and this worker has no CUDA device: it trains on the CPU")
     return "cpu"
 
 

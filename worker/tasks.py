@@ -341,6 +341,12 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
     )
     if not update_owned(job_id, owner, device=plan.device):
         raise LeaseLost(job_id)
+    if plan.gpu_asked and plan.device != "cuda":
+        from engine.training.run_log import RunLog
+        from worker.build import NO_CUDA
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        RunLog(run_dir / "training.log", log)(NO_CUDA)  # the worker's log and the job's
     ended = plan.train(trainer, progress)
     if progress.stop_reason == "lease_lost" or heartbeat.lost.is_set():
         raise LeaseLost(job_id)
@@ -397,6 +403,7 @@ class _Plan:
     train: Callable[[Any, Any], Any]
     registration: Callable[[Any], tuple[str, str, list[str]]]
     lower_is_better: bool = False  # of the dev main score (a language model's perplexity)
+    gpu_asked: bool = False  # the spec's device is `gpu`
 
 
 def _tagger_plan(raw_spec: dict[str, Any], workdir: Path, run_dir: Path) -> _Plan:
@@ -412,6 +419,7 @@ def _tagger_plan(raw_spec: dict[str, Any], workdir: Path, run_dir: Path) -> _Pla
         resume=lambda checkpoint: build.resume_trainer(checkpoint, corpus),
         train=lambda trainer, progress: build.train(trainer, spec, run_dir, device, progress),
         registration=lambda trainer: (spec.task, trainer.model.label_type, trainer.model.label_names()),
+        gpu_asked=spec.trainer.device == "gpu",
     )
 
 
@@ -430,6 +438,7 @@ def _language_model_plan(raw_spec: dict[str, Any], workdir: Path, run_dir: Path)
         # The label type of a language model is its direction; it has no labels.
         registration=lambda trainer: ("language_model", spec.direction, []),
         lower_is_better=True,
+        gpu_asked=spec.device == "gpu",
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from service.queue_consumers import waiting_note
 from tests.worker.conftest import Stack, tagger_spec
 
+NO_CUDA = "the job asks for a GPU and this worker has no CUDA device: it trains on the CPU"
 NO_GPU_WORKER = (
     "no worker takes the gpu queue: start one with `tagsmith worker --queues gpu` on a machine with a GPU"
 )
@@ -29,7 +30,8 @@ def test_a_gpu_job_without_a_gpu_worker_says_why_it_waits(stack: Stack) -> None:
     stack.wait_for("the gpu worker to announce its queue", lambda: waiting_note("gpu") is None, timeout=30)
     job = stack.wait_finished(job_id)
     assert job.status == "completed", (job.error, stack.worker_logs())
-    assert (
-        "the job asks for a GPU and this worker has no CUDA device: it trains on the CPU"
-        in stack.workers[-1].log()
-    )
+    assert NO_CUDA in stack.workers[-1].log()
+    # ... and so does the job's own training.log, first thing (it was only in the worker's console)
+    log_file = stack.client.get(f"/jobs/{job_id}/files/training.log", headers=stack.headers)
+    assert log_file.status_code == 200, log_file.text
+    assert log_file.text.splitlines()[0].endswith(f" {NO_CUDA}"), log_file.text[:500]
