@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from service.cli.errors import CliError
-from service.cli.supervisor import STATE_FILE
+from service.cli.supervisor import running_url
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
@@ -28,16 +28,12 @@ PLAIN_PROGRESS_SECONDS = 10.0
 
 
 def discover_url() -> str:
-    """The URL of a running ``tagsmith up`` on this data folder, else the default address."""
+    """The URL of the running ``tagsmith up`` of this folder: the one on its data folder
+    (.tagsmith/ or TAGSMITH_DATA_DIR), or one started here with a --data-dir elsewhere; else the
+    default address."""
     from service.settings import get_settings
 
-    state = get_settings().resolved_data_dir / STATE_FILE
-    if state.is_file():
-        try:
-            return str(json.loads(state.read_text(encoding="utf-8"))["url"])
-        except (ValueError, KeyError, TypeError):
-            pass
-    return DEFAULT_URL
+    return running_url(get_settings().resolved_data_dir) or DEFAULT_URL
 
 
 def path(*segments: str) -> str:
@@ -80,7 +76,7 @@ class Api:
         except httpx.HTTPError as exc:
             raise CliError(
                 f"cannot reach the API at {self.url} ({exc or type(exc).__name__}); "
-                "start it with ./scripts/run, or point TAGSMITH_URL at it"
+                "start it with ./scripts/run, or point --url / TAGSMITH_URL at it"
             ) from exc
         if response.status_code >= 400:
             raise CliError(problem_message(response))
@@ -432,10 +428,14 @@ class PlainProgress:
             self.stage, self.line, self.at = stage, line, now
 
 
+def predict_answer(api: Api, model_id: str, texts: Sequence[str]) -> dict[str, Any]:
+    """POST /models/{id}/predict with raw texts; returns the whole answer (model, task, sentences)."""
+    return dict(api.call("POST", path("models", model_id, "predict"), json={"texts": list(texts)}) or {})
+
+
 def predict(api: Api, model_id: str, texts: Sequence[str]) -> list[dict[str, Any]]:
     """POST /models/{id}/predict with raw texts; returns the predicted sentences."""
-    answer = api.call("POST", path("models", model_id, "predict"), json={"texts": list(texts)})
-    return list(answer.get("sentences") or [])
+    return list(predict_answer(api, model_id, texts).get("sentences") or [])
 
 
 def evaluate(

@@ -19,7 +19,7 @@ import typer
 
 from service.cli import client
 from service.cli.errors import CliError
-from service.cli.supervisor import StackOptions, redact, run_stack, worker_argv
+from service.cli.supervisor import StackOptions, open_mode_host_error, redact, run_stack, worker_argv
 
 app = typer.Typer(
     name="tagsmith",
@@ -46,7 +46,11 @@ def up(
         typer.Option(help="Folder for database, storage and broker. Default: TAGSMITH_DATA_DIR or .tagsmith"),
     ] = None,
     host: Annotated[
-        str, typer.Option(envvar="TAGSMITH_HOST", help="Address the API listens on.")
+        str,
+        typer.Option(
+            envvar="TAGSMITH_HOST",
+            help="Address the API listens on; in open mode only loopback (127.0.0.1, ::1, localhost).",
+        ),
     ] = "127.0.0.1",
     port: Annotated[
         int, typer.Option(envvar="TAGSMITH_PORT", min=0, max=65535, help="Port of the API.")
@@ -71,14 +75,16 @@ def up(
     """
     from service.settings import get_settings
 
+    here = get_settings().data_dir
     options = StackOptions(
-        data_dir=data_dir or get_settings().data_dir,
+        data_dir=data_dir or here,
         host=host,
         port=port,
         open_mode=open_mode,
         queues=queues,
         worker_grace=worker_grace,
         ready_timeout=ready_timeout,
+        pointer_dir=here,
     )
     raise typer.Exit(run_stack(options, _out, _local_owner_key))
 
@@ -92,7 +98,12 @@ MULTI_WORKER_ENV = {"UV_TCP_SINGLE_ACCEPT": "1"}
 
 @app.command()
 def api(
-    host: Annotated[str, typer.Option(envvar="TAGSMITH_HOST", help="Address to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str,
+        typer.Option(
+            envvar="TAGSMITH_HOST", help="Address to listen on; with TAGSMITH_OPEN_MODE=true only loopback."
+        ),
+    ] = "127.0.0.1",
     port: Annotated[
         int, typer.Option(envvar="TAGSMITH_PORT", min=0, max=65535, help="Port to listen on.")
     ] = DEFAULT_PORT,
@@ -104,6 +115,12 @@ def api(
     """Run the HTTP API (uvicorn service.app:app)."""
     import uvicorn
 
+    from service.settings import get_settings
+
+    if get_settings().open_mode:
+        refused = open_mode_host_error(host, "TAGSMITH_OPEN_MODE=false")
+        if refused is not None:
+            raise CliError(refused)
     if migrate_first:
         from service.db.migrate import upgrade
 
@@ -230,7 +247,9 @@ def _global_options(
     url: Annotated[
         str | None,
         typer.Option(
-            envvar="TAGSMITH_URL", help="API URL for client commands. Default: the local `tagsmith up`."
+            envvar="TAGSMITH_URL",
+            help="API URL for client commands. Default: the `tagsmith up` started from this folder "
+            "(any --data-dir), else http://127.0.0.1:8000.",
         ),
     ] = None,
     api_key: Annotated[
@@ -269,7 +288,7 @@ def upload(
         str,
         typer.Option(
             "--format",
-            help="column, conllu, fasttext, csv, tsv, jsonl or text (plain text for language models).",
+            help="column, conllu, fasttext, trec, csv, tsv, jsonl or text (plain text for language models).",
         ),
     ] = "column",
     columns: Annotated[
@@ -450,14 +469,16 @@ def predict(
     ctx: typer.Context,
     model_id: Annotated[str, typer.Argument(help="Model id.")],
     texts: Annotated[list[str], typer.Argument(help="Texts to tag or classify.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the predicted sentences as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the API's JSON answer (model_id, task, sentences ...).")
+    ] = False,
 ) -> None:
     """Tag or classify texts with a model (POST /models/{id}/predict)."""
-    sentences = client.predict(_api(ctx), model_id, texts)
+    answer = client.predict_answer(_api(ctx), model_id, texts)
     if as_json:
-        typer.echo(json.dumps(sentences, indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
         return
-    for sentence in sentences:
+    for sentence in answer.get("sentences") or []:
         typer.echo(client.format_sentence(sentence))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import ipaddress
 import json
 import os
 import signal
@@ -30,6 +31,9 @@ from service.cli.errors import CliError
 
 STATE_FILE = "up.json"
 LOCK_FILE = "up.lock"
+# Left by an ``up`` whose --data-dir is elsewhere, in the data folder client commands started
+# where it was would read (.tagsmith/ or TAGSMITH_DATA_DIR), so that they find it all the same.
+POINTER_FILE = "up-pointer.json"
 
 
 @dataclass
@@ -122,8 +126,10 @@ class Stopper:
 
 
 def bind_error(host: str, port: int) -> OSError | None:
-    """Why the API could not listen on ``host:port`` (None: it can)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """Why the API could not listen on ``host:port`` (None: it can). The address family is the
+    one uvicorn picks: IPv6 for an address with a colon, else IPv4."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
@@ -136,8 +142,44 @@ def port_is_free(host: str, port: int) -> bool:
     return bind_error(host, port) is None
 
 
+# Listening on these is listening on every interface of the machine.
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
 def display_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    """The host of a URL that reaches an API listening on ``host`` from this machine."""
+    if host in WILDCARD_HOSTS:
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def listen_address(host: str, port: int) -> str:
+    """``host:port`` as the API binds it, for people: ``0.0.0.0:8000``, ``[::1]:8000``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or an address in 127.0.0.0/8 or ``::1``: reachable from this machine only."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip().strip("[]"))
+    except ValueError:
+        return False  # another host name: it may resolve to any interface
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def open_mode_host_error(host: str, how_to_turn_off: str) -> str | None:
+    """Why open mode may not listen on ``host`` (None: it may): it serves without keys, so only
+    this machine may reach it."""
+    if is_loopback(host):
+        return None
+    return (
+        f"open mode serves without API keys, so it listens on loopback only (127.0.0.1, ::1, "
+        f"localhost), not on {host}; to serve other machines, turn it off ({how_to_turn_off}) "
+        "and give them keys (tagsmith create-key, or POST /keys with TAGSMITH_ADMIN_KEY)"
+    )
 
 
 def redact(url: str) -> str:
@@ -207,6 +249,9 @@ class StackOptions:
     queues: str
     worker_grace: float
     ready_timeout: float
+    # The data folder client commands here read without --data-dir (.tagsmith/ or
+    # TAGSMITH_DATA_DIR): when it is not data_dir, a pointer there leads them to this stack.
+    pointer_dir: Path | None = None
 
 
 def run_stack(options: StackOptions, echo: Callable[[str], None], create_key: Callable[[], str]) -> int:
@@ -214,6 +259,10 @@ def run_stack(options: StackOptions, echo: Callable[[str], None], create_key: Ca
 
     Returns the exit code: 0 after a requested stop, 1 when something failed.
     """
+    if options.open_mode:
+        refused = open_mode_host_error(options.host, "--no-open-mode")
+        if refused is not None:
+            raise CliError(refused)
     folder = options.data_dir.expanduser().resolve()
     if folder.exists() and not folder.is_dir():
         raise CliError(f"--data-dir {folder} is a file, not a folder")
@@ -312,6 +361,7 @@ def _run_locked(
     )
     children = (api, worker)
     state_path = folder / STATE_FILE
+    pointer: Path | None = None
     exit_code = 0
     try:
         if stopper.event.is_set():
@@ -329,8 +379,14 @@ def _run_locked(
             "open_mode": options.open_mode,
         }
         state_path.write_text(json.dumps(state, indent=2), encoding="utf-8")
+        pointer = write_pointer(options.pointer_dir, folder)
         wait_ready(url, children, stopper, options.ready_timeout)
         echo(f"\nTagsmith is up:  API {url}   docs {url}/docs")
+        if options.host in WILDCARD_HOSTS:
+            echo(
+                f"listening on {listen_address(options.host, options.port)}: every interface, "
+                "other machines reach it at this machine's address"
+            )
         if options.open_mode:
             echo("open single-user mode: no API key needed (--no-open-mode requires keys)")
         else:
@@ -352,8 +408,62 @@ def _run_locked(
         if redis is not None:
             stop_embedded_redis(redis)
         state_path.unlink(missing_ok=True)
+        if pointer is not None:
+            remove_pointer(pointer)
         echo("stopped")
     return exit_code
+
+
+def write_pointer(pointer_dir: Path | None, folder: Path) -> Path | None:
+    """Point client commands that read ``pointer_dir`` at the stack on ``folder`` (None: no
+    pointer needed, or none could be written: it only saves them a --url)."""
+    if pointer_dir is None:
+        return None
+    pointer_dir = pointer_dir.expanduser().resolve()
+    if pointer_dir == folder:
+        return None
+    pointer = pointer_dir / POINTER_FILE
+    try:
+        pointer_dir.mkdir(parents=True, exist_ok=True)
+        pointer.write_text(json.dumps({"data_dir": str(folder), "pid": os.getpid()}), encoding="utf-8")
+    except OSError:
+        return None
+    return pointer
+
+
+def remove_pointer(pointer: Path) -> None:
+    """Remove this ``up``'s pointer, not one a later ``up`` started here has written since."""
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+        if json.loads(pointer.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            pointer.unlink()
+
+
+def running_url(folder: Path) -> str | None:
+    """The API URL of the ``tagsmith up`` that client commands reading ``folder`` mean: the one
+    on that folder (its state file), else a live one started here with a --data-dir elsewhere
+    (the pointer it left)."""
+    state = _read_json(folder / STATE_FILE)
+    if state is not None and isinstance(state.get("url"), str):
+        return str(state["url"])
+    pointer = _read_json(folder / POINTER_FILE)
+    if pointer is None or not isinstance(pointer.get("data_dir"), str):
+        return None
+    state = _read_json(Path(pointer["data_dir"]) / STATE_FILE)
+    if state is None or not isinstance(state.get("url"), str):
+        return None
+    # A pointer left by a killed `up` (or one whose folder another `up` took since) leads nowhere.
+    pid = state.get("pid")
+    if pid != pointer.get("pid") or not isinstance(pid, int) or not pid_alive(pid):
+        return None
+    return str(state["url"])
+
+
+def _read_json(path: Path) -> dict[str, object] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def stop_embedded_redis(redis: object) -> None:

@@ -4,6 +4,7 @@ user-facing errors."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,52 @@ def test_problem_details_become_one_readable_message() -> None:
 def test_unreachable_api_names_the_url_and_the_fix() -> None:
     with pytest.raises(CliError, match=r"cannot reach the API at http://127.0.0.1:9 .*scripts/run"):
         client.Api("http://127.0.0.1:9", timeout=2.0).call("GET", "/health")
+
+
+def test_the_default_url_follows_a_running_up_started_here_with_its_data_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `./scripts/run --data-dir /tmp/x --port 8081`, then `tagsmith upload` here went to :8000.
+    from service.settings import reset_settings
+
+    here, elsewhere = tmp_path / "repo", tmp_path / "x"
+    (here / ".tagsmith").mkdir(parents=True)
+    elsewhere.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.delenv("TAGSMITH_DATA_DIR", raising=False)
+    reset_settings()
+    try:
+        assert client.discover_url() == client.DEFAULT_URL
+        state = {"url": "http://127.0.0.1:8081", "pid": os.getpid()}
+        (elsewhere / "up.json").write_text(json.dumps(state), encoding="utf-8")
+        pointer = here / ".tagsmith" / "up-pointer.json"
+        pointer.write_text(json.dumps({"data_dir": str(elsewhere), "pid": os.getpid()}), encoding="utf-8")
+        assert client.discover_url() == "http://127.0.0.1:8081"
+        # a stack on this folder's own data folder comes first
+        (here / ".tagsmith" / "up.json").write_text(json.dumps({"url": "http://127.0.0.1:8000"}), "utf-8")
+        assert client.discover_url() == "http://127.0.0.1:8000"
+        (here / ".tagsmith" / "up.json").unlink()
+        # a pointer left by a killed `up`, or to a folder another `up` has taken since, leads nowhere
+        (elsewhere / "up.json").write_text(json.dumps({**state, "pid": 2**22 + 1}), encoding="utf-8")
+        pointer.write_text(json.dumps({"data_dir": str(elsewhere), "pid": 2**22 + 1}), encoding="utf-8")
+        assert client.discover_url() == client.DEFAULT_URL
+        (elsewhere / "up.json").write_text(json.dumps(state), encoding="utf-8")
+        assert client.discover_url() == client.DEFAULT_URL
+        pointer.write_text("{not json", encoding="utf-8")
+        assert client.discover_url() == client.DEFAULT_URL
+    finally:
+        reset_settings()
+
+
+def test_predict_json_prints_the_whole_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # --json printed only the sentences; the README promises the raw answer (model_id, task ...).
+    api = client.Api("http://api", transport=httpx.MockTransport(ScriptedApi([])))
+    monkeypatch.setattr("service.cli.commands._api", lambda ctx: api)
+    result = CliRunner().invoke(app, ["predict", "m1", "I love Berlin", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == _prediction()
+    result = CliRunner().invoke(app, ["predict", "m1", "I love Berlin"])
+    assert result.output.splitlines() == ["I love Berlin/S-LOC", "    LOC   'Berlin' (0.91)"]
 
 
 def test_parse_columns() -> None:

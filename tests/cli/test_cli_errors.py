@@ -155,7 +155,7 @@ def test_up_on_an_address_of_another_machine_reports_the_bind_error(tmp_path: Pa
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGSMITH_")}
     done = subprocess.run(
         [str(Path(sys.executable).parent / "tagsmith"), "up", "--host", "192.0.2.1", "--port", "8123"]
-        + ["--data-dir", str(tmp_path / "data")],
+        + ["--no-open-mode", "--data-dir", str(tmp_path / "data")],
         env=env,
         capture_output=True,
         text=True,
@@ -164,6 +164,39 @@ def test_up_on_an_address_of_another_machine_reports_the_bind_error(tmp_path: Pa
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stderr.strip() == "error: cannot listen on 192.0.2.1:8123: Cannot assign requested address"
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1", "gpu-box"])
+def test_up_in_open_mode_refuses_an_address_other_machines_reach(
+    host: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It listened on 0.0.0.0 and answered anyone without a key, while its banner said 127.0.0.1.
+    folder = tmp_path / "data"
+    error = _error(capsys, "up", "--host", host, "--port", "8123", "--data-dir", str(folder))
+    assert error == (
+        "error: open mode serves without API keys, so it listens on loopback only (127.0.0.1, ::1, "
+        f"localhost), not on {host}; to serve other machines, turn it off (--no-open-mode) and give "
+        "them keys (tagsmith create-key, or POST /keys with TAGSMITH_ADMIN_KEY)"
+    )
+    assert not folder.exists()  # refused before anything was made or started
+
+
+def test_api_in_open_mode_refuses_an_address_other_machines_reach(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TAGSMITH_OPEN_MODE", "true")
+    reset_settings()
+    error = _error(capsys, "api", "--host", "0.0.0.0", "--port", "8123")
+    assert "listens on loopback only" in error and "turn it off (TAGSMITH_OPEN_MODE=false)" in error
+
+
+def test_loopback_addresses() -> None:
+    from service.cli.supervisor import is_loopback
+
+    for host in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LocalHost", "::ffff:127.0.0.1"):
+        assert is_loopback(host), host
+    for host in ("0.0.0.0", "::", "", "10.0.0.1", "192.0.2.1", "fe80::1", "example.org", "128.0.0.1"):
+        assert not is_loopback(host), host
 
 
 def test_demo_refuses_zero_epochs_before_uploading(monkeypatch: pytest.MonkeyPatch) -> None:

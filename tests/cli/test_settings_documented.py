@@ -93,3 +93,48 @@ def test_scanned_folders_exist() -> None:
     # A renamed folder would silently shrink the scan above.
     for entry in ("engine", "service", "worker", "tests", "scripts"):
         assert Path(REPO_ROOT / entry).exists(), entry
+
+
+def _same_default(shown: str, default: object) -> bool:
+    """Whether a default as the README or docker-compose writes it is the code's ``default``."""
+    if isinstance(default, bool):
+        return shown.lower() == str(default).lower()
+    if isinstance(default, int | float):
+        try:
+            return float(shown) == float(default)
+        except ValueError:
+            return False
+    return shown == str(default)
+
+
+def _defaults() -> dict[str, object]:
+    defaults: dict[str, object] = {}
+    for cls in SETTINGS_CLASSES:
+        for name, info in cls.model_fields.items():
+            if isinstance(info.default, bool | int | float | str | Path):
+                defaults[f"TAGSMITH_{name}".upper()] = info.default
+    return defaults
+
+
+def test_readme_and_compose_defaults_are_the_code_defaults() -> None:
+    # The README and docker-compose said TAGSMITH_PREDICT_THREADS defaults to 2; the code's is 1.
+    defaults = _defaults()
+    readme_rows = re.findall(r"^\| `(TAGSMITH_[A-Z0-9_]+)` \| `([^`]*)`", readme_text(), flags=re.M)
+    assert len(readme_rows) > 20, "the settings table's format changed: update this test"
+    wrong = [
+        f"{name}: README `{shown}`, code {defaults[name]!r}"
+        for name, shown in readme_rows
+        # an empty default means something else in each setting, which the README says
+        if name in defaults and defaults[name] != "" and not _same_default(shown, defaults[name])
+    ]
+    assert not wrong, wrong
+    compose = (REPO_ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    compose_rows = re.findall(r"^\s+(TAGSMITH_\w+): \$\{\1:-([^}]*)\}", compose, flags=re.M)
+    assert len(compose_rows) > 20, "docker-compose.yml's format changed: update this test"
+    wrong = [
+        f"{name}: docker-compose {shown!r}, code {defaults[name]!r}"
+        for name, shown in compose_rows
+        # where the code's default is empty (a path in the data folder ...), compose names the container's
+        if name in defaults and defaults[name] != "" and not _same_default(shown, defaults[name])
+    ]
+    assert not wrong, wrong

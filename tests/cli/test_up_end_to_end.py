@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -305,3 +306,57 @@ def test_a_second_up_on_the_same_folder_refuses_and_leaves_the_first_running(sta
 
     stack.proc.send_signal(signal.SIGINT)
     _assert_stopped_clean(stack, processes, groups, within=STOP_TIMEOUT_S)
+
+
+@pytest.mark.timeout(600)
+def test_client_commands_here_find_an_up_started_here_with_its_data_elsewhere(tmp_path: Path) -> None:
+    # `./scripts/run --no-open-mode --port 8081 --data-dir /tmp/x`, then `tagsmith upload ...` in
+    # the same folder said it could not reach http://127.0.0.1:8000.
+    here, data_dir = tmp_path / "here", tmp_path / "data"
+    here.mkdir()
+    port = _free_port()
+    log = tmp_path / "stack.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGSMITH_")}
+    tagsmith = str(REPO_ROOT / ".venv" / "bin" / "tagsmith")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [tagsmith, "up", "--no-open-mode", "--host", "0.0.0.0", "--port", str(port)]
+            + ["--data-dir", str(data_dir)],
+            cwd=here,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    stack = Stack(proc, f"http://127.0.0.1:{port}", data_dir, log)
+    try:
+        _wait_ready(stack)
+        processes, groups = _stack_processes(stack)
+        deadline = time.monotonic() + 30
+        while "Press Ctrl-C to stop." not in (banner := stack.log_tail()):
+            assert time.monotonic() < deadline, f"no banner:\n{banner}"
+            time.sleep(0.2)
+        assert f"API {stack.url}" in banner
+        # The address it really listens on: every interface, not only the 127.0.0.1 of its URL.
+        assert f"listening on 0.0.0.0:{port}: every interface" in banner, banner
+        key = re.search(r"export TAGSMITH_API_KEY=(\S+)", banner)
+        assert key is not None, banner
+        pointer = here / ".tagsmith" / "up-pointer.json"
+        assert pointer.is_file()
+
+        done = subprocess.run(
+            [tagsmith, "--api-key", key.group(1), "corpora"],
+            cwd=here,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stderr.startswith("no corpora yet"), done.stderr
+
+        stack.proc.send_signal(signal.SIGINT)
+        _assert_stopped_clean(stack, processes, groups, within=STOP_TIMEOUT_S)
+        assert not pointer.exists()
+    finally:
+        _teardown(stack)
