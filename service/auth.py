@@ -28,8 +28,9 @@ def generate_key() -> str:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    owner_id: str | None  # None for the admin key
+    owner_id: str | None  # None for the admin key and the metrics key
     is_admin: bool = False
+    is_scraper: bool = False  # the metrics key: GET /metrics only
 
 
 @dataclass(frozen=True, slots=True)

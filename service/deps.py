@@ -90,6 +90,8 @@ async def _authenticate(request: Request) -> auth.Principal:
         raise Unauthorized("an API key is required (Authorization: Bearer <key>)")
     if auth.is_admin_key(token, settings.admin_key):
         return auth.Principal(owner_id=None, is_admin=True)
+    if auth.is_admin_key(token, settings.metrics_key):
+        return auth.Principal(owner_id=None, is_scraper=True)
     owner_id = _cached_owner(token) or await run_in_threadpool(_owner_for, token)
     if owner_id is None:
         raise Unauthorized("unknown or revoked API key")
@@ -105,6 +107,8 @@ async def current_owner(request: Request) -> str:
     """The owner id every resource endpoint acts for (one dependency, not two: predict is hot)."""
     principal = await get_principal(request)
     if principal.owner_id is None:
+        if principal.is_scraper:
+            raise Forbidden("the metrics key reads GET /metrics; use an owner's key for resources")
         raise Forbidden("the admin key manages API keys only; use an owner's key for resources")
     return principal.owner_id
 
@@ -116,8 +120,22 @@ async def require_admin(request: Request) -> auth.Principal:
     return principal
 
 
+async def require_operator(request: Request) -> auth.Principal:
+    """Server-wide views (metrics count every owner's requests and jobs): the admin key, the
+    metrics key, or anyone in single-user open mode."""
+    principal = await get_principal(request)
+    if not (principal.is_admin or principal.is_scraper or get_settings().open_mode):
+        raise Forbidden("metrics are server-wide: read them with the admin key or TAGSMITH_METRICS_KEY")
+    return principal
+
+
 # The checks a route may depend on, strictest first: the one a route has is the one it needs.
-_CHECKS: tuple[Callable[[Request], Awaitable[Any]], ...] = (require_admin, current_owner, get_principal)
+_CHECKS: tuple[Callable[[Request], Awaitable[Any]], ...] = (
+    require_admin,
+    require_operator,
+    current_owner,
+    get_principal,
+)
 
 
 def _check_of(dependant: Dependant) -> Callable[[Request], Awaitable[Any]] | None:

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         default="",
         description="Admin API key (bearer token) that may create API keys with `POST /keys`. Empty: no admin.",
     )
+    metrics_key: str = Field(
+        default="",
+        description="A bearer token for Prometheus: it may read `GET /metrics` (as the admin key may) and no "
+        "owner's resources. Metrics are server-wide (every owner's requests and jobs), so owner keys may not "
+        "read them, except in open mode. Empty: the admin key only.",
+    )
     open_mode: bool = Field(
         default=False,
         description="Single-user open mode: requests without a key act as one default owner. Off by default; "

@@ -7,7 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import broker, metrics
 from service.db.session import get_engine
-from service.deps import get_principal
+from service.deps import require_operator
 from service.routers.common import problems
 from service.schemas.api import Health, Readiness
 from service.settings import get_settings
@@ -59,9 +59,10 @@ async def ready() -> JSONResponse:
 @router.get(
     "/metrics",
     response_class=Response,
-    dependencies=[Depends(get_principal)],
-    responses={200: {"content": {"text/plain": {}}}, **problems(401)},
+    dependencies=[Depends(require_operator)],
+    responses={200: {"content": {"text/plain": {}}}, **problems(401, 403)},
 )
 def prometheus_metrics() -> Response:
-    """Prometheus metrics (any valid key, the admin key included)."""
+    """Prometheus metrics, server-wide: the admin key or the metrics key (`TAGSMITH_METRICS_KEY`),
+    or any request in open mode."""
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

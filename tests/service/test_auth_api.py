@@ -149,7 +149,7 @@ def test_prometheus_metrics(api: ApiSession) -> None:
     owner = api.new_owner()
     api.corpus(owner)
     api.client.get("/corpora/missing", headers=owner.headers)
-    text = api.client.get("/metrics", headers=owner.headers).text
+    text = api.client.get("/metrics", headers=ADMIN).text
     assert 'tagsmith_http_requests_total{method="POST",route="/corpora",status="201"}' in text
     assert 'route="/corpora/{corpus_id}",status="404"' in text
     assert "tagsmith_http_request_seconds_bucket" in text
@@ -172,3 +172,36 @@ def test_unexpected_errors_are_500_problems_without_internals(
     assert r.status_code == 500
     assert r.headers["content-type"].startswith("application/problem+json")
     assert "secret" not in r.text
+
+
+def test_metrics_are_for_the_operator_not_for_owners(
+    api: ApiSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # They count every owner's jobs and requests: an owner saw that other owners' jobs existed.
+    from service.settings import reset_settings
+
+    monkeypatch.setenv("TAGSMITH_METRICS_KEY", "scrape-token-123")
+    reset_settings()
+    owner = api.new_owner()
+    r = api.client.get("/metrics", headers=owner.headers)
+    assert r.status_code == 403 and "TAGSMITH_METRICS_KEY" in r.json()["detail"]
+    assert api.client.get("/metrics").status_code == 401
+    scraper = {"Authorization": "Bearer scrape-token-123"}
+    r = api.client.get("/metrics", headers=scraper)
+    assert r.status_code == 200 and "tagsmith_jobs" in r.text
+    # the metrics key is no owner: it reads nothing an owner has, and manages no keys
+    corpus = api.corpus(owner)
+    for method, path in (("get", "/corpora"), ("get", f"/corpora/{corpus}"), ("get", "/models")):
+        r = api.client.request(method.upper(), path, headers=scraper)
+        assert r.status_code == 403 and "metrics key" in r.json()["detail"], (path, r.text)
+    assert api.client.post("/keys", json={"name": "x"}, headers=scraper).status_code == 403
+
+
+def test_in_open_mode_metrics_need_no_key(monkeypatch: pytest.MonkeyPatch, service_env: str) -> None:
+    from service.app import create_app
+    from service.settings import reset_settings
+
+    monkeypatch.setenv("TAGSMITH_OPEN_MODE", "true")
+    reset_settings()
+    with TestClient(create_app()) as client:
+        assert client.get("/metrics").status_code == 200
