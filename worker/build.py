@@ -17,6 +17,7 @@ import torch
 
 from engine.data import Corpus, Dictionary, MultiCorpus
 from engine.embeddings import DocumentEmbeddings, TokenEmbeddings
+from engine.limits import label_count_error
 from engine.models.base import Model
 from engine.training.callbacks import TrainingEnded
 from engine.training.trainer import ModelTrainer
@@ -167,6 +168,7 @@ def label_dictionary(spec: s.TrainingSpec, corpus: Corpus) -> Dictionary:
 def build_model(spec: s.TrainingSpec, corpus: Corpus, folder: Path) -> Model:
     labels = label_dictionary(spec, corpus)
     options = spec.model
+    _check_label_count(spec, corpus, labels)
     if spec.task == "sequence_tagging":
         from engine.models.sequence_tagger import SequenceTagger
 
@@ -194,6 +196,17 @@ def build_model(spec: s.TrainingSpec, corpus: Corpus, folder: Path) -> Model:
         multi_label=options.multi_label,
         multi_label_threshold=options.multi_label_threshold,
     )
+
+
+def _check_label_count(spec: s.TrainingSpec, corpus: Corpus, labels: Dictionary) -> None:
+    """POST /jobs checks the training split's statistics; the dictionary may hold more (labels
+    of the dev split): no model is trained that its own server would refuse to import."""
+    count = sum(1 for item in labels.get_items() if item not in (Dictionary.UNK, "O"))
+    kind = corpus.label_kinds().get(spec.label_type or "")
+    use_crf = spec.task == "sequence_tagging" and spec.model.use_crf
+    problem = label_count_error(count, kind, spec.model.tag_format, use_crf)
+    if problem is not None:
+        raise BuildError(f"label type {spec.label_type!r} has {problem}")
 
 
 def new_trainer(spec: s.TrainingSpec, corpus: Corpus, folder: Path) -> ModelTrainer:

@@ -4,10 +4,14 @@ but not passed on would be accepted by the API and silently ignored."""
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
+import pytest
+
+from engine.data import Corpus, Sentence
 from engine.training import ModelTrainer
 from service.schemas import spec as s
-from worker.build import trainer_arguments
+from worker.build import BuildError, build_model, trainer_arguments
 
 # fields that choose how the job runs rather than how the trainer trains
 ROUTING_FIELDS = {"mode", "device"}
@@ -21,3 +25,26 @@ def test_every_trainer_option_of_the_spec_is_passed_to_the_trainer() -> None:
     assert set(arguments) == set(s.TrainerOptions.model_fields) - ROUTING_FIELDS
     assert set(arguments) <= set(inspect.signature(ModelTrainer.train).parameters)
     assert arguments["decoder_learning_rate"] == 0.001 and arguments["use_amp"] is True
+
+
+def test_a_model_with_more_labels_than_a_server_may_serve_is_not_built(tmp_path: Path) -> None:
+    # POST /jobs counts them in the corpus's statistics; a corpus stored without label counts
+    # (an older one) is caught here, before training.
+    train = []
+    for i in range(130):  # 130 span labels: 521 CRF tags with BIOES
+        sentence = Sentence([f"w{i}", "x"])
+        sentence.add_span(0, 1, "ner", f"T{i}")
+        train.append(sentence)
+    corpus = Corpus(train, train[:2])
+    spec = s.TrainingSpec.model_validate(
+        {
+            "corpus": {"ids": ["c"]},
+            "label_type": "ner",
+            "embeddings": [{"type": "character", "char_embedding_dim": 4, "hidden_size_char": 4}],
+            "model": {"hidden_size": 4},
+        }
+    )
+    with pytest.raises(BuildError, match="'ner' has 130 span labels make 521 CRF tags"):
+        build_model(spec, corpus, tmp_path)
+    without_crf = spec.model_copy(update={"model": spec.model.model_copy(update={"use_crf": False})})
+    assert len(build_model(without_crf, corpus, tmp_path).label_names()) >= 130
