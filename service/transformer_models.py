@@ -65,9 +65,11 @@ def transformer_shape(folder: str, name: str) -> TransformerShape:
     is found before a job is queued."""
     from transformers import AutoConfig
 
+    from engine.embeddings.transformer import LOCAL_ONLY
+
     check_model_folder(folder, repr(name))  # not the server's path: the API shows this message
     try:
-        config = AutoConfig.from_pretrained(folder)
+        config = AutoConfig.from_pretrained(folder, **LOCAL_ONLY)
         return TransformerShape(int(config.num_hidden_layers) + 1, int(config.hidden_size))
     except (OSError, ValueError, AttributeError, TypeError) as error:
         raise EmbeddingConfigError(f"cannot read the config.json of {name!r}: {error}") from error

