@@ -57,10 +57,10 @@ class PredictFastPath:
             body = await _read_body(request, get_settings().max_upload_bytes)
             parsed = _parse(body)
             cache = scope["app"].state.model_cache
-            work = predict.predict(cache, owner_id, match["model_id"], parsed, get_settings())
             # Watching for a disconnect costs two tasks a request (5-10% of the server's CPU for
             # one-sentence requests): only requests large enough to be worth dropping get it.
-            large = predict.input_chars(parsed) > predict.INLINE_CHARS
+            large = predict.is_large(parsed)
+            work = predict.predict(cache, owner_id, match["model_id"], parsed, get_settings(), large)
             result = await (_unless_gone(work, receive) if large else work)
         except ClientDisconnect:
             # Nobody to answer, and no server error: the client closed the connection.

@@ -587,16 +587,28 @@ def input_chars(request: PredictRequest) -> int:
     return sum(len(tok) + 1 for s in request.sentences or [] for tok in s)
 
 
+def is_large(request: PredictRequest) -> bool:
+    """Worth work off the event loop (and, in the fast path, watching for the client leaving)."""
+    return input_chars(request) > INLINE_CHARS
+
+
 async def predict(
-    cache: ModelCache, owner_id: str, model_id: str, request: PredictRequest, settings: Settings
+    cache: ModelCache,
+    owner_id: str,
+    model_id: str,
+    request: PredictRequest,
+    settings: Settings,
+    large: bool | None = None,
 ) -> dict[str, Any]:
+    """``large``: ``is_large(request)``, when the caller has it already."""
     cached = _cached_info(model_id)
     if cached is not None and cached.owner_id == owner_id:
         info = cached
     else:
         # A database round trip: off the event loop.
         info = await asyncio.get_running_loop().run_in_executor(None, model_info, owner_id, model_id)
-    large = input_chars(request) > INLINE_CHARS
+    if large is None:
+        large = is_large(request)
     loop = asyncio.get_running_loop()
     if large:
         prepared = await loop.run_in_executor(None, prepare, request, info, settings)
