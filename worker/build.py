@@ -210,6 +210,10 @@ def _check_label_count(spec: s.TrainingSpec, corpus: Corpus, labels: Dictionary)
 
 
 def new_trainer(spec: s.TrainingSpec, corpus: Corpus, folder: Path) -> ModelTrainer:
+    if spec.trainer.seed is not None:
+        # The initial weights: the trainer seeds again when it starts, after the model is built,
+        # so without this a job's weights depended on what the worker had run before it.
+        torch.manual_seed(spec.trainer.seed)
     return ModelTrainer(build_model(spec, corpus, folder), corpus)
 
 
