@@ -55,11 +55,42 @@ def gold_sentences(
         )
     if request.split not in splits:
         raise _refuse(
-            "split", f"corpus {request.corpus_id} has no {request.split} split; it has {', '.join(splits)}"
+            "split",
+            f"corpus {request.corpus_id} has no {request.split} split; it has {', '.join(splits)} "
+            '(choose one with "split")',
         )
     with tempfile.TemporaryDirectory(prefix="tagsmith-evaluate-") as folder:
         corpus = read_stored_corpus(get_storage(), format, options, files, Path(folder))
     return list(getattr(corpus, request.split)), gold_type, label_types[gold_type]
+
+
+def _gold_values(sentences: list[Sentence], label_type: str) -> set[str]:
+    values: set[str] = set()
+    for sentence in sentences:
+        values.update(label.value for label in sentence.get_labels(label_type))
+        values.update(span.label.value for span in sentence.get_spans(label_type))
+        values.update(
+            label.value for token in sentence.tokens if (label := token.get_label(label_type)) is not None
+        )
+    return values
+
+
+def _check_labels_overlap(
+    info: ModelInfo, request: EvaluateRequest, gold_type: str, gold: set[str], predicted: list[str]
+) -> None:
+    """Gold labels the model cannot predict score 0 whatever it does (a CoNLL-03 tagger on
+    WNUT-17's types answered F1 0.0 everywhere as a 200): refused when no gold label is one."""
+    if gold and not gold & set(predicted):
+
+        def some(values: list[str]) -> str:
+            return ", ".join(values[:8]) + (" ..." if len(values) > 8 else "")
+
+        raise _refuse(
+            "corpus_id",
+            f"none of the '{gold_type}' labels of corpus {request.corpus_id} ({request.split}: "
+            f"{some(sorted(gold))}) is a label of model {info.id} ({some(sorted(predicted))}): "
+            "every score would be 0",
+        )
 
 
 async def evaluate(
@@ -76,6 +107,7 @@ async def evaluate(
             "label_type",
             f"the corpus's '{gold_type}' labels are {gold_kind} labels; model {info.id} predicts {model.label_kind} labels",
         )
+    _check_labels_overlap(info, request, gold_type, _gold_values(sentences, gold_type), model.label_names())
     started = time.perf_counter()
     result = await loop.run_in_executor(
         None,

@@ -56,7 +56,9 @@ def test_the_scores_are_the_engines_on_that_split(api: ApiSession, tmp_path: Pat
 def test_a_token_tagger_scores_against_a_gold_type_of_another_name(api: ApiSession, tmp_path: Path) -> None:
     owner = api.new_owner()
     pos_tagger = register_tiny_tagger(owner, tmp_path, "upos")  # token labels, named "upos"
-    corpus = api.corpus(owner, dev=CONLL_TRAIN)
+    # gold "pos" tags, some of them the model's (NOUN, VERB, PUNCT)
+    dev = CONLL_TRAIN.replace(" NNP ", " NOUN ").replace(" VBZ ", " VERB ").replace(". . ", ". PUNCT ")
+    corpus = api.corpus(owner, dev=dev)
 
     r = api.client.post(
         f"/models/{pos_tagger}/evaluate",
@@ -116,7 +118,18 @@ def test_what_cannot_be_scored_is_named(api: ApiSession, tmp_path: Path) -> None
     )
     r = evaluate(tagger, {"corpus_id": one, "split": "test"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.split"
-    assert r.json()["detail"] == f"corpus {one} has no test split; it has train"
+    assert r.json()["detail"] == f'corpus {one} has no test split; it has train (choose one with "split")'
+    # gold labels the model cannot predict: every score would be 0
+    other_types = "Anna B-person\nlives O\nin O\nParis B-place\n\n"
+    wnut_like = api.corpus(
+        alice, train=other_types, test=other_types, options={"column_map": {"0": "text", "1": "ner"}}
+    )
+    r = evaluate(tagger, {"corpus_id": wnut_like})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.corpus_id"
+    assert r.json()["detail"].startswith(
+        f"none of the 'ner' labels of corpus {wnut_like} (test: person, place) "
+    )
+    assert r.json()["detail"].endswith("every score would be 0")
     r = evaluate(tagger, {"corpus_id": conll, "mini_batch_size": 0, "extra": 1})
     assert r.status_code == 422
     assert {e["field"] for e in r.json()["errors"]} == {"body.mini_batch_size", "body.extra"}
