@@ -16,6 +16,7 @@ segtok's tokens.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -33,28 +34,50 @@ if TYPE_CHECKING:
 
 TokenTuple = tuple[str, int, int, bool]
 
+# Characters that neither Python nor segtok count as whitespace but that separate words or mean
+# nothing in text: control characters, the zero-width space, the byte-order mark. A zero-width
+# space became a token of its own (tagged as a person), a BOM part of the next word. They are read
+# as spaces, one for one, so offsets into the input stay exact. The joiners that belong inside
+# words stay: ZWJ (emoji sequences), ZWNJ (Persian, Indic scripts), the soft hyphen.
+_INVISIBLE = {
+    code: " "
+    for code in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x200B, 0xFEFF]
+    if not chr(code).isspace()
+}
+
+
+_HAS_INVISIBLE = re.compile("[" + "".join(re.escape(chr(code)) for code in _INVISIBLE) + "]")
+
+
+def _visible(text: str) -> str:
+    # predict tokenizes on the event loop: a search costs a fifth of a translation, which is rare
+    return text.translate(_INVISIBLE) if _HAS_INVISIBLE.search(text) else text
+
 
 def split_sentences(text: str) -> list[tuple[str, int]]:
     """Split ``text`` into sentences: ``[(sentence_text, start_offset), ...]``.
 
     Sentences end at sentence terminals (segtok's rules, which avoid splitting at common
     abbreviations) and at every line break. Sentence texts are stripped of surrounding
-    whitespace, and ``text[start:start + len(sentence_text)] == sentence_text``.
+    whitespace (and invisible characters), and
+    ``text[start:start + len(sentence_text)] == sentence_text``.
     """
+    visible = _visible(text)
     result: list[tuple[str, int]] = []
     pos = 0
-    for piece in split_single(text):
+    for piece in split_single(visible):
         stripped = piece.strip()
         if not stripped:
             continue
-        start = text.find(stripped, pos)
+        start = visible.find(stripped, pos)
         if start < 0:
             # segtok never rewrites characters here; if it did, keep the rest of the text whole.
-            rest = text[pos:].strip()
+            rest = visible[pos:].strip()
             if rest:
-                result.append((rest, text.index(rest, pos)))
+                begin = visible.index(rest, pos)
+                result.append((text[begin : begin + len(rest)], begin))
             return result
-        result.append((stripped, start))
+        result.append((text[start : start + len(stripped)], start))
         pos = start + len(stripped)
     return result
 
@@ -147,16 +170,18 @@ def tokenize(text: str) -> list[TokenTuple]:
     """
     out: list[TokenTuple] = []
     for sentence, start in split_sentences(text):
-        _align(sentence, _word_tokens(sentence), start, 0, out)
-    return _with_whitespace(text, out)
+        visible = _visible(sentence)
+        _align(visible, _word_tokens(visible), start, 0, out)
+    return _with_whitespace(_visible(text), out)
 
 
 def tokenize_sentence(text: str) -> list[TokenTuple]:
     """``tokenize`` for a text known to be one sentence (a piece from ``split_sentences``):
     the same tokens, without splitting it again."""
+    visible = _visible(text)
     out: list[TokenTuple] = []
-    _align(text, _word_tokens(text), 0, 0, out)
-    return _with_whitespace(text, out)
+    _align(visible, _word_tokens(visible), 0, 0, out)
+    return _with_whitespace(visible, out)
 
 
 def _with_whitespace(text: str, tokens: list[TokenTuple]) -> list[TokenTuple]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.data import Sentence
-from engine.tokenization import sentences_from_text, split_sentences, tokenize
+from engine.tokenization import _INVISIBLE, sentences_from_text, split_sentences, tokenize
 
 TEXTS = [
     "George Washington went to Washington.",
@@ -15,7 +15,13 @@ TEXTS = [
     "Hel- \u2028 lo world.",
     "",
     " \n\t ",
+    "\ufeffzero\u200bwidth\x00\x01 in Berlin\x85.",
 ]
+
+
+def _separates(char: str) -> bool:
+    """Whitespace, or a character the tokenizer reads as a space (a control character, ZWSP, BOM)."""
+    return char.isspace() or ord(char) in _INVISIBLE
 
 
 @pytest.mark.parametrize("text", TEXTS)
@@ -24,11 +30,26 @@ def test_offsets_are_exact(text: str) -> None:
     for word, start, end, space_after in tokens:
         assert text[start:end] == word
         assert word.strip() == word and word
-        assert space_after == (end < len(text) and text[end].isspace())
+        assert space_after == (end < len(text) and _separates(text[end]))
     starts = [start for _, start, _, _ in tokens]
     assert starts == sorted(starts)
     for sentence, start in split_sentences(text):
         assert text[start : start + len(sentence)] == sentence
+
+
+def test_invisible_characters_separate_words_and_are_no_tokens() -> None:
+    # A zero-width space was a token of its own (tagged S-PER), a BOM part of the next word.
+    text = "\ufeffzero\u200bwidth space\x00\x01in Berlin"
+    assert [w for w, *_ in tokenize(text)] == ["zero", "width", "space", "in", "Berlin"]
+    ((sentence, start),) = split_sentences(text)
+    assert (sentence, start) == (text[1:], 1)
+    # the joiners that belong inside words stay there
+    for word in (
+        "\U0001f469\u200d\U0001f4bb",
+        "co\u00adoperate",
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+    ):
+        assert [w for w, *_ in tokenize(f"{word} now")] == [word, "now"]
 
 
 def test_segtok_splits_sentences_contractions_and_final_period() -> None:
