@@ -333,6 +333,15 @@ def epoch_line(row: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def progress_text(job: dict[str, Any]) -> str:
+    """``running epoch 3/10`` (the epoch in progress), else ``queued, 2/10 epochs done``: a job's
+    ``epoch`` counts the epochs completed, and "epoch 0/3" read as no epoch running."""
+    status, done, total = job.get("status"), int(job.get("epoch") or 0), job.get("max_epochs")
+    if status == "running" and (not isinstance(total, int) or done < total):
+        return f"running epoch {done + 1}/{total or '?'}"
+    return f"{status}, {done}/{total or '?'} epochs done"
+
+
 def follow_job(
     api: Api, job_id: str, poll_seconds: float = 0.5, show: bool = True, write: Any = print
 ) -> dict[str, Any]:
@@ -356,7 +365,7 @@ def follow_job(
         while True:
             job = dict(api.call("GET", path("jobs", job_id)))
             status = job.get("status")
-            bar.set_description(f"{status} epoch {job.get('epoch') or 0}/{job.get('max_epochs') or '?'}")
+            bar.set_description(progress_text(job))
             if plain is not None:
                 plain.show(job)
             reason = job.get("error") if job.get("retry_at") else job.get("note")
@@ -416,8 +425,7 @@ class PlainProgress:
         self.at = 0.0
 
     def show(self, job: dict[str, Any]) -> None:
-        line = f"{job.get('status')} epoch {job.get('epoch') or 0}/{job.get('max_epochs') or '?'}"
-        line += f"  {float(job.get('percent') or 0.0):.0f}%"
+        line = f"{progress_text(job)}  {float(job.get('percent') or 0.0):.0f}%"
         for key, label in (("train_loss", "loss"), ("learning_rate", "lr")):
             if isinstance(job.get(key), int | float):
                 line += f"  {label} {job[key]:.4g}"

@@ -331,10 +331,10 @@ def test_follow_job_without_a_terminal_prints_a_line_per_state_and_epoch(
     err = capsys.readouterr().err  # not a terminal
     assert "\r" not in err
     assert err.splitlines() == [
-        "queued epoch 0/2  0%  loss 0.5  lr 0.1",
-        "running epoch 1/2  10%  loss 0.5  lr 0.1",
-        "running epoch 2/2  60%  loss 0.5  lr 0.1",
-        "completed epoch 2/2  100%  loss 0.5  lr 0.1",
+        "queued, 0/2 epochs done  0%  loss 0.5  lr 0.1",
+        "running epoch 2/2  10%  loss 0.5  lr 0.1",  # epoch 1 done: the second is in progress
+        "running, 2/2 epochs done  60%  loss 0.5  lr 0.1",  # the final evaluation
+        "completed, 2/2 epochs done  100%  loss 0.5  lr 0.1",
     ]
 
 

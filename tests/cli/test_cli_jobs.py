@@ -184,7 +184,7 @@ def test_watch_into_a_log_file_writes_lines_not_a_redrawn_bar(live_api: LiveApi,
     assert process.returncode == 1  # it ended cancelled
     text = log.read_text(encoding="utf-8")
     assert "\r" not in text
-    assert text.splitlines() == ["queued epoch 0/10  0%", "cancelled epoch 0/10  0%"], text
+    assert text.splitlines() == ["queued, 0/10 epochs done  0%", "cancelled, 0/10 epochs done  0%"], text
 
 
 def test_jobs_models_and_corpora_list_newest_first_with_their_filters(
