@@ -353,7 +353,9 @@ class TrainerOptions(_Strict):
 
 def _default_embeddings(task: object) -> list[dict[str, Any]]:
     if task == "text_classification":
-        return [{"type": "document_pool", "embeddings": [{"type": "word", "name": "glove"}]}]
+        # A GRU over GloVe (Flair's DocumentRNNEmbeddings defaults): mean-pooled GloVe learned
+        # little (TREC-6 held out, 10 epochs: 0.558 accuracy, against 0.754 for the GRU).
+        return [{"type": "document_rnn", "embeddings": [{"type": "word", "name": "glove"}]}]
     return [{"type": "word", "name": "glove"}, {"type": "character"}]
 
 
@@ -371,7 +373,7 @@ class TrainingSpec(_Strict):
     embeddings: list[EmbeddingSpec] = Field(
         min_length=1,
         max_length=8,
-        description="Stacked embeddings. Default: GloVe + characters (tagger), pooled GloVe (classifier).",
+        description="Stacked embeddings. Default: GloVe + characters (tagger), a GRU over GloVe (classifier: `document_rnn`).",
     )
     model: ModelOptions = Field(default_factory=ModelOptions)
     trainer: TrainerOptions = Field(default_factory=TrainerOptions)

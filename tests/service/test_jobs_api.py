@@ -52,7 +52,7 @@ def test_label_type_defaults_when_unambiguous(api: ApiSession) -> None:
     r = _submit(api, owner, {"task": "text_classification", "corpus": {"ids": [corpus_id]}})
     assert r.status_code == 202, r.text
     assert r.json()["spec"]["label_type"] == "class"
-    assert r.json()["spec"]["embeddings"][0]["type"] == "document_pool"
+    assert r.json()["spec"]["embeddings"][0]["type"] == "document_rnn"
     # A tagging corpus with pos and ner needs an explicit choice.
     tagging = api.corpus(owner)
     assert _fields(_submit(api, owner, {"corpus": {"ids": [tagging]}})) == ["body.label_type"]
