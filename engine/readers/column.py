@@ -78,6 +78,12 @@ def normalize_column_map(column_map: Mapping[int | str, str] | None) -> dict[int
     return result
 
 
+def _looks_like_conllu(fields: list[str], sep: str | None) -> bool:
+    """The first word line of a CoNLL-U (or CoNLL-X) file: ID, FORM, ..., HEAD, DEPREL, ..."""
+    first = fields[0].split("-", 1)[0].split(".", 1)[0]
+    return sep == "\t" and len(fields) == 10 and first == "1" and (fields[6].isdigit() or fields[6] == "_")
+
+
 def _min_columns(column_map: dict[int, str]) -> int:
     """The fewest columns a line may have so that every mapped index is a distinct column."""
     for n in range(1, 1000):
@@ -183,6 +189,15 @@ def _parse(
                     # e.g. {3: "a", -2: "b"} on 5 columns: both are column 3, and one name would
                     # silently replace the other.
                     raise CorpusFormatError(path, lineno, _colliding(column_map, width))
+                if resolved.get(0) == "text" and _looks_like_conllu(fields, sep):
+                    # Read as columns, its words would be the word numbers ("1", "2", ...).
+                    raise CorpusFormatError(
+                        path,
+                        lineno,
+                        "this looks like CoNLL-U (10 tab-separated columns, the first numbering the "
+                        "words): upload it with format conllu, or give a column_map (the words are "
+                        "column 1)",
+                    )
             if len(fields) != width:
                 if sep == "\t" and "\t" not in line and " " in line:
                     raise CorpusFormatError(

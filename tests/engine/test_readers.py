@@ -305,6 +305,26 @@ def test_error_a_token_longer_than_the_limit(tmp_path: Path, fmt: str) -> None:
     assert f"the limit is {MAX_TOKEN_CHARS}" in excinfo.value.reason
 
 
+def test_error_a_conllu_file_read_as_columns(tmp_path: Path) -> None:
+    # Accepted before, with the word numbers as words and "_" as a label.
+    rows = [
+        "# sent_id = 1",
+        "# text = Paris is nice",
+        *(
+            "\t".join([str(i), word, "_", "X", "_", "_", "0" if i == 1 else "1", "dep", "_", "_"])
+            for i, word in enumerate(["Paris", "is", "nice"], 1)
+        ),
+    ]
+    path = write(tmp_path / "train.txt", "\n".join(rows) + "\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_column_file(path)
+    assert_error(excinfo, path, 3, "this looks like CoNLL-U (10 tab-separated columns")
+    assert "format conllu" in excinfo.value.reason
+    # with a column map that names the words, the columns are the user's to choose
+    sentences, _ = read_column_file(path, column_map={1: "text", 3: "pos"})
+    assert [t.text for t in sentences[0].tokens] == ["Paris", "is", "nice"]
+
+
 def test_error_token_without_tag(tmp_path: Path) -> None:
     path = write(tmp_path / "train.txt", "EU B-ORG\nrejects\n")
     with pytest.raises(CorpusFormatError) as excinfo:
