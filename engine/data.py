@@ -130,16 +130,9 @@ class Sentence:
         self.next_sentence: Sentence | None = None
         if isinstance(text, str):
             self.text = text
-            if use_tokenizer:
-                from engine.tokenization import tokenize
+            from engine.tokenization import tokenize, tokenize_whitespace
 
-                self._add_token_tuples(tokenize(text))
-            else:
-                pos = 0
-                for word in text.split():
-                    start = text.index(word, pos)
-                    pos = start + len(word)
-                    self.add_token(word, start_pos=start, end_pos=pos)
+            self._add_token_tuples(tokenize(text) if use_tokenizer else tokenize_whitespace(text))
         else:
             for word in text:
                 self.add_token(word)

@@ -184,13 +184,28 @@ def tokenize_sentence(text: str) -> list[TokenTuple]:
     return _with_whitespace(visible, out)
 
 
+# How raw text may be tokenized: segtok's rules (Flair's default), or at whitespace only, as
+# pre-tokenized corpora often are (social media: ``@user``, URLs and ``&amp;`` stay whole).
+TOKENIZERS = ("segtok", "whitespace")
+_NON_SPACE = re.compile(r"\S+")
+
+
+def tokenize_whitespace(text: str) -> list[TokenTuple]:
+    """``tokenize``'s tuples for the tokens between whitespace (invisible characters included)."""
+    visible = _visible(text)
+    return _with_whitespace(
+        visible, [(m.group(), m.start(), m.end(), False) for m in _NON_SPACE.finditer(visible)]
+    )
+
+
 def _with_whitespace(text: str, tokens: list[TokenTuple]) -> list[TokenTuple]:
     n = len(text)
     return [(word, s, e, e < n and text[e].isspace()) for word, s, e, _ in tokens]
 
 
-def sentences_from_text(text: str) -> list[Sentence]:
-    """Split raw text into tokenized sentences (for predicting on a document).
+def sentences_from_text(text: str, tokenizer: str = "segtok") -> list[Sentence]:
+    """Split raw text into tokenized sentences (for predicting on a document); ``tokenizer`` is
+    one of ``TOKENIZERS``.
 
     Each sentence's ``text`` is its own text and its tokens' offsets index into it;
     ``sentence.metadata["offset"]`` is where the sentence starts in ``text``, so a token spans
@@ -199,9 +214,10 @@ def sentences_from_text(text: str) -> list[Sentence]:
     """
     from engine.data import Sentence
 
+    tokens_of = tokenize_sentence if tokenizer == "segtok" else tokenize_whitespace
     sentences: list[Sentence] = []
     for sentence_text, start in split_sentences(text):
-        sentence = Sentence.from_token_tuples(sentence_text, tokenize_sentence(sentence_text))
+        sentence = Sentence.from_token_tuples(sentence_text, tokens_of(sentence_text))
         sentence.metadata["offset"] = start
         if sentences:
             sentences[-1].next_sentence = sentence

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from engine.data import Corpus, Label, Sentence
 from engine.readers.errors import MAX_TOKEN_CHARS, CorpusFormatError, ReaderOptionError, check_token_length
 from engine.readers.files import corpus_name, gc_paused, read_text, resolve_split_files
+from engine.tokenization import TOKENIZERS
 
 Tokenizer = Literal["segtok", "whitespace"]
 TableFormat = Literal["csv", "tsv", "jsonl"]
@@ -42,8 +43,8 @@ csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 
 
 def _check_tokenizer(tokenizer: str) -> bool:
-    if tokenizer not in ("segtok", "whitespace"):
-        raise ReaderOptionError(f"unknown tokenizer {tokenizer!r} (use 'segtok' or 'whitespace')")
+    if tokenizer not in TOKENIZERS:
+        raise ReaderOptionError(f"unknown tokenizer {tokenizer!r} (use {' or '.join(map(repr, TOKENIZERS))})")
     return tokenizer == "segtok"
 
 

@@ -480,9 +480,11 @@ def prepare(request: PredictRequest, info: ModelInfo, settings: Settings) -> lis
         split = info.task == "sequence_tagging"
     from engine.tokenization import sentences_from_text
 
+    tokenizer = request.tokenizer or "segtok"
     for i, text in enumerate(inputs):
         # Sentences of one text are linked, so models with document context see their neighbours.
-        for sentence in sentences_from_text(text) if split else [Sentence(text)]:
+        whole = [Sentence(text, use_tokenizer=tokenizer == "segtok")]
+        for sentence in sentences_from_text(text, tokenizer) if split else whole:
             if len(sentence):
                 prepared.append(Prepared(i, sentence, sentence.metadata.get("offset", 0)))
     return prepared

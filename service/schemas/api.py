@@ -191,6 +191,11 @@ class PredictRequest(BaseModel):
     split_sentences: bool | None = Field(
         None, description="Split raw texts into sentences. Default: yes for taggers, no for classifiers."
     )
+    tokenizer: Literal["segtok", "whitespace"] | None = Field(
+        None,
+        description="How raw texts are tokenized: `segtok` (the default, Flair's) or `whitespace` (at whitespace "
+        "only, as pre-tokenized corpora often are: `@user`, URLs and `&amp;` stay whole). Only with `texts`.",
+    )
     return_probabilities_for_all_classes: bool = Field(False, description="Also return every class's score.")
     task: Literal["sequence_tagging", "text_classification"] | None = Field(
         None, description="Optional guard: fail with 422 when the model has another task."
@@ -200,6 +205,8 @@ class PredictRequest(BaseModel):
     def _one_input(self) -> PredictRequest:
         if (self.texts is None) == (self.sentences is None):
             raise ValueError("give exactly one of 'texts' (raw) or 'sentences' (pre-tokenized)")
+        if self.tokenizer is not None and self.texts is None:
+            raise ValueError("'tokenizer' applies to raw 'texts'; 'sentences' are tokenized already")
         return self
 
 

@@ -54,6 +54,28 @@ def test_raw_texts_are_split_tokenized_and_tagged_with_offsets(api: ApiSession, 
         assert {d["value"] for d in token["all_tags"]} >= {"O", "S-PER", "B-LOC"}
 
 
+def test_the_whitespace_tokenizer_keeps_social_media_tokens_whole(api: ApiSession, tmp_path: Path) -> None:
+    # A model trained on pre-tokenized tweets (WNUT-17) saw "@user" and URLs whole; segtok splits them.
+    owner = api.new_owner()
+    model_id = register_tiny_tagger(owner, tmp_path)
+    text = "@anna_b loves https://x.co/a?b=1 &amp; Berlin!\nNext line"
+
+    def tokens(body: dict[str, Any]) -> list[list[tuple[str, int, int]]]:
+        r = _predict(api, owner, model_id, {"texts": [text], **body})
+        assert r.status_code == 200, r.text
+        return [[(t["text"], t["start"], t["end"]) for t in s["tokens"]] for s in r.json()["sentences"]]
+
+    whole = tokens({"tokenizer": "whitespace"})
+    assert [[w for w, _, _ in s] for s in whole] == [
+        ["@anna_b", "loves", "https://x.co/a?b=1", "&amp;", "Berlin!"],
+        ["Next", "line"],
+    ]
+    assert all(text[start:end] == word for s in whole for word, start, end in s)
+    assert len(tokens({})[0]) > len(whole[0])  # segtok, the default, splits them
+    one = tokens({"tokenizer": "whitespace", "split_sentences": False})
+    assert [w for w, _, _ in one[0]] == [w for s in whole for w, _, _ in s]
+
+
 def test_pre_tokenized_sentences_and_all_classes(api: ApiSession, tmp_path: Path) -> None:
     owner = api.new_owner()
     model_id = register_tiny_tagger(owner, tmp_path, "pos")
@@ -96,6 +118,8 @@ def test_pre_tokenized_sentences_and_all_classes(api: ApiSession, tmp_path: Path
             {"texts": ["a"], "return_probabilities_for_all_classes": "yes"},
             "body.return_probabilities_for_all_classes",
         ),
+        ({"texts": ["a"], "tokenizer": "spacy"}, "body.tokenizer"),
+        ({"sentences": [["a"]], "tokenizer": "whitespace"}, "body"),
     ],
 )
 def test_bad_predict_requests_are_422(
@@ -271,6 +295,11 @@ def test_the_fast_path_answers_exactly_as_the_documented_route(api: ApiSession, 
         ),
         # over INLINE_CHARS and TOKENS_PER_PART: the answer is serialised in parts
         (model_id, {"texts": [f"Anna lives in Berlin {i} . " * 8 for i in range(200)]}, owner.headers),
+        (
+            model_id,
+            {"texts": ["@anna loves http://x.co &amp; Paris"], "tokenizer": "whitespace"},
+            owner.headers,
+        ),
         (model_id, {"texts": ["ok", "  "]}, owner.headers),  # 422 naming body.texts.1
         (model_id, {"texts": "not a list"}, owner.headers),  # 422 from the schema
         (model_id, {"texts": ["a"], "extra": 1}, owner.headers),  # 422: unknown field
