@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +230,29 @@ def wait_healthy(port: int, process: subprocess.Popen[bytes], timeout: float = 6
     raise TimeoutError("uvicorn did not become healthy")
 
 
+@contextlib.contextmanager
+def uvicorn_server(
+    env: dict[str, str], server_env: dict[str, str] | None = None, workers: int = 1
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """``uvicorn service.app:app`` on a free port of 127.0.0.1 with ``prepare``'s settings,
+    healthy when the block starts and stopped when it ends: (port, process)."""
+    port = _free_port()
+    command = [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--no-access-log", "--log-level", "warning", "--workers", str(workers)]
+    server = subprocess.Popen(
+        command, cwd=REPO, env={**os.environ, **env, **(server_env or {}), "PYTHONPATH": str(REPO)}
+    )
+    try:
+        wait_healthy(port, server)
+        yield port, server
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
 def _cpu_seconds(pid: int) -> float:
     import psutil
 
@@ -307,38 +332,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="tagsmith-bench-") as tmp:
         env, key, model_id = prepare(Path(tmp))
-        port = _free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "service.app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--workers",
-                str(args.workers),
-            ],
-            cwd=REPO,
-            env={**os.environ, **env, **server_env, "PYTHONPATH": str(REPO)},
-        )
-        try:
-            wait_healthy(port, server)
+        with uvicorn_server(env, server_env, args.workers) as (port, server):
             run_level(port, key, model_id, max(levels), args.warmup)
             for concurrency in levels:
                 row = run_level(port, key, model_id, concurrency, args.duration, server.pid)
                 print(json.dumps(row), flush=True)
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
     return 0
 
 

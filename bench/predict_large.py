@@ -17,18 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
-from predict_http import _free_port, load_sentences, prepare, wait_healthy
-
-REPO = Path(__file__).resolve().parents[1]
+from predict_http import load_sentences, prepare, uvicorn_server
 
 
 def large_texts(count: int, chars: int) -> list[str]:
@@ -97,26 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         args.texts, args.chars = 16, 2000
     with tempfile.TemporaryDirectory(prefix="tagsmith-bench-") as tmp:
         env, key, model_id = prepare(Path(tmp))
-        port = _free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(port)]
-            + ["--no-access-log", "--log-level", "warning"],
-            cwd=REPO,
-            env={**os.environ, **env, "PYTHONPATH": str(REPO)},
-        )
-        try:
-            wait_healthy(port, server)
+        with uvicorn_server(env) as (port, _):
             url = f"http://127.0.0.1:{port}/models/{model_id}/predict"
             headers = {"Authorization": f"Bearer {key}"}
             texts = large_texts(args.texts, args.chars)
             row = measure(url, headers, texts, "EU rejects German call to boycott British lamb .")
             print(json.dumps(row), flush=True)
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
     return 0
 
 

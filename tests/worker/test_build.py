@@ -27,16 +27,18 @@ def test_every_trainer_option_of_the_spec_is_passed_to_the_trainer() -> None:
     assert arguments["decoder_learning_rate"] == 0.001 and arguments["use_amp"] is True
 
 
-def test_a_model_with_more_labels_than_a_server_may_serve_is_not_built(tmp_path: Path) -> None:
-    # POST /jobs counts them in the corpus's statistics; a corpus stored without label counts
-    # (an older one) is caught here, before training.
+def _ner_corpus(sentences: int, types: int) -> Corpus:
+    """One-entity sentences ``w<i> x`` with ``types`` span types in turn."""
     train = []
-    for i in range(130):  # 130 span labels: 521 CRF tags with BIOES
+    for i in range(sentences):
         sentence = Sentence([f"w{i}", "x"])
-        sentence.add_span(0, 1, "ner", f"T{i}")
+        sentence.add_span(0, 1, "ner", f"T{i % types}")
         train.append(sentence)
-    corpus = Corpus(train, train[:2])
-    spec = s.TrainingSpec.model_validate(
+    return Corpus(train, train[:2])
+
+
+def _tiny_tagger_spec() -> s.TrainingSpec:
+    return s.TrainingSpec.model_validate(
         {
             "corpus": {"ids": ["c"]},
             "label_type": "ner",
@@ -44,6 +46,13 @@ def test_a_model_with_more_labels_than_a_server_may_serve_is_not_built(tmp_path:
             "model": {"hidden_size": 4},
         }
     )
+
+
+def test_a_model_with_more_labels_than_a_server_may_serve_is_not_built(tmp_path: Path) -> None:
+    # POST /jobs counts them in the corpus's statistics; a corpus stored without label counts
+    # (an older one) is caught here, before training.
+    corpus = _ner_corpus(130, 130)  # 130 span labels: 521 CRF tags with BIOES
+    spec = _tiny_tagger_spec()
     with pytest.raises(BuildError, match="'ner' has 130 span labels make 521 CRF tags"):
         build_model(spec, corpus, tmp_path)
     without_crf = spec.model_copy(update={"model": spec.model.model_copy(update={"use_crf": False})})
@@ -57,20 +66,7 @@ def test_the_same_spec_builds_the_same_initial_weights_whatever_ran_before(tmp_p
 
     from worker.build import new_trainer
 
-    train = []
-    for i in range(6):
-        sentence = Sentence([f"w{i}", "x"])
-        sentence.add_span(0, 1, "ner", f"T{i % 2}")
-        train.append(sentence)
-    corpus = Corpus(train, train[:2])
-    spec = s.TrainingSpec.model_validate(
-        {
-            "corpus": {"ids": ["c"]},
-            "label_type": "ner",
-            "embeddings": [{"type": "character", "char_embedding_dim": 4, "hidden_size_char": 4}],
-            "model": {"hidden_size": 4},
-        }
-    )
+    corpus, spec = _ner_corpus(6, 2), _tiny_tagger_spec()
     first = new_trainer(spec, corpus, tmp_path).model.state_dict()
     torch.rand(1000)  # another job's training moved the generator on
     second = new_trainer(spec, corpus, tmp_path).model.state_dict()
