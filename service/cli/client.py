@@ -436,9 +436,12 @@ class PlainProgress:
             self.stage, self.line, self.at = stage, line, now
 
 
-def predict_answer(api: Api, model_id: str, texts: Sequence[str]) -> dict[str, Any]:
+def predict_answer(
+    api: Api, model_id: str, texts: Sequence[str], tokenizer: str | None = None
+) -> dict[str, Any]:
     """POST /models/{id}/predict with raw texts; returns the whole answer (model, task, sentences)."""
-    return dict(api.call("POST", path("models", model_id, "predict"), json={"texts": list(texts)}) or {})
+    body: dict[str, Any] = {"texts": list(texts), **({"tokenizer": tokenizer} if tokenizer else {})}
+    return dict(api.call("POST", path("models", model_id, "predict"), json=body) or {})
 
 
 def predict(api: Api, model_id: str, texts: Sequence[str]) -> list[dict[str, Any]]:

@@ -472,9 +472,16 @@ def predict(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the API's JSON answer (model_id, task, sentences ...).")
     ] = False,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="segtok (the default) or whitespace: split at whitespace only, for models trained on "
+            "pre-tokenized text such as tweets (@user, URLs stay whole)."
+        ),
+    ] = None,
 ) -> None:
     """Tag or classify texts with a model (POST /models/{id}/predict)."""
-    answer = client.predict_answer(_api(ctx), model_id, texts)
+    answer = client.predict_answer(_api(ctx), model_id, texts, tokenizer)
     if as_json:
         typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
         return

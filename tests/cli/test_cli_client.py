@@ -255,6 +255,19 @@ def test_predict_json_prints_the_whole_answer(monkeypatch: pytest.MonkeyPatch) -
     assert result.output.splitlines() == ["I love Berlin/S-LOC", "    LOC   'Berlin' (0.91)"]
 
 
+def test_predict_passes_the_tokenizer_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    scripted = ScriptedApi([])
+    api = client.Api("http://api", transport=httpx.MockTransport(scripted))
+    monkeypatch.setattr("service.cli.commands._api", lambda ctx: api)
+    for args, body in (
+        ([], {"texts": ["@anna in Berlin"]}),
+        (["--tokenizer", "whitespace"], {"texts": ["@anna in Berlin"], "tokenizer": "whitespace"}),
+    ):
+        result = CliRunner().invoke(app, ["predict", "m1", "@anna in Berlin", *args])
+        assert result.exit_code == 0, result.output
+        assert json.loads(scripted.requests[-1].content) == body
+
+
 def test_parse_columns() -> None:
     assert client.parse_columns("0:text, 1:pos,3:ner") == {"0": "text", "1": "pos", "3": "ner"}
     with pytest.raises(CliError, match="INDEX:NAME"):
