@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,6 +91,20 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
     return int(exit_info.value.code or 0), out.out, out.err
 
 
+def _interrupt_when(process: subprocess.Popen[str], ready: Callable[[], bool]) -> tuple[str, str]:
+    """Ctrl-C (SIGINT) to ``process`` once ``ready()``; its stdout and stderr."""
+    try:
+        deadline = time.monotonic() + 60
+        while not ready():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        return process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
 def test_cancel_prints_the_resulting_status_and_a_finished_job_is_an_error(
     live_api: LiveApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -134,17 +148,8 @@ def test_ctrl_c_while_watching_says_the_job_keeps_running(
     process = subprocess.Popen(
         [TAGSMITH, "--url", live_api.url, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    try:
-        deadline = time.monotonic() + 60
-        while len(live_api.polled) < watching:  # it is watching
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-            time.sleep(0.05)
-        job_id = job_id or live_api.polled[0]
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    out, err = _interrupt_when(process, lambda: len(live_api.polled) >= watching)  # it is watching
+    job_id = job_id or live_api.polled[0]
     assert process.returncode == 130, out + err
     assert err.splitlines()[-1] == (
         f"stopped watching; job {job_id} keeps running "
@@ -291,20 +296,20 @@ def test_ctrl_c_while_submitting_says_the_job_may_be_queued(tmp_path: Path) -> N
             stderr=subprocess.PIPE,
             text=True,
         )
+        connections: list[socket.socket] = []
+
+        def connected() -> bool:  # POST /jobs has connected (and waits for its answer)
+            try:
+                connections.append(listener.accept()[0])
+            except TimeoutError:
+                return False
+            return True
+
         try:
-            deadline = time.monotonic() + 60
-            while True:  # until POST /jobs has connected
-                try:
-                    connection, _ = listener.accept()
-                    break
-                except TimeoutError:
-                    assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-            with connection:
-                process.send_signal(signal.SIGINT)
-                out, err = process.communicate(timeout=30)
+            out, err = _interrupt_when(process, connected)
         finally:
-            if process.poll() is None:
-                process.kill()
+            for connection in connections:
+                connection.close()
     assert process.returncode == 130, out + err
     assert out == ""
     assert err.splitlines() == [

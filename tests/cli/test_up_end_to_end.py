@@ -74,25 +74,33 @@ def _wait_for_banner(stack: Stack) -> None:
         time.sleep(0.2)
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    command = _first_readme_command()
-    assert command == ["./scripts/run"], command
+def _fresh_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("TAGSMITH_")}
+
+
+def _launch(command: list[str], cwd: Path, data_dir: Path, log: Path) -> Stack:
+    """``command --data-dir DATA --port PORT`` (a free port) in a session of its own, its output in
+    ``log``, in a fresh environment: no settings of the calling shell (database, broker, open
+    mode) leak in."""
     port = _free_port()
-    data_dir = tmp_path / "data"
-    log = tmp_path / "stack.log"
-    # A fresh environment: no settings of the calling shell (database, broker, open mode) leak in.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGSMITH_")}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*command, "--data-dir", str(data_dir), "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
+            cwd=cwd,
+            env=_fresh_env(),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    stack = Stack(proc, f"http://127.0.0.1:{port}", data_dir, log)
+    return Stack(proc, f"http://127.0.0.1:{port}", data_dir, log)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    command = _first_readme_command()
+    assert command == ["./scripts/run"], command
+    data_dir = tmp_path / "data"
+    stack = _launch(command, REPO_ROOT, data_dir, tmp_path / "stack.log")
     try:
         yield stack
     finally:
@@ -282,12 +290,11 @@ def test_a_second_up_on_the_same_folder_refuses_and_leaves_the_first_running(sta
     processes, groups = _stack_processes(stack)
     state_file = stack.data_dir / "up.json"
     state_before = state_file.read_bytes()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGSMITH_")}
     started = time.monotonic()
     done = subprocess.run(
         [str(REPO_ROOT / ".venv" / "bin" / "tagsmith"), "up", "--data-dir", str(stack.data_dir)]
         + ["--port", str(_free_port())],
-        env=env,
+        env=_fresh_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -314,21 +321,10 @@ def test_client_commands_here_find_an_up_started_here_with_its_data_elsewhere(tm
     # the same folder said it could not reach http://127.0.0.1:8000.
     here, data_dir = tmp_path / "here", tmp_path / "data"
     here.mkdir()
-    port = _free_port()
-    log = tmp_path / "stack.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGSMITH_")}
     tagsmith = str(REPO_ROOT / ".venv" / "bin" / "tagsmith")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [tagsmith, "up", "--no-open-mode", "--host", "0.0.0.0", "--port", str(port)]
-            + ["--data-dir", str(data_dir)],
-            cwd=here,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    stack = Stack(proc, f"http://127.0.0.1:{port}", data_dir, log)
+    command = [tagsmith, "up", "--no-open-mode", "--host", "0.0.0.0"]
+    stack = _launch(command, here, data_dir, tmp_path / "stack.log")
+    port = int(stack.url.rsplit(":", 1)[1])
     try:
         _wait_ready(stack)
         processes, groups = _stack_processes(stack)
@@ -347,7 +343,7 @@ def test_client_commands_here_find_an_up_started_here_with_its_data_elsewhere(tm
         done = subprocess.run(
             [tagsmith, "--api-key", key.group(1), "corpora"],
             cwd=here,
-            env=env,
+            env=_fresh_env(),
             capture_output=True,
             text=True,
             timeout=120,

@@ -44,13 +44,19 @@ def storage_settings(seaweed: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> dic
     }
 
 
-def test_a_job_waits_out_a_storage_outage_and_resumes_from_its_checkpoint(
-    stack: Stack, seaweed: SeaweedS3
-) -> None:
+def _a_job_inside_epoch_two(stack: Stack) -> str:
+    """A 3-epoch job on a slow-batch worker, inside epoch 2 with the epoch-1 checkpoint stored."""
     corpus = stack.upload_tagger_corpus(repeat=2)
     stack.start_worker("steady", **SLOW_BATCHES)
     job_id = stack.submit(tagger_spec(corpus, max_epochs=3))
     stack.wait_inside_epoch_two(job_id)
+    return job_id
+
+
+def test_a_job_waits_out_a_storage_outage_and_resumes_from_its_checkpoint(
+    stack: Stack, seaweed: SeaweedS3
+) -> None:
+    job_id = _a_job_inside_epoch_two(stack)
 
     seaweed.stop()
     # The epoch-2 and -3 checkpoints cannot be stored, and training goes on; the model cannot
@@ -103,10 +109,7 @@ def test_a_job_waits_out_a_storage_outage_and_resumes_from_its_checkpoint(
 def test_an_outage_that_ends_before_the_model_is_stored_costs_no_epoch(
     stack: Stack, seaweed: SeaweedS3
 ) -> None:
-    corpus = stack.upload_tagger_corpus(repeat=2)
-    stack.start_worker("steady", **SLOW_BATCHES)
-    job_id = stack.submit(tagger_spec(corpus, max_epochs=3))
-    stack.wait_inside_epoch_two(job_id)
+    job_id = _a_job_inside_epoch_two(stack)
     stored = stack.job(job_id).checkpoint_key
 
     seaweed.stop()
