@@ -12,9 +12,10 @@ import math
 import threading
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
-# pyplot keeps global state: one figure at a time per process.
-_LOCK = threading.Lock()
+# pyplot keeps global state: one figure at a time per process (the service's curves share it).
+PYPLOT_LOCK = threading.Lock()
 
 
 class PlotInputError(ValueError):
@@ -45,7 +46,7 @@ def read_loss_tsv(path: Path) -> dict[str, list[float]]:
     return columns
 
 
-def _plt():  # noqa: ANN202 - matplotlib.pyplot has no useful static type here
+def pyplot():  # noqa: ANN202 - matplotlib.pyplot has no useful static type here
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,6 +59,14 @@ def _has_data(values: list[float]) -> bool:
     return any(not math.isnan(v) for v in values)
 
 
+def learning_rate_axis_from_zero(ax: Any, values: list[float]) -> None:
+    """Matplotlib zooms in on a constant line, so a fixed rate of 0.1 looked like one that varied
+    between 0.094 and 0.106; from 0 up, a constant rate is a flat line and annealing reads as such."""
+    finite = [v for v in values if not math.isnan(v)]
+    if finite and max(finite) > 0:
+        ax.set_ylim(0, max(finite) * 1.15)
+
+
 class Plotter:
     def plot_training_curves(self, loss_file: str | Path, output: str | Path | None = None) -> Path:
         """Loss (train/dev/test), scores (dev/test F1 and accuracy) and the learning rate per epoch."""
@@ -65,10 +74,10 @@ class Plotter:
         data = read_loss_tsv(path)
         out = Path(output) if output is not None else path.with_name("training.png")
         epochs = data["EPOCH"]
-        plt = _plt()
+        plt = pyplot()
         from matplotlib.ticker import MaxNLocator
 
-        with _LOCK:
+        with PYPLOT_LOCK:
             fig, (ax_loss, ax_score, ax_lr) = plt.subplots(3, 1, figsize=(8, 10), dpi=100, sharex=True)
             try:
                 for name, style in (("TRAIN_LOSS", "o-"), ("DEV_LOSS", "s-"), ("TEST_LOSS", "^-")):
@@ -83,6 +92,7 @@ class Plotter:
                 ax_score.set_ylabel("score")
                 ax_score.set_title("evaluation scores per epoch")
                 ax_lr.plot(epochs, data["LEARNING_RATE"], "o-", color="tab:gray", label="learning rate")
+                learning_rate_axis_from_zero(ax_lr, data["LEARNING_RATE"])
                 ax_lr.set_ylabel("learning rate")
                 ax_lr.set_xlabel("epoch")
                 ax_lr.set_title("learning rate per epoch")
@@ -128,8 +138,8 @@ class Plotter:
         out = Path(output) if output is not None else path.with_name("weights.png")
         cols = 2 if len(names) > 1 else 1
         rows = math.ceil(len(names) / cols)
-        plt = _plt()
-        with _LOCK:
+        plt = pyplot()
+        with PYPLOT_LOCK:
             fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3 * rows), dpi=100, squeeze=False)
             try:
                 for ax, name in zip(axes.flat, names, strict=False):

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from celery import Celery
 from sqlalchemy import and_, or_, select, update
 
-from service.db.models import Job, utcnow
+from service.db.models import Job, queued_again, utcnow
 from service.db.session import session_scope
 from service.queue import QUEUES, enqueue_job
 from service.settings import get_settings
@@ -112,7 +112,7 @@ def reap_once(celery: Celery, now: datetime | None = None) -> list[str]:
                 update(Job)
                 .where(Job.id == job_id, condition)
                 .values(
-                    status="queued", lease_owner=None, lease_expires_at=None, retry_at=None, updated_at=now
+                    **queued_again(), lease_owner=None, lease_expires_at=None, retry_at=None, updated_at=now
                 )
                 .execution_options(synchronize_session=False)
             ).rowcount

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import delete, select, update
 
-from service.db.models import Job, JobBatchLoss, JobEpochMetric, utcnow
+from service.db.models import Job, JobBatchLoss, JobEpochMetric, queued_again, utcnow
 from service.db.session import DatabaseUnavailable, session_scope
 from service.queue import TRAIN_TASK, enqueue_job
 from service.settings import get_settings
@@ -238,10 +238,9 @@ def _requeue_after_database_outage(job_id: str, owner: str, lost: threading.Even
                 session,
                 job_id,
                 owner,
-                status="queued",
+                **queued_again(),
                 lease_owner=None,
                 lease_expires_at=None,
-                eta_seconds=None,
             )
         return queue if released else None
 
@@ -282,11 +281,10 @@ def _retry_after_outage(job_id: str, owner: str, outage: StorageUnavailable) -> 
     if not release(
         job_id,
         owner,
-        status="queued",
+        **queued_again(),
         retry_at=retry_at,
         storage_retries=done + 1,
         error=message,
-        eta_seconds=None,
     ):
         return "lease_lost"
     log.warning("job %s: %s", job_id, message)
@@ -353,7 +351,7 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
     if progress.stop_reason == "shutdown":
         # Back to the queue with the checkpoint of the last completed epoch; any worker resumes it.
         if not run_files.release_with_files(
-            storage, job_id, owner, progress.run_token, "requeued", run_dir, status="queued", eta_seconds=None
+            storage, job_id, owner, progress.run_token, "requeued", run_dir, **queued_again()
         ):
             raise LeaseLost(job_id)
         task_id = enqueue_job(job_id, queue)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    ColumnElement,
     DateTime,
     Float,
     ForeignKey,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    case,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -145,6 +147,13 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow
     )
+
+
+def queued_again() -> dict[str, Any]:
+    """The fields of a job that goes back to the queue (resumed, handed back, or reaped): no ETA and
+    no partial epoch, since the next run starts from the checkpoint of a completed epoch."""
+    percent: ColumnElement[float] = case((Job.max_epochs > 0, 100.0 * Job.epoch / Job.max_epochs), else_=0.0)
+    return {"status": "queued", "eta_seconds": None, "batch": 0, "percent": percent}
 
 
 class JobEpochMetric(Base):

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Sequence
 
+from engine.plotting import PYPLOT_LOCK, learning_rate_axis_from_zero, pyplot
 from service.db.models import JobBatchLoss, JobEpochMetric
-
-# pyplot keeps global state; one figure at a time per process.
-_lock = threading.Lock()
 
 
 def render_curves(title: str, epochs: Sequence[JobEpochMetric], batches: Sequence[JobBatchLoss]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with _lock:
+    plt = pyplot()
+    with PYPLOT_LOCK:
         fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(11, 4), dpi=90)
         try:
             if batches:
@@ -51,7 +44,9 @@ def render_curves(title: str, epochs: Sequence[JobEpochMetric], batches: Sequenc
             lrs = [e for e in epochs if e.learning_rate is not None]
             if lrs:
                 ax_lr = ax_score.twinx()
-                ax_lr.plot([e.epoch for e in lrs], [e.learning_rate for e in lrs], ":", color="tab:gray")
+                rates = [e.learning_rate for e in lrs]
+                ax_lr.plot([e.epoch for e in lrs], rates, ":", color="tab:gray")
+                learning_rate_axis_from_zero(ax_lr, rates)
                 ax_lr.set_ylabel("learning rate")
             ax_score.set_xlabel("epoch")
             ax_score.set_ylabel("dev main score")

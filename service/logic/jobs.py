@@ -17,6 +17,7 @@ from service.db.models import (
     JobBatchLoss,
     JobEpochMetric,
     Model,
+    queued_again,
     utcnow,
 )
 from service.db.session import session_scope
@@ -428,13 +429,12 @@ def resume_job(owner_id: str, job_id: str) -> Job:
             update(Job)
             .where(Job.id == job_id, Job.status.in_(("cancelled", "failed")))
             .values(
-                status="queued",
+                **queued_again(),
                 cancel_requested=False,
                 error=None,
                 retry_at=None,
                 storage_retries=0,
                 finished_at=None,
-                eta_seconds=None,
                 lease_owner=None,
                 lease_expires_at=None,
             )

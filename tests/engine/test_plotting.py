@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.plotting import PlotInputError, Plotter, read_loss_tsv
+from engine.plotting import PlotInputError, Plotter, learning_rate_axis_from_zero, pyplot, read_loss_tsv
 
 HEADER = "EPOCH\tTIMESTAMP\tBAD_EPOCHS\tLEARNING_RATE\tTRAIN_LOSS\tDEV_LOSS\tDEV_PRECISION\tDEV_RECALL\tDEV_F1\tDEV_ACCURACY"
 
@@ -43,6 +43,21 @@ def test_training_curves_without_dev_columns(tmp_path: Path) -> None:
         "EPOCH\tTIMESTAMP\tBAD_EPOCHS\tLEARNING_RATE\tTRAIN_LOSS\n1\tx\t0\t0.1\t2.0\n", encoding="utf-8"
     )
     assert png_size(Plotter().plot_training_curves(path)) == (800, 1000)
+
+
+@pytest.mark.parametrize("rate", [0.1, 5e-5])
+def test_a_constant_learning_rate_is_drawn_flat_from_zero(rate: float) -> None:
+    # Matplotlib alone zoomed in on it: ticks 0.094 ... 0.106, or 4.7 ... 5.3 times 1e-5.
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    try:
+        ax.plot([1, 2, 3], [rate] * 3)
+        learning_rate_axis_from_zero(ax, [rate] * 3)
+        fig.canvas.draw()
+        low, high = ax.get_ylim()
+        assert low == 0 and rate < high < 1.2 * rate
+    finally:
+        plt.close(fig)
 
 
 def test_weights_png(tmp_path: Path) -> None:

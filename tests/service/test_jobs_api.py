@@ -488,12 +488,18 @@ def test_cancel_and_resume(api: ApiSession) -> None:
     job_id = _submit(api, owner, {"corpus": {"ids": [corpus_id]}, "label_type": "ner"}).json()["id"]
     r = api.client.post(f"/jobs/{job_id}/resume", headers=owner.headers)
     assert r.status_code == 409
+    # Cancelled in epoch 3 of 4: the resumed run starts again from the checkpoint of epoch 2.
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        job.epoch, job.max_epochs, job.batch, job.percent, job.eta_seconds = 2, 4, 40, 62.5, 60.0
     r = api.client.post(f"/jobs/{job_id}/cancel", headers=owner.headers)
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     assert api.client.post(f"/jobs/{job_id}/cancel", headers=owner.headers).status_code == 409
     r = api.client.post(f"/jobs/{job_id}/resume", headers=owner.headers)
     assert r.status_code == 202, r.text
     assert r.json()["status"] == "queued" and r.json()["cancel_requested"] is False
+    progress = {k: r.json()[k] for k in ("epoch", "batch", "percent", "eta_seconds")}
+    assert progress == {"epoch": 2, "batch": 0, "percent": 50.0, "eta_seconds": None}
     assert [q for q, _ in api.enqueued] == [job_id, job_id]
     # A running job (held by a worker) only gets the flag; the worker stops it.
     with session_scope() as session:

@@ -111,7 +111,15 @@ def test_reaper_sends_expired_and_lost_jobs_again(environment: dict[str, str]) -
     from worker.reaper import job_ids_waiting_in_broker, reap_once
 
     past = utcnow() - timedelta(seconds=60)
-    expired = make_job("running", lease_owner="dead-worker", lease_expires_at=past)
+    expired = make_job(
+        "running",
+        lease_owner="dead-worker",
+        lease_expires_at=past,
+        epoch=2,
+        max_epochs=8,
+        batch=57,
+        percent=30.0,
+    )
     cancelled = make_job("running", lease_owner="dead-worker", lease_expires_at=past, cancel_requested=True)
     alive = make_job("running", lease_owner="live-worker", lease_expires_at=utcnow() + timedelta(seconds=60))
     lost = make_job("queued", updated_at=past)
@@ -123,6 +131,8 @@ def test_reaper_sends_expired_and_lost_jobs_again(environment: dict[str, str]) -
     assert sorted(sent) == sorted([expired, lost])
     assert job_ids_waiting_in_broker(app) == {expired, lost, waiting}
     assert job_row(expired).status == "queued" and job_row(expired).lease_owner is None
+    # The next run starts from the checkpoint of epoch 2: the dead run's partial epoch is not shown.
+    assert (job_row(expired).epoch, job_row(expired).batch, job_row(expired).percent) == (2, 0, 25.0)
     assert job_row(cancelled).status == "cancelled"
     assert job_row(alive).status == "running"
     assert job_row(fresh).status == "queued"
