@@ -18,8 +18,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -399,6 +401,16 @@ class TrainingSpec(_Strict):
             kind, model = ("classifier", "a sequence tagger") if tagging else ("tagger", "a text classifier")
             raise ValueError(f"{', '.join(wrong)}: {kind} option(s), which {model} does not have")
         return value
+
+    @model_serializer(mode="wrap")
+    def _without_the_other_models_options(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A stored classifier spec said "use_crf": true: options the task's model does not have are
+        # left out, and validating the stored spec fills their defaults back in.
+        data = handler(self)
+        if isinstance(data, dict) and isinstance(data.get("model"), dict):
+            other = CLASSIFIER_OPTIONS if self.task == "sequence_tagging" else TAGGER_OPTIONS
+            data["model"] = {k: v for k, v in data["model"].items() if k not in other}
+        return data
 
     @model_validator(mode="before")
     @classmethod

@@ -53,6 +53,8 @@ def test_label_type_defaults_when_unambiguous(api: ApiSession) -> None:
     assert r.status_code == 202, r.text
     assert r.json()["spec"]["label_type"] == "class"
     assert r.json()["spec"]["embeddings"][0]["type"] == "document_rnn"
+    # The stored spec names a classifier's options, not a tagger's ("use_crf": true was there).
+    assert r.json()["spec"]["model"] == {"multi_label": None, "multi_label_threshold": 0.5}
     # A tagging corpus with pos and ner needs an explicit choice.
     tagging = api.corpus(owner)
     assert _fields(_submit(api, owner, {"corpus": {"ids": [tagging]}})) == ["body.label_type"]
