@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from dataclasses import dataclass
 
@@ -16,6 +17,18 @@ from service.db.models import ApiKey, Owner, utcnow
 KEY_PREFIX = "tsk_"
 # The owner every request acts as in open (single-user) mode.
 OPEN_MODE_OWNER_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or an address in 127.0.0.0/8 or ``::1``: reachable from this machine only."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip().strip("[]"))
+    except ValueError:
+        return False  # another host name: it may resolve to any interface
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def hash_key(key: str) -> str:

@@ -82,6 +82,7 @@ async def _authenticate(request: Request) -> auth.Principal:
     token = _bearer(request)
     if token is None:
         if settings.open_mode:
+            _refuse_remote_keyless(request)
             url = settings.resolved_database_url
             if url not in _open_owner_ready:
                 await run_in_threadpool(_ensure_open_owner)
@@ -96,6 +97,17 @@ async def _authenticate(request: Request) -> auth.Principal:
     if owner_id is None:
         raise Unauthorized("unknown or revoked API key")
     return auth.Principal(owner_id=owner_id)
+
+
+def _refuse_remote_keyless(request: Request) -> None:
+    # `tagsmith up` and `tagsmith api` refuse to listen beyond loopback in open mode; an app started
+    # another way (uvicorn --host 0.0.0.0) still serves keyless requests to this machine only.
+    host = request.client.host if request.client else None  # no client address: a Unix socket
+    if host is not None and not auth.is_loopback(host):
+        raise Unauthorized(
+            f"open mode answers requests without a key from this machine only, and this one came from "
+            f"{host}: send an API key (Authorization: Bearer <key>)"
+        )
 
 
 def _ensure_open_owner() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import ipaddress
 import json
 import os
 import signal
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from service.auth import is_loopback
 from service.cli.errors import CliError
 
 STATE_FILE = "up.json"
@@ -156,18 +156,6 @@ def display_host(host: str) -> str:
 def listen_address(host: str, port: int) -> str:
     """``host:port`` as the API binds it, for people: ``0.0.0.0:8000``, ``[::1]:8000``."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def is_loopback(host: str) -> bool:
-    """``localhost`` or an address in 127.0.0.0/8 or ``::1``: reachable from this machine only."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host.strip().strip("[]"))
-    except ValueError:
-        return False  # another host name: it may resolve to any interface
-    mapped = getattr(address, "ipv4_mapped", None)
-    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def open_mode_host_error(host: str, how_to_turn_off: str) -> str | None:

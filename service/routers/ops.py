@@ -64,5 +64,5 @@ async def ready() -> JSONResponse:
 )
 def prometheus_metrics() -> Response:
     """Prometheus metrics, server-wide: the admin key or the metrics key (`TAGSMITH_METRICS_KEY`),
-    or any request in open mode."""
+    or any keyless request from this machine in open mode."""
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

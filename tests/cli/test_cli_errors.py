@@ -191,7 +191,7 @@ def test_api_in_open_mode_refuses_an_address_other_machines_reach(
 
 
 def test_loopback_addresses() -> None:
-    from service.cli.supervisor import is_loopback
+    from service.auth import is_loopback
 
     for host in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LocalHost", "::ffff:127.0.0.1"):
         assert is_loopback(host), host

@@ -115,9 +115,38 @@ def test_owners_cannot_see_or_touch_each_others_resources(api: ApiSession) -> No
 def test_open_mode_needs_no_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from service.app import create_app
 
-    with configured_service(monkeypatch, tmp_path, open_mode="true"), TestClient(create_app()) as client:
+    with (
+        configured_service(monkeypatch, tmp_path, open_mode="true"),
+        TestClient(create_app(), client=("127.0.0.1", 50000)) as client,
+    ):
         assert client.get("/corpora").status_code == 200
         assert client.get("/jobs").json() == {"items": []}
+
+
+@pytest.mark.parametrize("address", ["10.0.0.5", "192.0.2.7", "2001:db8::1"])
+def test_open_mode_answers_keyless_requests_from_this_machine_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, address: str
+) -> None:
+    # An app started as `uvicorn service.app:app --host 0.0.0.0` with open mode on, which
+    # `tagsmith up` and `tagsmith api` refuse: another machine's keyless request is not served.
+    from service.app import create_app
+
+    with configured_service(monkeypatch, tmp_path, open_mode="true"):
+        app = create_app()
+        with TestClient(app, client=("::1", 50000)) as local:
+            assert local.get("/corpora").status_code == 200
+            key = local.post("/keys", json={"name": "remote"}, headers=ADMIN)
+            assert key.status_code == 201, key.text
+        with TestClient(app, client=(address, 50000)) as remote:
+            r = remote.get("/corpora")
+            assert r.status_code == 401
+            assert r.json()["detail"] == (
+                "open mode answers requests without a key from this machine only, and this one came from "
+                f"{address}: send an API key (Authorization: Bearer <key>)"
+            )
+            assert remote.post("/jobs", json={"corpus": {"ids": ["x"]}}).status_code == 401
+            keyed = remote.get("/corpora", headers={"Authorization": f"Bearer {key.json()['key']}"})
+            assert keyed.status_code == 200
 
 
 def test_ready_reports_each_dependency(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -203,5 +232,5 @@ def test_in_open_mode_metrics_need_no_key(monkeypatch: pytest.MonkeyPatch, servi
 
     monkeypatch.setenv("TAGSMITH_OPEN_MODE", "true")
     reset_settings()
-    with TestClient(create_app()) as client:
+    with TestClient(create_app(), client=("127.0.0.1", 50000)) as client:
         assert client.get("/metrics").status_code == 200

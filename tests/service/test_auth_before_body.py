@@ -254,7 +254,10 @@ def test_a_refused_request_is_counted_under_its_route(api: ApiSession) -> None:
 def test_open_mode_needs_no_key_for_a_body(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from service.app import create_app
 
-    with configured_service(monkeypatch, tmp_path, open_mode="true"), TestClient(create_app()) as client:
+    with (
+        configured_service(monkeypatch, tmp_path, open_mode="true"),
+        TestClient(create_app(), client=("127.0.0.1", 50000)) as client,
+    ):
         r = client.post("/jobs", json={"corpus": {"ids": [MISSING]}, "label_type": "ner"})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.corpus.ids.0", r.text
         assert client.post("/keys", json={"name": "eve"}).status_code == 403
