@@ -178,9 +178,11 @@ class OneCycle(Scheduler):
     def __init__(self, optimizer: Optimizer, total_steps: int) -> None:
         """Each parameter group's peak rate is the rate it was created with."""
         super().__init__(optimizer)
-        # One step more than planned so the last batch never steps past the schedule's end.
+        # One step more than planned so the last batch never steps past the schedule's end. Only the
+        # rate cycles (as in Flair): PyTorch's default also cycles momentum, which gave SGD without
+        # momentum a momentum of 0.85-0.95 and overwrote AdamW's beta1.
         self.inner = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.learning_rates, total_steps=max(2, total_steps + 1)
+            optimizer, max_lr=self.learning_rates, total_steps=max(2, total_steps + 1), cycle_momentum=False
         )
 
     def step_batch(self) -> None:

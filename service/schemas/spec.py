@@ -276,7 +276,8 @@ class TrainerOptions(_Strict):
         description="`anneal_on_plateau`: multiply the rate by `anneal_factor` after `patience` epochs "
         "without a better dev score, and stop when it falls below `min_learning_rate`. "
         "`linear_warmup`: rise over `warmup_fraction` of the batches, then decay linearly to 0. "
-        "`one_cycle`: PyTorch's one-cycle policy, peaking at `learning_rate`. `none`: a constant rate.",
+        "`one_cycle`: PyTorch's one-cycle policy for the rate, peaking at `learning_rate` (momentum is not "
+        "cycled). `none`: a constant rate.",
     )
     anneal_factor: float = Field(0.5, gt=0.0, lt=1.0)
     patience: int = Field(3, ge=0, le=100)

@@ -623,6 +623,34 @@ def test_schedules_keep_the_ratio_of_the_decoder_rate(tmp_path: Path, vectors: P
     assert peaks == pytest.approx([0.1, 1.0], rel=0.05)
 
 
+@pytest.mark.parametrize("kind", ["sgd", "adamw"])
+def test_one_cycle_changes_the_rate_and_keeps_the_optimizers_momentum(kind: str) -> None:
+    # PyTorch's default cycled momentum too: SGD built without momentum trained with 0.85-0.95.
+    from engine.training.schedulers import OneCycle
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    if kind == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD([weight], lr=0.1)
+    else:
+        optimizer = torch.optim.AdamW([weight], lr=0.1, betas=(0.9, 0.999))
+    cycle = OneCycle(optimizer, total_steps=6)
+    rates, moved = [], []
+    for _ in range(6):
+        before = weight.item()
+        weight.grad = torch.ones(1)
+        optimizer.step()
+        moved.append(before - weight.item())
+        rates.append(optimizer.param_groups[0]["lr"])
+        cycle.step_batch()
+    assert len(set(rates)) > 3 and max(rates) == pytest.approx(0.1, rel=0.05)
+    group = optimizer.param_groups[0]
+    if kind == "sgd":
+        assert group["momentum"] == 0
+        assert moved == pytest.approx(rates)  # each step moves by its own rate: no momentum
+    else:
+        assert group["betas"] == (0.9, 0.999)
+
+
 def test_resuming_with_another_decoder_rate_setting_is_a_clear_error(tmp_path: Path, vectors: Path) -> None:
     corpus = make_corpus()
     ModelTrainer(make_tagger(corpus, vectors), corpus).train(
