@@ -13,6 +13,17 @@ import numpy as np
 import torch
 from torch import nn
 
+# Every factor of a scaled step (a normalised alpha, a move, an emission) is at least e^-spread of
+# its scores, so while the spreads sum to under ~350 nats no product reaches float64's smallest
+# normal number. Beyond that (hard constraints such as -10000 transitions) a move of the best path
+# could round to 0: not a NaN, but confident marginals on a wrong path.
+SCALED_SPREAD_LIMIT = 300.0
+
+
+def _score_spread(e: np.ndarray, trans: np.ndarray, start: np.ndarray, end: np.ndarray) -> float:
+    rows = float(np.ptp(e, axis=2).max()) if e.size else 0.0
+    return float(np.ptp(trans) + np.ptp(start) + np.ptp(end)) + rows
+
 
 class CRF(nn.Module):
     def __init__(self, num_tags: int) -> None:
@@ -85,9 +96,11 @@ class CRF(nn.Module):
 
         Runs in probability space with per-step normalisation (Rabiner's scaling): each step is
         one small matrix product instead of a log-sum-exp over ``[B, K, K]``. Scores so extreme
-        that a whole step underflows fall back to the log-space recursion."""
+        that a step could underflow take the log-space recursion instead."""
         e, m, trans, start, end = self._numpy(emissions, mask)
         batch, time, num_tags = e.shape
+        if _score_spread(e, trans, start, end) > SCALED_SPREAD_LIMIT:
+            return self._log_marginals(emissions, mask)
         active = m[:, :, None]
         moves = np.exp(trans - trans.max())
         emitted = np.exp(e - e.max(axis=2, keepdims=True))

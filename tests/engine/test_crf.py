@@ -105,3 +105,20 @@ def test_marginals_fall_back_to_log_space_when_probabilities_underflow() -> None
     assert torch.isfinite(fast).all()
     assert torch.allclose(fast, reference, atol=1e-5)
     assert torch.allclose(fast.sum(dim=-1), torch.ones(1, 3), atol=1e-5)
+
+
+def test_marginals_stay_exact_when_a_move_of_the_best_path_would_underflow() -> None:
+    # exp(648 - 748) is fine, but the best path's moves sat 748 nats below the largest one and
+    # rounded to 0 without a NaN: the probability-space recursion put 1.0 on a path 1,215 nats worse.
+    crf = CRF(2).double()
+    with torch.no_grad():
+        crf.transitions.copy_(torch.tensor([[-100.0, 648.0], [-85.0, -90.0]]))
+        crf.start_transitions.copy_(torch.tensor([121.0, -159.0]))
+        crf.end_transitions.zero_()
+    emissions = torch.tensor([[[-59.0, 102.0], [263.0, -179.0], [18.0, -51.0]]], dtype=torch.float64)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    scores, paths = _brute_force(crf, emissions[0], 3)
+    best = paths[max(range(len(paths)), key=scores.__getitem__)]
+    assert best == (0, 0, 1) and crf.viterbi_decode(emissions, mask)[0][0].tolist() == [0, 0, 1]
+    expected = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert torch.allclose(crf.marginals(emissions, mask)[0].float(), expected, atol=1e-6)
