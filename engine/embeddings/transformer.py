@@ -159,6 +159,13 @@ class TransformerEncoder(nn.Module):
             raise EmbeddingConfigError(f"{model_path}: cannot load the tokenizer ({error})") from error
         if not self.tokenizer.is_fast:
             raise EmbeddingConfigError(f"{model_path}: a fast tokenizer (tokenizer.json) is required")
+        # Byte-level BPE (RoBERTa, GPT-2, BART ...) marks a word's start by a space: pre-split words
+        # need one added, as in pretraining, and the fast tokenizer refuses them without it.
+        self.word_tokenizer = self.tokenizer
+        if getattr(self.tokenizer, "add_prefix_space", None) is False:
+            self.word_tokenizer = AutoTokenizer.from_pretrained(
+                model_path, add_prefix_space=True, **LOCAL_ONLY
+            )
         if config_only:
             self.model = AutoModel.from_config(
                 AutoConfig.from_pretrained(model_path, **LOCAL_ONLY), trust_remote_code=False
@@ -221,14 +228,16 @@ class TransformerEncoder(nn.Module):
         re-encoded as the unknown token."""
         if not any(word_lists):
             return [([], [0] * (len(words) + 1)) for words in word_lists]
-        encodings = self.tokenizer(word_lists, is_split_into_words=True, add_special_tokens=False).encodings
+        encodings = self.word_tokenizer(
+            word_lists, is_split_into_words=True, add_special_tokens=False
+        ).encodings
         results: list[tuple[list[int], list[int]]] = []
         for words, encoding in zip(word_lists, encodings, strict=True):
             word_ids = encoding.word_ids
             present = set(w for w in word_ids if w is not None)
             if len(present) != len(words):
                 fixed = [w if i in present else self.unk_token for i, w in enumerate(words)]
-                encoding = self.tokenizer(
+                encoding = self.word_tokenizer(
                     fixed, is_split_into_words=True, add_special_tokens=False
                 ).encodings[0]
                 word_ids = encoding.word_ids

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from transformers import (
+    BertConfig,
+    BertModel,
+    BertTokenizerFast,
+    RobertaConfig,
+    RobertaModel,
+    RobertaTokenizerFast,
+)
 
 from engine.data import Sentence
 from engine.embeddings import EmbeddingConfigError, embeddings_from_config
@@ -261,3 +268,62 @@ def test_a_truncated_model_folder_is_a_clear_error(tiny_bert: Path, tmp_path: Pa
     (folder / "vocab.txt").unlink()
     with pytest.raises(EmbeddingConfigError, match="has no tokenizer.json"):
         TransformerWordEmbeddings(str(folder))
+
+
+def build_tiny_roberta(folder: Path) -> Path:
+    """A 2-layer RoBERTa with a byte-level BPE vocabulary learnt from a few sentences."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    text = [
+        "Peter Blackburn reported from Brussels on Monday .",
+        "The city of Berlin is big , Paris too .",
+    ] * 20
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(text, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(folder))
+    tokenizer = RobertaTokenizerFast(
+        vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"), model_max_length=512
+    )
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=34,  # 32 positions after the padding index
+        pad_token_id=1,
+    )
+    RobertaModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_byte_level_bpe_models_embed_pre_split_words_as_in_pretraining(tmp_path: Path) -> None:
+    # RoBERTa's fast tokenizer refused pre-split words ("instantiate ... with add_prefix_space=True").
+    folder = build_tiny_roberta(tmp_path / "roberta")
+    words = ["Peter", "Blackburn", "reported", "from", "Brussels"]
+    embeddings = TransformerWordEmbeddings(str(folder), layers="-1", subtoken_pooling="first")
+    embeddings.eval()
+    with torch.no_grad():
+        got = embeddings.embed([Sentence(words)])[0]
+    reference = RobertaTokenizerFast.from_pretrained(folder, add_prefix_space=True)
+    encoded = reference(words, is_split_into_words=True, return_tensors="pt")
+    assert reference.convert_ids_to_tokens(encoded["input_ids"][0])[1].startswith("Ġ")  # a word start
+    with torch.no_grad():
+        hidden = RobertaModel.from_pretrained(folder).eval()(**encoded).last_hidden_state[0]
+    word_ids = encoded.word_ids()
+    first = [word_ids.index(i) for i in range(len(words))]
+    torch.testing.assert_close(got, hidden[first], atol=1e-5, rtol=1e-4)
+    # windows past the 32 positions, and the saved configuration, work the same way
+    with torch.no_grad():
+        assert embeddings.embed([Sentence(words * 12)])[0].shape == (60, HIDDEN)
+    embeddings.save_resources(tmp_path / "saved")
+    shutil.rmtree(folder)
+    config = json.loads(json.dumps(embeddings.to_config()))
+    rebuilt = embeddings_from_config(config, tmp_path / "saved")
+    rebuilt.load_state_dict(embeddings.state_dict())
+    rebuilt.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.embed([Sentence(words)])[0], got)
