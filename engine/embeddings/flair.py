@@ -1,10 +1,14 @@
 """Contextual string embeddings (Akbik et al. 2018) from a character language model.
 
-The sentence is read as one string with the model's boundaries, ``"\\n" + text + " "`` (text =
-the tokens joined by their own whitespace). A forward model's embedding of a word is its state
-after reading the word's last character; a backward model reads the string right to left and
-gives its state after reading the word's first character. So each direction has seen the word
-itself plus all the context on its side.
+The sentence is read as one string with the model's boundaries, ``"\\n" + text + " "``, where text
+is the tokens joined by single spaces (``tokenized``, Flair's ``tokenized_lm``): a column file
+knows no spacing and raw text at predict time does, so only this layout reads a token the same
+way in training and in serving. Configs saved before this option (no ``tokenized`` key) keep the
+layout they were trained with: the tokens joined by their own ``whitespace_after``.
+
+A forward model's embedding of a word is its state after reading the word's last character; a
+backward model reads the string right to left and gives its state after reading the word's first
+character. So each direction has seen the word itself plus all the context on its side.
 
 A batch is read ``chars_per_chunk`` characters at a time with the LSTM state carried over, and
 only the states at word boundaries are kept, so long texts do not exhaust memory.
@@ -29,7 +33,7 @@ from engine.language_model.model import END_MARKER, START_MARKER, LanguageModel,
 from engine.serialization import ModelFileError
 
 
-def sentence_layout(sentence: Sentence) -> tuple[str, list[tuple[int, int]]]:
+def sentence_layout(sentence: Sentence, tokenized: bool = True) -> tuple[str, list[tuple[int, int]]]:
     """The string a sentence is read as and each token's [start, end) character range in it."""
     parts = [START_MARKER]
     offset = len(START_MARKER)
@@ -39,7 +43,7 @@ def sentence_layout(sentence: Sentence) -> tuple[str, list[tuple[int, int]]]:
         parts.append(token.text)
         spans.append((offset, offset + len(token.text)))
         offset += len(token.text)
-        if token.whitespace_after and i < last:
+        if (tokenized or token.whitespace_after) and i < last:
             parts.append(" ")
             offset += 1
     parts.append(END_MARKER)
@@ -54,6 +58,7 @@ class FlairEmbeddings(TokenEmbeddings):
         fine_tune: bool = False,
         chars_per_chunk: int = 512,
         name: str | None = None,
+        tokenized: bool = True,
     ) -> None:
         """``language_model``: a model or the folder of a saved one (``LanguageModel.save``)."""
         super().__init__()
@@ -73,6 +78,7 @@ class FlairEmbeddings(TokenEmbeddings):
         self.language_model = language_model
         self.fine_tune = fine_tune
         self.chars_per_chunk = chars_per_chunk
+        self.tokenized = tokenized
         self.name = name or f"flair:{language_model.direction}"
         if not fine_tune:
             language_model.requires_grad_(False)
@@ -97,7 +103,7 @@ class FlairEmbeddings(TokenEmbeddings):
         texts: list[str] = []
         positions: list[list[int]] = []
         for sentence in sentences:
-            text, spans = sentence_layout(sentence)
+            text, spans = sentence_layout(sentence, self.tokenized)
             if lm.is_forward:
                 texts.append(text)
                 positions.append([end - 1 for _, end in spans])
@@ -117,6 +123,7 @@ class FlairEmbeddings(TokenEmbeddings):
             "model": None,
             "fine_tune": self.fine_tune,
             "chars_per_chunk": self.chars_per_chunk,
+            "tokenized": self.tokenized,
             "language_model": self.language_model.to_config(),
         }
 
@@ -131,6 +138,8 @@ class FlairEmbeddings(TokenEmbeddings):
             "fine_tune": bool(config.get("fine_tune", False)),
             "chars_per_chunk": int(config.get("chars_per_chunk", 512)),
             "name": config.get("name"),
+            # a saved model without the key was trained before the option, with its tokens' own spacing
+            "tokenized": bool(config.get("tokenized", resource_dir is None)),
         }
         if resource_dir is not None:
             if not isinstance(config.get("language_model"), dict):

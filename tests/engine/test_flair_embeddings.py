@@ -41,10 +41,27 @@ def sentences() -> list[Sentence]:
     return [Sentence("The cat sat ."), no_space, Sentence(long_words), Sentence(["a"])]
 
 
-def test_layout_uses_the_model_boundaries_and_token_whitespace() -> None:
+def test_layout_uses_the_model_boundaries_and_single_spaces() -> None:
     text, spans = sentence_layout(sentences()[1])
+    assert text == "\nHello , world ! "
+    assert [text[s:e] for s, e in spans] == ["Hello", ",", "world", "!"]
+    # models saved before "tokenized" read their tokens' own whitespace
+    text, spans = sentence_layout(sentences()[1], tokenized=False)
     assert text == "\nHello, world! "
     assert [text[s:e] for s, e in spans] == ["Hello", ",", "world", "!"]
+
+
+def test_a_column_file_sentence_and_the_same_raw_text_embed_alike() -> None:
+    # A column file knows no spacing (every token has whitespace after); raw text at predict time
+    # does. Joined by their own whitespace, "Berlin" and "," were read in different strings.
+    from_column = Sentence(["Berlin", ",", "Germany", "."])
+    from_text = Sentence("Berlin, Germany.")
+    assert [t.text for t in from_text] == ["Berlin", ",", "Germany", "."]
+    for is_forward in (True, False):
+        emb = FlairEmbeddings(tiny_lm(is_forward, seed=3))
+        assert torch.equal(emb.embed([from_column]), emb.embed([from_text]))
+        old = FlairEmbeddings(emb.language_model, tokenized=False)
+        assert not torch.equal(old.embed([from_column]), old.embed([from_text]))
 
 
 def test_forward_state_is_taken_after_the_last_character_of_the_word() -> None:
@@ -135,6 +152,11 @@ def test_loaded_from_a_folder_and_rebuilt_self_contained(tmp_path: Path) -> None
     rebuilt.eval()
     assert [child.name for child in rebuilt.embeddings] == ["flair:forward", "flair:backward"]
     assert torch.equal(rebuilt.embed(batch), expected)
+    # a model saved before "tokenized" keeps the layout it was trained with
+    for part in config["embeddings"]:
+        assert part.pop("tokenized") is True
+    old = embeddings_from_config(config, model_dir)
+    assert [child.tokenized for child in old.embeddings] == [False, False]
 
 
 def test_spec_style_config_loads_the_language_model_folder(tmp_path: Path) -> None:
