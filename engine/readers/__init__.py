@@ -134,6 +134,12 @@ FORMATS: dict[str, ReaderFormat] = {
             "document_separator": ReaderOption(
                 (str,), "-DOCSTART-", "a line starting with it starts a document"
             ),
+            "whole_file_document": ReaderOption(
+                (bool,),
+                False,
+                "the sentences before the first separator line (in a file without one: all) are one "
+                "document, as Flair reads such files, so that use_context has neighbours",
+            ),
         },
     ),
     "conllu": ReaderFormat(

@@ -11,7 +11,9 @@ Layout rules, all per file:
   column is ``"text"``; unmapped columns are ignored.
 - ``-DOCSTART-`` lines start a document: the following sentences get a ``document_id`` and are
   linked through ``previous_sentence``/``next_sentence``. Without such lines there is no document
-  structure (``document_id`` None, no links).
+  structure (``document_id`` None, no links), unless ``whole_file_document``: then the sentences
+  before the first separator (in a file without separators: all of them) are one document, as
+  Flair reads such files, so that FLERT context can use them.
 - Comment lines start with ``comment_prefix`` (``"# "``) and are kept, in order, in
   ``sentence.metadata["comments"]`` of the sentence that follows (a comment line inside a
   sentence ends that sentence); ``# sent_id = X`` and
@@ -332,6 +334,7 @@ def read_column_file(
     span_columns: SpanColumns = None,
     comment_prefix: str | None = "# ",
     document_separator: str = "-DOCSTART-",
+    whole_file_document: bool = False,
     schemes: dict[str, str] | None = None,
 ) -> tuple[list[Sentence], int]:
     """Read a column file into sentences; returns ``(sentences, skipped)``.
@@ -340,6 +343,7 @@ def read_column_file(
     default. ``span_columns``: None detects span columns; otherwise the names (or name -> scheme)
     of the columns to decode into spans. ``comment_prefix``: None disables comments.
     ``document_separator``: the first field of a line that starts a document.
+    ``whole_file_document``: the sentences before the first separator are a document too.
     ``schemes``: a dict that receives the scheme of every span column (name -> scheme).
     Column files have no empty sentences, so ``skipped`` is always 0. Raises CorpusFormatError.
     """
@@ -349,7 +353,9 @@ def read_column_file(
     cmap = normalize_column_map(column_map)
     wanted = _span_column_schemes(span_columns, cmap.values())
     with gc_paused():
-        return _read_column_file(path, cmap, wanted, comment_prefix, document_separator, schemes)
+        return _read_column_file(
+            path, cmap, wanted, comment_prefix, document_separator, whole_file_document, schemes
+        )
 
 
 def _read_column_file(
@@ -358,6 +364,7 @@ def _read_column_file(
     wanted: dict[str, str | None] | None,
     comment_prefix: str | None,
     document_separator: str,
+    whole_file_document: bool,
     schemes: dict[str, str] | None,
 ) -> tuple[list[Sentence], int]:
     text = read_text(path)
@@ -389,7 +396,7 @@ def _read_column_file(
             ]
         if item.comments is not None:
             _apply_comments(sentence, item.comments)
-        if item.document:
+        if item.document or whole_file_document:
             sentence.document_id = f"{doc_prefix}#{item.document}"
             if previous is not None and previous.document_id == sentence.document_id:
                 previous.next_sentence = sentence
@@ -432,13 +439,18 @@ class ColumnCorpus(Corpus):
         span_columns: SpanColumns = None,
         comment_prefix: str | None = "# ",
         document_separator: str = "-DOCSTART-",
+        whole_file_document: bool = False,
         name: str | None = None,
         sample_missing_splits: bool = True,
         seed: int = 42,
     ) -> None:
         files = resolve_split_files(data_folder, train_file, dev_file, test_file)
         schemes: dict[str, str] = {}
-        options = {"comment_prefix": comment_prefix, "document_separator": document_separator}
+        options = {
+            "comment_prefix": comment_prefix,
+            "document_separator": document_separator,
+            "whole_file_document": whole_file_document,
+        }
         train, skipped = read_column_file(
             files["train"], column_map, span_columns=span_columns, schemes=schemes, **options
         )

@@ -154,7 +154,9 @@ def _check_against_corpora(session: Any, owner_id: str, spec: TrainingSpec) -> T
                 errors.append(
                     FieldError(
                         [*loc, "use_context"],
-                        f"use_context needs document boundaries; corpus {', '.join(without)} has none",
+                        f"use_context needs document boundaries; corpus {', '.join(without)} has none "
+                        "(column files: -DOCSTART- lines, or upload with the reader option "
+                        '"whole_file_document": true; CoNLL-U: # newdoc comments)',
                     )
                 )
         if isinstance(emb, FlairEmbeddingSpec):

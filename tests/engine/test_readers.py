@@ -85,6 +85,21 @@ def test_column_file_without_docstart_has_no_documents(tmp_path: Path) -> None:
     assert sentences[0].spans["ner"] and sentences[0].label_types() == {"ner": "span"}
 
 
+def test_whole_file_document_links_sentences_outside_docstart_documents(tmp_path: Path) -> None:
+    # The shared CoNLL-03 copy has no -DOCSTART- lines; Flair reads such a file as one document.
+    path = write(tmp_path / "a.txt", "EU B-ORG\nrejects O\n\nPeter B-PER\n\nBerlin B-LOC\n")
+    first, second, third = read_column_file(path, whole_file_document=True)[0]
+    assert first.document_id == second.document_id == third.document_id == "a.txt#0"
+    assert first.next_sentence is second and third.previous_sentence is second
+    # with separators, they still end documents; what comes before the first one is a document too
+    path = write(tmp_path / "b.txt", "EU B-ORG\n\n-DOCSTART- O\n\nPeter B-PER\n\nBerlin B-LOC\n")
+    first, second, third = read_column_file(path, whole_file_document=True)[0]
+    assert first.document_id != second.document_id == third.document_id
+    assert first.next_sentence is None and second.next_sentence is third
+    corpus = read_corpus_files("column", {"train": path}, {"whole_file_document": True})
+    assert corpus.has_documents()
+
+
 def test_tab_separated_file_with_hashtags_and_comments(tmp_path: Path) -> None:
     text = (
         "# sent_id = s1\n# text = #happy Paris\n#happy\tO\n#\tO\nParis\tB-location\n\n"

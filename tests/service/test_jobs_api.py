@@ -299,6 +299,23 @@ def test_negative_use_context_is_422(api: ApiSession) -> None:
     assert _job_rows() == 0
 
 
+def test_use_context_on_a_corpus_read_as_one_document_per_file(api: ApiSession) -> None:
+    # A column file without -DOCSTART- lines (the shared CoNLL-03 copy) can still give FLERT context.
+    owner = api.new_owner()
+    one_document = api.corpus(
+        owner,
+        train="EU B-ORG\nrejects O\n\nPeter B-PER\n",
+        options={"column_map": {"0": "text", "1": "ner"}, "whole_file_document": True},
+    )
+    spec = {
+        "corpus": {"ids": [one_document]},
+        "label_type": "ner",
+        "embeddings": [{"type": "transformer", "use_context": True}],
+    }
+    r = _submit(api, owner, spec)
+    assert r.status_code == 202, r.text
+
+
 def test_checks_against_the_corpora(api: ApiSession) -> None:
     owner = api.new_owner()
     tagging = api.corpus(owner)
@@ -331,6 +348,7 @@ def test_checks_against_the_corpora(api: ApiSession) -> None:
     )
     assert _fields(r) == ["body.embeddings.0.use_context"]
     assert "document boundaries" in r.json()["detail"]
+    assert '"whole_file_document": true' in r.json()["detail"]
 
     r = _submit(
         api,
