@@ -11,12 +11,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Schemes of a Redis broker URL that Celery (kombu) understands.
+BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TAGSMITH_", extra="ignore")
+    # allow_inf_nan=False: a limit of "inf" passed validation, then every upload failed on int(inf).
+    model_config = SettingsConfigDict(env_prefix="TAGSMITH_", extra="ignore", allow_inf_nan=False)
 
     data_dir: Path = Field(
         default=Path(".tagsmith"),
@@ -112,7 +116,7 @@ class Settings(BaseSettings):
         ge=5,
         description="A worker's lease on a running job; another worker may take the job over after it expires.",
     )
-    default_queue: str = Field(
+    default_queue: Literal["cpu", "gpu"] = Field(
         default="cpu", description="Celery queue for jobs whose spec asks for no device: `cpu` or `gpu`."
     )
     events_poll_seconds: float = Field(
@@ -120,6 +124,14 @@ class Settings(BaseSettings):
         gt=0,
         description="How often the job event stream (`/jobs/{id}/events`) looks for progress.",
     )
+
+    @field_validator("broker_url")
+    @classmethod
+    def _a_redis_url(cls, value: str) -> str:
+        scheme = value.partition("://")[0].lower() if "://" in value else ""
+        if value and scheme not in BROKER_SCHEMES:
+            raise ValueError(f"a Redis URL is needed ({', '.join(s + '://' for s in BROKER_SCHEMES)})")
+        return value
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TAGSMITH_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TAGSMITH_", extra="ignore", allow_inf_nan=False)
 
     visibility_timeout_seconds: int = Field(
         default=3600,

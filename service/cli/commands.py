@@ -146,8 +146,15 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
 ) -> None:
     """Run a Celery training worker (celery -A worker.celery_app worker)."""
+    from service.queue import QUEUES
     from service.settings import get_settings
+    from worker.settings import get_worker_settings
 
+    get_worker_settings()  # a bad TAGSMITH_* value is one error line here, not Celery's traceback
+    if queues is not None:
+        unknown = [q for q in queues.split(",") if q.strip() not in QUEUES]
+        if unknown or not queues.strip():
+            raise CliError(f"--queues takes {' and/or '.join(QUEUES)}, comma-separated; got {queues!r}")
     if not get_settings().broker_url:
         raise CliError(
             "TAGSMITH_BROKER_URL is not set: point it at the Redis the API uses "
@@ -562,6 +569,9 @@ def user_error(exc: BaseException) -> str | None:
         return str(exc)
     if isinstance(exc, UnicodeDecodeError):
         return f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+    setting = _settings_error(exc)
+    if setting is not None:
+        return setting
     if isinstance(exc, OSError) and exc.strerror:
         names = [str(name) for name in (exc.filename, exc.filename2) if name is not None]
         return f"{' -> '.join(names)}: {exc.strerror}" if names else exc.strerror
@@ -580,6 +590,20 @@ def user_error(exc: BaseException) -> str | None:
             return "the database is not migrated: run tagsmith migrate"
         return f"database {redact(get_settings().resolved_database_url)}: {message}"
     return None
+
+
+def _settings_error(exc: BaseException) -> str | None:
+    """A ValidationError of the settings (environment variables) as one line naming the variable."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError) or exc.title not in ("Settings", "WorkerSettings"):
+        return None
+    lines = []
+    for error in exc.errors(include_url=False):
+        name = "TAGSMITH_" + "_".join(str(part) for part in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{name}: {message} (got {error['input']!r})")
+    return "; ".join(lines)
 
 
 def _first_line(exc: BaseException) -> str:

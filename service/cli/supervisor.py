@@ -318,6 +318,10 @@ def _run_locked(
 
     reset_settings()
     settings = get_settings()
+    from worker.settings import get_worker_settings, reset_worker_settings
+
+    reset_worker_settings()
+    get_worker_settings()  # a bad TAGSMITH_* value of the worker stops `up` before anything starts
     echo(f"data folder  {folder}")
     upgrade()
     echo(f"database     {redact(settings.resolved_database_url)} (migrated)")

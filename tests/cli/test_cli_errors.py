@@ -237,3 +237,59 @@ def test_upload_of_a_folder_and_import_of_nothing_say_what_they_are(
     )
     missing = tmp_path / "nosuch"
     assert _error(capsys, "--url", url, "import-model", str(missing)) == f"error: {missing} does not exist"
+
+
+@pytest.mark.parametrize(
+    ("command", "variable", "value", "message"),
+    [
+        (
+            "migrate",
+            "MAX_UPLOAD_MB",
+            "abc",
+            "Input should be a valid number, unable to parse string as a number",
+        ),
+        ("migrate", "MAX_UPLOAD_MB", "inf", "Input should be a finite number"),
+        ("migrate", "DEFAULT_QUEUE", "CPU", "Input should be 'cpu' or 'gpu'"),
+        (
+            "migrate",
+            "BROKER_URL",
+            "http://127.0.0.1:6379/9",
+            "a Redis URL is needed (redis://, rediss://, redis+socket://, sentinel://)",
+        ),
+        (
+            "worker",
+            "WORKER_CONCURRENCY",
+            "x",
+            "Input should be a valid integer, unable to parse string as an integer",
+        ),
+        ("up", "STORAGE_SWEEP_HOURS", "-1", "Input should be greater than or equal to 0"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable(
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    variable: str,
+    value: str,
+    message: str,
+) -> None:
+    # Each was a 45-57-line pydantic traceback; "CPU" and "inf" were accepted, then failed every job
+    # ("queue unreachable (ValueError)") or every upload (int(inf)).
+    from worker.settings import reset_worker_settings
+
+    monkeypatch.setenv(f"TAGSMITH_{variable}", value)
+    reset_settings()
+    reset_worker_settings()
+    try:
+        assert _error(capsys, command) == f"error: TAGSMITH_{variable}: {message} (got {value!r})"
+    finally:
+        monkeypatch.delenv(f"TAGSMITH_{variable}")
+        reset_settings()
+        reset_worker_settings()
+    assert not (data_dir / "tagsmith.db").exists()  # nothing was started or migrated
+
+
+def test_worker_queues_are_cpu_and_gpu(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    error = _error(capsys, "worker", "--queues", "cpu,CPU")
+    assert error == "error: --queues takes cpu and/or gpu, comma-separated; got 'cpu,CPU'"
