@@ -32,7 +32,7 @@ def create_app(run_migrations: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings = get_settings()
-        if run_migrations:
+        if run_migrations and settings.migrate_on_start:
             from service.db.migrate import upgrade
 
             await asyncio.to_thread(upgrade)

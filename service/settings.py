@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     default_queue: Literal["cpu", "gpu"] = Field(
         default="cpu", description="Celery queue for jobs whose spec asks for no device: `cpu` or `gpu`."
     )
+    migrate_on_start: bool = Field(
+        default=True,
+        description="The API brings the database schema up to date when it starts (one process at a time). "
+        "`false` (`tagsmith api --no-migrate`): for deployments that migrate as a step of their own "
+        "(`tagsmith migrate`).",
+    )
     events_poll_seconds: float = Field(
         default=0.5,
         gt=0,

@@ -109,8 +109,15 @@ def api(
     ] = DEFAULT_PORT,
     workers: Annotated[int, typer.Option(help="Uvicorn worker processes.")] = 1,
     migrate_first: Annotated[
-        bool, typer.Option("--migrate/--no-migrate", help="Bring the database schema up to date first.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--migrate/--no-migrate",
+            help="--migrate: bring the database schema up to date before the workers start; --no-migrate: "
+            "never (a deployment that runs tagsmith migrate itself). Neither: the API does it as it starts "
+            "(TAGSMITH_MIGRATE_ON_START).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP API (uvicorn service.app:app)."""
     import uvicorn
@@ -125,6 +132,8 @@ def api(
         from service.db.migrate import upgrade
 
         upgrade()
+    if migrate_first is not None:
+        os.environ["TAGSMITH_MIGRATE_ON_START"] = "false"  # done, or not wanted: not again per worker
     if workers > 1:
         for name, value in MULTI_WORKER_ENV.items():
             os.environ.setdefault(name, value)  # the worker processes inherit it

@@ -4,10 +4,15 @@ from a shell."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
 from service.db.session import get_engine
 
@@ -23,8 +28,40 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
+# pg_advisory_lock key: "tagsmith" in ASCII, as a bigint.
+_PG_LOCK_KEY = 0x7461677320736D74
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """One migration at a time per database: API processes, replicas and `tagsmith migrate` that
+    start together raced on the DDL ("duplicate key value ... pg_type_typname_nsp_index") and some
+    of them failed. The ones that wait then find the schema up to date."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_LOCK_KEY})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_LOCK_KEY})
+                connection.commit()
+        return
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def upgrade(url: str | None = None, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+    config = alembic_config(url)
+    with _migration_lock(config.attributes["engine"]):
+        command.upgrade(config, revision)
 
 
 def downgrade(url: str | None = None, revision: str = "base") -> None:

@@ -37,6 +37,52 @@ def test_migrations_create_exactly_the_models_schema_and_go_back(service_env: st
 
 
 @pytest.mark.postgres
+def test_a_migration_waits_for_the_one_in_progress(service_env: str) -> None:
+    # API processes and replicas that started together raced on the DDL, and some of them failed.
+    import threading
+
+    from service.db.migrate import _migration_lock
+
+    downgrade()
+    failures: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            upgrade()
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            failures.append(error)
+
+    waiting = threading.Thread(target=migrate)
+    with _migration_lock(get_engine()):
+        waiting.start()
+        waiting.join(1.5)
+        assert waiting.is_alive()  # it waits for the lock ...
+        assert "jobs" not in inspect(get_engine()).get_table_names()
+    waiting.join(30)
+    assert not waiting.is_alive() and failures == []  # ... and then migrates
+    assert "jobs" in inspect(get_engine()).get_table_names()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("on_start", ["true", "false"])
+def test_the_api_migrates_as_it_starts_unless_told_not_to(
+    service_env: str, monkeypatch: pytest.MonkeyPatch, on_start: str
+) -> None:
+    # `tagsmith api --no-migrate` said it would not migrate, and every API process did all the same.
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    downgrade()
+    monkeypatch.setenv("TAGSMITH_MIGRATE_ON_START", on_start)
+    reset_settings()
+    with TestClient(create_app()):
+        migrated = "jobs" in inspect(get_engine()).get_table_names()
+    assert migrated == (on_start == "true")
+    upgrade()
+
+
+@pytest.mark.postgres
 def test_the_unique_batch_loss_migration_keeps_one_row_per_batch(service_env: str) -> None:
     """Databases from before 0004 may hold a batch's loss twice (a retried write): one stays."""
     downgrade(revision="0003")
