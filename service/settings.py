@@ -179,6 +179,17 @@ class Settings(BaseSettings):
         return int(self.max_model_upload_mb * 1024 * 1024)
 
 
+def redact(url: str) -> str:
+    """Hide the password of a URL before printing it."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, location = rest.rsplit("@", 1)
+    if ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{location}"
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()

@@ -13,7 +13,7 @@ import logging
 
 from celery import Celery
 
-from service.logic.storage_sweep import Leftover, clean_storage
+from service.logic.storage_sweep import ForeignStorage, Leftover, clean_storage
 from worker.settings import get_worker_settings
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,11 @@ def sweep_if_due(celery: Celery, owner: str) -> list[Leftover] | None:
         client = connection.default_channel.client
         if not client.set(SWEEP_KEY, owner, nx=True, ex=max(1, round(hours * 3600))):
             return None
-    found = clean_storage(settings.storage_sweep_min_age_minutes * 60)
+    try:
+        found = clean_storage(settings.storage_sweep_min_age_minutes * 60)
+    except ForeignStorage as refused:
+        log.error("storage sweep: %s", refused)
+        return []
     if found:
         log.warning(
             "storage sweep: removed %d leftover(s), %s bytes: %s",

@@ -19,7 +19,8 @@ import typer
 
 from service.cli import client
 from service.cli.errors import CliError
-from service.cli.supervisor import StackOptions, open_mode_host_error, redact, run_stack, worker_argv
+from service.cli.supervisor import StackOptions, open_mode_host_error, run_stack, worker_argv
+from service.settings import redact
 
 app = typer.Typer(
     name="tagsmith",
@@ -191,7 +192,7 @@ def _require_database() -> None:
 
     url = get_settings().resolved_database_url
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
-        raise CliError("the database is not migrated: run tagsmith migrate")
+        raise CliError(_not_migrated(url))
 
 
 def _create_key(owner_name: str | None, owner_id: str | None = None) -> str:
@@ -235,15 +236,26 @@ def clean_storage(
         float,
         typer.Option(min=1, help="Keep anything written more recently than this (a write in progress)."),
     ] = 60,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Also when the database points to none of the stored files (it is refused then: "
+            "the database may be another deployment's).",
+        ),
+    ] = False,
 ) -> None:
     """Remove storage that no corpus, model or job points to: what a process killed between
     writing files and committing their row left behind, and stale temporary copies."""
+    from service.logic.storage_sweep import ForeignStorage
     from service.logic.storage_sweep import clean_storage as sweep
     from service.settings import get_settings
 
     _require_database()
     try:
-        found = sweep(min_age_minutes * 60, dry_run=dry_run)
+        found = sweep(min_age_minutes * 60, dry_run=dry_run, force=force)
+    except ForeignStorage as exc:
+        raise CliError(str(exc)) from exc
     except OSError as exc:
         # a local storage folder that cannot be made or read: name the setting behind it
         settings = get_settings()
@@ -596,7 +608,7 @@ def user_error(exc: BaseException) -> str | None:
         message = _first_line(exc.orig or exc)
         # SQLite says "no such table", PostgreSQL "relation ... does not exist".
         if "no such table" in message or ("relation" in message and "does not exist" in message):
-            return "the database is not migrated: run tagsmith migrate"
+            return _not_migrated(get_settings().resolved_database_url)
         return f"database {redact(get_settings().resolved_database_url)}: {message}"
     return None
 
@@ -613,6 +625,14 @@ def _settings_error(exc: BaseException) -> str | None:
         message = error["msg"].removeprefix("Value error, ")
         lines.append(f"{name}: {message} (got {error['input']!r})")
     return "; ".join(lines)
+
+
+def _not_migrated(url: str) -> str:
+    # Naming the database shows a forgotten TAGSMITH_DATABASE_URL before `migrate` creates a new one.
+    return (
+        f"the database {redact(url)} is not migrated: if it is the deployment's, run tagsmith migrate; "
+        "otherwise set TAGSMITH_DATABASE_URL"
+    )
 
 
 def _first_line(exc: BaseException) -> str:

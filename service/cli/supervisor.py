@@ -28,6 +28,7 @@ import httpx
 
 from service.auth import is_loopback
 from service.cli.errors import CliError
+from service.settings import redact
 
 STATE_FILE = "up.json"
 LOCK_FILE = "up.lock"
@@ -168,17 +169,6 @@ def open_mode_host_error(host: str, how_to_turn_off: str) -> str | None:
         f"localhost), not on {host}; to serve other machines, turn it off ({how_to_turn_off}) "
         "and give them keys (tagsmith create-key, or POST /keys with TAGSMITH_ADMIN_KEY)"
     )
-
-
-def redact(url: str) -> str:
-    """Hide the password of a URL before printing it."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, location = rest.rsplit("@", 1)
-    if ":" not in credentials:
-        return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{location}"
 
 
 def worker_argv(

@@ -8,6 +8,10 @@ of an upload cut short, the temporary copy of an interrupted write. Nothing read
 A unit of storage is one corpus, model, checkpoint or run-file snapshot. It is kept while a row
 points to it; one that no row points to is removed once it has not changed for ``min_age``
 seconds, which covers the moment between writing files and committing their row.
+
+A database that points to none of the stored units is taken for another deployment's (a
+forgotten ``TAGSMITH_DATABASE_URL``, a new database after a typo, a staging database): from it,
+every corpus and model would look left over. The sweep then removes nothing unless forced.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from sqlalchemy import select
 
 from service.db.models import Corpus, Job, Model
 from service.db.session import session_scope
+from service.settings import get_settings, redact
 from service.storage import Storage, get_storage
 
 # The key layouts the service writes, grouped into the unit a row points to.
@@ -28,6 +33,10 @@ _UNITS = (
     re.compile(r"^(models/[^/]+)/"),
     re.compile(r"^(jobs/[^/]+/(?:checkpoints|files)/[^/]+)/"),
 )
+
+
+class ForeignStorage(Exception):
+    """The database points to none of the stored units: it is not the one this storage belongs to."""
 
 
 @dataclass(frozen=True)
@@ -56,14 +65,22 @@ def _unit(key: str) -> str | None:
 
 
 def find_leftovers(
-    min_age: float, now: float | None = None, storage: Storage | None = None
+    min_age: float, now: float | None = None, storage: Storage | None = None, force: bool = False
 ) -> list[Leftover]:
     """What ``clean_storage`` would remove. Rows are read before storage is listed, so a unit
-    written after that read is recent and kept."""
+    written after that read is recent and kept. ForeignStorage (unless ``force``) when the
+    database points to none of the stored units."""
     storage = storage or get_storage()
     before = (time.time() if now is None else now) - min_age
     referenced = _referenced()
     units = sorted({unit for key in storage.list() if (unit := _unit(key)) is not None})
+    if units and not force and referenced.isdisjoint(units):
+        raise ForeignStorage(
+            f"the database {redact(get_settings().resolved_database_url)} points to none of the "
+            f"{len(units)} corpora, models and job files in storage {storage.describe()}, so it looks like "
+            "another deployment's database (is TAGSMITH_DATABASE_URL set?); nothing was removed. If every "
+            "corpus, model and job was deleted, tagsmith clean-storage --force removes their files"
+        )
     found = []
     for unit in units:
         if unit in referenced:
@@ -84,10 +101,12 @@ def _what(unit: str) -> str:
     return "corpus row" if unit.startswith("corpora/") else "model row"
 
 
-def clean_storage(min_age: float, dry_run: bool = False, now: float | None = None) -> list[Leftover]:
+def clean_storage(
+    min_age: float, dry_run: bool = False, now: float | None = None, force: bool = False
+) -> list[Leftover]:
     """Remove (or with ``dry_run`` only list) what nothing points to."""
     storage = get_storage()
-    found = find_leftovers(min_age, now=now, storage=storage)
+    found = find_leftovers(min_age, now=now, storage=storage, force=force)
     if not dry_run:
         for leftover in found:
             if leftover.temporary:

@@ -95,13 +95,18 @@ def test_up_with_a_file_as_its_data_folder(tmp_path: Path, capsys: pytest.Captur
 def test_server_commands_before_migrate_say_so_and_leave_no_database_file(
     data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # It names the database: after a forgotten TAGSMITH_DATABASE_URL, `migrate` would make a new one.
+    expected = (
+        f"error: the database sqlite:///{data_dir.resolve() / 'tagsmith.db'} is not migrated: if it is the "
+        "deployment's, run tagsmith migrate; otherwise set TAGSMITH_DATABASE_URL"
+    )
     for command in (["create-key"], ["clean-storage", "--dry-run"]):
-        assert _error(capsys, *command) == "error: the database is not migrated: run tagsmith migrate"
+        assert _error(capsys, *command) == expected
     assert not (data_dir / "tagsmith.db").exists()
     # a database file without the schema (an interrupted first start) says the same
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "tagsmith.db").write_bytes(b"")
-    assert _error(capsys, "create-key") == "error: the database is not migrated: run tagsmith migrate"
+    assert _error(capsys, "create-key") == expected
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,9 @@ from service.auth import OPEN_MODE_OWNER_ID, owner_for_key
 from service.cli import app
 from service.cli.commands import _local_owner_key
 from service.cli.errors import CliError
-from service.cli.supervisor import Child, port_is_free, redact, worker_argv
+from service.cli.supervisor import Child, port_is_free, worker_argv
 from service.db.session import session_scope
-from service.settings import reset_settings
+from service.settings import redact, reset_settings
 
 
 @pytest.fixture

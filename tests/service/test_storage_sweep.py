@@ -120,3 +120,26 @@ def test_the_command_lists_and_removes(
     removed = runner.invoke(app, ["clean-storage"])
     assert removed.output.splitlines()[-1] == "6 leftover(s), freed 5,500 bytes"
     assert runner.invoke(app, ["clean-storage"]).output.strip() == "0 leftover(s), freed 0 bytes"
+
+
+def test_a_database_that_points_to_nothing_stored_removes_nothing(api: ApiSession) -> None:
+    # clean-storage with TAGSMITH_DATABASE_URL forgotten (the CLI's "run tagsmith migrate" made a
+    # new database) listed every corpus and model of the deployment as left over.
+    from service.cli import app
+
+    storage = get_storage()
+    for key in (f"corpora/{GHOST}", f"models/{GHOST}", f"jobs/{GHOST}/files/epoch-1-run1"):
+        storage.put(f"{key}/data.bin", b"\0" * 100)
+    with pytest.raises(storage_sweep.ForeignStorage, match="points to none of the 3 corpora, models and job"):
+        storage_sweep.clean_storage(0, now=time.time() + LATER)
+    runner = CliRunner()
+    refused = runner.invoke(app, ["clean-storage", "--min-age-minutes", "1"])
+    message = str(refused.exception)  # main() prints it as one error: line
+    assert "looks like another deployment's database" in message and "clean-storage --force" in message
+    assert storage.exists(f"models/{GHOST}/data.bin") and storage.exists(f"corpora/{GHOST}/data.bin")
+    # everything really was deleted: the operator says so
+    found = storage_sweep.clean_storage(0, now=time.time() + LATER, force=True)
+    assert sorted(f.key for f in found) == sorted(
+        [f"corpora/{GHOST}", f"jobs/{GHOST}/files/epoch-1-run1", f"models/{GHOST}"]
+    )
+    assert not storage.exists(f"models/{GHOST}/data.bin")
