@@ -13,9 +13,14 @@ from typing import BinaryIO
 
 from service.storage.base import Storage, Temporary, causes, check_key, check_prefix
 
-# What a network filesystem (NFS, SMB, a FUSE mount) reports while its server is away.
+# What a network filesystem (NFS, SMB, a FUSE mount) reports while its server is away, and a disk
+# that is full or was remounted read-only: each can be put right while the service runs, so they
+# are outages (the API answers 503, a run trains on and stores later), not failures.
 _UNREACHABLE_ERRNOS = frozenset(
     {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
         errno.EIO,
         errno.ESTALE,
         errno.ENOTCONN,
@@ -29,6 +34,29 @@ _UNREACHABLE_ERRNOS = frozenset(
         errno.ECONNABORTED,
     }
 )
+
+
+class _CopyFailed(Exception):
+    """Not an OSError, so that copytree lets it through: it gathers OSErrors into one shutil.Error
+    of strings, which loses the errno (a full disk then read as a bug)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _copy(source: str, target: str) -> object:
+    try:
+        return shutil.copy2(source, target)
+    except OSError as error:
+        raise _CopyFailed(error) from error
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    try:
+        shutil.copytree(source, target, dirs_exist_ok=True, copy_function=_copy)
+    except _CopyFailed as failed:
+        raise failed.error from None
 
 
 class LocalStorage(Storage):
@@ -101,7 +129,7 @@ class LocalStorage(Storage):
         target = self.path(prefix.rstrip("/"))
         staging = Path(tempfile.mkdtemp(dir=self._tmp))
         try:
-            shutil.copytree(local_dir, staging, dirs_exist_ok=True)
+            _copy_tree(local_dir, staging)
             target.parent.mkdir(parents=True, exist_ok=True)
             old = None
             if target.exists():
@@ -119,7 +147,7 @@ class LocalStorage(Storage):
         if not source.is_dir():
             raise FileNotFoundError(prefix)
         local_dir = Path(local_dir)
-        shutil.copytree(source, local_dir, dirs_exist_ok=True)
+        _copy_tree(source, local_dir)
         return local_dir
 
     def size(self, prefix: str) -> int:

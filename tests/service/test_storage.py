@@ -307,4 +307,31 @@ def test_which_errors_are_outages(tmp_path: Path) -> None:
     assert local.unreachable(OSError(errno.EIO, "Input/output error"))
     assert local.unreachable(PermissionError(errno.EACCES, "Permission denied")) is None
     assert local.unreachable(FileNotFoundError(errno.ENOENT, "No such file")) is None
-    assert local.unreachable(OSError(errno.ENOSPC, "No space left on device")) is None
+    # a full disk, or one remounted read-only, can be put right while the service runs
+    assert local.unreachable(OSError(errno.ENOSPC, "No space left on device"))
+    assert local.unreachable(OSError(errno.EROFS, "Read-only file system"))
+
+
+def test_a_full_disk_while_storing_a_folder_is_an_outage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # copytree gathered the copy's OSError into a shutil.Error of strings: a checkpoint on a full
+    # disk failed its job at once with a 3,000-character list instead of training on.
+    import shutil
+
+    from service.storage import StorageUnavailable
+
+    storage = LocalStorage(tmp_path / "storage")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"x" * 10)
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+
+    def full(source: str, target: str) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device", target)
+
+    monkeypatch.setattr(shutil, "copy2", full)
+    with pytest.raises(StorageUnavailable, match=r"is unavailable: \[Errno 28\] No space left on device"):
+        storage.put_dir("models/m", folder)
+    assert not storage.exists("models/m/config.json")
+    assert list((tmp_path / "storage" / ".tmp").iterdir()) == []  # nothing half-written
