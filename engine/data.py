@@ -25,6 +25,8 @@ LabelKind = Literal["token", "span", "sentence"]
 class Label:
     value: str
     score: float = 1.0
+    # What it labels (a Span or Token), as in Flair, where ``Sentence.get_labels`` returns it.
+    data_point: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"value": self.value, "score": self.score}
@@ -65,6 +67,9 @@ class Span:
     end: int
     label: Label
 
+    def __post_init__(self) -> None:
+        self.label.data_point = self
+
     @property
     def tokens(self) -> list[Token]:
         return self.sentence.tokens[self.start : self.end]
@@ -90,8 +95,16 @@ class Span:
         return self.label.value
 
     @property
+    def tag(self) -> str:  # Flair's name
+        return self.label.value
+
+    @property
     def score(self) -> float:
         return self.label.score
+
+    def get_label(self, label_type: str | None = None) -> Label:
+        """The span's label (Flair's ``span.get_label("ner")``; a span has one)."""
+        return self.label
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -186,7 +199,23 @@ class Sentence:
         self.labels[label_type] = [Label(value, score)]
 
     def get_labels(self, label_type: str) -> list[Label]:
-        return self.labels.get(label_type, [])
+        """Every label of ``label_type`` in the sentence, whatever it labels, as in Flair: the
+        sentence's own (classes), its spans' or its tokens'; ``label.data_point`` is the sentence,
+        span or token. (It returned sentence labels only: a Flair user's ``get_labels("ner")``
+        was ``[]`` on a sentence with entities.)"""
+        if label_type in self.labels:
+            for label in self.labels[label_type]:
+                label.data_point = self
+            return self.labels[label_type]
+        if label_type in self.spans:
+            return [span.label for span in self.spans[label_type]]
+        found = []
+        for token in self.tokens:
+            label = token.labels.get(label_type)
+            if label is not None:
+                label.data_point = token
+                found.append(label)
+        return found
 
     def add_span(self, start: int, end: int, label_type: str, value: str, score: float = 1.0) -> Span:
         if not 0 <= start < end <= len(self.tokens):

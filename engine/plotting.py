@@ -67,6 +67,16 @@ def learning_rate_axis_from_zero(ax: Any, values: list[float]) -> None:
         ax.set_ylim(0, max(finite) * 1.15)
 
 
+def spread(names: list[str], count: int) -> list[str]:
+    """``count`` of ``names`` spread evenly, the first and the last included: the first twelve
+    tensors of a tagger are all embeddings, and its LSTM, output layer and CRF never showed."""
+    if len(names) <= count:
+        return names
+    if count <= 1:
+        return names[:count]
+    return [names[round(i * (len(names) - 1) / (count - 1))] for i in range(count)]
+
+
 class Plotter:
     def plot_training_curves(self, loss_file: str | Path, output: str | Path | None = None) -> Path:
         """Loss (train/dev/test), scores (dev/test F1 and accuracy) and the learning rate per epoch."""
@@ -112,8 +122,8 @@ class Plotter:
     def plot_weights(
         self, weights_file: str | Path, output: str | Path | None = None, max_parameters: int = 12
     ) -> Path:
-        """One panel per parameter tensor (the first ``max_parameters``): the sampled entries'
-        values over training iterations."""
+        """One panel per parameter tensor, at most ``max_parameters`` of them spread evenly over
+        the model (first to last): the sampled entries' values over training iterations."""
         path = Path(weights_file)
         traces: dict[str, dict[int, tuple[list[float], list[float]]]] = defaultdict(dict)
         with open(path, encoding="utf-8") as handle:
@@ -134,7 +144,7 @@ class Plotter:
             ys.append(_float(value))
         if not traces:
             raise PlotInputError(f"{path}: no weights recorded")
-        names = list(traces)[:max_parameters]
+        names = spread(list(traces), max_parameters)
         out = Path(output) if output is not None else path.with_name("weights.png")
         cols = 2 if len(names) > 1 else 1
         rows = math.ceil(len(names) / cols)

@@ -50,7 +50,24 @@ class TextCorpus:
     folder: Path
     train_files: tuple[Path, ...]
     valid_file: Path
-    test_file: Path | None
+    test_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        # Flair's TextCorpus(path, dictionary, forward, character_level=True) built one of these
+        # with a Dictionary as its train files and failed deep inside training.
+        paths = (
+            [self.folder, *self.train_files, self.valid_file] if isinstance(self.train_files, tuple) else []
+        )
+        if (
+            not paths
+            or not all(isinstance(p, Path) for p in paths)
+            or not (self.test_file is None or isinstance(self.test_file, Path))
+        ):
+            raise TypeError(
+                "TextCorpus is read from a folder: TextCorpus.open(folder) (train/ with training files, "
+                "valid.txt, optional test.txt); the characters come from the corpus "
+                "(LanguageModel(corpus.characters(), is_forward=...)), not from a Dictionary argument"
+            )
 
     @classmethod
     def open(cls, folder: str | Path) -> TextCorpus:

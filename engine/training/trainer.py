@@ -360,7 +360,7 @@ class _Run:
         digest = hashlib.sha256()
         for sentence in self.train_data:
             digest.update("\x1f".join(token.text for token in sentence.tokens).encode())
-            labels = [label.value for label in sentence.get_labels(label_type)]
+            labels = [label.value for label in sentence.labels.get(label_type, [])]
             labels += [f"{s.start}:{s.end}:{s.label.value}" for s in sentence.spans.get(label_type, [])]
             labels += [t.labels[label_type].value for t in sentence.tokens if label_type in t.labels]
             digest.update(("\x1e" + "\x1f".join(labels) + "\x1d").encode())
@@ -372,11 +372,7 @@ class _Run:
     def _gold(self, sentence: Sentence) -> bool:
         """Whether ``sentence`` has a gold label of the model's type (a span, a tag, a class)."""
         label_type = self._label_type()
-        return bool(
-            sentence.get_labels(label_type)
-            or sentence.spans.get(label_type)
-            or any(label_type in token.labels for token in sentence.tokens)
-        )
+        return bool(sentence.get_labels(label_type))
 
     def _validate(self) -> None:
         a = self.a
@@ -473,6 +469,19 @@ class _Run:
 
     # -- the run -----------------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
+        # Kept embeddings belong to one model and one run. A run stopped by an exception (Ctrl-C
+        # in a notebook) left them on the sentences, and the next model on the same corpus whose
+        # embedding had the same name (every forward language model is "flair:forward") trained
+        # on the first one's vectors.
+        sentences = self.train_data + self.dev_data + self.test_data
+        clear_stored_embeddings(sentences, "none")
+        try:
+            return self._execute()
+        finally:
+            set_storage_mode(self.model, "none")
+            clear_stored_embeddings(sentences, "none")
+
+    def _execute(self) -> dict[str, Any]:
         a = self.a
         shuffle_seed = self._seed()
         self.model.to(self.device)
@@ -939,8 +948,6 @@ class _Run:
                 test_details = {**result.to_full_dict(), **test_scores}
                 self.log(f"test ({'best' if model_path == best_dir else 'final'} model): {test_scores}")
                 self.log(result.report())
-        set_storage_mode(self.model, "none")
-        clear_stored_embeddings(self.train_data + self.dev_data + self.test_data, "none")
         ended_as = status if status != "cancelled" else self._stop_words()
         self.log(f"training {ended_as} after {epochs_done} epochs")
         ended = TrainingEnded(

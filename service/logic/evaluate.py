@@ -68,10 +68,6 @@ def _gold_values(sentences: list[Sentence], label_type: str) -> set[str]:
     values: set[str] = set()
     for sentence in sentences:
         values.update(label.value for label in sentence.get_labels(label_type))
-        values.update(span.label.value for span in sentence.get_spans(label_type))
-        values.update(
-            label.value for token in sentence.tokens if (label := token.get_label(label_type)) is not None
-        )
     return values
 
 

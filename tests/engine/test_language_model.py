@@ -264,3 +264,14 @@ def test_time_budget_is_checked_before_each_split(tmp_path: Path) -> None:
     )
     assert result["status"] == "completed" and result["time_budget_reached"]
     assert result["epochs_done"] == 0 and result["model_path"] is None
+
+
+def test_flairs_text_corpus_arguments_are_a_clear_error(tmp_path: Path) -> None:
+    # Flair: TextCorpus(path, dictionary, is_forward_lm, character_level=True). With four arguments
+    # one was built, holding a Dictionary as its training files, and training failed deep inside.
+    from engine.data import Dictionary
+    from engine.language_model.corpus import TextCorpus
+
+    for arguments in ((tmp_path, Dictionary(), True), (tmp_path, Dictionary(), True, True)):
+        with pytest.raises(TypeError, match=r"TextCorpus.open\(folder\)"):
+            TextCorpus(*arguments)

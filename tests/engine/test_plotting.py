@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.plotting import PlotInputError, Plotter, learning_rate_axis_from_zero, pyplot, read_loss_tsv
+from engine.plotting import (
+    PlotInputError,
+    Plotter,
+    learning_rate_axis_from_zero,
+    pyplot,
+    read_loss_tsv,
+    spread,
+)
 
 HEADER = "EPOCH\tTIMESTAMP\tBAD_EPOCHS\tLEARNING_RATE\tTRAIN_LOSS\tDEV_LOSS\tDEV_PRECISION\tDEV_RECALL\tDEV_F1\tDEV_ACCURACY"
 
@@ -89,3 +96,11 @@ def test_bad_input_files_are_named(tmp_path: Path, name: str, text: str, message
     with pytest.raises(PlotInputError, match=message) as error:
         plot(path)
     assert str(path) in str(error.value)
+
+
+def test_weight_panels_spread_over_the_whole_model() -> None:
+    # The first 12 tensors of a GloVe + character BiLSTM-CRF are all embeddings.
+    names = [f"p{i}" for i in range(20)]
+    chosen = spread(names, 12)
+    assert len(chosen) == 12 == len(set(chosen)) and chosen[0] == "p0" and chosen[-1] == "p19"
+    assert spread(names[:5], 12) == names[:5]

@@ -783,3 +783,36 @@ def test_gpu_storage_mode_without_cuda_says_it_keeps_embeddings_on_the_cpu(
     log = (tmp_path / "training.log").read_text()
     assert "embeddings_storage_mode gpu needs a CUDA device; this run on cpu keeps them on the cpu" in log
     assert "storage mode cpu" in log
+
+
+class _Interrupt(TrainerCallback):
+    def on_batch_end(self, info: BatchEnded) -> None:
+        if info.epoch == 2:
+            raise KeyboardInterrupt  # Ctrl-C in a notebook
+
+
+def test_an_interrupted_run_leaves_no_stored_embeddings_behind(tmp_path: Path, vectors: Path) -> None:
+    # They stayed on the sentences, and the next model on the same corpus whose embedding had the
+    # same name read the first one's vectors.
+    corpus = make_corpus()
+    tagger = make_tagger(corpus, vectors)
+    trainer = ModelTrainer(tagger, corpus)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(
+            tmp_path / "a",
+            max_epochs=3,
+            embeddings_storage_mode="cpu",
+            **{**FAST, "callbacks": [_Interrupt()]},
+        )
+    everything = corpus.train + corpus.dev + corpus.test
+    assert [s for s in everything if s.embeddings] == []
+    assert {e.storage_mode for e in tagger.modules() if hasattr(e, "storage_mode")} == {"none"}
+    # and a run that starts on sentences holding someone else's vectors does not use them
+    name = tagger.embeddings.embeddings[0].name
+    for sentence in everything:
+        sentence.embeddings[name] = torch.full((len(sentence), 50), 1e6)
+    second = make_tagger(corpus, vectors)
+    ModelTrainer(second, corpus).train(tmp_path / "b", max_epochs=1, embeddings_storage_mode="cpu", **FAST)
+    fresh = make_tagger(corpus, vectors)
+    ModelTrainer(fresh, corpus).train(tmp_path / "c", max_epochs=1, embeddings_storage_mode="cpu", **FAST)
+    assert same_weights(tmp_path / "b" / "final-model", tmp_path / "c" / "final-model")
