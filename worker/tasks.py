@@ -39,6 +39,7 @@ from sqlalchemy import delete, select, update
 
 from service.db.models import Job, JobBatchLoss, JobEpochMetric, queued_again, utcnow
 from service.db.session import DatabaseUnavailable, session_scope
+from service.process_folders import process_folder
 from service.queue import TRAIN_TASK, enqueue_job
 from service.settings import get_settings
 from service.storage import StorageUnavailable, causes, get_storage
@@ -162,6 +163,8 @@ def run_job(job_id: str, owner: str | None = None) -> str:
 
 # the trainer's base_path inside a run's working folder
 RUN_DIR = "run"
+# runs' working folders, under the temporary directory: <host>-<pid>/job-<id>-*
+SCRATCH_FOLDER = "tagsmith-jobs"
 
 
 def _claim_and_run(job_id: str, owner: str) -> str:
@@ -186,7 +189,11 @@ def _claim_and_run(job_id: str, owner: str) -> str:
         release(job_id, owner, status="failed", error=message, finished_at=utcnow(), eta_seconds=None)
         return "failed"
     heartbeat = Heartbeat(job_id, owner, lease_seconds).start()
-    workdir = Path(tempfile.mkdtemp(prefix=f"tagsmith-job-{job_id[:8]}-"))
+    # Under this process's own folder, so that the next run on this host removes what a killed
+    # run left (a corpus copy and checkpoints: hundreds of MB with a transformer).
+    scratch = process_folder(Path(tempfile.gettempdir()) / SCRATCH_FOLDER)
+    scratch.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"job-{job_id[:8]}-", dir=scratch))
     try:
         return _run(job_id, owner, granted, heartbeat, workdir)
     except LeaseLost:

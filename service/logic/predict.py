@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -35,6 +33,7 @@ from service.db.models import Model
 from service.db.session import session_scope
 from service.errors import FieldError, Invalid, ModelDamaged, NotFound, Unavailable
 from service.metrics import MODEL_LOADS, MODELS_LOADED, PREDICT_BATCH_SIZE, PREDICT_SENTENCES
+from service.process_folders import process_folder
 from service.schemas.api import PredictRequest
 from service.settings import Settings
 from service.storage import StorageUnavailable, get_storage
@@ -303,29 +302,6 @@ def _load(info: ModelInfo, cache_root: Path) -> tuple[Any, Path]:
         raise
 
 
-def _process_folder(root: Path) -> Path:
-    """This process's folder under ``root`` (``<host>-<pid>``), after removing those of dead
-    processes of this host: a process killed with models loaded left them behind. Processes of
-    other hosts (containers sharing the volume) are not this one's to judge."""
-    host = socket.gethostname()
-    if root.is_dir():
-        for folder in root.iterdir():
-            name, _, pid = folder.name.rpartition("-")
-            if name == host and pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(folder, ignore_errors=True)
-    return root / f"{host}-{os.getpid()}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
 def _freeze_heap(collect: bool) -> None:
     """Move every object alive now (imports, the app, the loaded models) out of the cyclic
     collector's generations. A full collection scans every tracked object - with torch and the
@@ -343,7 +319,7 @@ class ModelCache:
         self.size = settings.model_cache_size
         self.wait_s = settings.predict_batch_wait_ms / 1000.0
         self.max_sentences = settings.predict_max_micro_batch
-        self.cache_root = _process_folder(settings.resolved_data_dir / "model-cache")
+        self.cache_root = process_folder(settings.resolved_data_dir / "model-cache")
         # One batch per thread at a time; a model's batches may run side by side (inference only
         # reads the weights).
         self.parallel = settings.predict_threads

@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import re
 import signal
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from tests.worker.conftest import SHORT_LEASE, SLOW_BATCHES, Stack, tagger_spec
+from worker.tasks import RUN_DIR, SCRATCH_FOLDER
 
 pytestmark = pytest.mark.postgres
 
@@ -32,12 +35,17 @@ def test_a_worker_killed_in_epoch_two_is_resumed_by_another(stack: Stack) -> Non
     first = stack.start_worker("doomed", **SLOW_BATCHES, **SHORT_LEASE)
     job_id = stack.submit(tagger_spec(corpus, max_epochs=4))
     stack.wait_inside_epoch_two(job_id)
+    scratch = Path(tempfile.gettempdir()) / SCRATCH_FOLDER
+    left = list(scratch.glob(f"*/job-{job_id[:8]}-*"))
+    assert len(left) == 1 and (left[0] / RUN_DIR / "checkpoint").is_dir()
     first.kill()
     assert stack.job(job_id).status == "running"
 
     stack.start_worker("rescuer", **SLOW_BATCHES)
     job = stack.wait_finished(job_id)
     assert job.status == "completed", (job.error, stack.worker_logs())
+    # the killed run's working folder (its corpus copy and checkpoints) went with the next run
+    assert not left[0].exists() and list(scratch.glob(f"*/job-{job_id[:8]}-*")) == []
     assert stack.epochs(job_id) == [1, 2, 3, 4]
     assert job.epoch == job.max_epochs == 4
     assert job.attempts == 2
@@ -48,7 +56,7 @@ def test_a_worker_killed_in_epoch_two_is_resumed_by_another(stack: Stack) -> Non
     assert [log.count(f"epoch {n}: train loss") for n in (1, 2, 3, 4)] == [1, 1, 1, 1], log
     assert log.index("epoch 1: train loss") < log.index("resuming from") < log.index("epoch 2: train loss")
     assert "resuming from checkpoint 'resume-checkpoint' after epoch 1" in log
-    assert "tagsmith-job-" not in log  # the worker's temporary folders are not the user's business
+    assert SCRATCH_FOLDER not in log  # the worker's temporary folders are not the user's business
 
 
 def test_a_redelivered_message_does_not_start_a_second_run(stack: Stack) -> None:
