@@ -170,6 +170,13 @@ def worker(
             "TAGSMITH_BROKER_URL is not set: point it at the Redis the API uses "
             "(`tagsmith up` runs an embedded one together with its own worker)"
         )
+    _require_database()
+    # A worker on the wrong database took job messages and dropped them ("no such table: jobs").
+    from service.db.migrate import schema_problem
+
+    problem = schema_problem()
+    if problem is not None:
+        raise CliError(f"the database {redact(get_settings().resolved_database_url)}: {problem}")
     argv = worker_argv(queues, concurrency, name, loglevel)
     # Replace this process, so that a supervisor's signals (docker stop, systemd) reach Celery itself.
     os.execv(argv[0], argv)
@@ -600,6 +607,15 @@ def user_error(exc: BaseException) -> str | None:
         from sqlalchemy import exc as db
     except ImportError:  # pragma: no cover - a dependency of the server
         return None
+    from alembic.util.exc import CommandError
+
+    if isinstance(exc, CommandError) and "Can't locate revision" in str(exc):
+        # the database was migrated by a newer Tagsmith (a rollback of the code)
+        from service.db.migrate import schema_problem
+        from service.settings import get_settings
+
+        url = redact(get_settings().resolved_database_url)
+        return f"the database {url}: {schema_problem() or _first_line(exc)}"
     if isinstance(exc, db.NoSuchModuleError | db.ArgumentError):
         return f"TAGSMITH_DATABASE_URL is not a database URL this server can use ({_first_line(exc)})"
     if isinstance(exc, db.DBAPIError):

@@ -58,6 +58,26 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def schema_problem(url: str | None = None) -> str | None:
+    """Why the database at ``url`` cannot be used by this code (None: its schema is the newest)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = alembic_config(url)
+    scripts = ScriptDirectory.from_config(config)
+    head = scripts.get_current_head()
+    with config.attributes["engine"].connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    if current == head:
+        return None
+    if current is not None and current not in {s.revision for s in scripts.walk_revisions()}:
+        return f"its schema ({current}) is newer than this Tagsmith's ({head}): upgrade Tagsmith"
+    return (
+        f"it is not migrated (schema {current or 'none'}, this Tagsmith needs {head}): if it is the "
+        "deployment's, run tagsmith migrate; otherwise set TAGSMITH_DATABASE_URL"
+    )
+
+
 def upgrade(url: str | None = None, revision: str = "head") -> None:
     config = alembic_config(url)
     with _migration_lock(config.attributes["engine"]):

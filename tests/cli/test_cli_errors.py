@@ -298,3 +298,35 @@ def test_a_bad_setting_is_one_line_naming_the_variable(
 def test_worker_queues_are_cpu_and_gpu(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     error = _error(capsys, "worker", "--queues", "cpu,CPU")
     assert error == "error: --queues takes cpu and/or gpu, comma-separated; got 'cpu,CPU'"
+
+
+def test_a_worker_on_a_database_it_cannot_use_does_not_start(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It said "ready", then took job messages and dropped them ("no such table: jobs").
+    import sqlite3
+
+    from alembic.script import ScriptDirectory
+
+    from service.db.migrate import alembic_config, upgrade
+
+    monkeypatch.setenv("TAGSMITH_BROKER_URL", "redis://127.0.0.1:6379/9")
+    reset_settings()
+    database = data_dir / "tagsmith.db"
+    data_dir.mkdir(parents=True)
+    database.write_bytes(b"")  # a database file without the schema
+    url = f"sqlite:///{database.resolve()}"
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert _error(capsys, "worker") == (
+        f"error: the database {url}: it is not migrated (schema none, this Tagsmith needs {head}): if it "
+        "is the deployment's, run tagsmith migrate; otherwise set TAGSMITH_DATABASE_URL"
+    )
+    # migrated by a newer Tagsmith, then the code was rolled back: migrate and worker say so
+    upgrade()
+    with sqlite3.connect(database) as connection:
+        connection.execute("update alembic_version set version_num = '0099'")
+    newer = (
+        f"error: the database {url}: its schema (0099) is newer than this Tagsmith's (0004): upgrade Tagsmith"
+    )
+    assert _error(capsys, "worker") == newer
+    assert _error(capsys, "migrate") == newer
