@@ -16,6 +16,7 @@ from service.deps import AuthMiddleware
 from service.limits import UploadLimitMiddleware
 from service.logic.predict import ModelCache
 from service.metrics import MetricsMiddleware
+from service.parent_watch import stop_with_parent
 from service.predict_fastpath import PredictFastPath
 from service.routers import corpora, jobs, keys, models, ops, transformers
 from service.settings import get_settings
@@ -32,6 +33,7 @@ def create_app(run_migrations: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings = get_settings()
+        stop_with_parent()
         if run_migrations and settings.migrate_on_start:
             from service.db.migrate import upgrade
 

