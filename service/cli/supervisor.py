@@ -361,7 +361,14 @@ def _run_locked(
 
     redis = None
     broker_url = settings.broker_url
-    if not broker_url:
+    if broker_url:
+        from service.broker import ping
+
+        try:  # before anything starts: /ready would fail only after --ready-timeout
+            ping(broker_url, timeout=3.0)
+        except Exception as error:  # noqa: BLE001 - any failure: redis-py's, a refused connection
+            raise CliError(f"TAGSMITH_BROKER_URL {redact(broker_url)}: {error}") from error
+    else:
         from service.broker import start_embedded_redis
 
         redis = start_embedded_redis(folder)

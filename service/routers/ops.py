@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -14,6 +17,7 @@ from service.settings import get_settings
 from service.storage import get_storage
 
 router = APIRouter(tags=["operations"])
+log = logging.getLogger(__name__)
 
 
 @router.get("/health", response_model=Health)
@@ -22,29 +26,39 @@ def health() -> Health:
     return Health(status="ok")
 
 
+# The last reason each dependency failed for: /ready answers without a key, so it names only the
+# error's class; the reason goes to the log, once per change rather than once per probe.
+_logged_reasons: dict[str, str] = {}
+
+
+def _check(name: str, probe: Callable[[], object]) -> str:
+    try:
+        probe()
+    except Exception as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if _logged_reasons.get(name) != reason:
+            _logged_reasons[name] = reason
+            log.warning("not ready: %s: %s", name, reason)
+        return f"error: {type(error).__name__}"
+    if _logged_reasons.pop(name, None) is not None:
+        log.warning("ready again: %s", name)
+    return "ok"
+
+
+def _select_one() -> None:
+    with get_engine().connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
 def _checks() -> dict[str, str]:
-    checks: dict[str, str] = {}
-    try:
-        with get_engine().connect() as connection:
-            connection.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as e:
-        checks["database"] = f"error: {type(e).__name__}"
     url = get_settings().broker_url
-    if not url:
-        checks["broker"] = "error: TAGSMITH_BROKER_URL is not set"
-    else:
-        try:
-            broker.ping(url, timeout=1.0)
-            checks["broker"] = "ok"
-        except Exception as e:
-            checks["broker"] = f"error: {type(e).__name__}"
-    try:
-        get_storage().check()
-        checks["storage"] = "ok"
-    except Exception as e:
-        checks["storage"] = f"error: {type(e).__name__}"
-    return checks
+    return {
+        "database": _check("database", _select_one),
+        "broker": _check("broker", lambda: broker.ping(url, timeout=1.0))
+        if url
+        else "error: TAGSMITH_BROKER_URL is not set",
+        "storage": _check("storage", lambda: get_storage().check()),
+    }
 
 
 @router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})

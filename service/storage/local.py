@@ -75,6 +75,9 @@ class LocalStorage(Storage):
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
+        # mkstemp's 0600 would stay with the file: a worker running as another user could not
+        # read the corpora, while folders (put_dir) get the usual 0644 files.
+        os.fchmod(fd, 0o644)
         try:
             with os.fdopen(fd, "wb") as out:
                 if isinstance(data, bytes | bytearray | memoryview):

@@ -330,3 +330,17 @@ def test_a_worker_on_a_database_it_cannot_use_does_not_start(
     )
     assert _error(capsys, "worker") == newer
     assert _error(capsys, "migrate") == newer
+
+
+def test_up_with_an_unreachable_broker_says_so_before_starting_anything(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It started everything and waited out --ready-timeout (120 s) for /ready.
+    import time
+
+    monkeypatch.setenv("TAGSMITH_BROKER_URL", "redis://127.0.0.1:1/0")
+    reset_settings()
+    started = time.monotonic()
+    error = _error(capsys, "up", "--port", "18931")
+    assert error.startswith("error: TAGSMITH_BROKER_URL redis://127.0.0.1:1/0: ") and "refused" in error
+    assert time.monotonic() - started < 30

@@ -149,7 +149,9 @@ def test_open_mode_answers_keyless_requests_from_this_machine_only(
             assert keyed.status_code == 200
 
 
-def test_ready_reports_each_dependency(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_ready_reports_each_dependency(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from service.app import create_app
     from service.broker import start_embedded_redis
 
@@ -166,10 +168,15 @@ def test_ready_reports_each_dependency(monkeypatch: pytest.MonkeyPatch, tmp_path
                 "checks": {"database": "ok", "broker": "ok", "storage": "ok"},
             }
             broker.stop()
-            r = client.get("/ready")
+            with caplog.at_level("WARNING", logger="service.routers.ops"):
+                r = client.get("/ready")
+                assert client.get("/ready").status_code == 503
             assert r.status_code == 503
             assert r.json()["checks"]["broker"].startswith("error")
             assert r.json()["checks"]["database"] == "ok"
+            # the reason is in the operator's log, once for the two probes
+            reasons = [m for m in caplog.messages if m.startswith("not ready: broker: ")]
+            assert len(reasons) == 1 and "onnect" in reasons[0], caplog.messages
     finally:
         broker.stop()
 

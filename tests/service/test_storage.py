@@ -335,3 +335,21 @@ def test_a_full_disk_while_storing_a_folder_is_an_outage(
         storage.put_dir("models/m", folder)
     assert not storage.exists("models/m/config.json")
     assert list((tmp_path / "storage" / ".tmp").iterdir()) == []  # nothing half-written
+
+
+def test_stored_files_are_readable_by_other_users_as_folders_are(tmp_path: Path) -> None:
+    # A corpus (put) was 0600 and a model (put_dir) 0644: a worker running as another user, next to
+    # the container's, could read the models and not the corpora.
+    import stat
+
+    storage = LocalStorage(tmp_path / "storage")
+    storage.put("corpora/c/train.txt", b"x")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    storage.put_dir("models/m", folder)
+    modes = {
+        stat.S_IMODE((tmp_path / "storage" / key).stat().st_mode)
+        for key in ("corpora/c/train.txt", "models/m/config.json")
+    }
+    assert modes == {0o644}
