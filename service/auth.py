@@ -8,8 +8,9 @@ import hmac
 import ipaddress
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from service.db.models import ApiKey, Owner, utcnow
@@ -70,6 +71,37 @@ def create_key(session: Session, owner_name: str | None = None, owner_id: str | 
     session.add(row)
     session.flush()
     return CreatedKey(id=row.id, owner_id=owner.id, owner_name=owner.name, key=key, prefix=row.prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    id: str
+    owner_id: str
+    owner_name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def list_keys(session: Session, include_revoked: bool = False) -> list[KeyInfo]:
+    """Every key (its id, owner and first characters; never the key), oldest first."""
+    query = select(ApiKey, Owner.name).join(Owner, Owner.id == ApiKey.owner_id).order_by(ApiKey.created_at)
+    if not include_revoked:
+        query = query.where(ApiKey.revoked_at.is_(None))
+    return [
+        KeyInfo(row.id, row.owner_id, name, row.prefix, row.created_at, row.revoked_at)
+        for row, name in session.execute(query)
+    ]
+
+
+def find_key(session: Session, text: str) -> list[ApiKey]:
+    """The active keys that ``text`` names: a key id, a prefix as listed (``tsk_`` and six
+    characters), or the whole key (a leaked one)."""
+    by_id = session.get(ApiKey, text)
+    if by_id is not None:
+        return [by_id] if by_id.revoked_at is None else []
+    named = or_(ApiKey.prefix == text, ApiKey.key_hash == hash_key(text))
+    return list(session.scalars(select(ApiKey).where(named, ApiKey.revoked_at.is_(None))))
 
 
 def revoke_key(session: Session, key_id: str) -> bool:

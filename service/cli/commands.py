@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,6 +21,9 @@ from service.cli import client
 from service.cli.errors import CliError
 from service.cli.supervisor import StackOptions, open_mode_host_error, run_stack, worker_argv
 from service.settings import redact
+
+if TYPE_CHECKING:
+    from service.auth import CreatedKey
 
 app = typer.Typer(
     name="tagsmith",
@@ -202,27 +205,40 @@ def _require_database() -> None:
         raise CliError(_not_migrated(url))
 
 
-def _create_key(owner_name: str | None, owner_id: str | None = None) -> str:
+def _create_key(owner_name: str | None, owner_id: str | None = None) -> CreatedKey:
     from service.auth import create_key as new_key
     from service.db.session import session_scope
 
     _require_database()
     try:
         with session_scope() as session:
-            return new_key(session, owner_name=owner_name, owner_id=owner_id).key
+            return new_key(session, owner_name=owner_name, owner_id=owner_id)
     except LookupError as exc:
         raise CliError(f"no owner with id {owner_id}") from exc
 
 
+# The id of the key the last `up --no-open-mode` printed, in its data folder.
+UP_KEY_FILE = "up-key-id"
+
+
 def _local_owner_key() -> str:
     """A new key for the one local owner, the same owner open mode acts as: switching between
-    open mode and keys keeps every corpus, job and model visible."""
+    open mode and keys keeps every corpus, job and model visible. The key the previous start
+    printed is revoked: one valid key per data folder, not one more in a console log per start."""
     from service.auth import create_key as new_key
     from service.auth import ensure_open_mode_owner
+    from service.auth import revoke_key as revoke
     from service.db.session import session_scope
+    from service.settings import get_settings
 
+    marker = get_settings().resolved_data_dir / UP_KEY_FILE
+    previous = marker.read_text(encoding="utf-8").strip() if marker.is_file() else ""
     with session_scope() as session:
-        return new_key(session, owner_id=ensure_open_mode_owner(session)).key
+        if previous:
+            revoke(session, previous)
+        created = new_key(session, owner_id=ensure_open_mode_owner(session))
+    marker.write_text(created.id, encoding="utf-8")
+    return created.key
 
 
 @app.command("create-key")
@@ -233,7 +249,71 @@ def create_key(
     ] = None,
 ) -> None:
     """Create an API key directly in the database (for a new owner, or --owner-id); prints it once."""
-    typer.echo(_create_key(None if owner_id else name, owner_id))
+    created = _create_key(None if owner_id else name, owner_id)
+    typer.echo(created.key)
+    # on stderr, so that KEY=$(tagsmith create-key) still gets the key alone
+    typer.echo(
+        f"key {created.id} ({created.prefix}...) of owner {created.owner_id} ({created.owner_name}); "
+        f"revoke it with tagsmith revoke-key {created.id}",
+        err=True,
+    )
+
+
+@app.command("keys")
+def keys(
+    revoked: Annotated[bool, typer.Option("--revoked", help="Include revoked keys.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the API keys in the database: id, prefix, owner, created (never the keys themselves)."""
+    from service.auth import list_keys
+    from service.db.session import session_scope
+
+    _require_database()
+    with session_scope() as session:
+        found = list_keys(session, include_revoked=revoked)
+    if as_json:
+        rows = [
+            {
+                "id": k.id,
+                "prefix": k.prefix,
+                "owner_id": k.owner_id,
+                "owner_name": k.owner_name,
+                "created_at": k.created_at.isoformat(),
+                "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+            }
+            for k in found
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not found:
+        typer.echo("no keys")
+    for k in found:
+        revoked_at = f"  revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else ""
+        typer.echo(
+            f"{k.id}  {k.prefix}...  {k.created_at:%Y-%m-%d %H:%M}  {k.owner_name} ({k.owner_id}){revoked_at}"
+        )
+
+
+@app.command("revoke-key")
+def revoke_key(
+    key: Annotated[
+        str, typer.Argument(help="The key's id, its prefix as `tagsmith keys` lists it, or the key.")
+    ],
+) -> None:
+    """Revoke an API key in the database; requests with it get 401 from then on."""
+    from service.auth import find_key
+    from service.auth import revoke_key as revoke
+    from service.db.session import session_scope
+
+    _require_database()
+    with session_scope() as session:
+        found = find_key(session, key)
+        if len(found) > 1:
+            raise CliError(f"{key} names {len(found)} keys: give the id ({', '.join(k.id for k in found)})")
+        if not found:
+            raise CliError(f"no active key {key} (tagsmith keys lists them)")
+        revoke(session, found[0].id)
+        typer.echo(f"revoked key {found[0].id} ({found[0].prefix}...)")
 
 
 @app.command("clean-storage")

@@ -1,15 +1,27 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from dataclasses import asdict
+
+from fastapi import APIRouter, Depends, Query, Response
 
 from service import auth
 from service.db.session import session_scope
 from service.deps import clear_auth_cache, require_admin
 from service.errors import NotFound
 from service.routers.common import problems
-from service.schemas.api import KeyCreate, KeyCreated
+from service.schemas.api import KeyCreate, KeyCreated, KeyList, KeyOut
 
 router = APIRouter(prefix="/keys", tags=["keys"], dependencies=[Depends(require_admin)])
+
+
+@router.get("", response_model=KeyList, responses=problems(401, 403))
+def list_keys(
+    revoked: bool = Query(False, description="Include revoked keys."),
+) -> KeyList:
+    """Every API key, oldest first (admin key only): id, owner and prefix, never the key itself."""
+    with session_scope() as session:
+        keys = auth.list_keys(session, include_revoked=revoked)
+    return KeyList(items=[KeyOut(**asdict(key)) for key in keys])
 
 
 @router.post("", status_code=201, response_model=KeyCreated, responses=problems(401, 403, 404, 422))

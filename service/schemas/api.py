@@ -39,6 +39,21 @@ class KeyCreated(BaseModel):
     prefix: str
 
 
+class KeyOut(BaseModel):
+    id: str
+    owner_id: str
+    owner_name: str
+    prefix: str = Field(
+        description="The key's first characters, to recognise it (the key itself is not stored)."
+    )
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyList(BaseModel):
+    items: list[KeyOut]
+
+
 # -- corpora ------------------------------------------------------------------------------------
 class SplitStatistics(BaseModel):
     sentences: int

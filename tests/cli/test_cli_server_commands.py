@@ -42,23 +42,38 @@ def test_migrate_then_create_keys(data_dir: Path) -> None:
 
     result = runner.invoke(app, ["create-key", "--name", "alice"])
     assert result.exit_code == 0, result.output
-    key = result.output.strip()
+    key = result.stdout.strip()  # the key alone: KEY=$(tagsmith create-key)
     assert key.startswith("tsk_")
     with session_scope() as session:
         alice = owner_for_key(session, key)
     assert alice is not None
+    assert f"({key[:10]}...) of owner {alice} (alice); revoke it with tagsmith revoke-key " in result.stderr
 
-    second = runner.invoke(app, ["create-key", "--owner-id", alice]).output.strip()
+    second = runner.invoke(app, ["create-key", "--owner-id", alice]).stdout.strip()
     with session_scope() as session:
         assert owner_for_key(session, second) == alice
 
     with pytest.raises(CliError, match="no owner with id nobody"):
         runner.invoke(app, ["create-key", "--owner-id", "nobody"], catch_exceptions=False)
 
-    # `up --no-open-mode` keys belong to the owner open mode acts as, every time.
+    # `up --no-open-mode` keys belong to the owner open mode acts as; each start revokes the last one's.
+    first_up, second_up = _local_owner_key(), _local_owner_key()
     with session_scope() as session:
-        assert owner_for_key(session, _local_owner_key()) == OPEN_MODE_OWNER_ID
-        assert owner_for_key(session, _local_owner_key()) == OPEN_MODE_OWNER_ID
+        assert owner_for_key(session, first_up) is None
+        assert owner_for_key(session, second_up) == OPEN_MODE_OWNER_ID
+
+    # An operator lists the keys and revokes one by its prefix, or a leaked key by itself.
+    listed = runner.invoke(app, ["keys"]).stdout.splitlines()
+    assert len(listed) == 3 and all("tsk_" in line and "..." in line for line in listed)
+    assert key not in "\n".join(listed) and key[:10] in listed[0] and "alice" in listed[0]
+    revoked = runner.invoke(app, ["revoke-key", key[:10]])
+    assert revoked.exit_code == 0 and revoked.stdout.startswith("revoked key ")
+    runner.invoke(app, ["revoke-key", second], catch_exceptions=False)
+    with session_scope() as session:
+        assert owner_for_key(session, key) is None and owner_for_key(session, second) is None
+    with pytest.raises(CliError, match="no active key"):
+        runner.invoke(app, ["revoke-key", key[:10]], catch_exceptions=False)
+    assert len(runner.invoke(app, ["keys", "--revoked"]).stdout.splitlines()) == 4
 
 
 def test_worker_without_a_broker_says_what_to_do(data_dir: Path) -> None:

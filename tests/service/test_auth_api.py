@@ -55,6 +55,23 @@ def test_keys_are_stored_hashed_and_only_admin_creates_them(api: ApiSession) -> 
     assert api.client.post("/keys", json={"owner_id": "missing"}, headers=ADMIN).status_code == 404
 
 
+def test_the_admin_lists_keys_and_revokes_one(api: ApiSession) -> None:
+    # Revoking needed the key's id, which nothing listed: an operator had to find it in SQL.
+    alice, bob = api.new_owner("alice"), api.new_owner("bob")
+    assert api.client.get("/keys", headers=alice.headers).status_code == 403
+    items = api.client.get("/keys", headers=ADMIN).json()["items"]
+    assert [(k["owner_name"], k["prefix"]) for k in items] == [
+        ("alice", alice.key[:10]),
+        ("bob", bob.key[:10]),
+    ]
+    assert all(alice.key not in str(k) and bob.key not in str(k) for k in items)
+    assert api.client.delete(f"/keys/{items[0]['id']}", headers=ADMIN).status_code == 204
+    assert [k["owner_name"] for k in api.client.get("/keys", headers=ADMIN).json()["items"]] == ["bob"]
+    with_revoked = api.client.get("/keys", params={"revoked": True}, headers=ADMIN).json()["items"]
+    assert [k["revoked_at"] is not None for k in with_revoked] == [True, False]
+    assert api.client.get("/corpora", headers=alice.headers).status_code == 401
+
+
 def test_a_key_for_both_a_new_and_an_existing_owner_is_422(api: ApiSession) -> None:
     owner = api.new_owner("alice")
     r = api.client.post("/keys", json={"name": "bob", "owner_id": owner.id}, headers=ADMIN)

@@ -34,7 +34,7 @@ def test_document_lists_every_endpoint() -> None:
         "/models/{model_id}/download": {"get"},
         "/models/{model_id}/predict": {"post"},
         "/models/{model_id}/evaluate": {"post"},
-        "/keys": {"post"},
+        "/keys": {"get", "post"},
         "/keys/{key_id}": {"delete"},
         "/health": {"get"},
         "/ready": {"get"},
