@@ -147,6 +147,24 @@ def error_message(exc: BaseException) -> str:
     return text
 
 
+class _JobPrefix(logging.Filter):
+    """The trainers' lines name their job in the worker's log: "epoch 2: train loss ..." from two
+    training processes (--concurrency 2), or in aggregated logs, could not be told apart. (The
+    job's own training.log is written apart, without the prefix.)"""
+
+    job_id: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.job_id is not None:
+            record.msg = f"job {self.job_id}: {record.msg}"
+        return True
+
+
+_JOB_PREFIX = _JobPrefix()
+for _name in ("engine.training.trainer", "engine.language_model.trainer"):
+    logging.getLogger(_name).addFilter(_JOB_PREFIX)
+
+
 def run_job(job_id: str, owner: str | None = None) -> str:
     """Claim and run job ``job_id``; returns what happened (``completed``, ``cancelled``,
     ``failed``, ``retrying``, ``requeued``, ``lease_lost``, or the claim outcome when nothing ran)."""
@@ -155,9 +173,11 @@ def run_job(job_id: str, owner: str | None = None) -> str:
         _exit_on_sigterm()
     _handle_sigterm()
     _RUNNING.set()
+    _JOB_PREFIX.job_id = job_id
     try:
         return _claim_and_run(job_id, owner or new_owner_id())
     finally:
+        _JOB_PREFIX.job_id = None
         _RUNNING.clear()
 
 

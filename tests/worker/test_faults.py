@@ -51,12 +51,15 @@ def test_a_worker_killed_in_epoch_two_is_resumed_by_another(stack: Stack) -> Non
     assert job.attempts == 2
     assert job.model_id is not None
     assert "resuming from" in stack.workers[-1].log()
+    # the worker's log names the job on the trainer's lines; the job's own training.log does not
+    assert f"job {job_id}: epoch 2: train loss" in stack.workers[-1].log()
     # the log goes on from the epoch-1 checkpoint: nothing of the lost epoch 2, nothing twice
     log = training_log(stack, job_id)
     assert [log.count(f"epoch {n}: train loss") for n in (1, 2, 3, 4)] == [1, 1, 1, 1], log
     assert log.index("epoch 1: train loss") < log.index("resuming from") < log.index("epoch 2: train loss")
     assert "resuming from checkpoint 'resume-checkpoint' after epoch 1" in log
     assert SCRATCH_FOLDER not in log  # the worker's temporary folders are not the user's business
+    assert f"job {job_id}:" not in log
 
 
 def test_a_redelivered_message_does_not_start_a_second_run(stack: Stack) -> None:
