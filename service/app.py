@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI
 from service import problems
 from service.deps import AuthMiddleware
 from service.limits import UploadLimitMiddleware
+from service.logging_setup import configure_logging
 from service.logic.predict import ModelCache
 from service.metrics import MetricsMiddleware
 from service.parent_watch import stop_with_parent
@@ -30,6 +31,8 @@ Authenticate with `Authorization: Bearer <API key>`. Errors are `application/pro
 
 
 def create_app(run_migrations: bool = True) -> FastAPI:
+    configure_logging()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings = get_settings()

@@ -235,16 +235,34 @@ async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     # OperationalError: the connection was refused, dropped or timed out, or the database refused
-    # to work (SQLite "database is locked", "disk I/O error", an unmigrated schema).
-    log.error("%s %s: database unavailable", request.method, request.url.path, exc_info=exc)
+    # to work (SQLite "database is locked", "disk I/O error", an unmigrated schema). One line per
+    # request: three chained tracebacks (~140 lines) each flooded the log during an outage.
+    reason = _first_line(getattr(exc, "orig", None) or exc)
+    log.error("%s %s: database unavailable: %s", request.method, request.url.path, reason)
     return _outage(request, "database", DATABASE_RETRY_AFTER)
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _internal_error(request: Request) -> JSONResponse:
     return problem_response(
         request, 500, "Internal server error", "an unexpected error occurred; it was logged"
     )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette raises the error on to the server after this answer, and the server logs its
+    # traceback: a line here names the request, and the traceback is not logged twice.
+    log.error(
+        "unhandled error on %s %s: %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        _first_line(exc),
+    )
+    return _internal_error(request)
 
 
 async def render(request: Request, exc: Exception) -> JSONResponse:
@@ -264,7 +282,9 @@ async def render(request: Request, exc: Exception) -> JSONResponse:
         return await _storage_unavailable(request, exc)
     if isinstance(exc, DatabaseUnavailable):
         return await _database_unavailable(request, exc)
-    return await _unexpected(request, exc)
+    # answered here, not raised on: no server logs it, so the traceback goes to the log here
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _internal_error(request)
 
 
 def install(app: FastAPI) -> None:
