@@ -300,7 +300,12 @@ def load_model(directory: str | Path, untrusted: bool = False) -> Model:
     directory = Path(directory)
     config_path = directory / CONFIG_FILE
     if not directory.is_dir():
-        raise ModelFileError(directory, "model folder not found")
+        # Flair's files are final-model.pt / best-model.pt; here they are folders
+        folder = directory.with_suffix("") if directory.suffix == ".pt" else None
+        hint = (
+            f" (models are folders: did you mean {folder}?)" if folder is not None and folder.is_dir() else ""
+        )
+        raise ModelFileError(directory, f"model folder not found{hint}")
     config = read_json(config_path)
     if config.get("format") != MODEL_FILE_FORMAT:
         raise ModelFileError(

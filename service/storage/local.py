@@ -4,6 +4,7 @@ to a temporary name under ``.tmp/`` and is renamed into place, ``put_dir`` swaps
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import tempfile
@@ -36,6 +37,9 @@ _UNREACHABLE_ERRNOS = frozenset(
 )
 
 
+log = logging.getLogger(__name__)
+
+
 class _CopyFailed(Exception):
     """Not an OSError, so that copytree lets it through: it gathers OSErrors into one shutil.Error
     of strings, which loses the errno (a full disk then read as a bug)."""
@@ -64,6 +68,9 @@ class LocalStorage(Storage):
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        if not self.root.exists():
+            # a shared folder that is not mounted on this machine would be made here, unseen by others
+            log.warning("storage folder %s did not exist: created it", self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._tmp = self.root / ".tmp"
         self._tmp.mkdir(exist_ok=True)

@@ -323,3 +323,12 @@ def test_tensor_files_round_trip_and_tied_tensors_are_split(tmp_path: Path) -> N
     loaded = load_tensors(tmp_path / "t.safetensors")
     assert set(loaded) == set(tensors)
     assert all(torch.equal(loaded[k], v) for k, v in tensors.items())
+
+
+def test_a_flair_style_pt_path_points_to_the_folder(tmp_path: Path) -> None:
+    # SequenceTagger.load("resources/taggers/ner/final-model.pt") is how Flair's tutorial loads.
+    (tmp_path / "final-model").mkdir()
+    with pytest.raises(ModelFileError, match=r"models are folders: did you mean .*final-model\?"):
+        load_model(tmp_path / "final-model.pt")
+    with pytest.raises(ModelFileError, match=r"model folder not found$"):
+        load_model(tmp_path / "nothing.pt")
