@@ -25,6 +25,8 @@ from engine.embeddings.transformer import TransformerDocumentEmbeddings, Transfo
 
 WHOLE_WORDS = ["the", "city", "berlin", "paris", "is", "big", "small", "in", "a", "river"]
 HIDDEN = 16
+# The size of every tiny model here: 2 layers of 16, 2 heads.
+TINY = {"hidden_size": HIDDEN, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32}
 
 
 def build_tiny_bert(folder: Path, max_positions: int = 128, seed: int = 0) -> Path:
@@ -38,10 +40,7 @@ def build_tiny_bert(folder: Path, max_positions: int = 128, seed: int = 0) -> Pa
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(vocab),
-        hidden_size=HIDDEN,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
+        **TINY,
         max_position_embeddings=max_positions,
     )
     BertModel(config).save_pretrained(folder)
@@ -289,10 +288,7 @@ def build_tiny_roberta(folder: Path) -> Path:
     torch.manual_seed(0)
     config = RobertaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=HIDDEN,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
+        **TINY,
         max_position_embeddings=34,  # 32 positions after the padding index
         pad_token_id=1,
     )
