@@ -14,8 +14,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Schemes of a Redis broker URL that Celery (kombu) understands.
-BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel")
+# Schemes of a Redis broker URL that both Celery (kombu) and redis-py (the readiness ping) take.
+BROKER_SCHEMES = ("redis", "rediss")
 
 
 class Settings(BaseSettings):

@@ -208,12 +208,15 @@ def _claim_and_run(job_id: str, owner: str) -> str:
         )
         release(job_id, owner, status="failed", error=message, finished_at=utcnow(), eta_seconds=None)
         return "failed"
+    try:
+        workdir = _scratch_folder(job_id)
+    except OSError as exc:
+        # before the heartbeat starts: a failure here must not leave a lease renewed forever
+        message = f"this worker cannot make its scratch folder: {exc}"
+        log.error("job %s: %s", job_id, message)
+        release(job_id, owner, status="failed", error=message, finished_at=utcnow(), eta_seconds=None)
+        return "failed"
     heartbeat = Heartbeat(job_id, owner, lease_seconds).start()
-    # Under this process's own folder, so that the next run on this host removes what a killed
-    # run left (a corpus copy and checkpoints: hundreds of MB with a transformer).
-    scratch = process_folder(Path(tempfile.gettempdir()) / SCRATCH_FOLDER)
-    scratch.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f"job-{job_id[:8]}-", dir=scratch))
     try:
         return _run(job_id, owner, granted, heartbeat, workdir)
     except LeaseLost:
@@ -251,6 +254,20 @@ def _claim_and_run(job_id: str, owner: str) -> str:
     finally:
         heartbeat.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _scratch_folder(job_id: str) -> Path:
+    """A run's working folder, under this process's own folder, so that the next run on this
+    host removes what a killed run left (a corpus copy and checkpoints: hundreds of MB with a
+    transformer). The root is per user and private: another user's worker could not write in a
+    0755 folder made by the first, and the files are the owners' corpora."""
+    root = Path(tempfile.gettempdir()) / f"{SCRATCH_FOLDER}-{os.getuid()}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    if root.is_symlink() or root.stat().st_uid != os.getuid():
+        raise PermissionError(f"{root} belongs to another user")
+    scratch = process_folder(root)
+    scratch.mkdir(exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"job-{job_id[:8]}-", dir=scratch))
 
 
 def _requeue_after_database_outage(job_id: str, owner: str, lost: threading.Event, exc: Exception) -> str:

@@ -126,7 +126,7 @@ def api(
     """Run the HTTP API (uvicorn service.app:app)."""
     import uvicorn
 
-    from service.settings import get_settings
+    from service.settings import get_settings, reset_settings
 
     if get_settings().open_mode:
         refused = open_mode_host_error(host, "TAGSMITH_OPEN_MODE=false")
@@ -138,6 +138,7 @@ def api(
         upgrade()
     if migrate_first is not None:
         os.environ["TAGSMITH_MIGRATE_ON_START"] = "false"  # done, or not wanted: not again per worker
+        reset_settings()  # one worker runs in this process, which has read the settings already
     if workers > 1:
         for name, value in MULTI_WORKER_ENV.items():
             os.environ.setdefault(name, value)  # the worker processes inherit it
@@ -719,7 +720,10 @@ def _settings_error(exc: BaseException) -> str | None:
     for error in exc.errors(include_url=False):
         name = "TAGSMITH_" + "_".join(str(part) for part in error["loc"]).upper()
         message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{name}: {message} (got {error['input']!r})")
+        given = error["input"]
+        if isinstance(given, str) and "://" in given:
+            given = redact(given)  # a URL's password stays out of the console and its logs
+        lines.append(f"{name}: {message} (got {given!r})")
     return "; ".join(lines)
 
 

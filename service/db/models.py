@@ -151,9 +151,14 @@ class Job(Base):
 
 def queued_again() -> dict[str, Any]:
     """The fields of a job that goes back to the queue (resumed, handed back, or reaped): no ETA and
-    no partial epoch, since the next run starts from the checkpoint of a completed epoch."""
-    percent: ColumnElement[float] = case((Job.max_epochs > 0, 100.0 * Job.epoch / Job.max_epochs), else_=0.0)
-    return {"status": "queued", "eta_seconds": None, "batch": 0, "percent": percent}
+    no partial epoch, since the next run starts from the checkpoint of a completed epoch, or from
+    the start when there is none."""
+    no_checkpoint = Job.checkpoint_key.is_(None)
+    epoch: ColumnElement[int] = case((no_checkpoint, 0), else_=Job.epoch)
+    percent: ColumnElement[float] = case(
+        (no_checkpoint, 0.0), (Job.max_epochs > 0, 100.0 * Job.epoch / Job.max_epochs), else_=0.0
+    )
+    return {"status": "queued", "eta_seconds": None, "epoch": epoch, "batch": 0, "percent": percent}
 
 
 class JobEpochMetric(Base):

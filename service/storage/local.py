@@ -82,11 +82,11 @@ class LocalStorage(Storage):
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
-        # mkstemp's 0600 would stay with the file: a worker running as another user could not
-        # read the corpora, while folders (put_dir) get the usual 0644 files.
-        os.fchmod(fd, 0o644)
         try:
             with os.fdopen(fd, "wb") as out:
+                # mkstemp's 0600 would stay with the file: a worker running as another user could
+                # not read the corpora, while folders (put_dir) get the usual 0644 files.
+                os.fchmod(out.fileno(), 0o644)
                 if isinstance(data, bytes | bytearray | memoryview):
                     out.write(data)
                 else:

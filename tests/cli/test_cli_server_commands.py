@@ -187,3 +187,32 @@ def test_up_refuses_storage_it_cannot_write_before_starting_anything(
     assert f"storage s3://{s3_bucket}-missing/tagsmith/ cannot be written" in output
     assert "NoSuchBucket" in output
     assert "broker" not in output  # nothing was started
+
+
+@pytest.mark.parametrize(("flag", "migrations"), [([], 1), (["--no-migrate"], 0), (["--migrate"], 1)])
+def test_api_migrates_as_its_flag_says(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str], migrations: int
+) -> None:
+    # One worker serves in the `tagsmith api` process, which had read the settings before the flag
+    # set TAGSMITH_MIGRATE_ON_START: --no-migrate migrated all the same.
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    from service.db import migrate
+
+    calls: list[str] = []
+    real_upgrade = migrate.upgrade
+    monkeypatch.setattr(migrate, "upgrade", lambda *a, **k: (calls.append("upgrade"), real_upgrade())[1])
+
+    def serve(target: str, **_: object) -> None:
+        from service.app import create_app
+
+        with TestClient(create_app()):
+            pass
+
+    monkeypatch.setattr(uvicorn, "run", serve)
+    monkeypatch.setenv("TAGSMITH_MIGRATE_ON_START", "true")  # and restored after the CLI changes it
+    reset_settings()
+    result = CliRunner().invoke(app, ["api", *flag], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert len(calls) == migrations

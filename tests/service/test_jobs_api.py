@@ -512,6 +512,7 @@ def test_cancel_and_resume(api: ApiSession) -> None:
     with session_scope() as session:
         job = session.get(Job, job_id)
         job.epoch, job.max_epochs, job.batch, job.percent, job.eta_seconds = 2, 4, 40, 62.5, 60.0
+        job.checkpoint_key = f"jobs/{job_id}/checkpoints/epoch-0002-run1"
     r = api.client.post(f"/jobs/{job_id}/cancel", headers=owner.headers)
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     assert api.client.post(f"/jobs/{job_id}/cancel", headers=owner.headers).status_code == 409

@@ -35,7 +35,7 @@ def test_a_worker_killed_in_epoch_two_is_resumed_by_another(stack: Stack) -> Non
     first = stack.start_worker("doomed", **SLOW_BATCHES, **SHORT_LEASE)
     job_id = stack.submit(tagger_spec(corpus, max_epochs=4))
     stack.wait_inside_epoch_two(job_id)
-    scratch = Path(tempfile.gettempdir()) / SCRATCH_FOLDER
+    scratch = Path(tempfile.gettempdir()) / f"{SCRATCH_FOLDER}-{os.getuid()}"
     left = list(scratch.glob(f"*/job-{job_id[:8]}-*"))
     assert len(left) == 1 and (left[0] / RUN_DIR / "checkpoint").is_dir()
     first.kill()

@@ -111,15 +111,10 @@ def test_reaper_sends_expired_and_lost_jobs_again(environment: dict[str, str]) -
     from worker.reaper import job_ids_waiting_in_broker, reap_once
 
     past = utcnow() - timedelta(seconds=60)
-    expired = make_job(
-        "running",
-        lease_owner="dead-worker",
-        lease_expires_at=past,
-        epoch=2,
-        max_epochs=8,
-        batch=57,
-        percent=30.0,
-    )
+    progress = {"epoch": 2, "max_epochs": 8, "batch": 57, "percent": 30.0}
+    dead = {"lease_owner": "dead-worker", "lease_expires_at": past}
+    expired = make_job("running", checkpoint_key="jobs/x/checkpoints/epoch-0002-run1", **dead, **progress)
+    from_scratch = make_job("running", **dead, **progress)
     cancelled = make_job("running", lease_owner="dead-worker", lease_expires_at=past, cancel_requested=True)
     alive = make_job("running", lease_owner="live-worker", lease_expires_at=utcnow() + timedelta(seconds=60))
     lost = make_job("queued", updated_at=past)
@@ -128,11 +123,14 @@ def test_reaper_sends_expired_and_lost_jobs_again(environment: dict[str, str]) -
     enqueue_job(waiting, "cpu")
 
     sent = reap_once(app)
-    assert sorted(sent) == sorted([expired, lost])
-    assert job_ids_waiting_in_broker(app) == {expired, lost, waiting}
+    assert sorted(sent) == sorted([expired, from_scratch, lost])
+    assert job_ids_waiting_in_broker(app) == {expired, from_scratch, lost, waiting}
     assert job_row(expired).status == "queued" and job_row(expired).lease_owner is None
     # The next run starts from the checkpoint of epoch 2: the dead run's partial epoch is not shown.
     assert (job_row(expired).epoch, job_row(expired).batch, job_row(expired).percent) == (2, 0, 25.0)
+    # without a checkpoint it starts again from the first epoch
+    scratch_row = job_row(from_scratch)
+    assert (scratch_row.epoch, scratch_row.batch, scratch_row.percent) == (0, 0, 0.0)
     assert job_row(cancelled).status == "cancelled"
     assert job_row(alive).status == "running"
     assert job_row(fresh).status == "queued"
@@ -196,3 +194,23 @@ def test_a_run_that_ends_publishes_its_files_only_while_it_holds_the_lease(
     assert storage.list(row.files_key) == [f"{row.files_key}/training.log"]
     assert storage.get(f"{row.files_key}/training.log").endswith(b"out of memory\n")
     assert not storage.exists("jobs/x/files/epoch-0001-old/training.log")
+
+
+def test_a_worker_that_cannot_make_its_scratch_folder_fails_the_job_and_holds_no_lease(
+    environment: dict[str, str], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The folder was made after the heartbeat started and outside its try: the lease was renewed
+    # forever and the job stayed "running".
+    import os
+    import tempfile
+
+    from worker.tasks import SCRATCH_FOLDER, run_job
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    (tmp_path / f"{SCRATCH_FOLDER}-{os.getuid()}").write_text("a file where the folder goes")
+    job_id = make_job("queued")
+    assert run_job(job_id) == "failed"
+    job = job_row(job_id)
+    assert job.status == "failed" and job.lease_owner is None
+    assert job.error is not None and job.error.startswith("this worker cannot make its scratch folder: ")
+    assert not any(t.name.startswith("lease-heartbeat") for t in threading.enumerate())
