@@ -14,8 +14,8 @@ from typing import BinaryIO
 
 from service.storage.base import Storage, Temporary, causes, check_key, check_prefix
 
-# What a network filesystem (NFS, SMB, a FUSE mount) reports while its server is away, and a disk
-# that is full or was remounted read-only: each can be put right while the service runs, so they
+# What a network filesystem (NFS, SMB, a FUSE mount) reports while its server is away, and a storage
+# disk that is full or was remounted read-only: each can be put right while the service runs, so they
 # are outages (the API answers 503, a run trains on and stores later), not failures.
 _UNREACHABLE_ERRNOS = frozenset(
     {
@@ -38,6 +38,14 @@ _UNREACHABLE_ERRNOS = frozenset(
 
 
 log = logging.getLogger(__name__)
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+class LocalDiskError(OSError):
+    """Copying out of storage failed on this machine's own disk (a full scratch folder): not a
+    storage outage to wait out, but the failure of the run that needed the copy."""
 
 
 class _CopyFailed(Exception):
@@ -157,7 +165,13 @@ class LocalStorage(Storage):
         if not source.is_dir():
             raise FileNotFoundError(prefix)
         local_dir = Path(local_dir)
-        _copy_tree(source, local_dir)
+        try:
+            _copy_tree(source, local_dir)
+        except OSError as error:
+            if error.errno in _FULL_ERRNOS:
+                # a write into the local copy failed: this machine's disk, not the storage
+                raise LocalDiskError(error.errno, f"{local_dir}: {error.strerror}") from error
+            raise
         return local_dir
 
     def size(self, prefix: str) -> int:
@@ -201,6 +215,8 @@ class LocalStorage(Storage):
 
     def unreachable(self, error: BaseException) -> str | None:
         for cause in causes(error):
+            if isinstance(cause, LocalDiskError):
+                return None
             if isinstance(cause, OSError) and cause.errno in _UNREACHABLE_ERRNOS:
                 return str(cause)
         return None

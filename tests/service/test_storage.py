@@ -353,3 +353,26 @@ def test_stored_files_are_readable_by_other_users_as_folders_are(tmp_path: Path)
         for key in ("corpora/c/train.txt", "models/m/config.json")
     }
     assert modes == {0o644}
+
+
+def test_a_full_local_disk_while_copying_out_of_storage_is_not_an_outage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker's full scratch disk was reported as "storage ... is unavailable" and waited out.
+    import shutil
+
+    from service.storage import StorageUnavailable
+
+    storage = LocalStorage(tmp_path / "storage")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    storage.put_dir("models/m", folder)
+
+    def full(source: str, target: str) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device", target)
+
+    monkeypatch.setattr(shutil, "copy2", full)
+    with pytest.raises(OSError, match=r"copy: No space left on device") as raised:
+        storage.get_dir("models/m", tmp_path / "copy")
+    assert not isinstance(raised.value, StorageUnavailable)
