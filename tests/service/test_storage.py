@@ -312,25 +312,34 @@ def test_which_errors_are_outages(tmp_path: Path) -> None:
     assert local.unreachable(OSError(errno.EROFS, "Read-only file system"))
 
 
-def test_a_full_disk_while_storing_a_folder_is_an_outage(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # copytree gathered the copy's OSError into a shutil.Error of strings: a checkpoint on a full
-    # disk failed its job at once with a 3,000-character list instead of training on.
-    import shutil
-
-    from service.storage import StorageUnavailable
-
-    storage = LocalStorage(tmp_path / "storage")
+def _model_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(b"x" * 10)
     (folder / "config.json").write_text("{}", encoding="utf-8")
+    return folder
+
+
+def _disk_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file copy fails as on a full disk."""
+    import shutil
 
     def full(source: str, target: str) -> str:
         raise OSError(errno.ENOSPC, "No space left on device", target)
 
     monkeypatch.setattr(shutil, "copy2", full)
+
+
+def test_a_full_disk_while_storing_a_folder_is_an_outage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # copytree gathered the copy's OSError into a shutil.Error of strings: a checkpoint on a full
+    # disk failed its job at once with a 3,000-character list instead of training on.
+    from service.storage import StorageUnavailable
+
+    storage = LocalStorage(tmp_path / "storage")
+    folder = _model_folder(tmp_path)
+    _disk_full(monkeypatch)
     with pytest.raises(StorageUnavailable, match=r"is unavailable: \[Errno 28\] No space left on device"):
         storage.put_dir("models/m", folder)
     assert not storage.exists("models/m/config.json")
@@ -344,10 +353,7 @@ def test_stored_files_are_readable_by_other_users_as_folders_are(tmp_path: Path)
 
     storage = LocalStorage(tmp_path / "storage")
     storage.put("corpora/c/train.txt", b"x")
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}", encoding="utf-8")
-    storage.put_dir("models/m", folder)
+    storage.put_dir("models/m", _model_folder(tmp_path))
     modes = {
         stat.S_IMODE((tmp_path / "storage" / key).stat().st_mode)
         for key in ("corpora/c/train.txt", "models/m/config.json")
@@ -359,20 +365,11 @@ def test_a_full_local_disk_while_copying_out_of_storage_is_not_an_outage(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A worker's full scratch disk was reported as "storage ... is unavailable" and waited out.
-    import shutil
-
     from service.storage import StorageUnavailable
 
     storage = LocalStorage(tmp_path / "storage")
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}", encoding="utf-8")
-    storage.put_dir("models/m", folder)
-
-    def full(source: str, target: str) -> str:
-        raise OSError(errno.ENOSPC, "No space left on device", target)
-
-    monkeypatch.setattr(shutil, "copy2", full)
+    storage.put_dir("models/m", _model_folder(tmp_path))
+    _disk_full(monkeypatch)
     with pytest.raises(OSError, match=r"copy: No space left on device") as raised:
         storage.get_dir("models/m", tmp_path / "copy")
     assert not isinstance(raised.value, StorageUnavailable)
