@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         corpus.train, corpus.dev, epochs = corpus.train[:96], corpus.dev[:48], 1
     torch.manual_seed(args.seed)
     classifier = TextClassifier(
-        TransformerDocumentEmbeddings("minilm", layers=args.layers, fine_tune=True, pooling=args.pooling),
+        TransformerDocumentEmbeddings("minilm", layers=args.layers, fine_tune=True, cls_pooling=args.pooling),
         corpus.make_label_dictionary("question_class"),
         "question_class",
     )

@@ -128,7 +128,7 @@ def document_embedding(spec: Any, folder: Path) -> DocumentEmbeddings:
             model=spec.model,
             model_folder=transformer_folder(spec.model),
             layers=spec.layers,
-            pooling=spec.cls_pooling,
+            cls_pooling=spec.cls_pooling,
             fine_tune=spec.fine_tune,
         )
     if isinstance(spec, s.DocumentPoolEmbeddingSpec):

@@ -485,7 +485,7 @@ class TransformerDocumentEmbeddings(DocumentEmbeddings):
         model: str = "minilm",
         layers: str = "-1",
         layer_mean: bool = True,
-        pooling: str = "cls",
+        cls_pooling: str = "cls",
         fine_tune: bool = True,
         stride: int | None = None,
         max_length: int | None = None,
@@ -495,12 +495,12 @@ class TransformerDocumentEmbeddings(DocumentEmbeddings):
         config_only: bool = False,
     ) -> None:
         super().__init__()
-        if pooling not in DOCUMENT_POOLINGS:
+        if cls_pooling not in DOCUMENT_POOLINGS:
             raise EmbeddingConfigError(
-                f"document pooling must be one of {DOCUMENT_POOLINGS}, got {pooling!r}"
+                f"cls_pooling must be one of {DOCUMENT_POOLINGS}, got {cls_pooling!r}"
             )
         self.model_name = model
-        self.pooling = pooling
+        self.cls_pooling = cls_pooling
         self.fine_tune = fine_tune
         self.encoder = TransformerEncoder(
             model_folder or resolve_model_path(model),
@@ -512,7 +512,7 @@ class TransformerDocumentEmbeddings(DocumentEmbeddings):
             max_length,
             config_only,
         )
-        self.name = name or f"transformer_document:{sanitize_name(model)}:{layers}:{pooling}"
+        self.name = name or f"transformer_document:{sanitize_name(model)}:{layers}:{cls_pooling}"
 
     @property
     def embedding_length(self) -> int:
@@ -533,9 +533,9 @@ class TransformerDocumentEmbeddings(DocumentEmbeddings):
                 list(ids) or [self.encoder.tokenizer.convert_tokens_to_ids(self.encoder.unk_token)]
             )
         encoded, firsts = self.encoder.encode(sequences)
-        if self.pooling == "cls":
+        if self.cls_pooling == "cls":
             return [f.mean(dim=0) for f in firsts]
-        if self.pooling == "max":
+        if self.cls_pooling == "max":
             return [h.max(dim=0).values for h in encoded]
         return [h.mean(dim=0) for h in encoded]
 
@@ -547,7 +547,7 @@ class TransformerDocumentEmbeddings(DocumentEmbeddings):
             "model": self.model_name,
             "layers": encoder.layers_spec,
             "layer_mean": encoder.layer_mean,
-            "pooling": self.pooling,
+            "cls_pooling": self.cls_pooling,
             "fine_tune": self.fine_tune,
             "stride": encoder.stride,
             "max_length": encoder.max_length,
@@ -562,14 +562,15 @@ class TransformerDocumentEmbeddings(DocumentEmbeddings):
     ) -> TransformerDocumentEmbeddings:
         model = str(config.get("model", "minilm"))
         layers = str(config.get("layers", "-1"))
-        pooling = str(config.get("pooling", "cls"))
+        # Models saved before the rename to Flair's name keep their key "pooling".
+        pooling = str(config.get("cls_pooling", config.get("pooling", "cls")))
         name = config.get("name") or f"transformer_document:{sanitize_name(model)}:{layers}:{pooling}"
         folder, config_only = _model_folder({**config, "model": model}, name, resource_dir)
         return cls(
             model=model,
             layers=layers,
             layer_mean=bool(config.get("layer_mean", True)),
-            pooling=pooling,
+            cls_pooling=pooling,
             fine_tune=bool(config.get("fine_tune", True)),
             stride=config.get("stride"),
             max_length=config.get("max_length"),

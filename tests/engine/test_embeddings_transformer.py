@@ -212,13 +212,13 @@ def test_document_embeddings_cls_mean_windows_and_round_trip(tiny_bert: Path, tm
     assert out.shape == (2, HIDDEN)
     out.sum().backward()
     assert cls_emb.encoder.model.embeddings.word_embeddings.weight.grad is not None
-    mean_emb = TransformerDocumentEmbeddings(str(tiny_bert), pooling="mean", fine_tune=False)
+    mean_emb = TransformerDocumentEmbeddings(str(tiny_bert), cls_pooling="mean", fine_tune=False)
     tokenizer = BertTokenizerFast.from_pretrained(tiny_bert)
     ids = tokenizer("the city is big", add_special_tokens=False)["input_ids"]
     assert torch.allclose(
         mean_emb.embed(sentences[:1])[0], reference_hidden(tiny_bert, ids).mean(0), atol=1e-5
     )
-    max_emb = TransformerDocumentEmbeddings(str(tiny_bert), pooling="max", fine_tune=False)
+    max_emb = TransformerDocumentEmbeddings(str(tiny_bert), cls_pooling="max", fine_tune=False)
     assert torch.allclose(
         max_emb.embed(sentences[:1])[0], reference_hidden(tiny_bert, ids).max(0).values, atol=1e-5
     )
@@ -231,6 +231,22 @@ def test_document_embeddings_cls_mean_windows_and_round_trip(tiny_bert: Path, tm
     rebuilt.load_state_dict(cls_emb.state_dict())
     rebuilt.eval()
     assert torch.allclose(rebuilt.embed(sentences), cls_emb.embed(sentences), atol=1e-6)
+
+
+def test_document_config_saved_before_cls_pooling_keeps_its_pooling(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    mean_emb = TransformerDocumentEmbeddings(str(tiny_bert), cls_pooling="mean", fine_tune=False)
+    mean_emb.save_resources(tmp_path)
+    old_config = mean_emb.to_config()
+    old_config["pooling"] = old_config.pop("cls_pooling")
+    rebuilt = embeddings_from_config(old_config, tmp_path)
+    assert rebuilt.cls_pooling == "mean"
+    rebuilt.load_state_dict(mean_emb.state_dict())
+    mean_emb.eval()
+    rebuilt.eval()
+    sentences = [Sentence("the city is big")]
+    assert torch.allclose(rebuilt.embed(sentences), mean_emb.embed(sentences), atol=1e-6)
 
 
 def test_minilm_alias_loads_the_installed_model() -> None:

@@ -156,7 +156,7 @@ def test_transformer_models_round_trip_without_the_source_folder(tmp_path: Path)
     )
     questions = single_sentences()
     classifier = TextClassifier(
-        TransformerDocumentEmbeddings(str(bert), pooling="mean"),
+        TransformerDocumentEmbeddings(str(bert), cls_pooling="mean"),
         Corpus(questions, questions, questions).make_label_dictionary("question"),
         "question",
     )
