@@ -496,9 +496,7 @@ class TransformerDocumentEmbeddings(DocumentEmbeddings):
     ) -> None:
         super().__init__()
         if cls_pooling not in DOCUMENT_POOLINGS:
-            raise EmbeddingConfigError(
-                f"cls_pooling must be one of {DOCUMENT_POOLINGS}, got {cls_pooling!r}"
-            )
+            raise EmbeddingConfigError(f"cls_pooling must be one of {DOCUMENT_POOLINGS}, got {cls_pooling!r}")
         self.model_name = model
         self.cls_pooling = cls_pooling
         self.fine_tune = fine_tune

@@ -233,9 +233,7 @@ def test_document_embeddings_cls_mean_windows_and_round_trip(tiny_bert: Path, tm
     assert torch.allclose(rebuilt.embed(sentences), cls_emb.embed(sentences), atol=1e-6)
 
 
-def test_document_config_saved_before_cls_pooling_keeps_its_pooling(
-    tiny_bert: Path, tmp_path: Path
-) -> None:
+def test_document_config_saved_before_cls_pooling_keeps_its_pooling(tiny_bert: Path, tmp_path: Path) -> None:
     mean_emb = TransformerDocumentEmbeddings(str(tiny_bert), cls_pooling="mean", fine_tune=False)
     mean_emb.save_resources(tmp_path)
     old_config = mean_emb.to_config()
