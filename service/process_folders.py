@@ -1,14 +1,29 @@
-"""Folders that belong to one process (``<host>-<pid>``) under a shared root, and the removal of
+"""Folders that belong to one process (``<host>-<pid>``) under a local root, and the removal of
 those whose process is gone: a process killed (OOM, ``kill -9``) while it held a loaded model or
 a training run's scratch files leaves them behind, and nothing else would ever remove them.
-Processes of other hosts (containers sharing a volume) are not this one's to judge."""
+
+The roots are in the machine's temporary folder, never on the shared data volume: a container
+gets a new host name when it is recreated, so a dead container's folders on a shared volume
+could never be told from a live one's and would stay there for good."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import socket
+import tempfile
 from pathlib import Path
+
+
+def private_root(kind: str) -> Path:
+    """``$TMPDIR/tagsmith-<kind>-<uid>``, made private to this user: another user's process could
+    not write in a 0755 folder made by the first, and the files are the owners' corpora and models."""
+    root = Path(tempfile.gettempdir()) / f"tagsmith-{kind}-{os.getuid()}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    if root.is_symlink() or root.stat().st_uid != os.getuid():
+        raise PermissionError(f"{root} belongs to another user; set TMPDIR to a folder of this user's")
+    root.chmod(0o700)  # made open by someone's umask or an older version
+    return root
 
 
 def process_folder(root: Path) -> Path:

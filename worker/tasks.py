@@ -39,7 +39,7 @@ from sqlalchemy import delete, select, update
 
 from service.db.models import Job, JobBatchLoss, JobEpochMetric, queued_again, utcnow
 from service.db.session import DatabaseUnavailable, session_scope
-from service.process_folders import process_folder
+from service.process_folders import private_root, process_folder
 from service.queue import TRAIN_TASK, enqueue_job
 from service.settings import get_settings
 from service.storage import StorageUnavailable, causes, get_storage
@@ -184,7 +184,7 @@ def run_job(job_id: str, owner: str | None = None) -> str:
 # the trainer's base_path inside a run's working folder
 RUN_DIR = "run"
 # runs' working folders, under the temporary directory: <host>-<pid>/job-<id>-*
-SCRATCH_FOLDER = "tagsmith-jobs"
+SCRATCH_KIND = "jobs"  # $TMPDIR/tagsmith-jobs-<uid>
 
 
 def _claim_and_run(job_id: str, owner: str) -> str:
@@ -259,13 +259,8 @@ def _claim_and_run(job_id: str, owner: str) -> str:
 def _scratch_folder(job_id: str) -> Path:
     """A run's working folder, under this process's own folder, so that the next run on this
     host removes what a killed run left (a corpus copy and checkpoints: hundreds of MB with a
-    transformer). The root is per user and private: another user's worker could not write in a
-    0755 folder made by the first, and the files are the owners' corpora."""
-    root = Path(tempfile.gettempdir()) / f"{SCRATCH_FOLDER}-{os.getuid()}"
-    root.mkdir(mode=0o700, exist_ok=True)
-    if root.is_symlink() or root.stat().st_uid != os.getuid():
-        raise PermissionError(f"{root} belongs to another user")
-    scratch = process_folder(root)
+    transformer)."""
+    scratch = process_folder(private_root(SCRATCH_KIND))
     scratch.mkdir(exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f"job-{job_id[:8]}-", dir=scratch))
 

@@ -33,7 +33,7 @@ from service.db.models import Model
 from service.db.session import session_scope
 from service.errors import FieldError, Invalid, ModelDamaged, NotFound, Unavailable
 from service.metrics import MODEL_LOADS, MODELS_LOADED, PREDICT_BATCH_SIZE, PREDICT_SENTENCES
-from service.process_folders import process_folder
+from service.process_folders import private_root, process_folder
 from service.schemas.api import PredictRequest
 from service.settings import Settings
 from service.storage import StorageUnavailable, get_storage
@@ -319,7 +319,7 @@ class ModelCache:
         self.size = settings.model_cache_size
         self.wait_s = settings.predict_batch_wait_ms / 1000.0
         self.max_sentences = settings.predict_max_micro_batch
-        self.cache_root = process_folder(settings.resolved_data_dir / "model-cache")
+        self.cache_root = process_folder(private_root("models"))
         # One batch per thread at a time; a model's batches may run side by side (inference only
         # reads the weights).
         self.parallel = settings.predict_threads

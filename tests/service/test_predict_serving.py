@@ -61,6 +61,41 @@ def test_evicting_under_load_leaves_one_folder_and_batcher_per_cached_model(
     assert not cache.cache_root.exists()
 
 
+def test_the_model_cache_is_local_and_removes_what_dead_processes_of_this_host_left(
+    api: ApiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It was under the shared data folder: a recreated container has a new host name, so a dead
+    # container's loaded models stayed on the shared volume for good.
+    import os
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+
+    from service.logic.predict import ModelCache
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    settings = _settings(monkeypatch)
+    root = tmp_path / "tmp" / f"tagsmith-models-{os.getuid()}"
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = root / f"{socket.gethostname()}-{int(gone.stdout)}"
+    other_host = root / "another-container-1"
+    for folder in (dead, other_host):
+        (folder / "model").mkdir(parents=True)
+
+    cache = ModelCache(settings)
+    try:
+        assert cache.cache_root == root / f"{socket.gethostname()}-{os.getpid()}"
+        assert not cache.cache_root.is_relative_to(settings.resolved_data_dir)
+        assert root.stat().st_mode & 0o777 == 0o700
+        assert not dead.exists() and other_host.exists()
+    finally:
+        cache.close()
+
+
 def test_a_large_request_runs_in_parts_of_the_micro_batch(
     api: ApiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

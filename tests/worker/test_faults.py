@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.worker.conftest import SHORT_LEASE, SLOW_BATCHES, Stack, tagger_spec
-from worker.tasks import RUN_DIR, SCRATCH_FOLDER
+from worker.tasks import RUN_DIR, SCRATCH_KIND
 
 pytestmark = pytest.mark.postgres
 
@@ -35,7 +35,7 @@ def test_a_worker_killed_in_epoch_two_is_resumed_by_another(stack: Stack) -> Non
     first = stack.start_worker("doomed", **SLOW_BATCHES, **SHORT_LEASE)
     job_id = stack.submit(tagger_spec(corpus, max_epochs=4))
     stack.wait_inside_epoch_two(job_id)
-    scratch = Path(tempfile.gettempdir()) / f"{SCRATCH_FOLDER}-{os.getuid()}"
+    scratch = Path(tempfile.gettempdir()) / f"tagsmith-{SCRATCH_KIND}-{os.getuid()}"
     left = list(scratch.glob(f"*/job-{job_id[:8]}-*"))
     assert len(left) == 1 and (left[0] / RUN_DIR / "checkpoint").is_dir()
     first.kill()
@@ -58,7 +58,7 @@ def test_a_worker_killed_in_epoch_two_is_resumed_by_another(stack: Stack) -> Non
     assert [log.count(f"epoch {n}: train loss") for n in (1, 2, 3, 4)] == [1, 1, 1, 1], log
     assert log.index("epoch 1: train loss") < log.index("resuming from") < log.index("epoch 2: train loss")
     assert "resuming from checkpoint 'resume-checkpoint' after epoch 1" in log
-    assert SCRATCH_FOLDER not in log  # the worker's temporary folders are not the user's business
+    assert f"tagsmith-{SCRATCH_KIND}" not in log  # the worker's temporary folders are not the user's business
     assert f"job {job_id}:" not in log
 
 

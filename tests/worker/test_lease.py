@@ -204,10 +204,10 @@ def test_a_worker_that_cannot_make_its_scratch_folder_fails_the_job_and_holds_no
     import os
     import tempfile
 
-    from worker.tasks import SCRATCH_FOLDER, run_job
+    from worker.tasks import SCRATCH_KIND, run_job
 
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
-    (tmp_path / f"{SCRATCH_FOLDER}-{os.getuid()}").write_text("a file where the folder goes")
+    (tmp_path / f"tagsmith-{SCRATCH_KIND}-{os.getuid()}").write_text("a file where the folder goes")
     job_id = make_job("queued")
     assert run_job(job_id) == "failed"
     job = job_row(job_id)
