@@ -44,7 +44,7 @@ def trec_corpus() -> ClassificationCorpus:
         label_prefix=None,
         label_separator=":",
         label_type="question_class",
-        sample_missing_splits=True,
+        sample_missing_splits="only_dev",
         seed=42,
     )
 

@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (ewt / "train.conllu").is_file():
         print(f"error: {ewt} not found (see ../shared/data/README.md)", file=sys.stderr)
         return 2
-    corpus = read_corpus_files("conllu", {"train": ewt / "train.conllu", "dev": ewt / "dev.conllu"})
+    corpus = read_corpus_files(
+        "conllu", {"train": ewt / "train.conllu", "dev": ewt / "dev.conllu"}, sample_missing_splits=False
+    )
     if args.quick:
         corpus.train, corpus.dev = corpus.train[:200], corpus.dev[:100]
         args.epochs, args.hidden = 1, 32

@@ -371,8 +371,23 @@ def _label_values(sentence: Sentence, label_type: str) -> tuple[LabelKind | None
     return ("token" if values else None), values
 
 
+# Flair's values: True samples a missing test split, then a missing dev split, from train;
+# "only_dev" / "only_test" sample that one; False none.
+SampleMissingSplits = bool | Literal["only_dev", "only_test"]
+SAMPLE_MISSING_SPLITS: tuple[SampleMissingSplits, ...] = (True, False, "only_dev", "only_test")
+
+
+def _split_off(train: list[Sentence], seed: int) -> tuple[list[Sentence], list[Sentence]]:
+    """A seeded tenth of ``train`` (at least one sentence), and the rest."""
+    order = list(range(len(train)))
+    random.Random(seed).shuffle(order)
+    taken = set(order[: max(1, len(train) // 10)])
+    return [s for i, s in enumerate(train) if i in taken], [s for i, s in enumerate(train) if i not in taken]
+
+
 class Corpus:
-    """Train, dev and test splits. Without a dev split, a seeded 10% of train becomes dev."""
+    """Train, dev and test splits. A missing split is sampled from train as Flair does
+    (``sample_missing_splits``): a seeded 10% becomes test, then 10% of the rest becomes dev."""
 
     def __init__(
         self,
@@ -380,20 +395,21 @@ class Corpus:
         dev: list[Sentence] | None = None,
         test: list[Sentence] | None = None,
         name: str = "corpus",
-        sample_missing_splits: bool = True,
+        sample_missing_splits: SampleMissingSplits = True,
         seed: int = 42,
         skipped: int = 0,
     ) -> None:
+        if sample_missing_splits not in SAMPLE_MISSING_SPLITS:
+            raise ValueError(
+                f"sample_missing_splits must be True, False, 'only_dev' or 'only_test', got {sample_missing_splits!r}"
+            )
         self.name = name
         self.skipped = skipped
         train = list(train)
-        if dev is None and sample_missing_splits and len(train) >= 2:
-            order = list(range(len(train)))
-            random.Random(seed).shuffle(order)
-            n_dev = max(1, len(train) // 10)
-            dev_idx = set(order[:n_dev])
-            dev = [s for i, s in enumerate(train) if i in dev_idx]
-            train = [s for i, s in enumerate(train) if i not in dev_idx]
+        if test is None and sample_missing_splits in (True, "only_test") and len(train) >= 2:
+            test, train = _split_off(train, seed)
+        if dev is None and sample_missing_splits in (True, "only_dev") and len(train) >= 2:
+            dev, train = _split_off(train, seed)
         self.train: list[Sentence] = train
         self.dev: list[Sentence] = list(dev or [])
         self.test: list[Sentence] = list(test or [])

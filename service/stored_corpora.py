@@ -8,17 +8,22 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from engine.data import Corpus
+from engine.data import Corpus, SampleMissingSplits
 from engine.readers import read_corpus_files
 from service.storage import Storage
+
+# The service's corpora get a dev split from train when none was uploaded, never a test split:
+# a job reports test scores only on a test file its owner chose (the engine's default, Flair's,
+# would also take 10% of train away for a test split).
+SAMPLED_SPLITS: SampleMissingSplits = "only_dev"
 
 
 def read_stored_corpus(
     storage: Storage, format: str, options: dict[str, Any], files: dict[str, str], folder: Path
 ) -> Corpus:
     """The corpus whose split files are stored under ``files`` (split -> key), copied into
-    ``folder``. Splits that were not uploaded are sampled from train as at upload (same seed),
-    so a job's and an evaluation's test split are the ones the upload's statistics describe."""
+    ``folder``. A dev split that was not uploaded is sampled from train as at upload (same seed),
+    so a job's splits are the ones the upload's statistics describe."""
     folder.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for split, key in files.items():
@@ -27,4 +32,4 @@ def read_stored_corpus(
         with storage.open(key) as source, path.open("wb") as out:
             shutil.copyfileobj(source, out, 1024 * 1024)
         paths[split] = path
-    return read_corpus_files(format, paths, options)
+    return read_corpus_files(format, paths, options, sample_missing_splits=SAMPLED_SPLITS)

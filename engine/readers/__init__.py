@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.data import Corpus
+from engine.data import Corpus, SampleMissingSplits
 from engine.readers.classification import ClassificationCorpus, read_fasttext_file, read_table_file
 from engine.readers.column import ColumnCorpus, read_column_file
 from engine.readers.conllu import DEFAULT_FIELDS, ConlluCorpus, read_conllu_file
@@ -214,7 +214,7 @@ def read_corpus_files(
     options: Mapping[str, Any] | None = None,
     *,
     name: str | None = None,
-    sample_missing_splits: bool = True,
+    sample_missing_splits: SampleMissingSplits = True,
     seed: int = 42,
 ) -> Corpus:
     """Read a corpus of ``format`` from ``files`` (split -> path; ``train`` required, ``dev`` and

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.data import Corpus, Label, Sentence
+from engine.data import Corpus, Label, SampleMissingSplits, Sentence
 from engine.readers.errors import MAX_TOKEN_CHARS, CorpusFormatError, ReaderOptionError, check_token_length
 from engine.readers.files import corpus_name, gc_paused, read_text, resolve_split_files
 from engine.tokenization import TOKENIZERS
@@ -393,7 +393,7 @@ class ClassificationCorpus(Corpus):
         test_file: str | Path | None = None,
         format: str = "fasttext",
         name: str | None = None,
-        sample_missing_splits: bool = True,
+        sample_missing_splits: SampleMissingSplits = True,
         seed: int = 42,
         **options: Any,
     ) -> None:

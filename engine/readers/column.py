@@ -37,7 +37,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from engine.data import Corpus, Label, Sentence, Span, Token
+from engine.data import Corpus, Label, SampleMissingSplits, Sentence, Span, Token
 from engine.readers.errors import MAX_TOKEN_CHARS, CorpusFormatError, ReaderOptionError, check_token_length
 from engine.readers.files import corpus_name, gc_paused, read_text, resolve_split_files
 from engine.tag_schemes import (
@@ -425,7 +425,7 @@ class ColumnCorpus(Corpus):
 
     Span columns are detected on the training file; dev and test are read with the same
     columns and schemes, so all splits agree. ``tag_schemes`` records them (name -> scheme).
-    Without a dev file, a seeded 10% of train becomes dev (``sample_missing_splits``).
+    Missing dev/test splits are sampled from train (``sample_missing_splits``, see ``Corpus``).
     """
 
     def __init__(
@@ -441,7 +441,7 @@ class ColumnCorpus(Corpus):
         document_separator: str = "-DOCSTART-",
         whole_file_document: bool = False,
         name: str | None = None,
-        sample_missing_splits: bool = True,
+        sample_missing_splits: SampleMissingSplits = True,
         seed: int = 42,
     ) -> None:
         files = resolve_split_files(data_folder, train_file, dev_file, test_file)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from engine.data import Corpus, Label, Sentence, Token
+from engine.data import Corpus, Label, SampleMissingSplits, Sentence, Token
 from engine.readers.errors import MAX_TOKEN_CHARS, CorpusFormatError, ReaderOptionError, check_token_length
 from engine.readers.files import corpus_name, gc_paused, read_text, resolve_split_files
 
@@ -222,7 +222,7 @@ class ConlluCorpus(Corpus):
         test_file: str | Path | None = None,
         fields: Iterable[str] = DEFAULT_FIELDS,
         name: str | None = None,
-        sample_missing_splits: bool = True,
+        sample_missing_splits: SampleMissingSplits = True,
         seed: int = 42,
     ) -> None:
         files = resolve_split_files(data_folder, train_file, dev_file, test_file, suffixes=(".conllu",))

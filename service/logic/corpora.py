@@ -22,6 +22,7 @@ from service.errors import Conflict, FieldError, Invalid
 from service.logic import text_corpora
 from service.logic.owned import owned_or_404
 from service.storage import discard, get_storage
+from service.stored_corpora import SAMPLED_SPLITS
 
 # ``text``: plain text for language models (``service.logic.text_corpora``), no labels.
 FORMATS: tuple[str, ...] = (*READER_FORMATS, text_corpora.TEXT_FORMAT)
@@ -98,7 +99,7 @@ def create_corpus(
                 shutil.copyfileobj(upload.stream, out, 1024 * 1024)
             paths[split] = path
         try:
-            corpus = read_corpus_files(format, paths, options)
+            corpus = read_corpus_files(format, paths, options, sample_missing_splits=SAMPLED_SPLITS)
         except CorpusFormatError as e:
             split = Path(e.file).stem
             file = names.get(split, e.filename)

@@ -30,3 +30,32 @@ def test_get_labels_returns_the_labels_of_a_type_whatever_they_label() -> None:
     (topic,) = sentence.get_labels("topic")
     assert topic.value == "history" and topic.data_point is sentence
     assert sentence.get_labels("sentiment") == []
+
+
+def test_missing_splits_are_sampled_from_train_as_flair_does() -> None:
+    import pytest
+
+    from engine.data import Corpus
+
+    def sentences(n: int, tag: str) -> list[Sentence]:
+        return [Sentence(f"{tag} {i}") for i in range(n)]
+
+    def sizes(corpus: Corpus) -> tuple[int, int, int]:
+        return len(corpus.train), len(corpus.dev), len(corpus.test)
+
+    # Flair's default: a tenth of train becomes test, then a tenth of the rest dev
+    both = Corpus(sentences(100, "train"))
+    assert sizes(both) == (81, 9, 10)
+    assert {s.to_plain_string() for s in both.all_sentences()} == {f"train {i}" for i in range(100)}
+    assert sizes(Corpus(sentences(100, "train"), sample_missing_splits="only_dev")) == (90, 10, 0)
+    assert sizes(Corpus(sentences(100, "train"), sample_missing_splits="only_test")) == (90, 0, 10)
+    assert sizes(Corpus(sentences(100, "train"), sample_missing_splits=False)) == (100, 0, 0)
+    # given splits are kept whole, and train keeps what is not sampled
+    given = Corpus(sentences(100, "train"), sentences(5, "dev"), sentences(7, "test"))
+    assert sizes(given) == (100, 5, 7)
+    assert sizes(Corpus(sentences(100, "train"), sentences(5, "dev"))) == (90, 5, 10)
+    # seeded: the same sentences every time
+    again = Corpus(sentences(100, "train"))
+    assert [s.to_plain_string() for s in again.test] == [s.to_plain_string() for s in both.test]
+    with pytest.raises(ValueError, match="only_dev"):
+        Corpus(sentences(10, "train"), sample_missing_splits="dev")  # type: ignore[arg-type]

@@ -82,11 +82,13 @@ def test_conll03_train_counts_and_entities(shared_data: Path) -> None:
 
 def test_conll03_folder_and_wnut17(shared_data: Path) -> None:
     corpus = ColumnCorpus(shared_data / "conll03", {0: "text", 1: "ner"})
-    assert (len(corpus.train), len(corpus.dev), len(corpus.test)) == (14_041, 3_250, 0)
+    # no test file: a seeded tenth of train is the test split, as in Flair
+    assert (len(corpus.train), len(corpus.dev), len(corpus.test)) == (12_637, 3_250, 1_404)
     assert corpus.make_label_dictionary("ner").get_items() == ["LOC", "PER", "ORG", "MISC"]
     wnut = read_corpus_files(
         "column",
         {"train": shared_data / "wnut17" / "train.conll", "dev": shared_data / "wnut17" / "dev.conll"},
+        sample_missing_splits=False,
     )
     assert len(wnut.train) == 3_394 and len(wnut.dev) == 1_009
     _, _, raw = raw_entity_counts(shared_data / "wnut17" / "train.conll")

@@ -492,7 +492,7 @@ def test_epoch_batches_cover_the_data_once_and_depend_only_on_seed_and_epoch(
 ) -> None:
     from engine.training.trainer import _Run
 
-    corpus = Corpus(make_sentences(1000, 5), make_sentences(5, 6))
+    corpus = Corpus(make_sentences(1000, 5), make_sentences(5, 6), sample_missing_splits=False)
     trainer = ModelTrainer(make_tagger(corpus, vectors), corpus)
     args = {"self": trainer, "base_path": tmp_path, **_train_defaults(), "length_bucketing": bucketing}
     run = _Run(trainer, {**args, "mini_batch_size": 7})
