@@ -221,6 +221,9 @@ class LanguageModelTrainer:
                     train_sentences=sum(p.read_bytes().count(b"\n") for p in self.corpus.train_files),
                     dev_sentences=self.corpus.valid_file.read_bytes().count(b"\n"),
                     device=str(device),
+                    test_sentences=self.corpus.test_file.read_bytes().count(b"\n")
+                    if self.corpus.test_file
+                    else 0,
                 )
             )
 

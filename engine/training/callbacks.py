@@ -21,6 +21,7 @@ class TrainingStarted:
     train_sentences: int
     dev_sentences: int
     device: str
+    test_sentences: int = 0
 
 
 @dataclass

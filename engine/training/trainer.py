@@ -538,6 +538,7 @@ class _Run:
                 train_sentences=len(self.train_data),
                 dev_sentences=len(self.dev_data) if self.use_dev else 0,
                 device=str(self.device),
+                test_sentences=len(self.test_data),
             ),
         )
 

@@ -127,6 +127,10 @@ class Job(Base):
     max_epochs: Mapped[int | None] = mapped_column(Integer, nullable=True)
     batch: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     batches_per_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # what the run trains and scores on, after sampling, downsampling and merging corpora
+    train_sentences: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    dev_sentences: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    test_sentences: Mapped[int | None] = mapped_column(Integer, nullable=True)
     percent: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     eta_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     learning_rate: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -98,6 +98,18 @@ class JobOut(_Out):
     max_epochs: int | None
     batch: int = Field(description="Batches done in the running epoch.")
     batches_per_epoch: int | None
+    train_sentences: int | None = Field(
+        default=None,
+        description="Sentences the run trains on, once it has started: after the dev split sampled from "
+        "train, `downsample` and merging several corpora (with `train_with_dev`, train and dev together). "
+        "Language models: lines of text.",
+    )
+    dev_sentences: int | None = Field(
+        default=None, description="Sentences of the dev split the run scores each epoch on (0: none)."
+    )
+    test_sentences: int | None = Field(
+        default=None, description="Sentences of the test split scored at the end (0: none, no test score)."
+    )
     percent: float = Field(description="0-100 over the whole run.")
     eta_seconds: float | None
     learning_rate: float | None

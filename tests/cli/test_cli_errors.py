@@ -332,9 +332,7 @@ def test_a_worker_on_a_database_it_cannot_use_does_not_start(
     upgrade()
     with sqlite3.connect(database) as connection:
         connection.execute("update alembic_version set version_num = '0099'")
-    newer = (
-        f"error: the database {url}: its schema (0099) is newer than this Tagsmith's (0004): upgrade Tagsmith"
-    )
+    newer = f"error: the database {url}: its schema (0099) is newer than this Tagsmith's ({head}): upgrade Tagsmith"
     assert _error(capsys, "worker") == newer
     assert _error(capsys, "migrate") == newer
 

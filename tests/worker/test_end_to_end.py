@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 
 from tests.engine.test_embeddings_transformer import build_tiny_bert
-from tests.worker.conftest import Stack, classifier_spec, tagger_spec
+from tests.worker.conftest import (
+    CLASSES_TRAIN,
+    TAGGER_DEV,
+    TAGGER_TEST,
+    TAGGER_TRAIN,
+    Stack,
+    classifier_spec,
+    tagger_spec,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -53,7 +61,9 @@ def test_train_a_tagger_and_a_classifier_then_predict(stack: Stack) -> None:
     tagger_corpus = stack.upload_tagger_corpus(repeat=2)
     classifier_corpus = stack.upload_classifier_corpus(repeat=2)
     tagger_job = stack.submit(tagger_spec(tagger_corpus, max_epochs=3))
-    classifier_job = stack.submit(classifier_spec(classifier_corpus, max_epochs=3))
+    downsampled = classifier_spec(classifier_corpus, max_epochs=3)
+    downsampled["corpus"]["downsample"] = 0.5
+    classifier_job = stack.submit(downsampled)
 
     states = watch(stack, tagger_job)
     final = states[-1]
@@ -65,6 +75,8 @@ def test_train_a_tagger_and_a_classifier_then_predict(stack: Stack) -> None:
     assert len({(s["epoch"], s["batch"]) for s in running}) >= 2, "progress did not advance while running"
     assert final["epoch"] == final["max_epochs"] == 3
     assert final["device"] == "cpu" and final["worker_host"]
+    sizes = (final["train_sentences"], final["dev_sentences"], final["test_sentences"])
+    assert sizes == (2 * len(TAGGER_TRAIN), len(TAGGER_DEV), len(TAGGER_TEST))
 
     # The classifier is still queued or running: its event stream follows it to the end.
     events = read_events(stack, classifier_job)
@@ -97,7 +109,14 @@ def test_train_a_tagger_and_a_classifier_then_predict(stack: Stack) -> None:
     assert [t["text"] for t in tokens] == ["Anna", "lives", "in", "Berlin", "."]
     assert all(t["tag"] is not None for t in tokens)
 
-    classifier_model_id = stack.api_job(classifier_job)["model_id"]
+    classifier = stack.api_job(classifier_job)
+    # what the run really trained and scored on: every split halved (at least one sentence)
+    assert (classifier["train_sentences"], classifier["dev_sentences"], classifier["test_sentences"]) == (
+        len(CLASSES_TRAIN),
+        1,
+        1,
+    )
+    classifier_model_id = classifier["model_id"]
     classifier_model = stack.client.get(f"/models/{classifier_model_id}", headers=stack.headers).json()
     assert classifier_model["task"] == "text_classification"
     assert sorted(classifier_model["labels"]) == ["NEGATIVE", "POSITIVE"]

@@ -90,7 +90,9 @@ def test_batch_progress_is_throttled_and_losses_are_kept(environment: dict[str, 
     job_id = running_job()
     clock = Clock()
     progress = make_progress(job_id, clock)
-    progress.on_train_start(TrainingStarted(3, 1, 10, 40, 4, "cpu"))
+    progress.on_train_start(TrainingStarted(3, 1, 10, 40, 4, "cpu", test_sentences=5))
+    job = job_row(job_id)
+    assert (job.train_sentences, job.dev_sentences, job.test_sentences) == (40, 4, 5)
     progress.on_batch_end(batch(1, 1))  # the first batch is written at once
     assert (job_row(job_id).batch, loss_rows(job_id)) == (1, 1)
     for n in range(2, 6):
