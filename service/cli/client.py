@@ -342,6 +342,18 @@ def progress_text(job: dict[str, Any]) -> str:
     return f"{status}, {done}/{total or '?'} epochs done"
 
 
+def split_sizes_line(job: dict[str, Any]) -> str:
+    """What the run trains and scores on, said once: a downsample or a missing test split shows."""
+    unit = "lines" if job.get("kind") == "language_model" else "sentences"
+    line = (
+        f"training on {job['train_sentences']} {unit}; dev {job.get('dev_sentences') or 0}, "
+        f"test {job.get('test_sentences') or 0}"
+    )
+    if not job.get("test_sentences"):
+        line += " (no test split: no test score)"
+    return line
+
+
 def follow_job(
     api: Api, job_id: str, poll_seconds: float = 0.5, show: bool = True, write: Any = print
 ) -> dict[str, Any]:
@@ -361,6 +373,7 @@ def follow_job(
     )
     job: dict[str, Any] = {}
     waited_for: str | None = None
+    sizes_shown = False
     try:
         while True:
             job = dict(api.call("GET", path("jobs", job_id)))
@@ -368,6 +381,9 @@ def follow_job(
             bar.set_description(progress_text(job))
             if plain is not None:
                 plain.show(job)
+            if show and not sizes_shown and job.get("train_sentences") is not None:
+                sizes_shown = True
+                bar.write(split_sizes_line(job))
             reason = job.get("error") if job.get("retry_at") else job.get("note")
             if reason and reason != waited_for:
                 # put back after a storage outage, or on a queue no worker takes: say why it

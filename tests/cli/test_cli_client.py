@@ -157,6 +157,23 @@ def test_follow_job_epoch_lines(capsys: pytest.CaptureFixture[str]) -> None:
     assert "job j1 failed: boom" in text
 
 
+def test_follow_job_says_once_what_the_run_trains_on(capsys: pytest.CaptureFixture[str]) -> None:
+    sizes = {"train_sentences": 7, "dev_sentences": 1, "test_sentences": 0}
+    scripted = ScriptedApi(
+        [
+            _job("queued", 0, 0.0),
+            _job("running", 0, 10.0, **sizes),
+            _job("running", 1, 50.0, **sizes),
+            _job("completed", 2, 100.0, model_id="m1", **sizes),
+        ]
+    )
+    api = client.Api("http://api", transport=httpx.MockTransport(scripted))
+    client.follow_job(api, "j1", poll_seconds=0.0, write=print)
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert text.count("training on 7 sentences; dev 1, test 0 (no test split: no test score)") == 1
+
+
 def test_follow_job_says_once_per_outage_why_a_job_waits(capsys: pytest.CaptureFixture[str]) -> None:
     first = "storage unavailable; retry 1 of 10 at 2026-12-03 10:00:30 UTC: connection refused"
     second = "storage unavailable; retry 2 of 10 at 2026-12-03 10:01:30 UTC: connection refused"
