@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from engine.data import Corpus, Label, SampleMissingSplits, Sentence
 from engine.readers.errors import MAX_TOKEN_CHARS, CorpusFormatError, ReaderOptionError, check_token_length
-from engine.readers.files import corpus_name, gc_paused, read_text, resolve_split_files
+from engine.readers.files import corpus_name, gc_paused, invalid_unicode, read_text, resolve_split_files
 from engine.tokenization import TOKENIZERS
 
 Tokenizer = Literal["segtok", "whitespace"]
@@ -330,7 +330,7 @@ def _read_jsonl(
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line, parse_int=_JsonNumber, parse_float=_JsonNumber)
         except json.JSONDecodeError as e:
             raise CorpusFormatError(path, lineno, f"invalid JSON ({e.msg} at column {e.colno})") from None
         except ValueError:
@@ -339,13 +339,16 @@ def _read_jsonl(
         except RecursionError:
             raise CorpusFormatError(path, lineno, "invalid JSON (nested too deeply)") from None
         if not isinstance(record, dict):
-            raise CorpusFormatError(path, lineno, f"expected a JSON object, got {type(record).__name__}")
+            raise CorpusFormatError(path, lineno, f"expected a JSON object, got {_json_type(record)}")
         if text_key not in record:
             raise CorpusFormatError(path, lineno, f"no text key {text_key!r} (keys: {', '.join(record)})")
         value = record[text_key]
-        if not isinstance(value, str):
+        if type(value) is not str:
+            raise CorpusFormatError(path, lineno, f"text {text_key!r} is a {_json_type(value)}, not a string")
+        bad = invalid_unicode([value, record.get(label_key)])
+        if bad is not None:
             raise CorpusFormatError(
-                path, lineno, f"text {text_key!r} is a {type(value).__name__}, not a string"
+                path, lineno, f"{bad!r} holds a lone surrogate escape (\\ud800-\\udfff): not Unicode text"
             )
         raw = record.get(label_key)
         labels: list[str] = []
@@ -356,9 +359,26 @@ def _read_jsonl(
                 or item is None
                 or (isinstance(item, float) and not math.isfinite(item))
             ):
-                raise CorpusFormatError(path, lineno, f"label {item!r} is not a string or number")
-            labels.extend(_split_labels(str(item), multi_label_separator))
+                raise CorpusFormatError(path, lineno, f"label {item!r} is not a string, number or boolean")
+            # as written in the file: 1.0 stays "1.0" (Python would make 1e2 "100.0"), true "true"
+            labels.extend(
+                _split_labels(
+                    json.dumps(item) if isinstance(item, bool) else str(item), multi_label_separator
+                )
+            )
         builder.add(lineno, value, labels)
+
+
+class _JsonNumber(str):
+    """A JSON number as written in the file: a label ``1.0`` is the class "1.0", not 1.0."""
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, _JsonNumber):
+        return "number"
+    return {str: "string", bool: "boolean", list: "array", dict: "object", float: "number"}.get(
+        type(value), "null" if value is None else type(value).__name__
+    )
 
 
 CLASSIFICATION_FORMATS: tuple[str, ...] = ("fasttext", *TABLE_FORMATS)

@@ -6,6 +6,7 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from engine.readers.errors import CorpusFormatError, ReaderOptionError
 
@@ -17,6 +18,9 @@ def read_text(path: str | Path) -> str:
     and for a file with nothing but whitespace.
     """
     data = Path(path).read_bytes()
+    not_text = _not_plain_text(data)
+    if not_text:
+        raise CorpusFormatError(path, 1, not_text)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -32,6 +36,41 @@ def read_text(path: str | Path) -> str:
     if not text.strip():
         raise CorpusFormatError(path, 1, "empty file")
     return text
+
+
+def _not_plain_text(data: bytes) -> str | None:
+    """What the file is when it is recognisably not UTF-8 text, in words a user can act on
+    (the byte-level message points at a byte of a compressed or UTF-16 file)."""
+    if data.startswith(b"\x1f\x8b"):
+        return "a gzip file: upload the uncompressed text"
+    if data.startswith(b"PK\x03\x04"):
+        return "a zip archive: upload the text file itself"
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "text in UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8"
+    head = data[:4096]
+    if len(head) >= 4 and head.count(0) >= len(head) // 4:
+        # ASCII in UTF-16 without a byte-order mark: every other byte is 0
+        return "text in UTF-16 or another encoding with NUL bytes, not UTF-8: save it as UTF-8"
+    return None
+
+
+def invalid_unicode(value: Any) -> str | None:
+    """The first string in a parsed JSON value (keys included) that is not Unicode text, or None.
+    Python's JSON parser lets a lone surrogate escape such as ``\\ud800`` through; such a string
+    cannot be written as UTF-8, so storing, serving or saving it in a model would fail later."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value
+        return None
+    items = value.items() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        for part in item if isinstance(value, dict) else (item,):
+            bad = invalid_unicode(part)
+            if bad is not None:
+                return bad
+    return None
 
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")

@@ -5,11 +5,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 
+from engine.readers.files import invalid_unicode
 from service.deps import current_owner
 from service.errors import FieldError, Invalid, json_refusal
 from service.logic import corpora, text_corpora
 from service.routers.common import Limit, Offset, each_form_field_once, problems
 from service.schemas.api import CorpusList, CorpusOut, TextCorpusCreate
+from service.schemas.spec import Name
 
 router = APIRouter(prefix="/corpora", tags=["corpora"])
 
@@ -43,6 +45,10 @@ def _json_object(raw: str, field: str) -> dict[str, Any]:
         raise Invalid(
             f"{field} must be a JSON object", [FieldError(["body", field], "must be a JSON object")]
         )
+    bad = invalid_unicode(value)
+    if bad is not None:
+        message = f"{bad!r} holds a lone surrogate escape (\\ud800-\\udfff): not Unicode text"
+        raise Invalid(f"{field}: {message}", [FieldError(["body", field], message)])
     return value
 
 
@@ -58,7 +64,7 @@ def create_corpus(
     train: Annotated[UploadFile, File(description="Training split.")],
     dev: Annotated[UploadFile | None, File(description="Development split (default: 10% of train).")] = None,
     test: Annotated[UploadFile | None, File(description="Test split.")] = None,
-    name: Annotated[str | None, Form(max_length=200)] = None,
+    name: Annotated[Name, Form(max_length=200)] = None,
     options: Annotated[
         str | None,
         Form(

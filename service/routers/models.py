@@ -19,6 +19,7 @@ from service.schemas.api import (
     PredictRequest,
     PredictResponse,
 )
+from service.schemas.spec import Name
 from service.settings import get_settings
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -36,7 +37,7 @@ def import_model(
         UploadFile,
         File(description="A tar archive (.tar.gz) of a model folder, as `GET /models/{id}/download` gives."),
     ],
-    name: Annotated[str | None, Form(max_length=200, description="Default: the archive's name.")] = None,
+    name: Annotated[Name, Form(max_length=200, description="Default: the archive's name.")] = None,
     owner_id: str = Depends(current_owner),
     _fields: None = Depends(each_form_field_once),
 ) -> ModelOut:

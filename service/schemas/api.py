@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.schemas.spec import TrainingSpec
+from service.schemas.spec import Name, TrainingSpec
 
 
 class _Out(BaseModel):
@@ -17,7 +17,7 @@ class _Out(BaseModel):
 # -- keys ---------------------------------------------------------------------------------------
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    name: str | None = Field(None, min_length=1, max_length=200, description="Name of a new owner.")
+    name: Name = Field(None, min_length=1, max_length=200, description="Name of a new owner.")
     owner_id: str | None = Field(None, description="Add a key to this existing owner instead.")
 
     @model_validator(mode="after")
@@ -77,7 +77,7 @@ class CorpusOut(_Out):
 class TextCorpusCreate(BaseModel):
     # Like every other request body: a misspelt field (`nmae`) is an error, not silently ignored.
     model_config = ConfigDict(extra="forbid", strict=True)
-    name: str | None = Field(None, min_length=1, max_length=200, description="Default: `<source name>-text`.")
+    name: Name = Field(None, min_length=1, max_length=200, description="Default: `<source name>-text`.")
 
 
 class CorpusList(BaseModel):

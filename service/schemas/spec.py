@@ -10,6 +10,7 @@ corpora (label type present, document boundaries for ``use_context``) run in
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -29,12 +30,17 @@ Task = Literal["sequence_tagging", "text_classification"]
 
 
 def _not_blank(value: str | None) -> str | None:
-    """A name is shown in listings and used for files: surrounding spaces go, nothing but spaces is no name."""
+    """A name is shown in listings and used for files: surrounding spaces go, nothing but spaces is
+    no name, and a control character (a NUL: PostgreSQL refuses it in text) has no place in one."""
     if value is None:
         return None
-    if not value.strip():
+    value = value.strip()
+    if not value:
         raise ValueError("must not be blank")
-    return value.strip()
+    control = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        raise ValueError(f"must not contain control characters (found {control!r})")
+    return value
 
 
 Name = Annotated[str | None, AfterValidator(_not_blank)]

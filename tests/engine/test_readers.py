@@ -455,7 +455,7 @@ def test_error_jsonl_non_finite_label(tmp_path: Path, label: str) -> None:
     )
     with pytest.raises(CorpusFormatError) as excinfo:
         read_table_file(path)
-    assert_error(excinfo, path, 2, "is not a string or number")
+    assert_error(excinfo, path, 2, "is not a string, number or boolean")
 
 
 def test_error_jsonl_invalid_json(tmp_path: Path) -> None:
@@ -490,13 +490,41 @@ def test_error_conllu_bad_multiword_range(tmp_path: Path) -> None:
     assert_error(excinfo, path, 2, "invalid multi-word token range '3-4'")
 
 
-def test_error_jsonl_json_that_python_refuses(tmp_path: Path) -> None:
-    # Valid JSON that json.loads still refuses: an integer past Python's digit limit, deep nesting.
-    good = '{"text": "a", "label": "x"}\n'
-    path = write(tmp_path / "train.jsonl", good + '{"text": "b", "label": ' + "9" * 5000 + "}\n")
+def test_jsonl_labels_are_read_as_written(tmp_path: Path) -> None:
+    # Python's str() made 1e2 the class "100.0", 1 and 1.0 one class or two by accident, and
+    # true the class "True"; a number past Python's digit limit was refused.
+    lines = ["1", "1.0", "1e2", "true", "[false, 2]", "9" * 5000]
+    path = write(
+        tmp_path / "train.jsonl", "".join(f'{{"text": "t{i}", "label": {v}}}\n' for i, v in enumerate(lines))
+    )
+    records, _ = read_table_file(path)
+    assert [[label.value for label in r.labels["class"]] for r in records] == [
+        ["1"],
+        ["1.0"],
+        ["1e2"],
+        ["true"],
+        ["false", "2"],
+        ["9" * 5000],
+    ]
+    path = write(tmp_path / "train.jsonl", '{"text": "a", "label": "x"}\n{"text": 5, "label": "y"}\n')
     with pytest.raises(CorpusFormatError) as excinfo:
         read_table_file(path)
-    assert_error(excinfo, path, 2, "invalid JSON (a number has too many digits)")
+    assert_error(excinfo, path, 2, "text 'text' is a number, not a string")
+
+
+def test_error_jsonl_lone_surrogate_escape(tmp_path: Path) -> None:
+    # Python's JSON parser lets \ud800 through; the corpus was stored, then every listing of the
+    # owner's corpora failed with a 500 (the string cannot be written as UTF-8)
+    for record in ('{"text": "b", "label": "a\\ud800"}', '{"text": "b\\udfff c", "label": "a"}'):
+        path = write(tmp_path / "train.jsonl", '{"text": "a", "label": "x"}\n' + record + "\n")
+        with pytest.raises(CorpusFormatError) as excinfo:
+            read_table_file(path)
+        assert_error(excinfo, path, 2, "lone surrogate escape")
+
+
+def test_error_jsonl_json_that_python_refuses(tmp_path: Path) -> None:
+    # Valid JSON that json.loads still refuses: deep nesting.
+    good = '{"text": "a", "label": "x"}\n'
     path = write(
         tmp_path / "train.jsonl", good + '{"text": "b", "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
     )

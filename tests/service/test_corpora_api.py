@@ -8,7 +8,7 @@ import pytest
 
 from service.db.models import Corpus
 from service.db.session import session_scope
-from tests.service.fixtures import CONLL_TRAIN, FASTTEXT_TRAIN, ApiSession, stored_files
+from tests.service.fixtures import ADMIN_KEY, CONLL_TRAIN, FASTTEXT_TRAIN, ApiSession, stored_files
 
 pytestmark = pytest.mark.postgres
 
@@ -297,6 +297,48 @@ def test_not_utf8_and_empty_files(api: ApiSession) -> None:
     r = api.upload(owner, train="   \n")
     assert r.status_code == 422
     assert stored_files() == []
+
+
+def test_compressed_and_utf16_files_are_named_for_what_they_are(api: ApiSession) -> None:
+    import gzip
+
+    owner = api.new_owner()
+    text = "__label__a ok\n__label__b fine\n"
+    for data, words in (
+        (gzip.compress(text.encode()), "a gzip file: upload the uncompressed text"),
+        (text.encode("utf-16-le"), "text in UTF-16 or another encoding with NUL bytes"),
+        (text.encode("utf-16"), "text in UTF-16 (it starts with a UTF-16 byte-order mark)"),
+    ):
+        r = api.client.post(
+            "/corpora", data={"format": "fasttext"}, files={"train": ("x.txt", data)}, headers=owner.headers
+        )
+        assert r.status_code == 422 and words in r.json()["detail"], r.text
+    assert stored_files() == [] and _corpus_rows() == 0
+
+
+def test_a_lone_surrogate_escape_is_422_and_leaves_the_owners_corpora_readable(api: ApiSession) -> None:
+    # JSON lets \ud800 through: the corpus was stored, its 201 failed with a 500, and from then on
+    # every GET /corpora of its owner answered 500
+    owner = api.new_owner()
+    jsonl = '{"text": "good one", "label": "a"}\n{"text": "bad x", "label": "a\\ud800"}\n'
+    r = api.upload(owner, train=jsonl, format="jsonl")
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["line"] == 2 and "lone surrogate" in r.json()["detail"]
+    r = api.upload(owner, train=FASTTEXT_TRAIN, format="fasttext", options={"label_type": "x\ud800"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.options", r.text
+    assert stored_files() == [] and _corpus_rows() == 0
+    assert api.client.get("/corpora", headers=owner.headers).status_code == 200
+
+
+def test_names_with_control_characters_are_422(api: ApiSession) -> None:
+    # PostgreSQL refuses a NUL in text: the upload answered 500
+    owner = api.new_owner()
+    r = api.upload(owner, name="bad\x00name")
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.name", r.text
+    assert "control characters" in r.json()["detail"]
+    r = api.client.post("/keys", json={"name": "a\x07b"}, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.name", r.text
+    assert stored_files() == [] and _corpus_rows() == 0
 
 
 def test_oversized_upload_is_413(api: ApiSession, monkeypatch: pytest.MonkeyPatch) -> None:
