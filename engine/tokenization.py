@@ -94,12 +94,14 @@ def _split_span(span: str) -> tuple[str, ...]:
 @lru_cache(maxsize=CACHED_WORDS)
 def _finish_token(token: str) -> tuple[str, ...]:
     """segtok's last two steps for one token: dangling commas, semicolons and colons become
-    tokens of their own, then contractions are split. Both act on each token alone."""
+    tokens of their own, then contractions are split. Both act on each token alone. segtok
+    leaves an empty string where a contraction stands alone (``do n't`` -> ``'', "n't"``); Flair
+    drops those, and so do we: a zero-length token has no text to embed or to tag."""
     dangling: list[str] = []
     while len(token) > 1 and token[-1] in ",;:":
         dangling.append(token[-1])
         token = token[:-1]
-    return (*split_contractions([token]), *reversed(dangling))
+    return (*(piece for piece in split_contractions([token]) if piece), *reversed(dangling))
 
 
 def _word_tokens(sentence: str) -> list[str]:

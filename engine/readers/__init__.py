@@ -173,7 +173,20 @@ FORMATS: dict[str, ReaderFormat] = {
     "csv": ReaderFormat(
         "csv", "text_classification", "comma-separated table", (".csv",), _table_options(True)
     ),
-    "tsv": ReaderFormat("tsv", "text_classification", "tab-separated table", (".tsv",), _table_options(True)),
+    "tsv": ReaderFormat(
+        "tsv",
+        "text_classification",
+        "tab-separated table",
+        (".tsv",),
+        {
+            **_table_options(True),
+            "quoted": ReaderOption(
+                (bool,),
+                False,
+                'fields may be in double quotes, as CSV writers such as pandas write them (default: a " is text)',
+            ),
+        },
+    ),
     "jsonl": ReaderFormat(
         "jsonl",
         "text_classification",

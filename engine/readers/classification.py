@@ -152,6 +152,7 @@ def read_table_file(
     multi_label_separator: str | None = None,
     has_header: bool = True,
     tokenizer: Tokenizer = "segtok",
+    quoted: bool | None = None,
 ) -> tuple[list[Sentence], int]:
     """Read a CSV, TSV or JSONL table of examples; returns ``(sentences, skipped)``.
 
@@ -161,6 +162,8 @@ def read_table_file(
     of them (multi-label). ``multi_label_separator``: split a label cell into several labels
     (e.g. ``"|"``). ``label_separator``: keep each label's part before it. A row whose text and
     label are both empty is skipped and counted. ``tokenizer``: ``"segtok"`` or ``"whitespace"``.
+    ``quoted``: fields may be in double quotes (CSV's rule, always on for CSV); a TSV file is read
+    without quoting by default, as TSV defines it (GLUE's files: a ``"`` is part of the text).
     """
     fmt = format or _table_format_from_suffix(path)
     if fmt not in TABLE_FORMATS:
@@ -182,6 +185,7 @@ def read_table_file(
                 label_column,
                 has_header,
                 multi_label_separator,
+                fmt == "csv" or bool(quoted),
             )
         return builder.result()
 
@@ -248,8 +252,11 @@ def _read_delimited(
     label_column: str | int,
     has_header: bool,
     multi_label_separator: str | None,
+    quoted: bool,
 ) -> None:
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    reader = csv.reader(
+        io.StringIO(text), delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE
+    )
     header: list[str] | None = None
     width = 0
     text_index = label_index = 0

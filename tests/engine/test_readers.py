@@ -243,6 +243,20 @@ def test_csv_tsv_and_jsonl_tables(tmp_path: Path) -> None:
     assert [[lb.value for lb in s.get_labels("class")] for s in records] == [["a", "b"], ["3"]]
 
 
+def test_tsv_quotes_are_text_unless_the_file_is_quoted(tmp_path: Path) -> None:
+    # TSV has no quoting (GLUE's SST-2 has such lines): the quotes were dropped without a word,
+    # and a line opening with one swallowed the rows after it as an "unterminated quote"
+    plain = write(
+        tmp_path / "plain.tsv",
+        'sentence\tlabel\n"Kissinger" is a great film\t1\n" a tedious film\t0\nok\t1\n',
+    )
+    rows, _ = read_table_file(plain, text_column="sentence")
+    assert [s.to_original_text() for s in rows] == ['"Kissinger" is a great film', '" a tedious film', "ok"]
+    quoted = write(tmp_path / "quoted.tsv", 'sentence\tlabel\n"""Kissinger"" is\ta great film"\t1\n')
+    rows, _ = read_table_file(quoted, text_column="sentence", quoted=True)
+    assert [s.to_original_text() for s in rows] == ['"Kissinger" is\ta great film']
+
+
 def test_classification_corpus_counts_skipped_rows(tmp_path: Path) -> None:
     write(tmp_path / "train.csv", "text,label\ngood,pos\n,\nbad,neg\n")
     write(tmp_path / "test.csv", "text,label\nfine,pos\n")
@@ -787,13 +801,14 @@ def test_error_space_separated_file_with_a_tab_separated_line(tmp_path: Path) ->
         ("train.csv", 'text,label\nhi,pos\n"oops,neg\nmore,pos\nlast,neg\n', 3),
         # ... or into the last column, so the row even has the right number of columns.
         ("train.csv", 'text,label\nhi,"pos\nmore,neg\nlast,neg', 2),
+        # a TSV file read with quoting (quoted=True)
         ("train.tsv", 'text\tlabel\nhi\tpos\nthe "best\tpos\n"oops\tneg\nmore\tpos\n', 4),
     ],
 )
 def test_error_table_with_an_unterminated_quote(tmp_path: Path, name: str, text: str, line: int) -> None:
     path = write(tmp_path / name, text)
     with pytest.raises(CorpusFormatError) as excinfo:
-        read_table_file(path)
+        read_table_file(path, quoted=True)
     assert_error(excinfo, path, line, f"unterminated quote starting at line {line}")
 
 

@@ -52,6 +52,18 @@ def test_invisible_characters_separate_words_and_are_no_tokens() -> None:
         assert [w for w, *_ in tokenize(f"{word} now")] == [word, "now"]
 
 
+def test_a_contraction_standing_alone_is_one_token_not_two() -> None:
+    # segtok leaves "" before a detached "n't" (TREC-6 has 6 such questions): a token of no text
+    assert tokenize("Why do n't you go ?") == [
+        ("Why", 0, 3, True),
+        ("do", 4, 6, True),
+        ("n't", 7, 10, True),
+        ("you", 11, 14, True),
+        ("go", 15, 17, True),
+        ("?", 18, 19, False),
+    ]
+
+
 def test_segtok_splits_sentences_contractions_and_final_period() -> None:
     text = "Mr. Smith didn't go. He stayed home!"
     assert split_sentences(text) == [("Mr. Smith didn't go.", 0), ("He stayed home!", 21)]
@@ -88,9 +100,10 @@ def test_sentences_from_text_keep_offsets_into_the_whole_text() -> None:
 
 
 def _segtok_words(sentence: str) -> list[str]:
+    """Flair's SegtokTokenizer: segtok's words without the empty strings it leaves."""
     from segtok.tokenizer import split_contractions, word_tokenizer
 
-    return split_contractions(word_tokenizer(sentence))
+    return [word for word in split_contractions(word_tokenizer(sentence)) if word]
 
 
 # Characters that exercise every rule of segtok's word tokenizer: terminals, abbreviation dots,
@@ -116,7 +129,17 @@ def test_cached_word_tokenizer_gives_exactly_segtoks_tokens() -> None:
     from engine.tokenization import _word_tokens
 
     rng = random.Random(7)
-    texts = [*TEXTS, "didn't.", "It's, like, 5'-ACGT-3'...", "a,,;:", "x:", "Fred's", "rock'n'roll's!"]
+    texts = [
+        *TEXTS,
+        "didn't.",
+        "Why do n't you",
+        "It 's",
+        "It's, like, 5'-ACGT-3'...",
+        "a,,;:",
+        "x:",
+        "Fred's",
+        "rock'n'roll's!",
+    ]
     texts += ["".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 40))) for _ in range(5000)]
     for text in texts:
         # Twice: the second call answers from the caches.
