@@ -18,9 +18,9 @@ Layout rules, all per file:
   ``sentence.metadata["comments"]`` of the sentence that follows (a comment line inside a
   sentence ends that sentence); ``# sent_id = X`` and
   ``# text = X`` also set ``Sentence.id`` and ``Sentence.text``. In a space-separated file, a line
-  starting with ``"# "`` that has exactly the file's number of columns is a token line for the
-  token ``#``, not a comment (a tab-separated token ``#`` is written ``#\\t...`` and never
-  collides).
+  starting with ``"# "`` that has exactly the file's number of columns, and no `` = `` (the
+  ``# key = value`` of comments), is a token line for the token ``#``, not a comment (a
+  tab-separated token ``#`` is written ``#\\t...`` and never collides).
 - Span columns: a column whose values are tags of a span scheme (``O``, ``B-X``, ``I-X``,
   ``E-X``, ``S-X``) is decoded into spans ``sentence.spans[name]`` (by the rule documented in
   :mod:`engine.tag_schemes`; IOB1 is told from BIO by where spans start). ``span_columns`` turns
@@ -165,7 +165,11 @@ def _parse(
             documents += 1
             document = documents
             continue
-        if comment_prefix and line.startswith(comment_prefix) and (sep != " " or len(line.split()) != width):
+        if (
+            comment_prefix
+            and line.startswith(comment_prefix)
+            and (sep != " " or len(line.split()) != width or " = " in line)
+        ):
             if current is not None:
                 current = None
             if comments is None:
@@ -178,6 +182,14 @@ def _parse(
         if sep == "\t":
             fields = line.split("\t")
         else:
+            if "\t" in line:
+                # with the right number of fields, the tab stayed inside a token ("rejects\t")
+                raise CorpusFormatError(
+                    path,
+                    lineno,
+                    "the file's columns are separated by spaces (detected from its first token "
+                    f"line, line {sep_line}), and this line has tabs",
+                )
             fields = line.split(" ")
             if "" in fields:
                 fields = [f for f in fields if f]
@@ -207,13 +219,6 @@ def _parse(
                         lineno,
                         "the file's columns are separated by tabs (detected from its first token "
                         f"line, line {sep_line}), and this line has none (expected {width} columns)",
-                    )
-                if sep == " " and "\t" in line:
-                    raise CorpusFormatError(
-                        path,
-                        lineno,
-                        "the file's columns are separated by spaces (detected from its first token "
-                        f"line, line {sep_line}), and this line has tabs (expected {width} columns)",
                     )
                 if len(fields) == 1:
                     raise CorpusFormatError(

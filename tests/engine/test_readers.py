@@ -119,6 +119,25 @@ def test_space_separated_hash_token_is_not_a_comment(tmp_path: Path) -> None:
     assert sentences[0].metadata["comments"] == ["# a comment with several words"]
 
 
+def test_a_key_value_comment_is_a_comment_whatever_its_width(tmp_path: Path) -> None:
+    # "# sent_id = 2" has four fields: in a four-column file it was read as the token "#", and
+    # the 422 blamed its tag "2"
+    text = "# sent_id = 1\nEU NNP B-NP B-ORG\n. . O O\n\n# sent_id = 2\nPeter NNP B-NP B-PER\n"
+    sentences, _ = read_column_file(write(tmp_path / "s.txt", text), {0: "text", 3: "ner"})
+    assert [s.id for s in sentences] == ["1", "2"]
+    assert [[t.text for t in s] for s in sentences] == [["EU", "."], ["Peter"]]
+
+
+def test_error_tab_inside_a_space_separated_token(tmp_path: Path) -> None:
+    # "rejects\t O" split at spaces has the file's two fields: the token was "rejects\t"
+    path = write(tmp_path / "train.txt", "EU B-ORG\nrejects\t O\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_column_file(path)
+    assert_error(
+        excinfo, path, 2, "columns are separated by spaces (detected from its first token line, line 1)"
+    )
+
+
 def test_span_columns_option(tmp_path: Path) -> None:
     text = "Peter\tNNP\tB-PER\nruns\tVBZ\tO\n"
     path = write(tmp_path / "x.tsv", text)
