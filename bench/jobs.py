@@ -212,6 +212,8 @@ class TimedCallback:
 
     def __getattr__(self, hook: str) -> Any:
         method = getattr(self.inner, hook)
+        if not callable(method):
+            return method  # data the trainer reads, e.g. stop_reason
 
         def timed(*args: Any) -> Any:
             started = time.perf_counter()

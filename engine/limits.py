@@ -4,8 +4,9 @@ A model imported from an upload (``POST /models``) is untrusted input: its confi
 describe a model whose building, loading or prediction takes any amount of memory or time. The
 loaders (``engine.models.load_model(..., untrusted=True)``, ``LanguageModel.load(...,
 untrusted=True)``) check an untrusted folder against these limits *before* anything is built
-for real; the service applies the same numbers where labels enter (corpus upload, job
-submission), so that a model trained here can be imported elsewhere.
+for real; the service applies the same numbers where a model is asked for (job submission: a
+corpus may hold a label type with more values, such as lemmas, that no job trains on), so that a
+model trained here can be imported elsewhere.
 
 - ``MAX_LABELS``: labels a model may predict: a classifier's classes, a token tagger's tags, a
   span tagger's span types (``O`` not counted).

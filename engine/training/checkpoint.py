@@ -97,10 +97,15 @@ def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     }
 
 
+def _device_number(key: str) -> int:
+    return int(key.split(":", 1)[1])
+
+
 def restore_rng(tensors: dict[str, torch.Tensor], states: dict[str, Any]) -> None:
     torch.set_rng_state(tensors["torch"])
     if torch.cuda.is_available():
-        cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda:"))]
+        # by device number: as text, "cuda:10" sorts before "cuda:2"
+        cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda:")), key=_device_number)]
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
     version, internal, gauss = states["python"]

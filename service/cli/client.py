@@ -75,7 +75,7 @@ class Api:
                 response = client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise CliError(
-                f"cannot reach the API at {self.url} ({exc or type(exc).__name__}); "
+                f"cannot reach the API at {self.url} ({str(exc) or type(exc).__name__}); "
                 "start it with ./scripts/run, or point --url / TAGSMITH_URL at it"
             ) from exc
         if response.status_code >= 400:

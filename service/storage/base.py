@@ -10,6 +10,7 @@ Imported by the worker: no FastAPI here.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import re
 from abc import ABC, abstractmethod
@@ -147,7 +148,7 @@ class Storage(ABC):
         nothing is there."""
 
     @abstractmethod
-    def stale_temporary(self, before: float) -> list[Temporary]:
+    def stale_temporary(self, before: float) -> builtins.list[Temporary]:
         """Leftovers of interrupted writes and deletes (temporary files, unfinished uploads)
         unchanged since ``before``. ``remove_temporary`` deletes one by its name."""
 

@@ -3,6 +3,7 @@ to a temporary name under ``.tmp/`` and is renamed into place, ``put_dir`` swaps
 
 from __future__ import annotations
 
+import builtins
 import errno
 import logging
 import os
@@ -193,7 +194,7 @@ class LocalStorage(Storage):
             return None
         return max(_changed(p) for p in entries)
 
-    def stale_temporary(self, before: float) -> list[Temporary]:
+    def stale_temporary(self, before: float) -> builtins.list[Temporary]:
         stale = []
         for entry in sorted(self._tmp.iterdir()):
             inside = list(entry.rglob("*")) if entry.is_dir() else []

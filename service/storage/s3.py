@@ -13,6 +13,7 @@ until it is aborted: those are this backend's temporaries.
 
 from __future__ import annotations
 
+import builtins
 import tempfile
 import uuid
 from pathlib import Path
@@ -173,7 +174,7 @@ class S3Storage(Storage):
         objects = self._objects(prefix)
         return max(o["LastModified"].timestamp() for o in objects) if objects else None
 
-    def stale_temporary(self, before: float) -> list[Temporary]:
+    def stale_temporary(self, before: float) -> builtins.list[Temporary]:
         pages = self.client.get_paginator("list_multipart_uploads").paginate(
             Bucket=self.bucket, Prefix=self.prefix
         )

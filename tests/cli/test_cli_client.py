@@ -226,6 +226,16 @@ def test_unreachable_api_names_the_url_and_the_fix() -> None:
         client.Api("http://127.0.0.1:9", timeout=2.0).call("GET", "/health")
 
 
+def test_an_error_without_words_is_named_by_its_kind() -> None:
+    # an exception is always true: "({exc or ...})" printed "()" for one without a message
+    def timeout(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("")
+
+    api = client.Api("http://api", transport=httpx.MockTransport(timeout))
+    with pytest.raises(CliError, match=r"cannot reach the API at http://api \(ReadTimeout\)"):
+        api.call("GET", "/health")
+
+
 def test_the_default_url_follows_a_running_up_started_here_with_its_data_elsewhere(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
