@@ -152,7 +152,7 @@ def _read_conllu(path: str | Path, columns: list[tuple[int, str]]) -> tuple[list
                 if (
                     not (_is_number(first) and _is_number(last))
                     or int(first) != len(tokens) + 1
-                    or int(last) < int(first)
+                    or int(last) <= int(first)  # a range covers two words or more (UD's rule)
                 ):
                     raise CorpusFormatError(
                         path, lineno, f"invalid multi-word token range {word_id!r} after word {len(tokens)}"

@@ -521,6 +521,11 @@ def test_error_conllu_bad_multiword_range(tmp_path: Path) -> None:
     with pytest.raises(CorpusFormatError) as excinfo:
         read_conllu_file(path)
     assert_error(excinfo, path, 2, "invalid multi-word token range '3-4'")
+    # a range of one word is no multi-word token (UD's validator refuses it too)
+    path = write(tmp_path / "train.conllu", "\n".join([row.format("1-1"), row.format(1)]) + "\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_conllu_file(path)
+    assert_error(excinfo, path, 1, "invalid multi-word token range '1-1'")
 
 
 def test_jsonl_labels_are_read_as_written(tmp_path: Path) -> None:
