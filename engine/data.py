@@ -211,10 +211,10 @@ class Sentence:
             return [span.label for span in self.spans[label_type]]
         found = []
         for token in self.tokens:
-            label = token.labels.get(label_type)
-            if label is not None:
-                label.data_point = token
-                found.append(label)
+            token_label = token.labels.get(label_type)
+            if token_label is not None:
+                token_label.data_point = token
+                found.append(token_label)
         return found
 
     def add_span(self, start: int, end: int, label_type: str, value: str, score: float = 1.0) -> Span:

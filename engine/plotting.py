@@ -12,6 +12,7 @@ import math
 import threading
 from collections import defaultdict
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 # pyplot keeps global state: one figure at a time per process (the service's curves share it).
@@ -46,7 +47,8 @@ def read_loss_tsv(path: Path) -> dict[str, list[float]]:
     return columns
 
 
-def pyplot():  # noqa: ANN202 - matplotlib.pyplot has no useful static type here
+def pyplot() -> ModuleType:
+    """matplotlib.pyplot on the Agg backend, imported when first drawn (it costs ~0.5 s)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,8 +140,8 @@ class Plotter:
                 raise PlotInputError(
                     f"{path}, line {line_no}: expected 4 tab-separated cells, got {len(cells)}"
                 )
-            iteration, name, index, value = cells
-            xs, ys = traces[name].setdefault(int(index), ([], []))
+            iteration, name, entry, value = cells
+            xs, ys = traces[name].setdefault(int(entry), ([], []))
             xs.append(float(iteration))
             ys.append(_float(value))
         if not traces:

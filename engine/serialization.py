@@ -125,7 +125,7 @@ def save_tensors(
     so that each name has its own bytes, which the format requires."""
     from safetensors.torch import save
 
-    seen: set[tuple[int, int]] = set()
+    seen: set[tuple[int, Any]] = set()  # Any: storage_offset() is typed int | SymInt
     prepared: dict[str, torch.Tensor] = {}
     for name, tensor in tensors.items():
         if not isinstance(tensor, torch.Tensor):

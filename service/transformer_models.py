@@ -10,6 +10,7 @@ Imported by the worker: no FastAPI here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from engine.embeddings.base import EmbeddingConfigError
 from engine.embeddings.transformer import (
@@ -78,7 +79,7 @@ def transformer_shape(folder: str, name: str) -> TransformerShape:
 @dataclass(frozen=True)
 class TransformerInfo:
     name: str
-    source: str  # "installed" (a Python package) or "transformers_dir" (a folder there)
+    source: Literal["installed", "transformers_dir"]  # a Python package, or a folder there
     shape: TransformerShape | None
     problem: str | None  # why a spec naming it would be refused; None when it is usable
 
@@ -87,7 +88,9 @@ def describe_transformers() -> list[TransformerInfo]:
     """Every name ``available_transformers`` lists, with its shape or what is wrong with it."""
     infos = []
     for name in available_transformers():
-        source = "installed" if name in MODEL_ALIASES else "transformers_dir"
+        source: Literal["installed", "transformers_dir"] = (
+            "installed" if name in MODEL_ALIASES else "transformers_dir"
+        )
         try:
             shape = transformer_shape(transformer_folder(name), name)
         except (EmbeddingConfigError, TransformerNotAvailable) as error:

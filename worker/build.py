@@ -159,14 +159,19 @@ def document_embedding(spec: Any, folder: Path) -> DocumentEmbeddings:
 
 
 # -- model and trainer --------------------------------------------------------------------------
-def label_dictionary(spec: s.TrainingSpec, corpus: Corpus) -> Dictionary:
+def label_type(spec: s.TrainingSpec) -> str:
     if spec.label_type is None:
         raise BuildError("the stored spec has no label_type (the service resolves it on submit)")
-    return corpus.make_label_dictionary(spec.label_type)
+    return spec.label_type
+
+
+def label_dictionary(spec: s.TrainingSpec, corpus: Corpus) -> Dictionary:
+    return corpus.make_label_dictionary(label_type(spec))
 
 
 def build_model(spec: s.TrainingSpec, corpus: Corpus, folder: Path) -> Model:
     labels = label_dictionary(spec, corpus)
+    learned = label_type(spec)
     options = spec.model
     _check_label_count(spec, corpus, labels)
     if spec.task == "sequence_tagging":
@@ -175,7 +180,7 @@ def build_model(spec: s.TrainingSpec, corpus: Corpus, folder: Path) -> Model:
         return SequenceTagger(
             embeddings=stacked_token_embeddings(list(spec.embeddings), folder),
             tag_dictionary=labels,
-            tag_type=spec.label_type,
+            tag_type=learned,
             hidden_size=options.hidden_size,
             use_crf=options.use_crf,
             use_rnn=options.use_rnn,
@@ -185,14 +190,14 @@ def build_model(spec: s.TrainingSpec, corpus: Corpus, folder: Path) -> Model:
             word_dropout=options.word_dropout,
             locked_dropout=options.locked_dropout,
             tag_format=options.tag_format,
-            label_kind=corpus.label_kinds().get(spec.label_type),
+            label_kind=corpus.label_kinds().get(learned),
         )
     from engine.models.text_classifier import TextClassifier
 
     return TextClassifier(
         document_embeddings=document_embedding(spec.embeddings[0], folder),
         label_dictionary=labels,
-        label_type=spec.label_type,
+        label_type=learned,
         multi_label=options.multi_label,
         multi_label_threshold=options.multi_label_threshold,
     )

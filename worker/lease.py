@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar
 from sqlalchemy import or_, type_coerce, update
 
 from service.db.models import FINISHED_STATUSES, Job, UTCDateTime, utcnow
-from service.db.session import DatabaseUnavailable, session_scope
+from service.db.session import DatabaseUnavailable, rows_changed, session_scope
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ def claim(job_id: str, owner: str, lease_seconds: float, now: datetime | None = 
     """Take the job's lease if it is runnable and nobody else holds a live lease."""
     now = now or utcnow()
     with session_scope() as session:
-        result = session.execute(
+        changed = rows_changed(
+            session,
             update(Job)
             .where(
                 Job.id == job_id,
@@ -88,9 +89,9 @@ def claim(job_id: str, owner: str, lease_seconds: float, now: datetime | None = 
                 retry_at=None,
                 finished_at=None,
             )
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False),
         )
-        if result.rowcount == 1:
+        if changed == 1:
             job = session.get(Job, job_id)
             assert job is not None
             if job.started_at is None:
@@ -131,13 +132,14 @@ def renew(job_id: str, owner: str, lease_seconds: float) -> bool:
     """Push our lease's expiry forward; False when the lease is no longer ours."""
     now = utcnow()
     with session_scope() as session:
-        result = session.execute(
+        changed = rows_changed(
+            session,
             update(Job)
             .where(Job.id == job_id, Job.lease_owner == owner)
             .values(lease_expires_at=now + timedelta(seconds=lease_seconds), heartbeat_at=now)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False),
         )
-        return result.rowcount == 1
+        return changed == 1
 
 
 def update_owned(job_id: str, owner: str, **values: Any) -> bool:
@@ -147,13 +149,14 @@ def update_owned(job_id: str, owner: str, **values: Any) -> bool:
 
 
 def update_owned_in(session: Any, job_id: str, owner: str, **values: Any) -> bool:
-    result = session.execute(
+    changed = rows_changed(
+        session,
         update(Job)
         .where(Job.id == job_id, Job.lease_owner == owner)
         .values(**values)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    return result.rowcount == 1
+    return changed == 1
 
 
 def release(job_id: str, owner: str, **final_values: Any) -> bool:

@@ -28,7 +28,7 @@ from celery import Celery
 from sqlalchemy import and_, or_, select, update
 
 from service.db.models import Job, queued_again, utcnow
-from service.db.session import session_scope
+from service.db.session import rows_changed, session_scope
 from service.queue import QUEUES, enqueue_job
 from service.settings import get_settings
 from worker.lease import at_utc
@@ -108,14 +108,15 @@ def reap_once(celery: Celery, now: datetime | None = None) -> list[str]:
                 continue
             # Winning this UPDATE (it also moves updated_at) is what entitles this reaper to send.
             condition = expired_lease if status == "running" else or_(lost_message, due_retry)
-            won = session.execute(
+            won = rows_changed(
+                session,
                 update(Job)
                 .where(Job.id == job_id, condition)
                 .values(
                     **queued_again(), lease_owner=None, lease_expires_at=None, retry_at=None, updated_at=now
                 )
-                .execution_options(synchronize_session=False)
-            ).rowcount
+                .execution_options(synchronize_session=False),
+            )
         if won == 1:
             task_id = enqueue_job(job_id, queue if queue in QUEUES else get_settings().default_queue)
             with session_scope() as session:

@@ -523,7 +523,7 @@ def _complete(
 
     def store() -> str | None:
         storage.put_dir(key, model_dir)
-        return progress.publish_files("final")  # type: ignore[no-any-return]
+        return progress.publish_files("final")
 
     try:
         files = _store_patiently(job_id, "the trained model", store, progress)

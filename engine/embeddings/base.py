@@ -60,8 +60,8 @@ class Embeddings(nn.Module, abc.ABC):
     def device(self) -> torch.device:
         for tensor in self.parameters():
             return tensor.device
-        for tensor in self.buffers():
-            return tensor.device
+        for buffer in self.buffers():
+            return buffer.device
         return torch.device("cpu")
 
     @abc.abstractmethod
@@ -80,6 +80,11 @@ class Embeddings(nn.Module, abc.ABC):
         """This embedding's own folder inside a model's resource directory (names are unique
         within a model, so stacked embeddings never overwrite each other's files)."""
         return resource_folder(directory, self.name)
+
+    @abc.abstractmethod
+    def embed(self, sentences: list[Sentence]) -> torch.Tensor:
+        """One padded tensor for the batch: ``[B, T, D]`` (token embeddings) or ``[B, D]``
+        (document embeddings), stored embeddings served from the sentences."""
 
     @abc.abstractmethod
     def _embed(self, sentences: list[Sentence]) -> list[torch.Tensor] | torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -37,15 +37,20 @@ class StackedEmbeddings(TokenEmbeddings):
         self.name = name
 
     @property
+    def stack(self) -> list[TokenEmbeddings]:
+        """The stacked embeddings, typed (a ModuleList holds plain modules for a type checker)."""
+        return cast(list[TokenEmbeddings], list(self.embeddings))
+
+    @property
     def embedding_length(self) -> int:
-        return sum(child.embedding_length for child in self.embeddings)
+        return sum(child.embedding_length for child in self.stack)
 
     @property
     def is_static(self) -> bool:
-        return all(child.is_static for child in self.embeddings)
+        return all(child.is_static for child in self.stack)
 
     def embed(self, sentences: list[Sentence]) -> torch.Tensor:
-        return torch.cat([child.embed(sentences) for child in self.embeddings], dim=-1)
+        return torch.cat([child.embed(sentences) for child in self.stack], dim=-1)
 
     def _embed(self, sentences: list[Sentence]) -> torch.Tensor:
         return self.embed(sentences)
@@ -54,11 +59,11 @@ class StackedEmbeddings(TokenEmbeddings):
         return {
             "type": self.embedding_type,
             "name": self.name,
-            "embeddings": [child.to_config() for child in self.embeddings],
+            "embeddings": [child.to_config() for child in self.stack],
         }
 
     def save_resources(self, directory: Path) -> None:
-        for child in self.embeddings:
+        for child in self.stack:
             child.save_resources(directory)
 
     @classmethod

@@ -451,20 +451,27 @@ class ColumnCorpus(Corpus):
     ) -> None:
         files = resolve_split_files(data_folder, train_file, dev_file, test_file)
         schemes: dict[str, str] = {}
-        options = {
-            "comment_prefix": comment_prefix,
-            "document_separator": document_separator,
-            "whole_file_document": whole_file_document,
-        }
-        train, skipped = read_column_file(
-            files["train"], column_map, span_columns=span_columns, schemes=schemes, **options
-        )
+
+        def read(
+            path: Path, span_columns: SpanColumns, schemes: dict[str, str] | None = None
+        ) -> tuple[list[Sentence], int]:
+            return read_column_file(
+                path,
+                column_map,
+                span_columns=span_columns,
+                schemes=schemes,
+                comment_prefix=comment_prefix,
+                document_separator=document_separator,
+                whole_file_document=whole_file_document,
+            )
+
+        train, skipped = read(files["train"], span_columns, schemes)
         # dev/test: exactly the span columns found in train, with train's schemes.
         fixed = dict(schemes)
         splits: dict[str, list[Sentence] | None] = {"dev": None, "test": None}
         for split in ("dev", "test"):
             if split in files:
-                splits[split], n = read_column_file(files[split], column_map, span_columns=fixed, **options)
+                splits[split], n = read(files[split], fixed)
                 skipped += n
         self.tag_schemes = schemes
         super().__init__(

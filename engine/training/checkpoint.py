@@ -91,6 +91,7 @@ def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             tensors[f"cuda:{i}"] = state
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    assert not isinstance(keys, str)  # the legacy state is a tuple, its keys an array
     return tensors, {
         "python": [version, list(internal), gauss],
         "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],

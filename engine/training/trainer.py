@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from engine.data import Corpus, Sentence
-from engine.embeddings.base import clear_stored_embeddings, set_storage_mode
+from engine.embeddings.base import StorageMode, clear_stored_embeddings, set_storage_mode
+from engine.models.base import Model
 from engine.precision import amp_dtype
 from engine.serialization import atomic_write_bytes
 from engine.training.callbacks import (
@@ -201,7 +202,7 @@ class _WeightWriter:
 class ModelTrainer:
     """``ModelTrainer(model, corpus).train(base_path, ...)``; ``load_checkpoint`` to continue."""
 
-    def __init__(self, model: nn.Module, corpus: Corpus) -> None:
+    def __init__(self, model: Model, corpus: Corpus) -> None:
         self.model = model
         self.corpus = corpus
         self._resume: LoadedCheckpoint | None = None
@@ -304,15 +305,15 @@ class _Run:
 
     def __init__(self, trainer: ModelTrainer, args: dict[str, Any]) -> None:
         self.trainer = trainer
-        self.model: nn.Module = trainer.model
+        self.model: Model = trainer.model
         self.corpus = trainer.corpus
         self.a = {k: v for k, v in args.items() if k != "self"}
         self._validate()
         self.base_path = Path(self.a["base_path"])
         self.base_path.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(self.a["device"])
-        mode = self.a["embeddings_storage_mode"]
-        self.storage_mode = "cpu" if mode == "gpu" and self.device.type != "cuda" else mode
+        mode: StorageMode = self.a["embeddings_storage_mode"]  # checked by _validate
+        self.storage_mode: StorageMode = "cpu" if mode == "gpu" and self.device.type != "cuda" else mode
         self.callbacks: list[TrainerCallback] = (
             [ConsoleProgress()] if self.a["callbacks"] is None else list(self.a["callbacks"])
         )
@@ -329,7 +330,7 @@ class _Run:
             raise TrainerConfigError("the corpus has no training sentences")
         dictionary = getattr(self.model, "label_dictionary", None)
         classifier = getattr(self.model, "label_kind", None) == "sentence"
-        if classifier and not self.model.multi_label and len(dictionary or ()) == 1:
+        if classifier and dictionary is not None and not self.model.multi_label and len(dictionary) == 1:
             # its loss is 0 and every prediction that class: a run would learn nothing
             raise TrainerConfigError(
                 f"a classifier needs at least two classes; {self._label_type()!r} has only "
@@ -708,6 +709,7 @@ class _Run:
         epoch_count = 0
         sentences_seen = 0
         tokens_seen = 0
+        lr = scheduler.learning_rate  # an epoch has a batch at least; this is for the checker
         self.epoch_started = started
         for batch_no in range(1, self.batches_per_epoch + 1):
             if self._should_stop():

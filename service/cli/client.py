@@ -199,7 +199,11 @@ PAGE_SIZE = 1000
 
 
 def list_items(
-    api: Api, resource: str, limit: int | None = None, page_size: int = PAGE_SIZE, **params: str
+    api: Api,
+    resource: str,
+    limit: int | None = None,
+    page_size: int = PAGE_SIZE,
+    params: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """GET /{resource} newest first, page after page (``limit``/``offset``) until a short page or
     ``limit`` items (None: all). An item created meanwhile pushes the older ones a place down,
@@ -209,7 +213,7 @@ def list_items(
     offset = 0
     while limit is None or len(items) < limit:
         size = page_size if limit is None else min(page_size, limit - len(items))
-        query = {**params, "limit": str(size), "offset": str(offset)}
+        query = {**(params or {}), "limit": str(size), "offset": str(offset)}
         page = list((api.call("GET", path(resource), params=query) or {}).get("items") or [])
         for item in page:
             if item.get("id") not in seen:
@@ -281,7 +285,8 @@ def corpora_table(corpora: Sequence[dict[str, Any]]) -> str:
     """A corpus a line, with the sentences of each split (- where the statistics have none)."""
     rows = []
     for corpus in corpora:
-        statistics = corpus.get("statistics") if isinstance(corpus.get("statistics"), dict) else {}
+        given = corpus.get("statistics")
+        statistics: dict[str, Any] = given if isinstance(given, dict) else {}
         counts = []
         for split in ("train", "dev", "test"):
             values = statistics.get(split)

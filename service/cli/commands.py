@@ -560,7 +560,7 @@ def jobs(
 ) -> None:
     """Your jobs, newest first (GET /jobs): status, epoch and percent, best dev score."""
     params = {"status": status} if status else {}
-    items = client.list_items(_api(ctx), "jobs", limit, **params)
+    items = client.list_items(_api(ctx), "jobs", limit, params=params)
     none = f"no {status} jobs" if status else "no jobs yet; submit one with tagsmith train SPEC.json"
     _list(items, as_json, client.jobs_table, none)
 

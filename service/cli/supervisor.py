@@ -303,8 +303,10 @@ def stop_leftovers(folder: Path, echo: Callable[[str], None], grace_seconds: flo
     found: list[psutil.Process] = []
     for key, command in _LEFTOVER_COMMANDS.items():
         pid = state.get(key)
-        with contextlib.suppress(psutil.Error, TypeError, ValueError):
-            process = psutil.Process(int(pid))
+        if not isinstance(pid, int):
+            continue
+        with contextlib.suppress(psutil.Error, ValueError):
+            process = psutil.Process(pid)
             if any(command in part for part in process.cmdline()):
                 found.append(process)
     if found:
@@ -470,14 +472,15 @@ def running_url(folder: Path) -> str | None:
     if state is not None and isinstance(state.get("url"), str):
         return str(state["url"])
     pointer = _read_json(folder / POINTER_FILE)
-    if pointer is None or not isinstance(pointer.get("data_dir"), str):
+    data_dir = None if pointer is None else pointer.get("data_dir")
+    if not isinstance(data_dir, str):
         return None
-    state = _read_json(Path(pointer["data_dir"]) / STATE_FILE)
+    state = _read_json(Path(data_dir) / STATE_FILE)
     if state is None or not isinstance(state.get("url"), str):
         return None
     # A pointer left by a killed `up` (or one whose folder another `up` took since) leads nowhere.
     pid = state.get("pid")
-    if pid != pointer.get("pid") or not isinstance(pid, int) or not pid_alive(pid):
+    if pointer is None or pid != pointer.get("pid") or not isinstance(pid, int) or not pid_alive(pid):
         return None
     return str(state["url"])
 

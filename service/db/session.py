@@ -15,9 +15,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Executable, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -96,6 +96,13 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def rows_changed(session: Session, statement: Executable) -> int:
+    """Execute an UPDATE or DELETE and return the rows it matched: the conditional writes that
+    decide who wins a race (claim, cancel, resume) read this. ``Session.execute`` is typed as
+    returning any ``Result``; for these statements it is a ``CursorResult``."""
+    return cast(CursorResult[Any], session.execute(statement)).rowcount
 
 
 def dispose_engines() -> None:

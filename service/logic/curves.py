@@ -44,7 +44,7 @@ def render_curves(title: str, epochs: Sequence[JobEpochMetric], batches: Sequenc
             lrs = [e for e in epochs if e.learning_rate is not None]
             if lrs:
                 ax_lr = ax_score.twinx()
-                rates = [e.learning_rate for e in lrs]
+                rates = [e.learning_rate for e in epochs if e.learning_rate is not None]
                 ax_lr.plot([e.epoch for e in lrs], rates, ":", color="tab:gray")
                 learning_rate_axis_from_zero(ax_lr, rates)
                 ax_lr.set_ylabel("learning rate")

@@ -20,7 +20,7 @@ from service.db.models import (
     queued_again,
     utcnow,
 )
-from service.db.session import session_scope
+from service.db.session import rows_changed, session_scope
 from service.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
 from service.logic.owned import owned, owned_or_404
 from service.logic.text_corpora import TEXT_FORMAT
@@ -178,7 +178,9 @@ def _check_transformers(spec: TrainingSpec) -> list[FieldError]:
     from engine.embeddings.transformer import parse_layers
     from service.transformer_models import TransformerNotAvailable, transformer_folder, transformer_shape
 
-    found = [(loc, e) for loc, e in spec.token_embeddings() if isinstance(e, TransformerWordEmbeddingSpec)]
+    found: list[tuple[list[str | int], TransformerWordEmbeddingSpec | TransformerDocumentEmbeddingSpec]] = [
+        (loc, e) for loc, e in spec.token_embeddings() if isinstance(e, TransformerWordEmbeddingSpec)
+    ]
     found += [
         (["body", "embeddings", i], e)
         for i, e in enumerate(spec.embeddings)
@@ -359,9 +361,7 @@ def delete_job(owner_id: str, job_id: str) -> None:
         job = owned_or_404(session, Job, job_id, owner_id, "job")
         # Conditional, so a resume that queued the job meanwhile wins; the metric rows go with the
         # job (ON DELETE CASCADE).
-        gone = session.execute(
-            delete(Job).where(Job.id == job_id, Job.status.in_(FINISHED_STATUSES))
-        ).rowcount
+        gone = rows_changed(session, delete(Job).where(Job.id == job_id, Job.status.in_(FINISHED_STATUSES)))
         if not gone:
             raise Conflict(f"job {job_id} is {job.status}: cancel it first, then delete it")
     discard(f"jobs/{job_id}")
@@ -374,7 +374,8 @@ def cancel_job(owner_id: str, job_id: str) -> Job:
         raise Conflict(f"job {job_id} is already {job.status}")
     now = utcnow()
     with session_scope() as session:
-        ended = session.execute(
+        ended = rows_changed(
+            session,
             update(Job)
             .where(
                 Job.id == job_id,
@@ -384,8 +385,8 @@ def cancel_job(owner_id: str, job_id: str) -> Job:
             .values(
                 status="cancelled", cancel_requested=True, finished_at=now, eta_seconds=None, retry_at=None
             )
-            .execution_options(synchronize_session=False)
-        ).rowcount
+            .execution_options(synchronize_session=False),
+        )
         if not ended:
             session.execute(
                 update(Job)
@@ -427,7 +428,8 @@ def resume_job(owner_id: str, job_id: str) -> Job:
             raise Conflict(
                 f"job {job_id} cannot be resumed: {', '.join(gone)} deleted since it was submitted"
             )
-        changed = session.execute(
+        changed = rows_changed(
+            session,
             update(Job)
             .where(Job.id == job_id, Job.status.in_(("cancelled", "failed")))
             .values(
@@ -440,8 +442,8 @@ def resume_job(owner_id: str, job_id: str) -> Job:
                 lease_owner=None,
                 lease_expires_at=None,
             )
-            .execution_options(synchronize_session=False)
-        ).rowcount
+            .execution_options(synchronize_session=False),
+        )
     if not changed:
         raise Conflict(f"job {job_id} changed state meanwhile; try again")
     _send(job_id, job.queue)

@@ -495,7 +495,7 @@ def format_sentence(p: Prepared, info: ModelInfo, kind: str, all_classes: bool) 
     distribution = s.metadata.get(distribution_key(label_type)) if all_classes else None
     base = p.offset
     if base is None:
-        tokens = [{"text": t.text, "start": None, "end": None} for t in s.tokens]
+        tokens: list[dict[str, Any]] = [{"text": t.text, "start": None, "end": None} for t in s.tokens]
     else:
         tokens = [
             {

@@ -50,6 +50,7 @@ def _lines(text: str) -> list[str]:
 def _store(owner_id: str, name: str, options: dict[str, Any], texts: dict[str, list[str]]) -> Corpus:
     if len(texts.get("train", [])) < 2:
         source = options.get("from_corpus")
+        where: list[str | int]
         if source is None:
             where, problem = ["body", "train"], "the train text needs at least two non-empty lines"
         else:  # the request has no train field: the corpus it names is what falls short

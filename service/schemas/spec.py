@@ -140,6 +140,10 @@ TokenEmbeddingSpec = Annotated[
 ]
 
 
+def _glove_only() -> list[TokenEmbeddingSpec]:
+    return [WordEmbeddingSpec()]
+
+
 # -- document embeddings ------------------------------------------------------------------------
 class TransformerDocumentEmbeddingSpec(_Strict):
     """A whole-text transformer embedding (``TransformerDocumentEmbeddings``)."""
@@ -155,9 +159,7 @@ class DocumentPoolEmbeddingSpec(_Strict):
     """Pooled token embeddings (``DocumentPoolEmbeddings``)."""
 
     type: Literal["document_pool"] = "document_pool"
-    embeddings: list[TokenEmbeddingSpec] = Field(
-        default_factory=lambda: [WordEmbeddingSpec()], min_length=1, max_length=8
-    )
+    embeddings: list[TokenEmbeddingSpec] = Field(default_factory=_glove_only, min_length=1, max_length=8)
     pooling: Literal["mean", "min", "max"] = "mean"
     fine_tune_mode: Literal["none", "linear", "nonlinear"] = "none"
 
@@ -166,9 +168,7 @@ class DocumentRNNEmbeddingSpec(_Strict):
     """An RNN over token embeddings (``DocumentRNNEmbeddings``)."""
 
     type: Literal["document_rnn"] = "document_rnn"
-    embeddings: list[TokenEmbeddingSpec] = Field(
-        default_factory=lambda: [WordEmbeddingSpec()], min_length=1, max_length=8
-    )
+    embeddings: list[TokenEmbeddingSpec] = Field(default_factory=_glove_only, min_length=1, max_length=8)
     hidden_size: int = Field(128, ge=1, le=8192)
     rnn_layers: int = Field(1, ge=1, le=8)
     rnn_type: Literal["GRU", "LSTM"] = "GRU"

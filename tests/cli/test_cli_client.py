@@ -391,7 +391,7 @@ def test_list_items_follows_the_pages_and_keeps_each_id_once() -> None:
         return httpx.Response(200, json={"items": stored[offset : offset + limit]})
 
     api = client.Api("http://api", transport=httpx.MockTransport(answer))
-    items = client.list_items(api, "jobs", page_size=2, status="queued")
+    items = client.list_items(api, "jobs", page_size=2, params={"status": "queued"})
     # j3 came a second time on the second page, pushed down by j6; j6 itself is newer than the listing
     assert [item["id"] for item in items] == ["j5", "j4", "j3", "j2", "j1"]
     assert [(q["offset"], q["limit"], q["status"]) for q in requests] == [
