@@ -444,10 +444,10 @@ class _Plan:
 
 
 def _tagger_plan(raw_spec: dict[str, Any], workdir: Path, run_dir: Path) -> _Plan:
-    from service.schemas.spec import TrainingSpec
+    from service.schemas.spec import TrainingSpec, stored_spec
     from worker import build
 
-    spec = TrainingSpec.model_validate(raw_spec)
+    spec = stored_spec(TrainingSpec, raw_spec)
     device = build.choose_device(spec)
     corpus = build.load_corpus(spec, get_storage(), workdir / "corpus")
     return _Plan(
@@ -461,10 +461,10 @@ def _tagger_plan(raw_spec: dict[str, Any], workdir: Path, run_dir: Path) -> _Pla
 
 
 def _language_model_plan(raw_spec: dict[str, Any], workdir: Path, run_dir: Path) -> _Plan:
-    from service.schemas.spec import LanguageModelSpec
+    from service.schemas.spec import LanguageModelSpec, stored_spec
     from worker import language_model as lm
 
-    spec = LanguageModelSpec.model_validate(raw_spec)
+    spec = stored_spec(LanguageModelSpec, raw_spec)
     device = lm.choose_device(spec)
     corpus = lm.load_text_corpus(spec, get_storage(), workdir / "corpus")
     return _Plan(

@@ -28,9 +28,11 @@ from service.run_files import RUN_FILES
 from service.schemas.spec import (
     FlairEmbeddingSpec,
     LanguageModelSpec,
+    StoredSpecError,
     TrainingSpec,
     TransformerDocumentEmbeddingSpec,
     TransformerWordEmbeddingSpec,
+    stored_spec,
 )
 from service.settings import get_settings
 from service.storage import discard, get_storage
@@ -399,13 +401,17 @@ def cancel_job(owner_id: str, job_id: str) -> Job:
 
 def _deleted_inputs(session: Any, owner_id: str, job: Job) -> list[str]:
     """The corpora and language models a job was built from that are gone (a finished job no longer
-    holds its corpus: it may be deleted), so a resume is refused here, not failed by a worker."""
-    if job.kind == "language_model":
-        corpora, models = [LanguageModelSpec.model_validate(job.spec).corpus_id], []
-    else:
-        spec = TrainingSpec.model_validate(job.spec)
-        corpora = spec.corpus.ids
-        models = [e.model for _, e in spec.token_embeddings() if isinstance(e, FlairEmbeddingSpec)]
+    holds its corpus: it may be deleted), so a resume is refused here, not failed by a worker; and
+    a stored spec this version cannot run is a 409 naming its field."""
+    try:
+        if job.kind == "language_model":
+            corpora, models = [stored_spec(LanguageModelSpec, job.spec).corpus_id], []
+        else:
+            spec = stored_spec(TrainingSpec, job.spec)
+            corpora = spec.corpus.ids
+            models = [e.model for _, e in spec.token_embeddings() if isinstance(e, FlairEmbeddingSpec)]
+    except StoredSpecError as e:
+        raise Conflict(f"job {job.id} cannot be resumed: {e}") from None
     gone = [
         f"corpus {cid}" for cid in dict.fromkeys(corpora) if owned(session, Corpus, cid, owner_id) is None
     ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_serializer,
@@ -404,6 +405,9 @@ class TrainingSpec(_Strict):
         tagging = info.data.get("task", "sequence_tagging") == "sequence_tagging"
         other = CLASSIFIER_OPTIONS if tagging else TAGGER_OPTIONS
         wrong = sorted(n for n in other if getattr(value, n) != ModelOptions.model_fields[n].default)
+        if wrong and info.context and info.context.get("stored"):
+            # Older versions stored such options and trained without them: the job still runs.
+            return value.model_copy(update={n: ModelOptions.model_fields[n].default for n in wrong})
         if wrong:
             kind, model = ("classifier", "a sequence tagger") if tagging else ("tagger", "a text classifier")
             raise ValueError(f"{', '.join(wrong)}: {kind} option(s), which {model} does not have")
@@ -499,3 +503,27 @@ class LanguageModelSpec(_Strict):
 
     def queue(self, default_queue: str) -> str:
         return "gpu" if self.device == "gpu" else default_queue
+
+
+# -- specs stored with jobs ---------------------------------------------------------------------
+class StoredSpecError(ValueError):
+    """A job's stored spec that this version cannot run (stored by an older Tagsmith, which
+    accepted what is refused now)."""
+
+
+_Spec = TypeVar("_Spec", TrainingSpec, LanguageModelSpec)
+
+
+def stored_spec(model: type[_Spec], data: Any) -> _Spec:
+    """A job's spec read back from its row: what older versions stored and ignored (the other
+    task's model options) is dropped; what cannot run here is a one-line StoredSpecError naming
+    the field, not pydantic's report."""
+    try:
+        return model.model_validate(data, context={"stored": True})
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the spec"
+        raise StoredSpecError(
+            f"the job's spec, stored by an older Tagsmith, is not valid in this one: {where}: "
+            f"{first['msg']}; submit the job again with that corrected"
+        ) from None

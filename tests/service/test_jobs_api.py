@@ -549,6 +549,30 @@ def test_a_job_whose_corpus_was_deleted_is_not_resumed(api: ApiSession) -> None:
     assert [q for q, _ in api.enqueued] == [job_id]
 
 
+def test_a_spec_stored_by_an_older_version_resumes_or_says_which_field_stops_it(api: ApiSession) -> None:
+    # Older versions stored a classifier spec with tagger options (and ignored them), or a
+    # transformer by a path: resuming such a job answered 500
+    owner = api.new_owner()
+    classes = api.corpus(owner, train=FASTTEXT_TRAIN, format="fasttext")
+    job_id = _submit(api, owner, {"task": "text_classification", "corpus": {"ids": [classes]}}).json()["id"]
+    assert api.client.post(f"/jobs/{job_id}/cancel", headers=owner.headers).status_code == 200
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        job.spec = {**job.spec, "model": {**job.spec["model"], "hidden_size": 64, "use_crf": True}}
+    r = api.client.post(f"/jobs/{job_id}/resume", headers=owner.headers)
+    assert r.status_code == 202, r.text
+    assert api.client.post(f"/jobs/{job_id}/cancel", headers=owner.headers).status_code == 200
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        embedding = {"type": "transformer_document", "model": "/nonexistent/minilm"}
+        job.spec = {**job.spec, "embeddings": [embedding]}
+    r = api.client.post(f"/jobs/{job_id}/resume", headers=owner.headers)
+    assert r.status_code == 409, r.text
+    detail = r.json()["detail"]
+    assert detail.startswith(f"job {job_id} cannot be resumed: the job's spec, stored by an older Tagsmith")
+    assert "embeddings.0.transformer_document.model" in detail and "\n" not in detail
+
+
 def test_unreachable_queue_is_503_and_marks_the_job_failed(
     api: ApiSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:

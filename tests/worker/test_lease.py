@@ -214,3 +214,27 @@ def test_a_worker_that_cannot_make_its_scratch_folder_fails_the_job_and_holds_no
     assert job.status == "failed" and job.lease_owner is None
     assert job.error is not None and job.error.startswith("this worker cannot make its scratch folder: ")
     assert not any(t.name.startswith("lease-heartbeat") for t in threading.enumerate())
+
+
+def test_a_stored_spec_this_version_refuses_fails_the_job_with_one_line(environment: dict[str, str]) -> None:
+    # It failed with pydantic's multi-line report (and its documentation URL) as the job's error.
+    from worker.tasks import run_job
+
+    spec = {
+        "task": "text_classification",
+        "corpus": {"ids": ["c"]},
+        "embeddings": [{"type": "transformer_document", "model": "/nonexistent/minilm"}],
+    }
+    with session_scope() as session:
+        owner = Owner(name="stored-spec")
+        session.add(owner)
+        session.flush()
+        job = Job(owner_id=owner.id, name="old", spec=spec, status="queued")
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    assert run_job(job_id) == "failed"
+    error = job_row(job_id).error
+    assert error is not None and "\n" not in error and "pydantic" not in error
+    assert error.startswith("StoredSpecError: the job's spec, stored by an older Tagsmith, is not valid")
+    assert "embeddings.0.transformer_document.model" in error
