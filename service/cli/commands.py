@@ -128,21 +128,41 @@ def api(
 
     from service.settings import get_settings, reset_settings
 
-    if get_settings().open_mode:
+    settings = get_settings()
+    if settings.open_mode:
         refused = open_mode_host_error(host, "TAGSMITH_OPEN_MODE=false")
         if refused is not None:
             raise CliError(refused)
-    if migrate_first:
-        from service.db.migrate import upgrade
+    from service.db.migrate import upgrade
 
+    # Here, before uvicorn: a failure is one line (in the app's startup it was a 100-line
+    # traceback), and the worker processes do not each migrate again.
+    if settings.migrate_on_start if migrate_first is None else migrate_first:
         upgrade()
-    if migrate_first is not None:
-        os.environ["TAGSMITH_MIGRATE_ON_START"] = "false"  # done, or not wanted: not again per worker
-        reset_settings()  # one worker runs in this process, which has read the settings already
+    else:
+        problem = _schema_problem_if_reachable()
+        if problem is not None:
+            raise CliError(f"the database {redact(settings.resolved_database_url)}: {problem}")
+    os.environ["TAGSMITH_MIGRATE_ON_START"] = "false"
+    reset_settings()  # one worker runs in this process, which has read the settings already
     if workers > 1:
         for name, value in MULTI_WORKER_ENV.items():
             os.environ.setdefault(name, value)  # the worker processes inherit it
     uvicorn.run("service.app:app", host=host, port=port, workers=workers, proxy_headers=True)
+
+
+def _schema_problem_if_reachable() -> str | None:
+    """A database that does not answer yet is no reason not to start: the API answers 503 until
+    it does. One that answers with the wrong schema is."""
+    from sqlalchemy.exc import OperationalError
+
+    from service.db.migrate import schema_problem
+
+    try:
+        return schema_problem()
+    except OperationalError as e:
+        typer.echo(f"warning: the database does not answer ({_first_line(e)}); starting anyway", err=True)
+        return None
 
 
 @app.command()
@@ -703,8 +723,13 @@ def user_error(exc: BaseException) -> str | None:
         from service.settings import get_settings
 
         message = _first_line(exc.orig or exc)
-        # SQLite says "no such table", PostgreSQL "relation ... does not exist".
-        if "no such table" in message or ("relation" in message and "does not exist" in message):
+        # SQLite says "no such table" / "no such column", PostgreSQL "relation ... does not exist"
+        # / "column ... does not exist": a schema older than the code.
+        if (
+            "no such table" in message
+            or "no such column" in message
+            or (("relation" in message or "column" in message) and "does not exist" in message)
+        ):
             return _not_migrated(get_settings().resolved_database_url)
         return f"database {redact(get_settings().resolved_database_url)}: {message}"
     return None

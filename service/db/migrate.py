@@ -78,6 +78,17 @@ def schema_problem(url: str | None = None) -> str | None:
     )
 
 
+class SchemaMismatch(RuntimeError):
+    """The database answers, but its schema is not the one this code needs."""
+
+
+def require_current_schema(url: str | None = None) -> None:
+    """Raise SchemaMismatch (with ``schema_problem``'s words) unless the schema is the newest."""
+    problem = schema_problem(url)
+    if problem is not None:
+        raise SchemaMismatch(problem)
+
+
 def upgrade(url: str | None = None, revision: str = "head") -> None:
     config = alembic_config(url)
     with _migration_lock(config.attributes["engine"]):

@@ -324,10 +324,13 @@ def test_a_worker_on_a_database_it_cannot_use_does_not_start(
     database.write_bytes(b"")  # a database file without the schema
     url = f"sqlite:///{database.resolve()}"
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert _error(capsys, "worker") == (
+    not_migrated = (
         f"error: the database {url}: it is not migrated (schema none, this Tagsmith needs {head}): if it "
         "is the deployment's, run tagsmith migrate; otherwise set TAGSMITH_DATABASE_URL"
     )
+    assert _error(capsys, "worker") == not_migrated
+    # the API with migrations off said "ready" and answered every request 503
+    assert _error(capsys, "api", "--no-migrate", "--port", "1") == not_migrated
     # migrated by a newer Tagsmith, then the code was rolled back: migrate and worker say so
     upgrade()
     with sqlite3.connect(database) as connection:
@@ -335,6 +338,9 @@ def test_a_worker_on_a_database_it_cannot_use_does_not_start(
     newer = f"error: the database {url}: its schema (0099) is newer than this Tagsmith's ({head}): upgrade Tagsmith"
     assert _error(capsys, "worker") == newer
     assert _error(capsys, "migrate") == newer
+    # the API printed Alembic's 100-line traceback from its startup
+    assert _error(capsys, "api", "--port", "1") == newer
+    assert _error(capsys, "api", "--no-migrate", "--port", "1") == newer
 
 
 def test_up_with_an_unreachable_broker_says_so_before_starting_anything(

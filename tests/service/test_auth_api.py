@@ -194,6 +194,14 @@ def test_ready_reports_each_dependency(
             # the reason is in the operator's log, once for the two probes
             reasons = [m for m in caplog.messages if m.startswith("not ready: broker: ")]
             assert len(reasons) == 1 and "onnect" in reasons[0], caplog.messages
+            # a database a schema behind (migrations run apart, not yet): not ready, and why
+            from service.db.migrate import downgrade
+
+            downgrade(revision="0001")
+            with caplog.at_level("WARNING", logger="service.routers.ops"):
+                r = client.get("/ready")
+            assert r.status_code == 503 and r.json()["checks"]["database"] == "error: SchemaMismatch"
+            assert any("not ready: database: it is not migrated (schema 0001" in m for m in caplog.messages)
     finally:
         broker.stop()
 
