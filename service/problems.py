@@ -190,7 +190,9 @@ def _is_json(request: Request) -> bool:
 
 
 async def _corpus_format_error(request: Request, exc: Exception) -> JSONResponse:
-    file = str(getattr(exc, "file", "") or "")
+    # the base name: the full path is a folder of this server's (a fallback: the service's own
+    # callers turn the errors of files they know into messages naming the user's file)
+    file = str(getattr(exc, "filename", "") or "")
     line = getattr(exc, "line", None)
     reason = str(getattr(exc, "reason", exc))
     where = f"{file}, line {line}" if line is not None else file

@@ -10,12 +10,18 @@ from typing import Any
 
 from engine.data import Corpus, SampleMissingSplits
 from engine.readers import read_corpus_files
+from engine.readers.errors import CorpusFormatError
 from service.storage import Storage
 
 # The service's corpora get a dev split from train when none was uploaded, never a test split:
 # a job reports test scores only on a test file its owner chose (the engine's default, Flair's,
 # would also take 10% of train away for a test split).
 SAMPLED_SPLITS: SampleMissingSplits = "only_dev"
+
+
+class StoredCorpusUnreadable(ValueError):
+    """A stored corpus that this version's readers refuse (stored by an older Tagsmith, whose
+    readers accepted it): the owner must upload it again, corrected."""
 
 
 def read_stored_corpus(
@@ -32,4 +38,11 @@ def read_stored_corpus(
         with storage.open(key) as source, path.open("wb") as out:
             shutil.copyfileobj(source, out, 1024 * 1024)
         paths[split] = path
-    return read_corpus_files(format, paths, options, sample_missing_splits=SAMPLED_SPLITS)
+    try:
+        return read_corpus_files(format, paths, options, sample_missing_splits=SAMPLED_SPLITS)
+    except CorpusFormatError as e:
+        split = next((s for s, p in paths.items() if p.name == e.filename), e.filename)
+        raise StoredCorpusUnreadable(
+            f"its {split} split, stored by an older Tagsmith, does not read in this one: line {e.line}: "
+            f"{e.reason}; upload the corpus again, corrected"
+        ) from None

@@ -14,12 +14,12 @@ from typing import Any
 from engine.data import Sentence
 from service.db.models import Corpus
 from service.db.session import session_scope
-from service.errors import FieldError, Invalid
+from service.errors import Conflict, FieldError, Invalid
 from service.logic.owned import owned_or_404
 from service.logic.predict import ModelCache, ModelInfo, model_info
 from service.schemas.api import EvaluateRequest
 from service.storage import get_storage
-from service.stored_corpora import read_stored_corpus
+from service.stored_corpora import StoredCorpusUnreadable, read_stored_corpus
 
 
 def _refuse(field: str, message: str) -> Invalid:
@@ -60,7 +60,10 @@ def gold_sentences(
             '(choose one with "split")',
         )
     with tempfile.TemporaryDirectory(prefix="tagsmith-evaluate-") as folder:
-        corpus = read_stored_corpus(get_storage(), format, options, files, Path(folder))
+        try:
+            corpus = read_stored_corpus(get_storage(), format, options, files, Path(folder))
+        except StoredCorpusUnreadable as e:
+            raise Conflict(f"corpus {request.corpus_id}: {e}") from None
     return list(getattr(corpus, request.split)), gold_type, label_types[gold_type]
 
 

@@ -19,10 +19,10 @@ from engine.readers.errors import CorpusFormatError
 from engine.readers.files import read_text
 from service.db.models import Corpus, new_id
 from service.db.session import session_scope
-from service.errors import FieldError, Invalid
+from service.errors import Conflict, FieldError, Invalid
 from service.logic.owned import owned_or_404
 from service.storage import get_storage
-from service.stored_corpora import read_stored_corpus
+from service.stored_corpora import StoredCorpusUnreadable, read_stored_corpus
 
 TEXT_FORMAT = "text"
 TEXT_TASK = "language_model"
@@ -125,6 +125,9 @@ def text_corpus_from(owner_id: str, source_id: str, name: str | None) -> Corpus:
             [FieldError(["path", "corpus_id"], "already a text corpus")],
         )
     with tempfile.TemporaryDirectory(prefix="tagsmith-text-") as tmp:
-        corpus = read_stored_corpus(get_storage(), format, options, files, Path(tmp))
+        try:
+            corpus = read_stored_corpus(get_storage(), format, options, files, Path(tmp))
+        except StoredCorpusUnreadable as e:
+            raise Conflict(f"corpus {source_id}: {e}") from None
     texts = {split: _lines("\n".join(corpus_texts(corpus, [split]))) for split in corpus.splits()}
     return _store(owner_id, name or f"{source_name}-text", {"from_corpus": source_id}, texts)

@@ -118,7 +118,10 @@ def create_corpus(
 
 
 @router.post(
-    "/{corpus_id}/text", status_code=201, response_model=CorpusOut, responses=problems(401, 404, 422, 503)
+    "/{corpus_id}/text",
+    status_code=201,
+    response_model=CorpusOut,
+    responses=problems(401, 404, 409, 422, 503),
 )
 def create_text_corpus(
     corpus_id: str,

@@ -101,7 +101,9 @@ async def predict_route(
     return Response(to_json(result), media_type="application/json")
 
 
-@router.post("/{model_id}/evaluate", response_model=EvaluationOut, responses=problems(401, 404, 422, 503))
+@router.post(
+    "/{model_id}/evaluate", response_model=EvaluationOut, responses=problems(401, 404, 409, 422, 503)
+)
 async def evaluate_route(
     model_id: str, body: EvaluateRequest, request: Request, owner_id: str = Depends(current_owner)
 ) -> EvaluationOut:

@@ -135,3 +135,32 @@ def test_what_cannot_be_scored_is_named(api: ApiSession, tmp_path: Path) -> None
     assert {e["field"] for e in r.json()["errors"]} == {"body.mini_batch_size", "body.extra"}
     r = evaluate(tagger, {"corpus_id": conll, "mini_batch_size": True})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.mini_batch_size"
+
+
+def test_a_stored_corpus_this_version_no_longer_reads_is_a_409_naming_its_split(
+    api: ApiSession, tmp_path: Path
+) -> None:
+    # Readers refuse more than they did: a corpus an older version stored (a 1,500-character
+    # token) answered 422 naming this server's temporary folder
+    from service.db.models import Corpus
+    from service.db.session import session_scope
+    from service.storage import get_storage
+
+    owner = api.new_owner()
+    tagger = register_tiny_tagger(owner, tmp_path)
+    corpus = api.corpus(owner, test=CONLL_TRAIN)
+    with session_scope() as session:
+        row = session.get(Corpus, corpus)
+        assert row is not None
+        test_key = row.files["test"]
+    get_storage().put(test_key, (CONLL_TRAIN + "x" * 1500 + " NN O O\n").encode())
+    r = api.client.post(f"/models/{tagger}/evaluate", json={"corpus_id": corpus}, headers=owner.headers)
+    assert r.status_code == 409, r.text
+    detail = r.json()["detail"]
+    assert detail.startswith(f"corpus {corpus}: its test split, stored by an older Tagsmith, does not read")
+    line = CONLL_TRAIN.count("\n") + 1
+    assert f"line {line}: a token of 1500 characters" in detail[:200], detail[:200]
+    assert detail.endswith("upload the corpus again, corrected")
+    assert "/tmp" not in r.text and "tagsmith-" not in r.text
+    r = api.client.post(f"/corpora/{corpus}/text", json={}, headers=owner.headers)
+    assert r.status_code == 409 and "its test split" in r.json()["detail"], r.text
