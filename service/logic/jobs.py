@@ -344,6 +344,9 @@ def job_file(owner_id: str, job_id: str, name: str) -> tuple[bytes, str]:
         job = get_job(owner_id, job_id)
         key = job.files_key
         if key is None:
+            if job.status in FINISHED_STATUSES and job.epoch > 0:
+                # it trained: it ran before Tagsmith kept a job's files
+                raise NotFound(f"job {job_id} has no files: it ran on a Tagsmith that did not keep them")
             if job.status in FINISHED_STATUSES:
                 raise NotFound(f"job {job_id} wrote no files: it ended {job.status} before training began")
             raise NotFound(f"job {job_id} has written no files yet")

@@ -787,3 +787,16 @@ def test_deleting_a_finished_job_removes_its_rows_and_files_and_keeps_its_model(
         assert session.query(JobBatchLoss).filter_by(job_id=job_id).count() == 0
     kept = api.client.get("/models/m-of-deleted-job", headers=owner.headers)
     assert kept.status_code == 200 and kept.json()["job_id"] == job_id
+
+
+def test_a_job_that_trained_before_files_were_kept_says_so(api: ApiSession) -> None:
+    # A job of an older Tagsmith trained two epochs but has no files: "it ended completed before
+    # training began" was not true
+    owner = api.new_owner()
+    job_id = _submit(api, owner, {"corpus": {"ids": [api.corpus(owner)]}, "label_type": "ner"}).json()["id"]
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        job.status, job.epoch, job.files_key = "completed", 2, None
+    r = api.client.get(f"/jobs/{job_id}/files/training.log", headers=owner.headers)
+    assert r.status_code == 404
+    assert r.json()["detail"] == f"job {job_id} has no files: it ran on a Tagsmith that did not keep them"
