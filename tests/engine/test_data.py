@@ -59,3 +59,16 @@ def test_missing_splits_are_sampled_from_train_as_flair_does() -> None:
     assert [s.to_plain_string() for s in again.test] == [s.to_plain_string() for s in both.test]
     with pytest.raises(ValueError, match="only_dev"):
         Corpus(sentences(10, "train"), sample_missing_splits="dev")  # type: ignore[arg-type]
+
+
+def test_a_sampled_dev_split_is_taken_out_of_train() -> None:
+    # A sampled dev split that stayed in train (or left other sentences out) scored the model on
+    # sentences it trained on.
+    from engine.data import Corpus
+
+    corpus = Corpus([Sentence(f"sentence {i}") for i in range(20)], sample_missing_splits="only_dev")
+    train = [s.to_plain_string() for s in corpus.train]
+    dev = [s.to_plain_string() for s in corpus.dev]
+    assert (len(train), len(dev), len(corpus.test)) == (18, 2, 0)
+    assert not set(train) & set(dev)
+    assert set(train) | set(dev) == {f"sentence {i}" for i in range(20)}

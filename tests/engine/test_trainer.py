@@ -287,6 +287,58 @@ def test_annealing_halves_after_patience_bad_epochs_and_stops_below_minimum(
     assert len(loss_rows(tmp_path / "anneal" / "loss.tsv")) == 8
 
 
+def flat_tagger(corpus: Corpus, vectors: Path) -> FlatScoreTagger:
+    """A tagger whose best dev epoch is the first one (its score never improves after it)."""
+    base = make_tagger(corpus, vectors)
+    return FlatScoreTagger(
+        base.embeddings,
+        base.label_dictionary,
+        "ner",
+        hidden_size=8,
+        dropout=0.0,
+        word_dropout=0.0,
+        locked_dropout=0.0,
+    )
+
+
+@pytest.mark.parametrize("interrupt_after", [1, 2])
+def test_a_resumed_run_keeps_an_early_best_model(tmp_path: Path, vectors: Path, interrupt_after: int) -> None:
+    # Resuming after the best epoch lost the best model (not in the checkpoint, or not saved again
+    # on resume from the best epoch itself), or the annealing's count of bad epochs: the resumed
+    # run then tested another model or annealed later than the uninterrupted one.
+    args = {**FAST, "patience": 2, "anneal_factor": 0.5}
+    corpus = make_corpus()
+    straight = ModelTrainer(flat_tagger(corpus, vectors), corpus).train(
+        tmp_path / "straight", max_epochs=5, **args
+    )
+    assert straight["best_epoch"] == 1
+    corpus = make_corpus()
+    ModelTrainer(flat_tagger(corpus, vectors), corpus).train(
+        tmp_path / "part1", max_epochs=interrupt_after, checkpoint=True, **args
+    )
+    resumed = ModelTrainer.load_checkpoint(tmp_path / "part1" / "checkpoint", corpus)
+    result = resumed.train(tmp_path / "part2", max_epochs=5, checkpoint=True, **args)
+    assert (result["epochs_done"], result["best_epoch"]) == (5, 1)
+    assert result["model_path"] == tmp_path / "part2" / "best-model"
+    assert same_weights(tmp_path / "straight" / "best-model", tmp_path / "part2" / "best-model")
+    straight_rows = loss_rows(tmp_path / "straight" / "loss.tsv")
+    assert loss_rows(tmp_path / "part2" / "loss.tsv")[-1] == straight_rows[-1]
+    assert result["test_scores"] == straight["test_scores"]
+
+
+def test_the_final_test_uses_the_best_models_weights(tmp_path: Path, vectors: Path) -> None:
+    # The final test evaluated the last epoch's weights while reporting the best model's path.
+    corpus = make_corpus()
+    model = flat_tagger(corpus, vectors)
+    result = ModelTrainer(model, corpus).train(tmp_path, max_epochs=3, **FAST)
+    assert (result["best_epoch"], result["model_path"]) == (1, tmp_path / "best-model")
+    best = load_file(tmp_path / "best-model" / "model.safetensors")
+    final = load_file(tmp_path / "final-model" / "model.safetensors")
+    assert any(not torch.equal(best[k], final[k]) for k in best)  # epochs 2 and 3 changed them
+    state = model.state_dict()
+    assert all(torch.equal(state[k], best[k]) for k in best)
+
+
 def test_console_progress_prints_epochs_and_the_end(tmp_path: Path, vectors: Path) -> None:
     import io
 
@@ -428,6 +480,42 @@ def test_train_with_dev_selects_on_train_loss(tmp_path: Path, vectors: Path) -> 
     assert recorder.of(TrainingStarted)[0].train_sentences == 52
     assert recorder.of(EpochEnded)[0].dev_scores is None
     assert "DEV_LOSS" not in (tmp_path / "twd" / "loss.tsv").read_text()
+
+
+def test_without_dev_the_lowest_train_loss_is_best_and_a_falling_loss_is_no_plateau(
+    tmp_path: Path, vectors: Path
+) -> None:
+    # Without a dev split the train loss is monitored: lower is better. Selecting the highest loss,
+    # or annealing as if a higher value were better, halved the rate while the loss fell.
+    corpus = make_corpus()
+    recorder = Recorder()
+    result = ModelTrainer(make_tagger(corpus, vectors, dropout=False), corpus).train(
+        tmp_path,
+        max_epochs=3,
+        train_with_dev=True,
+        patience=0,
+        **{**FAST, "callbacks": [recorder]},
+    )
+    losses = result["train_loss_history"]
+    assert losses[0] > losses[1] > losses[2]
+    assert result["best_epoch"] == 3
+    assert [e.is_best for e in recorder.of(EpochEnded)] == [True, True, True]
+    assert [e.learning_rate for e in recorder.of(EpochEnded)] == [0.1, 0.1, 0.1]
+
+
+def test_the_epoch_train_loss_is_the_mean_of_its_batches_losses(tmp_path: Path, vectors: Path) -> None:
+    # Batches reported their summed loss, or the epoch divided its summed loss by the number of
+    # batches instead of the number of tokens: the epoch loss fell outside its batches' range.
+    corpus = make_corpus()
+    recorder = Recorder()
+    result = ModelTrainer(make_tagger(corpus, vectors), corpus).train(
+        tmp_path, max_epochs=1, **{**FAST, "callbacks": [recorder]}
+    )
+    batch_losses = [b.loss for b in recorder.of(BatchEnded)]
+    assert len(batch_losses) == 5
+    (epoch_loss,) = result["train_loss_history"]
+    assert min(batch_losses) <= epoch_loss <= max(batch_losses)
+    assert recorder.of(EpochEnded)[0].train_loss == epoch_loss
 
 
 def test_checkpoint_write_is_atomic(tmp_path: Path, vectors: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -816,3 +904,14 @@ def test_an_interrupted_run_leaves_no_stored_embeddings_behind(tmp_path: Path, v
     fresh = make_tagger(corpus, vectors)
     ModelTrainer(fresh, corpus).train(tmp_path / "c", max_epochs=1, embeddings_storage_mode="cpu", **FAST)
     assert same_weights(tmp_path / "b" / "final-model", tmp_path / "c" / "final-model")
+
+
+def test_max_grad_norm_clips_the_update(tmp_path: Path, vectors: Path) -> None:
+    # Without clipping, one plain SGD step at rate 1 moves the weights by the whole gradient.
+    corpus = one_batch_corpus()
+    model = make_tagger(corpus, vectors, dropout=False)
+    args = {**FAST, "learning_rate": 1.0, "scheduler": "none", "shuffle": False}
+    ModelTrainer(model, corpus).train(tmp_path, max_epochs=1, max_grad_norm=1e-3, **args)
+    deltas = weight_deltas(model, make_tagger(one_batch_corpus(), vectors, dropout=False))
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(d) for d in deltas.values()]))
+    assert 0 < norm.item() <= 1e-3 * (1 + 1e-4)

@@ -100,6 +100,25 @@ def test_revoked_key_stops_working(api: ApiSession) -> None:
     assert api.client.delete(f"/keys/{key_id}", headers=ADMIN).status_code == 404
 
 
+def test_a_key_revoked_outside_the_api_stops_working_once_the_cache_expires(
+    api: ApiSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `tagsmith revoke-key` writes the database directly; the API process only notices once its
+    # cached lookup of the key expires. A cache that never expired kept revoked keys working.
+    from types import SimpleNamespace
+
+    from service import auth, deps
+
+    clock = [1000.0]
+    monkeypatch.setattr(deps, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    owner = api.new_owner()
+    assert api.client.get("/corpora", headers=owner.headers).status_code == 200
+    with session_scope() as session:
+        assert auth.revoke_key(session, session.query(ApiKey).one().id)
+    clock[0] += deps.AUTH_CACHE_SECONDS + 0.1
+    assert api.client.get("/corpora", headers=owner.headers).status_code == 401
+
+
 def test_owners_cannot_see_or_touch_each_others_resources(api: ApiSession) -> None:
     alice, bob = api.new_owner("alice"), api.new_owner("bob")
     corpus_id = api.corpus(alice)

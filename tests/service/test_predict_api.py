@@ -362,3 +362,17 @@ def test_the_precision_setting_serves_bfloat16_predictions(
     assert abs(scores["float32"][1] - scores["bfloat16"][1]) > 1e-6, "the two precisions must differ here"
     assert served["value"] == scores["bfloat16"][0]
     assert served["score"] == pytest.approx(scores["bfloat16"][1], abs=1e-6)
+
+
+def test_another_owner_is_refused_while_the_model_row_is_cached(api: ApiSession, tmp_path: Path) -> None:
+    # The row cache (filled by Alice's predict) answered Bob's predict without checking its owner.
+    alice, bob = api.new_owner("alice"), api.new_owner("bob")
+    model_id = register_tiny_tagger(alice, tmp_path)
+    assert _predict(api, alice, model_id, {"texts": ["Anna lives in Berlin ."]}).status_code == 200
+    r = _predict(api, bob, model_id, {"texts": ["Anna lives in Berlin ."]})
+    assert r.status_code == 404, r.text
+    assert r.json()["detail"] == f"model {model_id} not found"
+    r = _predict(
+        api, bob, model_id, {"sentences": [["Anna", "lives"]], "return_probabilities_for_all_classes": True}
+    )
+    assert r.status_code == 404, r.text
