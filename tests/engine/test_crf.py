@@ -77,6 +77,25 @@ def test_path_score_and_marginals_equal_brute_force() -> None:
         assert abs(float(got) - scores[len(all_paths) // 2]) < 1e-4
 
 
+def test_log_space_marginals_equal_brute_force_on_a_padded_batch() -> None:
+    # The log-space fallback (for score spreads beyond SCALED_SPREAD_LIMIT) ran padding steps into
+    # the forward scores, lost the end transitions at a short sentence's last token, or left them
+    # out of log Z: only a batch of mixed lengths with end transitions shows it.
+    lengths = [3, 2, 1]
+    crf, emissions, mask = _random_batch(5, num_tags=3, lengths=lengths)
+    assert crf.end_transitions.abs().min() > 0
+    with torch.no_grad():
+        marginals = crf._log_marginals(emissions, mask)
+    for b, length in enumerate(lengths):
+        scores, all_paths = _brute_force(crf, emissions[b], length)
+        weights = torch.softmax(torch.tensor(scores, dtype=torch.float64), dim=0)
+        expected = torch.zeros(length, 3, dtype=torch.float64)
+        for w, path in zip(weights, all_paths, strict=True):
+            for t, tag in enumerate(path):
+                expected[t, tag] += w
+        assert torch.allclose(marginals[b, :length].double(), expected, atol=1e-5), b
+
+
 def test_negative_log_likelihood_is_positive_and_differentiable() -> None:
     crf, emissions, mask = _random_batch(3, num_tags=4, lengths=[5, 2])
     emissions.requires_grad_(True)

@@ -39,6 +39,16 @@ def test_token_accuracy_counts_gold_tokens() -> None:
     assert result.per_class["NOUN"].recall == pytest.approx(0.5)
 
 
+def test_token_accuracy_counts_a_token_left_unpredicted_as_wrong() -> None:
+    # Accuracy over the predicted tokens (or the micro F1) scored a tagger that skips tokens higher.
+    gold = [[((0, 0), "DET"), ((0, 1), "NOUN")]]
+    result = compute_scores(gold, [[((0, 0), "DET")]], "token")
+    assert result.main_score == result.accuracy == pytest.approx(0.5)
+    assert result.micro_f1 == pytest.approx(2 / 3)
+    wrong = compute_scores(gold, [[((0, 0), "DET"), ((0, 1), "VERB")]], "token")
+    assert wrong.main_score == wrong.accuracy == pytest.approx(0.5)
+
+
 def test_single_and_multi_label_sentences() -> None:
     single = compute_scores([[((0,), "A")], [((1,), "B")]], [[((0,), "A")], [((1,), "A")]], "sentence")
     assert single.main_score == single.accuracy == 0.5

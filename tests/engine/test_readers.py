@@ -165,6 +165,17 @@ def test_column_corpus_from_folder_uses_train_schemes_for_dev(tmp_path: Path) ->
     assert stats["skipped_sentences"] == 0
 
 
+def test_a_dev_tag_outside_trains_scheme_is_an_error_naming_the_dev_file(tmp_path: Path) -> None:
+    # Dev and test were read with schemes detected afresh: a bare "PER" in dev made its own
+    # scheme, and dev was scored against spans train never had.
+    write(tmp_path / "train.txt", "Peter B-PER\nruns O\n\nParis B-LOC\n")
+    dev = write(tmp_path / "dev.txt", "Anna O\n\nAnna PER\nruns O\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        ColumnCorpus(tmp_path, {0: "text", 1: "ner"})
+    assert excinfo.value.file == str(dev) and excinfo.value.line == 3
+    assert "PER" in excinfo.value.reason
+
+
 # CoNLL-U --------------------------------------------------------------------------------------
 
 CONLLU = """# newdoc id = doc1

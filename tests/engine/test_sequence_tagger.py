@@ -319,6 +319,44 @@ def test_evaluate_keeps_gold_labels_and_writes_test_tsv(tmp_path: Path) -> None:
     assert set(result.to_dict()) >= {"main_score", "micro_f1", "macro_f1", "accuracy", "loss"}
 
 
+@pytest.mark.parametrize("use_crf", [True, False])
+def test_an_entity_type_unseen_in_training_is_scored_as_outside(use_crf: bool) -> None:
+    # A gold tag missing from the tag dictionary raised KeyError in evaluate's loss; the model
+    # cannot predict it, so it counts as O there (and as a miss in the scores).
+    tagger = make_tagger(ner_sentences(), "ner", use_crf=use_crf)
+    sentence = Sentence(["George", "Washington", "went", "to", "Washington", "."])
+    sentence.add_span(0, 2, "ner", "PER")
+    sentence.add_span(4, 5, "ner", "MISC")
+    assert "S-MISC" not in tagger.tag_dictionary.item2idx
+    result = tagger.evaluate([sentence], "ner")
+    assert result.loss > 0
+    assert spans_of(sentence, "ner") == [(0, 2, "PER"), (4, 5, "MISC")]
+
+
+def test_the_evaluation_loss_is_the_loss_per_token() -> None:
+    # evaluate's loss must be forward_loss's summed loss over its token count (as the train loss
+    # is), whatever the mini-batches, or dev and train losses are not comparable.
+    sentences = ner_sentences()
+    tagger = make_tagger(sentences, "ner")
+    tagger.eval()
+    with torch.no_grad():
+        loss, count = tagger.forward_loss(sentences)
+    result = tagger.evaluate(sentences, "ner", mini_batch_size=2)
+    assert result.loss == pytest.approx(float(loss) / count, rel=1e-5)
+
+
+def test_locked_dropout_drops_a_feature_for_the_whole_sentence_and_rescales() -> None:
+    # One mask per sentence and feature, shared over time, scaled by 1 / (1 - p) to keep the mean.
+    from engine.models.sequence_tagger import LockedDropout
+
+    torch.manual_seed(0)
+    dropout = LockedDropout(0.5).train()
+    out = dropout(torch.ones(4, 7, 16))
+    assert torch.equal(out, out[:, :1, :].expand_as(out))
+    assert set(out.unique().tolist()) == {0.0, 2.0}
+    assert torch.equal(dropout.eval()(torch.ones(2, 3, 4)), torch.ones(2, 3, 4))
+
+
 # real embeddings ------------------------------------------------------------------------------
 def write_vectors(path: Path, words: list[str], dim: int = 6) -> Path:
     generator = torch.Generator().manual_seed(1)

@@ -120,6 +120,29 @@ def test_multi_label_classifier_uses_sigmoid_and_threshold() -> None:
         assert sorted(lb.value for lb in sentence.get_labels("strict")) == expected
 
 
+def test_the_multi_label_threshold_decides_which_labels_are_predicted() -> None:
+    # A threshold left unused (0.5 always) predicted the same labels whatever the setting.
+    sentences = multi_sentences()
+    low = make_classifier(sentences, "aspect", multi_label_threshold=0.01)
+    high = make_classifier(sentences, "aspect", multi_label_threshold=0.99)
+    high.load_state_dict(low.state_dict())
+    low.predict(sentences, label_name="low")
+    high.predict(sentences, label_name="high")
+    for sentence in sentences:
+        assert sorted(lb.value for lb in sentence.get_labels("low")) == ["food", "price", "service"]
+        assert sentence.get_labels("high") == []
+
+
+def test_a_multi_label_batch_loss_is_the_sum_of_its_sentences_losses() -> None:
+    # A mean over the classes and sentences made the loss (and so the step) depend on the batch.
+    sentences = multi_sentences()
+    classifier = make_classifier(sentences, "aspect")
+    loss, count = classifier.forward_loss(sentences)
+    singles = [classifier.forward_loss([sentence]) for sentence in sentences]
+    assert count == sum(c for _, c in singles) == len(sentences)
+    assert float(loss) == pytest.approx(sum(float(single) for single, _ in singles), rel=1e-5)
+
+
 def test_explicit_single_label_on_a_multi_label_dictionary() -> None:
     classifier = make_classifier(multi_sentences(), "aspect", multi_label=False)
     assert not classifier.multi_label

@@ -531,6 +531,23 @@ def test_cancel_and_resume(api: ApiSession) -> None:
     assert r.json()["status"] == "running" and r.json()["cancel_requested"] is True
 
 
+def test_resuming_a_failed_job_starts_its_storage_retries_afresh(api: ApiSession) -> None:
+    # A job that failed after running out of storage retries kept its count and retry time on
+    # resume: the reaper held it back, and its first storage hiccup failed it again at once.
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    job_id = _submit(api, owner, {"corpus": {"ids": [corpus_id]}, "label_type": "ner"}).json()["id"]
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        job.status, job.error, job.storage_retries = "failed", "storage unavailable", 10
+        job.retry_at = datetime(2999, 1, 1, tzinfo=UTC)
+    r = api.client.post(f"/jobs/{job_id}/resume", headers=owner.headers)
+    assert r.status_code == 202, r.text
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert (job.status, job.storage_retries, job.retry_at, job.error) == ("queued", 0, None, None)
+
+
 def test_a_job_whose_corpus_was_deleted_is_not_resumed(api: ApiSession) -> None:
     # A finished job no longer holds its corpus; resuming it used to queue a run that failed.
     owner = api.new_owner()

@@ -110,6 +110,29 @@ def test_batch_progress_is_throttled_and_losses_are_kept(environment: dict[str, 
     assert progress.best_dev_scores is not None and progress.best_dev_scores["main_score"] == 0.7
 
 
+def test_a_worse_epoch_after_the_best_one_keeps_the_best_score(environment: dict[str, str]) -> None:
+    # The job row and the scores kept for the model took the last epoch's score, best or not.
+    job_id = running_job()
+    progress = make_progress(job_id, Clock())
+    progress.on_train_start(TrainingStarted(3, 1, 10, 40, 4, "cpu"))
+    progress.on_epoch_end(epoch_end(1, 0.8, best=True))
+    progress.on_epoch_end(epoch_end(2, 0.5, best=False))
+    job = job_row(job_id)
+    assert (job.epoch, job.best_dev_score) == (2, 0.8)
+    assert progress.best_dev_scores is not None and progress.best_dev_scores["main_score"] == 0.8
+
+
+def test_a_resumed_run_starts_at_the_epochs_already_done(environment: dict[str, str]) -> None:
+    # A run resumed at epoch 3 has 2 epochs done: the job must not show 0 % (or 3 epochs) until
+    # its first batch.
+    job_id = running_job()
+    progress = make_progress(job_id, Clock())
+    progress.on_train_start(TrainingStarted(4, 3, 10, 40, 4, "cpu"))
+    job = job_row(job_id)
+    assert (job.epoch, job.batch, job.max_epochs) == (2, 0, 4)
+    assert job.percent == pytest.approx(50.0)
+
+
 def test_an_epoch_trained_again_replaces_its_row(environment: dict[str, str]) -> None:
     job_id = running_job()
     progress = make_progress(job_id, Clock())
