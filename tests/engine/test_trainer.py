@@ -915,3 +915,32 @@ def test_max_grad_norm_clips_the_update(tmp_path: Path, vectors: Path) -> None:
     deltas = weight_deltas(model, make_tagger(one_batch_corpus(), vectors, dropout=False))
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(d) for d in deltas.values()]))
     assert 0 < norm.item() <= 1e-3 * (1 + 1e-4)
+
+
+def test_a_checkpoint_left_aside_between_the_two_renames_still_resumes(tmp_path: Path, vectors: Path) -> None:
+    # A crash between moving the old checkpoint aside and moving the new one in leaves only
+    # `.checkpoint.old`: resuming must find it there rather than start over or fail.
+    corpus = make_corpus()
+    ModelTrainer(make_tagger(corpus, vectors), corpus).train(
+        tmp_path / "run", max_epochs=1, checkpoint=True, **FAST
+    )
+    (tmp_path / "run" / "checkpoint").rename(tmp_path / "run" / ".checkpoint.old")
+    resumed = ModelTrainer.load_checkpoint(tmp_path / "run" / "checkpoint", corpus)
+    result = resumed.train(tmp_path / "run", max_epochs=2, checkpoint=True, **FAST)
+    assert (result["status"], result["epochs_done"]) == ("completed", 2)
+    assert [int(r[0]) for r in loss_rows(tmp_path / "run" / "loss.tsv")[1:]] == [1, 2]
+    assert read_checkpoint(tmp_path / "run" / "checkpoint").state.epoch == 2
+
+
+def test_the_first_warm_up_step_trains_at_a_rate_above_zero() -> None:
+    # A warm-up starting at rate 0 wasted its first batch: the step changed no weight.
+    from engine.training.schedulers import LinearWarmupDecay
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = LinearWarmupDecay(optimizer, total_steps=10, warmup_fraction=0.4)
+    rates = []
+    for _ in range(10):
+        rates.append(scheduler.learning_rate)
+        scheduler.step_batch()
+    assert rates[:5] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])
+    assert all(rate > 0 for rate in rates)

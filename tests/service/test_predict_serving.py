@@ -124,6 +124,63 @@ def test_a_large_request_runs_in_parts_of_the_micro_batch(
     assert result["sentences"][0] == one["sentences"][0]
 
 
+def test_concurrent_requests_with_and_without_all_classes_get_what_each_asked_within_the_cap(
+    api: ApiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Requests collected into one batch went through one model call: those that asked for every
+    # class's probability lost them (or the others got them), and a request that did not fit in
+    # the micro-batch was added anyway.
+    from service.logic.predict import Batcher, ModelCache, predict
+    from service.schemas.api import PredictRequest
+
+    settings = _settings(
+        monkeypatch, TAGSMITH_PREDICT_MAX_MICRO_BATCH="4", TAGSMITH_PREDICT_BATCH_WAIT_MS="20"
+    )
+    owner = api.new_owner()
+    model_id = register_tiny_tagger(owner, tmp_path)
+    calls: list[tuple[int, bool]] = []
+    batches: list[list[tuple[int, bool]]] = []
+    predict_call, collect = Batcher._predict, Batcher._collect
+
+    def recording_predict(self: Batcher, sentences: list[Any], all_classes: bool) -> None:
+        calls.append((len(sentences), all_classes))
+        predict_call(self, sentences, all_classes)
+
+    async def recording_collect(self: Batcher, first: Any) -> Any:
+        items, stop = await collect(self, first)
+        batches.append([(len(i.sentences), i.all_classes) for i in items])
+        return items, stop
+
+    monkeypatch.setattr(Batcher, "_predict", recording_predict)
+    monkeypatch.setattr(Batcher, "_collect", recording_collect)
+    sizes = [2, 1, 3, 1] * 4  # 2 + 1 fit; a plain 3 more than fills the micro-batch
+    requests = [
+        PredictRequest(
+            sentences=[["Anna", "lives", "in", f"Berlin{i}-{j}"] for j in range(size)],
+            return_probabilities_for_all_classes=i % 2 == 1,
+        )
+        for i, size in enumerate(sizes)
+    ]
+
+    async def scenario() -> list[dict[str, Any]]:
+        cache = ModelCache(settings)
+        await predict(cache, owner.id, model_id, PredictRequest(texts=["warm up"]), settings)
+        results = await asyncio.gather(*(predict(cache, owner.id, model_id, r, settings) for r in requests))
+        cache.close()
+        return list(results)
+
+    results = asyncio.run(scenario())
+    for request, result in zip(requests, results, strict=True):
+        assert len(result["sentences"]) == len(request.sentences or [])
+        for sentence in result["sentences"]:
+            for token in sentence["tokens"]:
+                assert ("all_tags" in token) == request.return_probabilities_for_all_classes, token
+    assert sum(n for n, _ in calls[1:]) == sum(sizes)
+    assert any(len({flag for _, flag in batch}) == 2 for batch in batches), f"no mixed batch: {batches}"
+    assert all(sum(n for n, _ in batch) <= 4 for batch in batches), batches
+    assert all(n <= 4 for n, _ in calls), calls
+
+
 def test_a_request_sent_during_a_large_one_is_answered_between_its_parts(
     api: ApiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
