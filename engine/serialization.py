@@ -27,7 +27,9 @@ from typing import Any
 
 import torch
 
-FORMAT_VERSION = 1
+# 2: configs may hold keys a reader of 1 would ignore and then predict differently (flair
+# embeddings' "tokenized", transformer_document's "cls_pooling"): such a reader refuses a 2.
+FORMAT_VERSION = 2
 MODEL_FILE_FORMAT = "tagsmith-model"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

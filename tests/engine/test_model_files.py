@@ -93,6 +93,20 @@ def test_span_tagger_round_trip(options: dict[str, object], tmp_path: Path) -> N
         assert loaded.hyperparameters()[key] == value
 
 
+def test_a_model_of_format_version_1_still_loads(tmp_path: Path) -> None:
+    # Version 2 added config keys a reader of 1 would ignore; models saved as 1 load as before.
+    tagger = trained_tagger()
+    tagger.save(tmp_path / "m")
+    config_path = tmp_path / "m" / "config.json"
+    config = read_json(config_path)
+    assert config["format_version"] == 2
+    config["format_version"] = 1
+    config_path.write_text(json.dumps(config))
+    loaded = load_model(tmp_path / "m")
+    sentences = ner_sentences()
+    assert torch.equal(loaded.eval().forward_loss(sentences)[0], tagger.eval().forward_loss(sentences)[0])
+
+
 def test_config_records_class_hyperparameters_dictionary_and_versions(tmp_path: Path) -> None:
     tagger = trained_tagger(tag_format="BIO")
     tagger.save(tmp_path / "m")
