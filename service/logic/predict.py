@@ -331,7 +331,7 @@ class ModelCache:
             self._torch_threads = torch.get_num_threads()
             torch.set_num_threads(settings.predict_torch_threads)
         self.entries: OrderedDict[str, LoadedModel] = OrderedDict()
-        self.locks: dict[str, asyncio.Lock] = {}
+        self.loading: dict[str, asyncio.Future[LoadedModel]] = {}
 
     @staticmethod
     def _key(info: ModelInfo) -> str:
@@ -343,41 +343,50 @@ class ModelCache:
         if entry is not None:
             self.entries.move_to_end(key)
             return entry
-        lock = self.locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            entry = self.entries.get(key)
-            if entry is not None:
-                return entry
-            loop = asyncio.get_running_loop()
-            try:
-                model, directory = await loop.run_in_executor(self.executor, _load, info, self.cache_root)
-            except StorageUnavailable:
-                raise  # an outage: 503 with Retry-After, and no word of where storage lives
-            except FileNotFoundError:
-                # as GET /models/{id}/download says it; no retry will bring them back
-                raise NotFound(f"the files of model {info.id} are missing from storage") from None
-            except ModelFileError as e:
-                # Damaged in storage: not the request's fault and not passing either. The file by
-                # its name in the model folder, never by the server's path.
-                reason = e.reason.replace(f"{e.path.parent}/", "")
-                raise ModelDamaged(f"model {info.id} cannot be loaded: {e.path.name}: {reason}") from e
-            except (OSError, ValueError) as e:
-                raise Unavailable(f"model {info.id} could not be loaded: {type(e).__name__}") from e
-            MODEL_LOADS.inc()
-            batcher = Batcher(
-                model, self.executor, self.wait_s, self.max_sentences, self.parallel, self.precision
-            )
-            entry = LoadedModel(info, model, batcher, directory)
-            self.entries[key] = entry  # the key's lock is held: no other load of it can be here
-            evicted = len(self.entries) > self.size
-            while len(self.entries) > self.size:
-                _, old = self.entries.popitem(last=False)
-                self._drop(old)
-            _freeze_heap(collect=evicted)
-            MODELS_LOADED.set(len(self.entries))
-        # The lock stays (one per model ever served, a few bytes): removed while others waited
-        # on it, a newcomer's fresh lock let two loads of one model race, and the second one
-        # replaced the first in the cache without closing it (its folder and batcher leaked).
+        # One load per model at a time, in a task of its own that every request for the model
+        # awaits: a request cancelled meanwhile (its client went away) does not stop the load's
+        # thread, and the model it loads still becomes an entry. Awaited directly, a cancelled
+        # load's folder was left on disk in no entry, until the process ended.
+        load = self.loading.get(key)
+        if load is None:
+            load = asyncio.ensure_future(self._load_entry(info, key))
+            self.loading[key] = load
+            load.add_done_callback(lambda done: self._loaded(key, done))
+        return await asyncio.shield(load)
+
+    def _loaded(self, key: str, load: asyncio.Future[LoadedModel]) -> None:
+        self.loading.pop(key, None)
+        if not load.cancelled():
+            load.exception()  # retrieved: its requests may all have gone away
+
+    async def _load_entry(self, info: ModelInfo, key: str) -> LoadedModel:
+        loop = asyncio.get_running_loop()
+        try:
+            model, directory = await loop.run_in_executor(self.executor, _load, info, self.cache_root)
+        except StorageUnavailable:
+            raise  # an outage: 503 with Retry-After, and no word of where storage lives
+        except FileNotFoundError:
+            # as GET /models/{id}/download says it; no retry will bring them back
+            raise NotFound(f"the files of model {info.id} are missing from storage") from None
+        except ModelFileError as e:
+            # Damaged in storage: not the request's fault and not passing either. The file by
+            # its name in the model folder, never by the server's path.
+            reason = e.reason.replace(f"{e.path.parent}/", "")
+            raise ModelDamaged(f"model {info.id} cannot be loaded: {e.path.name}: {reason}") from e
+        except (OSError, ValueError) as e:
+            raise Unavailable(f"model {info.id} could not be loaded: {type(e).__name__}") from e
+        MODEL_LOADS.inc()
+        batcher = Batcher(
+            model, self.executor, self.wait_s, self.max_sentences, self.parallel, self.precision
+        )
+        entry = LoadedModel(info, model, batcher, directory)
+        self.entries[key] = entry  # the only load of this key: no other entry can be here
+        evicted = len(self.entries) > self.size
+        while len(self.entries) > self.size:
+            _, old = self.entries.popitem(last=False)
+            self._drop(old)
+        _freeze_heap(collect=evicted)
+        MODELS_LOADED.set(len(self.entries))
         return entry
 
     def _drop(self, entry: LoadedModel) -> None:
