@@ -17,6 +17,7 @@ segtok's tokens.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -84,14 +85,26 @@ def split_sentences(text: str) -> list[tuple[str, int]]:
 
 CACHED_WORDS = 1 << 16
 LINE_BREAKS = ("\n", "\r", "\u2028")
+# Longer strings (URLs, base64, hashes) are rarely seen twice, and 65,536 of 9,000 characters
+# each held ~1 GB in a long-running API: those are computed, not remembered.
+CACHED_MAX_CHARS = 64
 
 
-@lru_cache(maxsize=CACHED_WORDS)
+def _remember_short(compute: Callable[[str], tuple[str, ...]]) -> Callable[[str], tuple[str, ...]]:
+    cached = lru_cache(maxsize=CACHED_WORDS)(compute)
+
+    def call(text: str) -> tuple[str, ...]:
+        return cached(text) if len(text) <= CACHED_MAX_CHARS else compute(text)
+
+    return call
+
+
+@_remember_short
 def _split_span(span: str) -> tuple[str, ...]:
     return tuple(t for t in word_tokenizer.split(span) if t)
 
 
-@lru_cache(maxsize=CACHED_WORDS)
+@_remember_short
 def _finish_token(token: str) -> tuple[str, ...]:
     """segtok's last two steps for one token: dangling commas, semicolons and colons become
     tokens of their own, then contractions are split. Both act on each token alone. segtok

@@ -156,3 +156,26 @@ def test_a_sentence_from_split_text_is_tokenized_as_the_whole_text_is() -> None:
     for sentence, start in split_sentences(text):
         pieces += [(w, s + start, e + start) for w, s, e, _ in tokenize_sentence(sentence)]
     assert pieces == [(w, s, e) for w, s, e, _ in whole]
+
+
+def test_long_words_are_not_remembered() -> None:
+    # Each distinct 9,000-character word (a URL, base64) stayed in the tokenizer's memo: a
+    # long-running API fed such text grew by ~1 MB per 100 requests, up to ~1 GB.
+    import gc
+    import random
+    import tracemalloc
+
+    rng = random.Random(3)
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(200):
+            word = "".join(rng.choice("abcdefghij") for _ in range(5000))  # a request's text
+            assert [t for t, *_ in tokenize(word)] == [word]
+        del word
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 200_000, kept  # remembered, they held 200 x 2 x 5,000 characters
