@@ -56,6 +56,7 @@ def make_app() -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_concurrency=worker_settings.worker_concurrency,
+        worker_max_tasks_per_child=worker_settings.worker_jobs_per_process,
         # A job's state lives in the database, not in Celery results or events.
         worker_send_task_events=False,
     )

@@ -78,6 +78,12 @@ class WorkerSettings(BaseSettings):
     worker_concurrency: int = Field(
         default=1, ge=1, description="Training processes per worker (`celery worker -c` overrides it)."
     )
+    worker_jobs_per_process: int = Field(
+        default=10,
+        ge=1,
+        description="A training process is replaced by a fresh one after this many jobs: what a run leaves "
+        "in the process (allocator fragments, caches; +1.9 MB a GloVe job, measured) never piles up.",
+    )
     test_batch_sleep_seconds: float = Field(
         default=0.0,
         ge=0,

@@ -13,6 +13,7 @@ from worker.settings import reset_worker_settings
 def test_delivery_settings_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TAGSMITH_VISIBILITY_TIMEOUT_SECONDS", "42")
     monkeypatch.setenv("TAGSMITH_BROKER_URL", "redis://127.0.0.1:6399/3")
+    monkeypatch.setenv("TAGSMITH_WORKER_JOBS_PER_PROCESS", "3")
     from service.settings import reset_settings
 
     reset_settings()
@@ -23,6 +24,8 @@ def test_delivery_settings_follow_the_environment(monkeypatch: pytest.MonkeyPatc
         assert conf.broker_url == "redis://127.0.0.1:6399/3"
         assert conf.task_acks_late and conf.task_reject_on_worker_lost
         assert conf.worker_prefetch_multiplier == 1
+        # a training process is replaced after that many jobs: what runs leave in it never piles up
+        assert conf.worker_max_tasks_per_child == 3
         assert conf.broker_transport_options["visibility_timeout"] == 42
         assert conf.broker_transport_options["unacked_restore_interval"] == 10
         assert sorted(q.name for q in conf.task_queues) == ["cpu", "gpu"]
