@@ -56,6 +56,16 @@ def test_viterbi_and_log_partition_equal_brute_force() -> None:
             assert abs(float(log_z[b]) - expected_log_z) < 1e-4
 
 
+def _expected_marginals(scores: list[float], all_paths: list[tuple[int, ...]], num_tags: int) -> torch.Tensor:
+    """Each position's tag probabilities summed over every path, weighted by its probability."""
+    weights = torch.softmax(torch.tensor(scores, dtype=torch.float64), dim=0)
+    expected = torch.zeros(len(all_paths[0]), num_tags, dtype=torch.float64)
+    for w, path in zip(weights, all_paths, strict=True):
+        for t, tag in enumerate(path):
+            expected[t, tag] += w
+    return expected
+
+
 def test_path_score_and_marginals_equal_brute_force() -> None:
     lengths = [3, 2, 1]
     crf, emissions, mask = _random_batch(11, num_tags=3, lengths=lengths)
@@ -63,12 +73,9 @@ def test_path_score_and_marginals_equal_brute_force() -> None:
         marginals = crf.marginals(emissions, mask)
     for b, length in enumerate(lengths):
         scores, all_paths = _brute_force(crf, emissions[b], length)
-        weights = torch.softmax(torch.tensor(scores, dtype=torch.float64), dim=0)
-        expected = torch.zeros(length, 3, dtype=torch.float64)
-        for w, path in zip(weights, all_paths, strict=True):
-            for t, tag in enumerate(path):
-                expected[t, tag] += w
-        assert torch.allclose(marginals[b, :length].double(), expected, atol=1e-5)
+        assert torch.allclose(
+            marginals[b, :length].double(), _expected_marginals(scores, all_paths, 3), atol=1e-5
+        )
         # the score of one concrete path
         path = all_paths[len(all_paths) // 2]
         tags = torch.zeros(1, emissions.shape[1], dtype=torch.long)
@@ -88,11 +95,7 @@ def test_log_space_marginals_equal_brute_force_on_a_padded_batch() -> None:
         marginals = crf._log_marginals(emissions, mask)
     for b, length in enumerate(lengths):
         scores, all_paths = _brute_force(crf, emissions[b], length)
-        weights = torch.softmax(torch.tensor(scores, dtype=torch.float64), dim=0)
-        expected = torch.zeros(length, 3, dtype=torch.float64)
-        for w, path in zip(weights, all_paths, strict=True):
-            for t, tag in enumerate(path):
-                expected[t, tag] += w
+        expected = _expected_marginals(scores, all_paths, 3)
         assert torch.allclose(marginals[b, :length].double(), expected, atol=1e-5), b
 
 

@@ -249,16 +249,7 @@ def test_annealing_halves_after_patience_bad_epochs_and_stops_below_minimum(
     tmp_path: Path, vectors: Path
 ) -> None:
     corpus = make_corpus()
-    base = make_tagger(corpus, vectors)
-    model = FlatScoreTagger(
-        base.embeddings,
-        base.label_dictionary,
-        "ner",
-        hidden_size=8,
-        dropout=0.0,
-        word_dropout=0.0,
-        locked_dropout=0.0,
-    )
+    model = flat_tagger(corpus, vectors)
     recorder = Recorder()
     anneal = {
         "max_epochs": 30,
