@@ -225,7 +225,10 @@ def register_tiny_tagger(owner: Owner, tmp_path: Path, label_type: str = "ner") 
     ).id
 
 
-def register_tiny_classifier(owner: Owner, tmp_path: Path, multi_label: bool = False) -> str:
+def register_tiny_classifier(
+    owner: Owner, tmp_path: Path, multi_label: bool = False, bias: list[float] | None = None
+) -> str:
+    """``bias``: the three labels' scores whatever the text (the decoder's weights zeroed)."""
     import torch
 
     from engine.data import Dictionary
@@ -244,6 +247,10 @@ def register_tiny_classifier(owner: Owner, tmp_path: Path, multi_label: bool = F
         "sentiment",
         multi_label=multi_label,
     )
+    if bias is not None:
+        with torch.no_grad():
+            model.decoder.weight.zero_()
+            model.decoder.bias.copy_(torch.tensor(bias))
     folder = tmp_path / f"classifier-{multi_label}"
     model.save(folder)
     from service.logic.models import register_model

@@ -379,37 +379,9 @@ def test_another_owner_is_refused_while_the_model_row_is_cached(api: ApiSession,
 
 
 def test_a_multi_label_answer_lists_its_labels_most_likely_first(api: ApiSession, tmp_path: Path) -> None:
-    import torch
-
-    from engine.data import Dictionary
-    from engine.embeddings.character import CharacterEmbeddings
-    from engine.embeddings.document import DocumentPoolEmbeddings
-    from engine.models.text_classifier import TextClassifier
-    from service.logic.models import register_model
-
-    labels = ["positive", "negative", "neutral"]
-    dictionary = Dictionary()
-    for label in labels:
-        dictionary.add_item(label)
-    model = TextClassifier(
-        DocumentPoolEmbeddings(CharacterEmbeddings(char_embedding_dim=4, hidden_size_char=4)),
-        dictionary,
-        "sentiment",
-        multi_label=True,
-    )
-    with torch.no_grad():  # every label above the threshold, in the order negative, neutral, positive
-        model.decoder.weight.zero_()
-        model.decoder.bias.copy_(torch.tensor([1.0, 3.0, 2.0]))
-    model.save(tmp_path / "multi")
     owner = api.new_owner()
-    model_id = register_model(
-        owner.id,
-        tmp_path / "multi",
-        name="multi",
-        task="text_classification",
-        label_type="sentiment",
-        labels=labels,
-    ).id
+    # every label above the threshold, in the order negative, neutral, positive
+    model_id = register_tiny_classifier(owner, tmp_path, multi_label=True, bias=[1.0, 3.0, 2.0])
     r = _predict(api, owner, model_id, {"texts": ["any text at all"]})
     assert r.status_code == 200, r.text
     answer = r.json()["sentences"][0]["labels"]
