@@ -352,11 +352,9 @@ def _read_jsonl(
         value = record[text_key]
         if type(value) is not str:
             raise CorpusFormatError(path, lineno, f"text {text_key!r} is a {_json_type(value)}, not a string")
-        bad = invalid_unicode([value, record.get(label_key)])
-        if bad is not None:
-            raise CorpusFormatError(
-                path, lineno, f"{bad!r} holds a lone surrogate escape (\\ud800-\\udfff): not Unicode text"
-            )
+        problem = invalid_unicode([value, record.get(label_key)])
+        if problem is not None:
+            raise CorpusFormatError(path, lineno, problem)
         raw = record.get(label_key)
         labels: list[str] = []
         for item in raw if isinstance(raw, list) else ([] if raw is None else [raw]):

@@ -55,21 +55,22 @@ def _not_plain_text(data: bytes) -> str | None:
 
 
 def invalid_unicode(value: Any) -> str | None:
-    """The first string in a parsed JSON value (keys included) that is not Unicode text, or None.
-    Python's JSON parser lets a lone surrogate escape such as ``\\ud800`` through; such a string
-    cannot be written as UTF-8, so storing, serving or saving it in a model would fail later."""
+    """What is wrong with the first string in a parsed JSON value (keys included) that is not
+    Unicode text, or None. Python's JSON parser lets a lone surrogate escape such as ``\\ud800``
+    through; such a string cannot be written as UTF-8, so storing, serving or saving it in a model
+    would fail later."""
     if isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            return value
+            return f"{value!r} holds a lone surrogate escape (\\ud800-\\udfff): not Unicode text"
         return None
     items = value.items() if isinstance(value, dict) else value if isinstance(value, list) else ()
     for item in items:
         for part in item if isinstance(value, dict) else (item,):
-            bad = invalid_unicode(part)
-            if bad is not None:
-                return bad
+            problem = invalid_unicode(part)
+            if problem is not None:
+                return problem
     return None
 
 

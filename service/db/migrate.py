@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,19 +59,29 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@functools.cache
+def _revisions() -> tuple[str | None, frozenset[str]]:
+    """This code's head revision and all its revisions: read from the migration scripts once per
+    process, not on every /ready probe."""
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    scripts = ScriptDirectory.from_config(config)
+    return scripts.get_current_head(), frozenset(s.revision for s in scripts.walk_revisions())
+
+
 def schema_problem(url: str | None = None) -> str | None:
     """Why the database at ``url`` cannot be used by this code (None: its schema is the newest)."""
     from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
 
     config = alembic_config(url)
-    scripts = ScriptDirectory.from_config(config)
-    head = scripts.get_current_head()
+    head, known = _revisions()
     with config.attributes["engine"].connect() as connection:
         current = MigrationContext.configure(connection).get_current_revision()
     if current == head:
         return None
-    if current is not None and current not in {s.revision for s in scripts.walk_revisions()}:
+    if current is not None and current not in known:
         return f"its schema ({current}) is newer than this Tagsmith's ({head}): upgrade Tagsmith"
     return (
         f"it is not migrated (schema {current or 'none'}, this Tagsmith needs {head}): if it is the "

@@ -45,10 +45,9 @@ def _json_object(raw: str, field: str) -> dict[str, Any]:
         raise Invalid(
             f"{field} must be a JSON object", [FieldError(["body", field], "must be a JSON object")]
         )
-    bad = invalid_unicode(value)
-    if bad is not None:
-        message = f"{bad!r} holds a lone surrogate escape (\\ud800-\\udfff): not Unicode text"
-        raise Invalid(f"{field}: {message}", [FieldError(["body", field], message)])
+    problem = invalid_unicode(value)
+    if problem is not None:
+        raise Invalid(f"{field}: {problem}", [FieldError(["body", field], problem)])
     return value
 
 
