@@ -142,10 +142,6 @@ def document_embedding(spec: Any, folder: Path) -> DocumentEmbeddings:
     if isinstance(spec, s.DocumentRNNEmbeddingSpec):
         from engine.embeddings.document import DocumentRNNEmbeddings
 
-        if spec.word_dropout or spec.locked_dropout:
-            raise BuildError(
-                "document_rnn: word_dropout and locked_dropout are not supported by the engine; use 0"
-            )
         return DocumentRNNEmbeddings(
             [token_embedding(e, folder) for e in spec.embeddings],
             hidden_size=spec.hidden_size,
@@ -154,6 +150,8 @@ def document_embedding(spec: Any, folder: Path) -> DocumentEmbeddings:
             bidirectional=spec.bidirectional,
             reproject_words=spec.reproject_words,
             dropout=spec.dropout,
+            word_dropout=spec.word_dropout,
+            locked_dropout=spec.locked_dropout,
         )
     raise BuildError(f"{spec.type!r} is not a document embedding")
 

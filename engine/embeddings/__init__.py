@@ -107,4 +107,11 @@ def embeddings_from_config(
     if not isinstance(type_name, str):
         raise EmbeddingConfigError(f"embedding config has no string 'type': {config!r}")
     cls = embedding_class(type_name)
-    return cls.from_config(config, Path(resource_dir) if resource_dir is not None else None)
+    built = cls.from_config(config, Path(resource_dir) if resource_dir is not None else None)
+    known = set(built.to_config()) | cls.legacy_config_keys
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise EmbeddingConfigError(
+            f"unknown {type_name!r} embedding config keys {unknown} (known: {', '.join(sorted(known))})"
+        )
+    return built

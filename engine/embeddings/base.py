@@ -41,6 +41,9 @@ class EmbeddingConfigError(ValueError):
 
 class Embeddings(nn.Module, abc.ABC):
     embedding_type: str = ""  # registry key, also the config "type"
+    # Config keys older versions wrote and ``from_config`` still reads; any other key that
+    # ``to_config`` does not write is refused (a misspelt option would otherwise be ignored).
+    legacy_config_keys: frozenset[str] = frozenset()
 
     def __init__(self) -> None:
         super().__init__()

@@ -5,9 +5,10 @@ optionally after a trainable reprojection (``fine_tune_mode``: ``linear`` = one 
 map initialised to the identity, so training starts from plain pooling; ``nonlinear`` = that map,
 a ReLU and a second linear map).
 
-``DocumentRNNEmbeddings``: optional linear reprojection of the token vectors, then a GRU or LSTM
-(optionally bidirectional); the document vector is the final state (both directions'
-final states concatenated when bidirectional).
+``DocumentRNNEmbeddings``: dropout, locked dropout and word dropout on the token vectors (as
+Flair), an optional linear reprojection, then a GRU or LSTM (optionally bidirectional); the
+document vector is the final state (both directions' final states concatenated when
+bidirectional), after dropout and locked dropout again (one mask per sentence).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from engine.data import Sentence
+from engine.dropout import LockedDropout, WordDropout
 from engine.embeddings.base import (
     DocumentEmbeddings,
     EmbeddingConfigError,
@@ -163,6 +165,8 @@ class DocumentRNNEmbeddings(DocumentEmbeddings):
         bidirectional: bool = False,
         dropout: float = 0.5,
         rnn_type: str = "GRU",
+        word_dropout: float = 0.0,
+        locked_dropout: float = 0.0,
         name: str | None = None,
     ) -> None:
         super().__init__()
@@ -170,8 +174,13 @@ class DocumentRNNEmbeddings(DocumentEmbeddings):
             raise EmbeddingConfigError(f"rnn_type must be one of {RNN_TYPES}, got {rnn_type!r}")
         if hidden_size < 1 or rnn_layers < 1:
             raise EmbeddingConfigError("hidden_size and rnn_layers must be positive")
-        if not 0.0 <= dropout < 1.0:
-            raise EmbeddingConfigError(f"dropout must be in [0, 1), got {dropout}")
+        for key, rate in (
+            ("dropout", dropout),
+            ("word_dropout", word_dropout),
+            ("locked_dropout", locked_dropout),
+        ):
+            if not 0.0 <= rate < 1.0:
+                raise EmbeddingConfigError(f"{key} must be in [0, 1), got {rate}")
         self.embeddings = _as_token_embeddings(token_embeddings)
         self.hidden_size = hidden_size
         self.rnn_layers = rnn_layers
@@ -194,16 +203,17 @@ class DocumentRNNEmbeddings(DocumentEmbeddings):
             dropout=dropout if rnn_layers > 1 else 0.0,
         )
         self.dropout = nn.Dropout(dropout)
+        self.word_dropout = WordDropout(word_dropout)
+        self.locked_dropout = LockedDropout(locked_dropout)
 
     @property
     def embedding_length(self) -> int:
         return self.hidden_size * (2 if self.bidirectional else 1)
 
     def _embed(self, sentences: list[Sentence]) -> torch.Tensor:
-        tokens = self.embeddings.embed(sentences)
+        tokens = self.word_dropout(self.locked_dropout(self.dropout(self.embeddings.embed(sentences))))
         if self.reprojection is not None:
             tokens = self.reprojection(tokens)
-        tokens = self.dropout(tokens)
         lengths = torch.tensor([max(1, len(s)) for s in sentences])
         if tokens.shape[1] == 0:  # every sentence empty: one zero step each
             tokens = tokens.new_zeros(tokens.shape[0], 1, tokens.shape[2])
@@ -214,7 +224,7 @@ class DocumentRNNEmbeddings(DocumentEmbeddings):
             document = torch.cat([final[-2], final[-1]], dim=-1)
         else:
             document = final[-1]
-        return self.dropout(document)
+        return self.locked_dropout(self.dropout(document).unsqueeze(1)).squeeze(1)
 
     def to_config(self) -> dict[str, Any]:
         return {
@@ -227,6 +237,8 @@ class DocumentRNNEmbeddings(DocumentEmbeddings):
             "reproject_words_dimension": self.reproject_words_dimension,
             "bidirectional": self.bidirectional,
             "dropout": self.dropout_rate,
+            "word_dropout": self.word_dropout.p,
+            "locked_dropout": self.locked_dropout.p,
             "rnn_type": self.rnn_type,
         }
 
@@ -244,5 +256,7 @@ class DocumentRNNEmbeddings(DocumentEmbeddings):
             bidirectional=bool(config.get("bidirectional", False)),
             dropout=float(config.get("dropout", 0.5)),
             rnn_type=str(config.get("rnn_type", "GRU")),
+            word_dropout=float(config.get("word_dropout", 0.0)),
+            locked_dropout=float(config.get("locked_dropout", 0.0)),
             name=config.get("name"),
         )

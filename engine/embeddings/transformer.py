@@ -480,6 +480,8 @@ class TransformerWordEmbeddings(TokenEmbeddings):
 class TransformerDocumentEmbeddings(DocumentEmbeddings):
     """One vector per sentence/text; fine-tuned by default, as for text classification."""
 
+    legacy_config_keys = frozenset({"pooling"})  # cls_pooling before it took Flair's name
+
     def __init__(
         self,
         model: str = "minilm",

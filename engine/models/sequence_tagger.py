@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.data import Dictionary, Sentence
+from engine.dropout import LockedDropout, WordDropout
 from engine.embeddings.base import Embeddings, TokenEmbeddings
 from engine.models.base import Model, distribution_key, register_model
 from engine.models.crf import CRF
@@ -48,34 +49,6 @@ TAG_FORMATS = ("BIOES", "BIO")
 LABEL_KINDS = ("span", "token")
 SPAN_TYPE_NAMES = frozenset({"ner", "np", "chunk", "chunks", "entity", "entities", "frame", "srl"})
 OUTSIDE = "O"
-
-
-class WordDropout(nn.Module):
-    """Zero whole token vectors with probability ``p`` (training only)."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = torch.empty(x.shape[0], x.shape[1], 1, device=x.device).bernoulli_(1 - self.p)
-        return x * keep
-
-
-class LockedDropout(nn.Module):
-    """Dropout with one mask per sentence shared by all its tokens (variational dropout)."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = torch.empty(x.shape[0], 1, x.shape[2], device=x.device).bernoulli_(1 - self.p)
-        return x * keep / (1 - self.p)
 
 
 # Cost of one CPU LSTM call over a padded group, in row-steps: T_max * (rows + STEP_OVERHEAD) +

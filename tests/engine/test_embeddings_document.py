@@ -114,3 +114,34 @@ def test_config_round_trips(words: WordEmbeddings, tmp_path: Path) -> None:
         rebuilt.load_state_dict(emb.state_dict())
         rebuilt.eval()
         assert torch.allclose(rebuilt.embed(sentences), emb.embed(sentences), atol=1e-6)
+
+
+def test_rnn_word_and_locked_dropout_train_only_and_saved(words: WordEmbeddings, tmp_path: Path) -> None:
+    # Flair's DocumentRNNEmbeddings options: word dropout zeroes whole tokens before the RNN, locked
+    # dropout one feature mask per sentence; both act in training only and are kept in the config.
+    torch.manual_seed(0)
+    rnn = DocumentRNNEmbeddings(words, hidden_size=6, dropout=0.0, word_dropout=0.999, locked_dropout=0.0)
+    sentences = [Sentence(s) for s in SENTENCES]
+    rnn.eval()
+    clean = rnn.embed(sentences)
+    rnn.train()
+    every_word_dropped = rnn.embed(sentences)
+    # every token zeroed: each sentence's vector is the RNN's over as many zero vectors
+    blank = torch.cat(
+        [rnn.rnn(rnn.reprojection(torch.zeros(1, max(1, len(s)), 4)))[1][-1] for s in SENTENCES]
+    )
+    assert not torch.allclose(every_word_dropped, clean)
+    assert torch.allclose(every_word_dropped, blank, atol=1e-6)
+    locked = DocumentRNNEmbeddings(words, hidden_size=6, dropout=0.0, locked_dropout=0.5).train()
+    out = locked.embed(sentences)
+    assert (out == 0).any() and not torch.equal(out, locked.embed(sentences))  # features dropped at random
+    locked.eval()
+    assert not (locked.embed(sentences) == 0).any()
+    assert torch.equal(locked.embed(sentences), locked.embed(sentences))
+    config = json.loads(json.dumps(rnn.to_config()))
+    assert (config["word_dropout"], config["locked_dropout"]) == (0.999, 0.0)
+    rnn.save_resources(tmp_path / "rnn")
+    rebuilt = embeddings_from_config(config, tmp_path / "rnn")
+    assert isinstance(rebuilt, DocumentRNNEmbeddings) and rebuilt.word_dropout.p == 0.999
+    with pytest.raises(EmbeddingConfigError, match="locked_dropout must be in"):
+        DocumentRNNEmbeddings(words, locked_dropout=1.0)

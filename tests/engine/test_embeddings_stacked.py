@@ -105,3 +105,20 @@ def test_training_spec_forms(tmp_path: Path) -> None:
         [{"type": "word", "embeddings": str(write_glove_text(tmp_path / "v.txt"))}]
     )
     assert isinstance(single, WordEmbeddings)
+
+
+def test_unknown_config_keys_are_refused_at_any_depth(tmp_path: Path) -> None:
+    # A misspelt option in a saved or hand-written config must not be ignored silently.
+    source = str(write_glove_text(tmp_path / "v.txt"))
+    with pytest.raises(
+        EmbeddingConfigError, match=r"unknown 'character' embedding config keys \['hiden_size_char'\]"
+    ):
+        embeddings_from_config({"type": "character", "hiden_size_char": 50}, None)
+    nested = {
+        "type": "stacked",
+        "embeddings": [{"type": "word", "embeddings": source}, {"type": "character", "size": 3}],
+    }
+    with pytest.raises(EmbeddingConfigError, match=r"\['size'\]"):
+        embeddings_from_config(nested, None)
+    nested["embeddings"][1].pop("size")
+    assert isinstance(embeddings_from_config(nested, None), StackedEmbeddings)

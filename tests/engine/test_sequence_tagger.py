@@ -347,7 +347,7 @@ def test_the_evaluation_loss_is_the_loss_per_token() -> None:
 
 def test_locked_dropout_drops_a_feature_for_the_whole_sentence_and_rescales() -> None:
     # One mask per sentence and feature, shared over time, scaled by 1 / (1 - p) to keep the mean.
-    from engine.models.sequence_tagger import LockedDropout
+    from engine.dropout import LockedDropout
 
     torch.manual_seed(0)
     dropout = LockedDropout(0.5).train()

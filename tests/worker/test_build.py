@@ -72,3 +72,42 @@ def test_the_same_spec_builds_the_same_initial_weights_whatever_ran_before(tmp_p
     second = new_trainer(spec, corpus, tmp_path).model.state_dict()
     assert first.keys() == second.keys()
     assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+@pytest.mark.parametrize(
+    "embedding",
+    [
+        {"type": "character", "char_embedding_dim": 7, "hidden_size_char": 9},
+        {
+            "type": "document_rnn",
+            "embeddings": [{"type": "character", "hidden_size_char": 3}],
+            "hidden_size": 5,
+            "rnn_layers": 2,
+            "rnn_type": "LSTM",
+            "bidirectional": True,
+            "reproject_words": False,
+            "dropout": 0.25,
+            "word_dropout": 0.125,
+            "locked_dropout": 0.375,
+        },
+        {
+            "type": "document_pool",
+            "embeddings": [{"type": "character", "hidden_size_char": 3}],
+            "pooling": "max",
+            "fine_tune_mode": "nonlinear",
+        },
+    ],
+)
+def test_every_option_of_an_embedding_spec_reaches_the_embedding(embedding: dict, tmp_path: Path) -> None:
+    # document_rnn's word_dropout and locked_dropout were accepted by the API and then failed
+    # every such job in the worker; an option the build drops would be ignored silently.
+    from worker.build import document_embedding, token_embedding
+
+    token_level = embedding["type"] in s.TOKEN_EMBEDDING_TYPES
+    task = "sequence_tagging" if token_level else "text_classification"
+    given = {"task": task, "corpus": {"ids": ["c"]}, "embeddings": [embedding]}
+    spec = s.TrainingSpec.model_validate(given).embeddings[0]
+    build = token_embedding if token_level else document_embedding
+    config = build(spec, tmp_path).to_config()
+    for key, value in spec.model_dump(exclude={"type", "embeddings"}).items():
+        assert config[key] == value, key
