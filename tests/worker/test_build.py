@@ -79,6 +79,15 @@ def test_the_same_spec_builds_the_same_initial_weights_whatever_ran_before(tmp_p
     [
         {"type": "character", "char_embedding_dim": 7, "hidden_size_char": 9},
         {
+            "type": "transformer",
+            "layers": "-1,-2",
+            "subtoken_pooling": "mean",
+            "layer_mean": False,
+            "fine_tune": False,
+            "use_context": 5,
+        },
+        {"type": "transformer_document", "layers": "-2", "cls_pooling": "max", "fine_tune": False},
+        {
             "type": "document_rnn",
             "embeddings": [{"type": "character", "hidden_size_char": 3}],
             "hidden_size": 5,
