@@ -51,6 +51,10 @@ def _label_count_errors(spec: TrainingSpec, label_type: str, corpora: list[Corpu
     if any(labels is None for labels in counted):
         return []  # statistics without label counts: the run finds out
     classes = {name for labels in counted for name in labels.get(label_type, {})}
+    # the stored values are the most common ones only (``corpora.trimmed_statistics``); each
+    # corpus's own count of its values is exact
+    stored = [c.statistics["train"].get("label_classes", {}).get(label_type, 0) for c in corpora]
+    label_count = max(len(classes), *stored)
     if not classes:
         names = ", ".join(f"{c.id} ({c.name})" for c in corpora)
         return [
@@ -58,9 +62,9 @@ def _label_count_errors(spec: TrainingSpec, label_type: str, corpora: list[Corpu
         ]
     kind = corpora[0].label_types.get(label_type)
     use_crf = spec.task == "sequence_tagging" and spec.model.use_crf
-    too_many = label_count_error(len(classes), kind, spec.model.tag_format, use_crf)
+    too_many = label_count_error(label_count, kind, spec.model.tag_format, use_crf)
     if too_many is not None:
-        crf_only = use_crf and label_count_error(len(classes), kind) is None
+        crf_only = use_crf and label_count_error(label_count, kind) is None
         hint = '; train without it: "model": {"use_crf": false}' if crf_only else ""
         return [FieldError(["body", "label_type"], f"{label_type!r} has {too_many}{hint}")]
     if spec.task == "text_classification" and len(classes) == 1 and spec.model.multi_label is not True:

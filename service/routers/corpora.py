@@ -26,7 +26,7 @@ def corpus_out(row: Any) -> CorpusOut:
             "options": row.options,
             "label_types": row.label_types,
             "has_documents": row.has_documents,
-            "statistics": row.statistics,
+            "statistics": corpora.trimmed_statistics(row.statistics, corpora.SHOWN_LABEL_VALUES),
             "splits": sorted(row.files, key=corpora.SPLITS.index),
             "created_at": row.created_at,
         }

@@ -55,10 +55,6 @@ class KeyList(BaseModel):
 
 
 # -- corpora ------------------------------------------------------------------------------------
-class SplitStatistics(BaseModel):
-    sentences: int
-    tokens: int
-    labels: dict[str, dict[str, int]] = Field(description="label type -> label value -> count")
 
 
 class CorpusOut(_Out):
@@ -69,7 +65,12 @@ class CorpusOut(_Out):
     options: dict[str, Any]
     label_types: dict[str, str] = Field(description="label type -> kind (`token`, `span` or `sentence`)")
     has_documents: bool
-    statistics: dict[str, Any]
+    statistics: dict[str, Any] = Field(
+        description="`label_types`, `documents`, `skipped_sentences`, and per split (`train`, `dev`, `test`): "
+        "`sentences`, `tokens`, `labels` (label type -> its 100 most common values -> count) and "
+        "`label_classes` (label type -> how many values it has). A text corpus: `lines` and "
+        "`characters` per split."
+    )
     splits: list[str]
     created_at: datetime
 
