@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -73,7 +75,10 @@ def output_dir(requested: Path | None, name: str) -> Path:
     if requested is not None:
         requested.mkdir(parents=True, exist_ok=True)
         return requested
-    return Path(tempfile.mkdtemp(prefix=f"tagsmith-bench-{name}-"))
+    folder = Path(tempfile.mkdtemp(prefix=f"tagsmith-bench-{name}-"))
+    # nobody asked for the models (88 MB a TREC run): they would pile up in /tmp run after run
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 class EpochPrinter(TrainerCallback):
@@ -124,5 +129,7 @@ def training_parser(doc: str | None, epochs: int, quick_help: str) -> argparse.A
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads (default 1: see bench/_common.py)"
     )
-    parser.add_argument("--out", type=Path, help="training folder (default: a new temporary folder)")
+    parser.add_argument(
+        "--out", type=Path, help="training folder, kept (default: a temporary folder, removed at the end)"
+    )
     return parser

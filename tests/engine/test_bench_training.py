@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +14,14 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 
-def run_bench(script: str, *arguments: str) -> list[dict[str, Any]]:
+def run_bench(script: str, *arguments: str, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The JSON lines a benchmark script prints."""
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / script), *arguments],
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return [json.loads(line) for line in result.stdout.strip().splitlines()]
@@ -54,6 +56,13 @@ def test_training_benchmark_quick_mode(
     assert summary["benchmark"] == script.removesuffix(".py")
     if script == "train_multi.py":
         assert 0.0 <= summary["dev_accuracy_en"] <= 1.0 and 0.0 <= summary["dev_accuracy_de"] <= 1.0
+
+
+def test_a_benchmark_without_out_leaves_no_training_folder_behind(tmp_path: Path, shared_data: Path) -> None:
+    # Each TREC run left 88 MB of models in /tmp.
+    records = run_bench("train_ner.py", "--quick", env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert records[-1]["best_dev_f1"] >= 0.0
+    assert list(tmp_path.glob("tagsmith-bench-*")) == []
 
 
 def test_fine_tune_step_benchmark_compares_the_optimizer_implementations(shared_data: Path) -> None:
