@@ -19,6 +19,7 @@ from service.logic.predict import ModelCache
 from service.metrics import MetricsMiddleware
 from service.parent_watch import stop_with_parent
 from service.predict_fastpath import PredictFastPath
+from service.process_folders import REQUESTS_KIND, own_folder
 from service.routers import corpora, jobs, keys, models, ops, transformers
 from service.settings import get_settings
 
@@ -43,6 +44,8 @@ def create_app(run_migrations: bool = True) -> FastAPI:
             await asyncio.to_thread(upgrade)
         app.state.loop = asyncio.get_running_loop()
         app.state.model_cache = ModelCache(settings)
+        # now, not at the first upload: what a killed predecessor left goes at once
+        await asyncio.to_thread(own_folder, REQUESTS_KIND)
         try:
             yield
         finally:

@@ -3,7 +3,9 @@ RFC 9457 problem document. Plain exceptions, so logic stays independent of FastA
 
 from __future__ import annotations
 
+import errno
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +79,38 @@ class ModelDamaged(ServiceError):
 
 class Unavailable(ServiceError):
     status, title, slug = 503, "Service unavailable", "unavailable"
+
+
+# What an errno says this machine ran out of: never the request's fault (FastAPI answered a full
+# temporary disk while reading an upload with 400 "There was an error parsing the body").
+_EXHAUSTED = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota used up",
+    errno.EMFILE: "too many open files in the process",
+    errno.ENFILE: "too many open files in the system",
+}
+
+
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and what led to it: the ``raise ... from`` chain, the exception being handled when
+    it was raised, and the last try of a library that retried (boto3's ``last_exception``)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__ or getattr(current, "last_exception", None)
+
+
+def exhausted_resource(exc: BaseException) -> str | None:
+    """What this machine ran out of (disk, memory, file descriptors), when ``exc`` or an error
+    it came from says so; None for any other error."""
+    for cause in causes(exc):
+        if isinstance(cause, MemoryError):
+            return "out of memory"
+        if isinstance(cause, OSError) and cause.errno in _EXHAUSTED:
+            return _EXHAUSTED[cause.errno]
+    return None
 
 
 def json_refusal(error: ValueError | RecursionError) -> str:

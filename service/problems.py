@@ -3,8 +3,8 @@
 A problem has ``type``, ``title``, ``status``, ``detail``, ``instance`` and, for input errors,
 ``errors``: one entry per bad field with its path (``loc`` and dotted ``field``) and a message.
 Corpus format errors also name ``file``, ``line`` and ``reason``. A storage outage answers 503 with
-``Retry-After``, as does a database outage; unexpected exceptions answer 500. None shows internals
-(all are logged).
+``Retry-After``, as do a database outage and a server out of disk, memory or file descriptors;
+unexpected exceptions answer 500. None shows internals (all are logged).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.db.session import DatabaseUnavailable
-from service.errors import FieldError, ServiceError, invalid_json_body, json_refusal
+from service.errors import FieldError, ServiceError, exhausted_resource, invalid_json_body, json_refusal
 from service.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,9 @@ async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and (exhausted := exhausted_resource(exc)) is not None:
+        # FastAPI's 400 for a body it could not read: spooling the upload ran out of disk
+        return _exhausted(request, exc, exhausted)
     if (
         exc.status_code == 400
         and _is_json(request)
@@ -215,6 +218,7 @@ async def _corpus_format_error(request: Request, exc: Exception) -> JSONResponse
 # Seconds a client is asked to wait after an outage answer, per dependency.
 STORAGE_RETRY_AFTER = 30
 DATABASE_RETRY_AFTER = 5
+EXHAUSTED_RETRY_AFTER = 30
 
 
 def _outage(request: Request, what: str, retry_after: int) -> JSONResponse:
@@ -244,6 +248,20 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     return _outage(request, "database", DATABASE_RETRY_AFTER)
 
 
+def _exhausted(request: Request, exc: BaseException, what: str) -> JSONResponse:
+    """The server ran out of disk, memory or file descriptors: an operator's problem (logged in
+    full), and the client may try again later (memory: perhaps with a smaller request)."""
+    log.error("%s %s: out of resources (%s): %s", request.method, request.url.path, what, _first_line(exc))
+    return problem_response(
+        request,
+        503,
+        "Service unavailable",
+        f"the server is out of resources ({what}); try again later",
+        slug="server-exhausted",
+        headers={"Retry-After": str(EXHAUSTED_RETRY_AFTER)},
+    )
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -255,6 +273,8 @@ def _internal_error(request: Request) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if (exhausted := exhausted_resource(exc)) is not None:
+        return _exhausted(request, exc, exhausted)
     # Starlette raises the error on to the server after this answer, and the server logs its
     # traceback: a line here names the request, and the traceback is not logged twice.
     log.error(
@@ -284,6 +304,8 @@ async def render(request: Request, exc: Exception) -> JSONResponse:
         return await _storage_unavailable(request, exc)
     if isinstance(exc, DatabaseUnavailable):
         return await _database_unavailable(request, exc)
+    if (exhausted := exhausted_resource(exc)) is not None:
+        return _exhausted(request, exc, exhausted)
     # answered here, not raised on: no server logs it, so the traceback goes to the log here
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _internal_error(request)

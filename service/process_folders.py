@@ -38,6 +38,19 @@ def process_folder(root: Path) -> Path:
     return root / f"{host}-{os.getpid()}"
 
 
+# What API requests unpack and stage (uploads, model imports, downloads): a process killed
+# mid-import left up to 4 x the upload limit in $TMPDIR for good.
+REQUESTS_KIND = "requests"
+
+
+def own_folder(kind: str) -> Path:
+    """This process's folder under ``private_root(kind)``, made if need be (the first call of a
+    process removes dead processes' folders)."""
+    folder = process_folder(private_root(kind))
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -39,10 +39,11 @@ from sqlalchemy import delete, select, update
 
 from service.db.models import Job, JobBatchLoss, JobEpochMetric, queued_again, utcnow
 from service.db.session import DatabaseUnavailable, session_scope
-from service.process_folders import private_root, process_folder
+from service.errors import causes, exhausted_resource
+from service.process_folders import own_folder
 from service.queue import TRAIN_TASK, enqueue_job
 from service.settings import get_settings
-from service.storage import StorageUnavailable, causes, get_storage
+from service.storage import StorageUnavailable, get_storage
 from worker import run_files
 from worker.celery_app import app
 from worker.lease import (
@@ -136,13 +137,20 @@ def train_job(job_id: str) -> str:
 def error_message(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     text = f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
+    exhausted = exhausted_resource(exc)
+    if exhausted is not None:
+        # "OSError: [Errno 28] No space left on device" read like the storage's problem
+        text = f"the worker is out of resources ({exhausted}): {text}"
     # The API shows this message: a transformer by its name, not the server's folders.
     settings = get_settings()
-    for root, name in (
+    roots = [
         (settings.transformers_root, "<transformers dir>"),
         (settings.resolved_data_dir, "<data dir>"),
         (Path(tempfile.gettempdir()), "<tmp>"),
-    ):
+    ]
+    if not settings.storage_url.startswith("s3://"):
+        roots.insert(0, (settings.storage_root, "<storage>"))
+    for root, name in roots:
         text = text.replace(f"{root}/", f"{name}/")
     return text
 
@@ -260,9 +268,7 @@ def _scratch_folder(job_id: str) -> Path:
     """A run's working folder, under this process's own folder, so that the next run on this
     host removes what a killed run left (a corpus copy and checkpoints: hundreds of MB with a
     transformer)."""
-    scratch = process_folder(private_root(SCRATCH_KIND))
-    scratch.mkdir(exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"job-{job_id[:8]}-", dir=scratch))
+    return Path(tempfile.mkdtemp(prefix=f"job-{job_id[:8]}-", dir=own_folder(SCRATCH_KIND)))
 
 
 def _requeue_after_database_outage(job_id: str, owner: str, lost: threading.Event, exc: Exception) -> str:
@@ -315,7 +321,7 @@ def _retry_after_outage(job_id: str, owner: str, outage: StorageUnavailable) -> 
     retry_at = utcnow() + timedelta(seconds=min(settings.storage_retry_seconds * 2**done, longest))
     message = (
         f"storage unavailable; retry {done + 1} of {settings.storage_retries} "
-        f"at {retry_at:%Y-%m-%d %H:%M:%S} UTC: {outage}"
+        f"at {retry_at:%Y-%m-%d %H:%M:%S} UTC: {error_message(outage)}"
     )
     if not release(
         job_id,

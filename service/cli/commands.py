@@ -126,6 +126,8 @@ def api(
     """Run the HTTP API (uvicorn service.app:app)."""
     import uvicorn
 
+    _raise_open_file_limit()
+
     from service.settings import get_settings, reset_settings
 
     settings = get_settings()
@@ -149,6 +151,31 @@ def api(
         for name, value in MULTI_WORKER_ENV.items():
             os.environ.setdefault(name, value)  # the worker processes inherit it
     uvicorn.run("service.app:app", host=host, port=port, workers=workers, proxy_headers=True)
+
+
+# Below this many open files, a few hundred concurrent requests (a socket each, the database pool,
+# model files) run out, and the failures read as a database outage.
+MIN_OPEN_FILES = 1024
+
+
+def _raise_open_file_limit() -> None:
+    """Raise this process's open-file limit to its hard limit, and warn when that is still low."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass  # a hard limit above what the kernel allows (nr_open): keep the soft one
+    if soft != resource.RLIM_INFINITY and soft < MIN_OPEN_FILES:
+        typer.echo(
+            f"warning: this process may open only {soft} files (ulimit -n; at least {MIN_OPEN_FILES} "
+            "recommended): under load, requests will fail for want of them",
+            err=True,
+        )
 
 
 def _schema_problem_if_reachable() -> str | None:
@@ -180,6 +207,7 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
 ) -> None:
     """Run a Celery training worker (celery -A worker.celery_app worker)."""
+    _raise_open_file_limit()  # Celery, exec'd below, keeps it
     from service.queue import QUEUES
     from service.settings import get_settings
     from worker.settings import get_worker_settings

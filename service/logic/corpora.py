@@ -21,6 +21,7 @@ from service.db.session import session_scope
 from service.errors import Conflict, FieldError, Invalid
 from service.logic import text_corpora
 from service.logic.owned import owned_or_404
+from service.process_folders import REQUESTS_KIND, own_folder
 from service.storage import discard, get_storage
 from service.stored_corpora import SAMPLED_SPLITS
 
@@ -112,7 +113,7 @@ def create_corpus(
             owner_id, name, [Upload(u.split, names[u.split], u.stream) for u in by_split.values()]
         )
     suffix = READER_FORMATS[format].suffixes[0]
-    with tempfile.TemporaryDirectory(prefix="tagsmith-upload-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="upload-", dir=own_folder(REQUESTS_KIND)) as tmp:
         paths: dict[str, Path] = {}
         for split, upload in by_split.items():
             # Service-chosen names: the client's file name never reaches the file system.

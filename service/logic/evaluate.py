@@ -17,6 +17,7 @@ from service.db.session import session_scope
 from service.errors import Conflict, FieldError, Invalid
 from service.logic.owned import owned_or_404
 from service.logic.predict import ModelCache, ModelInfo, model_info
+from service.process_folders import REQUESTS_KIND, own_folder
 from service.schemas.api import EvaluateRequest
 from service.storage import get_storage
 from service.stored_corpora import StoredCorpusUnreadable, read_stored_corpus
@@ -59,7 +60,7 @@ def gold_sentences(
             f"corpus {request.corpus_id} has no {request.split} split; it has {', '.join(splits)} "
             '(choose one with "split")',
         )
-    with tempfile.TemporaryDirectory(prefix="tagsmith-evaluate-") as folder:
+    with tempfile.TemporaryDirectory(prefix="evaluate-", dir=own_folder(REQUESTS_KIND)) as folder:
         try:
             corpus = read_stored_corpus(get_storage(), format, options, files, Path(folder))
         except StoredCorpusUnreadable as e:

@@ -4,6 +4,7 @@ owns (queued on submit/resume, cancelled for a job no worker holds, the cancel f
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
@@ -36,6 +37,8 @@ from service.schemas.spec import (
 )
 from service.settings import get_settings
 from service.storage import discard, get_storage
+
+log = logging.getLogger(__name__)
 
 TAGGER_KINDS = ("token", "span")
 
@@ -207,20 +210,14 @@ def _check_transformers(spec: TrainingSpec) -> list[FieldError]:
 
 
 def _send(job_id: str, queue: str) -> None:
-    """Enqueue; when the broker is unreachable the job is marked failed, so nothing stays queued
-    that no worker will ever see."""
+    """Enqueue. When the broker is unreachable the job stays queued without a message: a worker's
+    reaper sends it once the broker answers (``queued_lost_seconds`` later). Failing it instead
+    made every retry of the client one more failed job, and a resumed job failed."""
     try:
         task_id = job_queue.enqueue_job(job_id, queue)
     except Exception as e:
-        with session_scope() as session:
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == "queued")
-                .values(status="failed", error=f"could not enqueue the job: {e}", finished_at=utcnow())
-            )
-        raise Unavailable(
-            f"the job queue is unreachable ({type(e).__name__}); the job was marked failed"
-        ) from e
+        log.warning("job %s stays queued: the job queue is unreachable: %s: %s", job_id, type(e).__name__, e)
+        return
     with session_scope() as session:
         session.execute(update(Job).where(Job.id == job_id).values(celery_task_id=task_id))
 

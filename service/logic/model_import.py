@@ -24,8 +24,9 @@ from engine.limits import MAX_RESOURCE_FILE_BYTES
 from engine.models import load_model
 from engine.serialization import CONFIG_FILE, WEIGHTS_FILE, ModelFileError
 from service.db.models import Model
-from service.errors import FieldError, Invalid
+from service.errors import FieldError, Invalid, exhausted_resource
 from service.logic.models import register_model
+from service.process_folders import REQUESTS_KIND, own_folder
 from service.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def _refuse(message: str, member: str | None = None) -> Invalid:
 def import_model(owner_id: str, name: str | None, filename: str, stream: BinaryIO) -> Model:
     """Unpack, load and store one model archive; on any refusal nothing is stored. ``stream``
     must be seekable (the upload's spooled file is read in place, not copied)."""
-    with tempfile.TemporaryDirectory(prefix="tagsmith-import-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="import-", dir=own_folder(REQUESTS_KIND)) as tmp:
         root = Path(tmp)
         _unpack(stream, root, filename)
         folder = _model_folder(root)
@@ -126,6 +127,8 @@ def _unpack(archive: BinaryIO, root: Path, filename: str) -> None:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     out = target.open("wb")
                 except OSError as error:  # a name too long for the file system, say
+                    if exhausted_resource(error) is not None:
+                        raise  # this server's disk, not the archive
                     reason = error.strerror or type(error).__name__  # str(error) holds our path
                     raise _refuse(f"{member.name}: cannot be unpacked ({reason})", member.name) from None
                 with source, out:

@@ -16,6 +16,7 @@ from service.db.models import Model, new_id
 from service.db.session import session_scope
 from service.errors import NotFound
 from service.logic.owned import owned_or_404
+from service.process_folders import REQUESTS_KIND, own_folder
 from service.storage import discard, get_storage
 
 
@@ -47,12 +48,12 @@ def archive_name(row: Model) -> str:
 def build_archive(row: Model) -> Path:
     """The model folder as a tar.gz in a temporary file (the caller deletes it: the download
     route's background task, which Starlette also runs when the client goes away mid-download)."""
-    work = Path(tempfile.mkdtemp(prefix="tagsmith-download-"))
+    work = Path(tempfile.mkdtemp(prefix="download-", dir=own_folder(REQUESTS_KIND)))
     try:
         folder = get_storage().get_dir(row.storage_key, work / "model")
         # mkstemp's descriptor is the file's: left open, it held the file's disk space (and a
         # descriptor) after the download deleted it, until the process ended.
-        fd, name = tempfile.mkstemp(prefix="tagsmith-model-", suffix=".tar.gz")
+        fd, name = tempfile.mkstemp(prefix="model-", suffix=".tar.gz", dir=own_folder(REQUESTS_KIND))
         archive = Path(name)
         try:
             with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w:gz") as tar:

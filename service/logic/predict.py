@@ -31,7 +31,7 @@ from engine.precision import resolve_precision
 from engine.serialization import ModelFileError
 from service.db.models import Model
 from service.db.session import session_scope
-from service.errors import FieldError, Invalid, ModelDamaged, NotFound, Unavailable
+from service.errors import FieldError, Invalid, ModelDamaged, NotFound, Unavailable, exhausted_resource
 from service.metrics import MODEL_LOADS, MODELS_LOADED, PREDICT_BATCH_SIZE, PREDICT_SENTENCES
 from service.process_folders import private_root, process_folder
 from service.schemas.api import PredictRequest
@@ -374,7 +374,11 @@ class ModelCache:
             reason = e.reason.replace(f"{e.path.parent}/", "")
             raise ModelDamaged(f"model {info.id} cannot be loaded: {e.path.name}: {reason}") from e
         except (OSError, ValueError) as e:
-            raise Unavailable(f"model {info.id} could not be loaded: {type(e).__name__}") from e
+            exhausted = exhausted_resource(e)
+            reason = (
+                type(e).__name__ if exhausted is None else f"the server is out of resources ({exhausted})"
+            )
+            raise Unavailable(f"model {info.id} could not be loaded: {reason}") from e
         MODEL_LOADS.inc()
         batcher = Batcher(
             model, self.executor, self.wait_s, self.max_sentences, self.parallel, self.precision

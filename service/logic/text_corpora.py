@@ -21,6 +21,7 @@ from service.db.models import Corpus, new_id
 from service.db.session import session_scope
 from service.errors import Conflict, FieldError, Invalid
 from service.logic.owned import owned_or_404
+from service.process_folders import REQUESTS_KIND, own_folder
 from service.storage import get_storage
 from service.stored_corpora import StoredCorpusUnreadable, read_stored_corpus
 
@@ -97,7 +98,7 @@ def create_text_corpus(owner_id: str, name: str, uploads: Iterable[Any]) -> Corp
     """``uploads``: ``service.logic.corpora.Upload`` items. Every file must be UTF-8 (422 names
     the file and line of the first bad byte)."""
     texts: dict[str, list[str]] = {}
-    with tempfile.TemporaryDirectory(prefix="tagsmith-text-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="text-", dir=own_folder(REQUESTS_KIND)) as tmp:
         for upload in uploads:
             path = Path(tmp) / f"{upload.split}{SUFFIX}"
             with path.open("wb") as out:
@@ -124,7 +125,7 @@ def text_corpus_from(owner_id: str, source_id: str, name: str | None) -> Corpus:
             f"corpus {source_id} is already a text corpus",
             [FieldError(["path", "corpus_id"], "already a text corpus")],
         )
-    with tempfile.TemporaryDirectory(prefix="tagsmith-text-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="text-", dir=own_folder(REQUESTS_KIND)) as tmp:
         try:
             corpus = read_stored_corpus(get_storage(), format, options, files, Path(tmp))
         except StoredCorpusUnreadable as e:

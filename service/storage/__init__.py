@@ -14,7 +14,6 @@ from service.storage.base import (
     Storage,
     StorageUnavailable,
     Temporary,
-    causes,
     check_key,
     check_prefix,
 )
@@ -28,7 +27,6 @@ __all__ = [
     "Storage",
     "StorageUnavailable",
     "Temporary",
-    "causes",
     "check_key",
     "check_prefix",
     "discard",

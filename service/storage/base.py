@@ -14,7 +14,7 @@ import builtins
 import functools
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FunctionType
@@ -31,17 +31,6 @@ class StorageUnavailable(OSError):
     """The storage could not be reached, or said it is overloaded: the same call may work later.
     The API answers 503 and a worker puts its job back to be retried, where any other error is a
     bug or a failure that would only repeat."""
-
-
-def causes(error: BaseException) -> Iterator[BaseException]:
-    """``error`` and what led to it: the ``raise ... from`` chain, the exception being handled when
-    it was raised, and the last try of a library that retried (boto3's ``last_exception``)."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__ or getattr(current, "last_exception", None)
 
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])

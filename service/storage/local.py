@@ -13,7 +13,8 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO
 
-from service.storage.base import Storage, Temporary, causes, check_key, check_prefix
+from service.errors import causes
+from service.storage.base import Storage, Temporary, check_key, check_prefix
 
 # What a network filesystem (NFS, SMB, a FUSE mount) reports while its server is away, and a storage
 # disk that is full or was remounted read-only: each can be put right while the service runs, so they

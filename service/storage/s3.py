@@ -19,7 +19,8 @@ import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from service.storage.base import Storage, Temporary, causes, check_key, check_prefix
+from service.errors import causes
+from service.storage.base import Storage, Temporary, check_key, check_prefix
 
 # Files below this go in one PUT; larger ones in parts of this size (boto3's transfer manager).
 _MULTIPART_BYTES = 16 * 1024 * 1024

@@ -355,3 +355,30 @@ def test_up_with_an_unreachable_broker_says_so_before_starting_anything(
     error = _error(capsys, "up", "--port", "18931")
     assert error.startswith("error: TAGSMITH_BROKER_URL redis://127.0.0.1:1/0: ") and "refused" in error
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "warning"), [(100, 200, "may open only 200 files"), (100, 4096, None)]
+)
+def test_the_api_and_worker_raise_their_open_file_limit_and_warn_when_it_stays_low(
+    data_dir: Path, soft: int, hard: int, warning: str | None
+) -> None:
+    # With `ulimit -n 64`, requests failed for want of file descriptors and read as a database outage.
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    result = subprocess.run(
+        [sys.executable, "-c", "from service.cli import main; main()", "worker", "--queues", "none"],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        env={**os.environ, "TAGSMITH_DATA_DIR": str(data_dir)},
+        timeout=120,
+    )
+    assert result.returncode == 1 and "--queues takes cpu" in result.stderr, result.stderr
+    if warning is None:
+        assert "warning" not in result.stderr
+    else:
+        assert warning in result.stderr
