@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from typing import Any
@@ -120,6 +121,17 @@ def _fresh_database_connections(**_: Any) -> None:
     with session._lock:
         for engine in session._engines.values():
             engine.dispose(close=False)
+
+
+@signals.worker_ready.connect
+def _warn_about_clock_skew(**_: Any) -> None:
+    # Leases follow the database's clock, so skew no longer breaks them; it is still worth fixing.
+    from service.db.clock import warn_about_clock_skew
+
+    try:
+        warn_about_clock_skew()
+    except Exception:  # a database away at start is the reaper's and the runs' to wait out
+        logging.getLogger(__name__).exception("could not compare this machine's clock with the database's")
 
 
 @signals.worker_ready.connect

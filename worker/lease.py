@@ -25,7 +25,8 @@ from typing import Any, Literal, TypeVar
 
 from sqlalchemy import or_, type_coerce, update
 
-from service.db.models import FINISHED_STATUSES, Job, UTCDateTime, utcnow
+from service.db.clock import db_now
+from service.db.models import FINISHED_STATUSES, Job, UTCDateTime
 from service.db.session import DatabaseUnavailable, rows_changed, session_scope
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def at_utc(moment: datetime) -> Any:
 
 def claim(job_id: str, owner: str, lease_seconds: float, now: datetime | None = None) -> Claim:
     """Take the job's lease if it is runnable and nobody else holds a live lease."""
-    now = now or utcnow()
+    now = now or db_now()
     with session_scope() as session:
         changed = rows_changed(
             session,
@@ -130,7 +131,7 @@ def _finish_cancelled_unleased(session: Any, job_id: str, now: datetime) -> None
 
 def renew(job_id: str, owner: str, lease_seconds: float) -> bool:
     """Push our lease's expiry forward; False when the lease is no longer ours."""
-    now = utcnow()
+    now = db_now()
     with session_scope() as session:
         changed = rows_changed(
             session,

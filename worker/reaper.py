@@ -27,7 +27,8 @@ from datetime import datetime, timedelta
 from celery import Celery
 from sqlalchemy import and_, or_, select, update
 
-from service.db.models import Job, queued_again, utcnow
+from service.db.clock import db_now
+from service.db.models import Job, queued_again
 from service.db.session import rows_changed, session_scope
 from service.queue import QUEUES, enqueue_job
 from service.settings import get_settings
@@ -71,7 +72,7 @@ def job_ids_waiting_in_broker(celery: Celery, queues: tuple[str, ...] = QUEUES) 
 
 def reap_once(celery: Celery, now: datetime | None = None) -> list[str]:
     """One pass; returns the ids of the jobs it sent again."""
-    now = now or utcnow()
+    now = now or db_now()
     stale_before = now - timedelta(seconds=get_worker_settings().queued_lost_seconds)
     expired_lease = and_(
         Job.status == "running", or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < at_utc(now))

@@ -37,7 +37,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import delete, select, update
 
-from service.db.models import Job, JobBatchLoss, JobEpochMetric, queued_again, utcnow
+from service.db.clock import db_now
+from service.db.models import Job, JobBatchLoss, JobEpochMetric, queued_again
 from service.db.session import DatabaseUnavailable, session_scope
 from service.errors import causes, exhausted_resource
 from service.process_folders import own_folder
@@ -214,7 +215,7 @@ def _claim_and_run(job_id: str, owner: str) -> str:
             f"gave up after {granted.attempts - 1} runs (max_attempts); the last ones ended without a result, "
             "which happens when the worker process dies (e.g. killed for memory)"
         )
-        release(job_id, owner, status="failed", error=message, finished_at=utcnow(), eta_seconds=None)
+        release(job_id, owner, status="failed", error=message, finished_at=db_now(), eta_seconds=None)
         return "failed"
     try:
         workdir = _scratch_folder(job_id)
@@ -222,7 +223,7 @@ def _claim_and_run(job_id: str, owner: str) -> str:
         # before the heartbeat starts: a failure here must not leave a lease renewed forever
         message = f"this worker cannot make its scratch folder: {exc}"
         log.error("job %s: %s", job_id, message)
-        release(job_id, owner, status="failed", error=message, finished_at=utcnow(), eta_seconds=None)
+        release(job_id, owner, status="failed", error=message, finished_at=db_now(), eta_seconds=None)
         return "failed"
     heartbeat = Heartbeat(job_id, owner, lease_seconds).start()
     try:
@@ -255,7 +256,7 @@ def _claim_and_run(job_id: str, owner: str) -> str:
             workdir / RUN_DIR,
             status="failed",
             error=message,
-            finished_at=utcnow(),
+            finished_at=db_now(),
             eta_seconds=None,
         )
         return "failed"
@@ -318,7 +319,7 @@ def _retry_after_outage(job_id: str, owner: str, outage: StorageUnavailable) -> 
     if done >= settings.storage_retries:
         return None
     longest = max(settings.storage_retry_seconds, MAX_STORAGE_RETRY_SECONDS)
-    retry_at = utcnow() + timedelta(seconds=min(settings.storage_retry_seconds * 2**done, longest))
+    retry_at = db_now() + timedelta(seconds=min(settings.storage_retry_seconds * 2**done, longest))
     message = (
         f"storage unavailable; retry {done + 1} of {settings.storage_retries} "
         f"at {retry_at:%Y-%m-%d %H:%M:%S} UTC: {error_message(outage)}"
@@ -412,7 +413,7 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
             "cancelled",
             run_dir,
             status="cancelled",
-            finished_at=utcnow(),
+            finished_at=db_now(),
             eta_seconds=None,
         ):
             raise LeaseLost(job_id)
@@ -627,7 +628,7 @@ def _register_model(
             model_id=model_id,
             percent=100.0,
             eta_seconds=0.0,
-            finished_at=utcnow(),
+            finished_at=db_now(),
             checkpoint_key=None,
             lease_owner=None,
             lease_expires_at=None,

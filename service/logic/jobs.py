@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 
 from service import queue as job_queue
+from service.db.clock import db_now
 from service.db.models import (
     FINISHED_STATUSES,
     JOB_STATUSES,
@@ -378,7 +379,7 @@ def cancel_job(owner_id: str, job_id: str) -> Job:
     job = get_job(owner_id, job_id)
     if job.status in FINISHED_STATUSES:
         raise Conflict(f"job {job_id} is already {job.status}")
-    now = utcnow()
+    now = db_now()
     with session_scope() as session:
         ended = rows_changed(
             session,

@@ -238,3 +238,63 @@ def test_a_stored_spec_this_version_refuses_fails_the_job_with_one_line(environm
     assert error is not None and "\n" not in error and "pydantic" not in error
     assert error.startswith("StoredSpecError: the job's spec, stored by an older Tagsmith, is not valid")
     assert "embeddings.0.transformer_document.model" in error
+
+
+def _process_clock_off_by(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """This process's clock ``seconds`` off (the audit's fault: patch every name it is read by)."""
+    import worker.progress
+    import worker.reaper
+    import worker.tasks
+    from service.db import clock, models
+
+    off = timedelta(seconds=seconds)
+    real_utcnow, real_wall = models.utcnow, clock.wall_clock
+    for module in (models, lease, worker.reaper, worker.tasks, worker.progress):
+        monkeypatch.setattr(module, "utcnow", lambda: real_utcnow() + off, raising=False)
+    monkeypatch.setattr(clock, "wall_clock", lambda: real_wall() + off)
+
+
+def test_workers_whose_clocks_differ_agree_on_a_live_lease(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker 120 s ahead saw every live lease of the others as expired: its reaper sent their
+    # jobs again and took them over on every pass, until they failed after max_attempts runs. One
+    # 120 s behind wrote leases the others saw as long expired.
+    if not environment["TAGSMITH_DATABASE_URL"].startswith("postgresql"):
+        pytest.skip("SQLite is one machine: one clock")
+    from worker.celery_app import app
+    from worker.reaper import job_ids_waiting_in_broker, reap_once
+
+    healthy = make_job()
+    assert lease.claim(healthy, "healthy-worker", lease_seconds=30).claimed
+    assert lease.renew(healthy, "healthy-worker", lease_seconds=30)
+    with monkeypatch.context() as ahead:
+        _process_clock_off_by(ahead, 120)
+        assert reap_once(app) == []
+        assert lease.claim(healthy, "gpu-worker", lease_seconds=30).outcome == "leased"
+
+    behind = make_job()
+    with monkeypatch.context() as late:
+        _process_clock_off_by(late, -120)
+        assert lease.claim(behind, "late-worker", lease_seconds=30).claimed
+        assert lease.renew(behind, "late-worker", lease_seconds=30)
+    assert reap_once(app) == []
+    assert lease.claim(behind, "healthy-worker", lease_seconds=30).outcome == "leased"
+
+    assert job_ids_waiting_in_broker(app) == set()
+    assert (job_row(healthy).lease_owner, job_row(healthy).attempts) == ("healthy-worker", 1)
+    assert (job_row(behind).lease_owner, job_row(behind).attempts) == ("late-worker", 1)
+
+
+def test_a_worker_warns_when_its_clock_is_off_the_databases(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    if not environment["TAGSMITH_DATABASE_URL"].startswith("postgresql"):
+        pytest.skip("SQLite is one machine: one clock")
+    from service.db.clock import warn_about_clock_skew
+
+    assert abs(warn_about_clock_skew()) < 5
+    assert "clock" not in caplog.text
+    _process_clock_off_by(monkeypatch, 120)
+    assert 119 < warn_about_clock_skew() < 121
+    assert "this machine's clock is 120.0 s ahead of the database's" in caplog.text
