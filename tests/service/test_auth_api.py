@@ -204,7 +204,7 @@ def test_ready_reports_each_dependency(
                 "checks": {"database": "ok", "broker": "ok", "storage": "ok"},
             }
             broker.stop()
-            with caplog.at_level("WARNING", logger="service.routers.ops"):
+            with caplog.at_level("WARNING", logger="service.readiness"):
                 r = client.get("/ready")
                 assert client.get("/ready").status_code == 503
             assert r.status_code == 503
@@ -217,7 +217,7 @@ def test_ready_reports_each_dependency(
             from service.db.migrate import downgrade
 
             downgrade(revision="0001")
-            with caplog.at_level("WARNING", logger="service.routers.ops"):
+            with caplog.at_level("WARNING", logger="service.readiness"):
                 r = client.get("/ready")
             assert r.status_code == 503 and r.json()["checks"]["database"] == "error: SchemaMismatch"
             assert any("not ready: database: it is not migrated (schema 0001" in m for m in caplog.messages)
