@@ -1,18 +1,15 @@
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Literal, NoReturn
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
-from service.db.models import FINISHED_STATUSES, Job
+from service.db.models import Job
 from service.deps import current_owner
 from service.logic import jobs
 from service.logic.curves import render_curves
+from service.logic.job_events import job_event_stream
 from service.queue_consumers import waiting_note
 from service.routers.common import Limit, Offset, problems
 from service.run_files import RUN_FILES
@@ -150,10 +147,6 @@ def get_job_file(job_id: str, name: str, owner_id: str = Depends(current_owner))
     return Response(data, media_type=media_type, headers={"Cache-Control": "no-store"})
 
 
-def _event(name: str, data: Any) -> str:
-    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
-
-
 @router.get(
     "/{job_id}/events",
     response_class=StreamingResponse,
@@ -164,38 +157,20 @@ def _event(name: str, data: Any) -> str:
 )
 def job_events(job_id: str, request: Request, owner_id: str = Depends(current_owner)) -> StreamingResponse:
     """Server-sent events until the job ends: `progress` (the job, whenever it changes),
-    `epoch` (each new per-epoch row) and a final `end` (the job in its final state)."""
+    `epoch` (each new per-epoch row) and a final `end` (the job in its final state). While the
+    database is unavailable the stream sends `: database unavailable, retrying` comments and goes
+    on once it is back; after 5 minutes without it, a final `error` event
+    (`{"error": "database-unavailable", "detail": ...}`) ends it."""
     jobs.get_job(owner_id, job_id)
-    poll = get_settings().events_poll_seconds
-
-    async def stream() -> AsyncIterator[str]:
-        last: str | None = None
-        epochs_sent = 0
-        idle = 0.0
-        while True:
-            job = await run_in_threadpool(jobs.get_job, owner_id, job_id)
-            epochs = await run_in_threadpool(jobs.epoch_metrics, job_id)
-            for row in epochs[epochs_sent:]:
-                yield _event("epoch", EpochMetricOut.model_validate(row).model_dump(mode="json"))
-            epochs_sent = len(epochs)
-            body = job_out(request, job).model_dump(mode="json")
-            snapshot = json.dumps(body, sort_keys=True)
-            if job.status in FINISHED_STATUSES:
-                yield _event("end", body)
-                return
-            if snapshot != last:
-                yield _event("progress", body)
-                last, idle = snapshot, 0.0
-            elif idle >= 15.0:
-                yield ": keep-alive\n\n"
-                idle = 0.0
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(poll)
-            idle += poll
-
+    stream = job_event_stream(
+        owner_id,
+        job_id,
+        render=lambda job: job_out(request, job).model_dump(mode="json"),
+        disconnected=request.is_disconnected,
+        poll=get_settings().events_poll_seconds,
+    )
     return StreamingResponse(
-        stream(),
+        stream,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

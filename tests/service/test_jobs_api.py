@@ -638,6 +638,97 @@ def test_events_follow_a_running_job(api: ApiSession, monkeypatch: pytest.Monkey
     assert seen.count("epoch") == 2 and "progress" in seen[1:]
 
 
+def _database_away_for(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
+    """The stream's job read fails as a lost connection does while ``outage["polls"]`` > 0 (one
+    per failed poll)."""
+    from sqlalchemy.exc import OperationalError
+
+    from service.logic import jobs as job_logic
+
+    outage = {"polls": 0.0}
+    real_get_job = job_logic.get_job
+
+    def get_job(owner_id: str, job_id: str) -> Job:
+        if outage["polls"] > 0:
+            outage["polls"] -= 1
+            raise OperationalError("SELECT jobs", {}, Exception("connection refused"))
+        return real_get_job(owner_id, job_id)
+
+    monkeypatch.setattr(job_logic, "get_job", get_job)
+    return outage
+
+
+def test_events_ride_out_a_database_outage(
+    api: ApiSession, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A 6 s database cut ended the stream mid-transfer, with no event and ~100 lines of chained
+    # tracebacks in the log.
+    from service.settings import reset_settings
+
+    monkeypatch.setenv("TAGSMITH_EVENTS_POLL_SECONDS", "0.05")
+    reset_settings()
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    job_id = _submit(api, owner, {"corpus": {"ids": [corpus_id]}, "label_type": "ner"}).json()["id"]
+    outage = _database_away_for(monkeypatch)
+    seen: list[str] = []
+    with (
+        caplog.at_level("INFO", logger="service.logic.job_events"),
+        api.client.stream("GET", f"/jobs/{job_id}/events", headers=owner.headers) as r,
+    ):
+        for line in r.iter_lines():
+            if line.startswith(":"):
+                seen.append(line)
+            elif line.startswith("event: "):
+                seen.append(line[7:])
+                if seen == ["progress"]:
+                    outage["polls"] = 6  # the database goes away for a while...
+                    _record_progress(job_id)  # ...and the job goes on: running, two epochs done
+                elif seen[-1] == "epoch" and seen.count("epoch") == 2:
+                    with session_scope() as session:
+                        session.get(Job, job_id).status = "failed"
+    assert outage["polls"] == 0
+    assert seen[:2] == ["progress", ": database unavailable, retrying"], seen
+    events = [s for s in seen if not s.startswith(":")]
+    assert events[-1] == "end" and events.count("epoch") == 2 and "progress" in events[1:], seen
+    lines = [m for m in caplog.messages if f"events of job {job_id}" in m]
+    assert len(lines) == 2, caplog.messages
+    assert "database unavailable (connection refused); polling on" in lines[0]
+    assert "database back after" in lines[1]
+
+
+def test_events_end_with_an_error_when_the_database_stays_away(
+    api: ApiSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.logic import job_events
+    from service.settings import reset_settings
+
+    monkeypatch.setenv("TAGSMITH_EVENTS_POLL_SECONDS", "0.05")
+    reset_settings()
+    monkeypatch.setattr(job_events, "OUTAGE_LIMIT_S", 0.5)
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    job_id = _submit(api, owner, {"corpus": {"ids": [corpus_id]}, "label_type": "ner"}).json()["id"]
+    outage = _database_away_for(monkeypatch)
+    lines: list[str] = []
+    with api.client.stream("GET", f"/jobs/{job_id}/events", headers=owner.headers) as r:
+        for line in r.iter_lines():
+            lines.append(line)
+            if line == "event: progress":
+                outage["polls"] = float("inf")  # from now on
+    blocks = "\n".join(lines).strip().split("\n\n")
+    assert [block.split("\n")[0] for block in blocks] == [
+        "event: progress",
+        ": database unavailable, retrying",
+        "event: error",
+    ], lines
+    assert blocks[-1] == (
+        "event: error\n"
+        'data: {"error":"database-unavailable",'
+        '"detail":"the database has been unavailable for 0.5 s; connect again later"}'
+    )
+
+
 def test_transformers_are_named_never_paths_and_checked_on_submit(api: ApiSession) -> None:
     # A path let any user make a worker read any folder on its machine, and a layer the model
     # lacks was accepted and then failed in the worker.
