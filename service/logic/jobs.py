@@ -20,7 +20,6 @@ from service.db.models import (
     JobEpochMetric,
     Model,
     queued_again,
-    utcnow,
 )
 from service.db.session import rows_changed, session_scope
 from service.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
