@@ -135,7 +135,21 @@ def train_job(job_id: str) -> str:
     return run_job(job_id)
 
 
+class CheckpointMissing(Exception):
+    """The checkpoint a run would resume from is not in storage (removed by hand, or lost with
+    a restored backup): the job fails, and forgets it, so that a resume starts over."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(
+            f"the checkpoint to resume from (after epoch {epoch}) is missing from storage; "
+            "resume the job to train it again from the start"
+        )
+
+
 def error_message(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError) and exc.errno is None and len(exc.args) == 1:
+        # storage's own: the argument is the key ("FileNotFoundError: corpora/<id>/train.txt")
+        return f"{exc.args[0]} is missing from storage"
     text = str(exc).strip() or type(exc).__name__
     text = f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
     exhausted = exhausted_resource(exc)
@@ -198,7 +212,13 @@ SCRATCH_KIND = "jobs"  # $TMPDIR/tagsmith-jobs-<uid>
 
 def _claim_and_run(job_id: str, owner: str) -> str:
     lease_seconds = get_settings().lease_seconds
-    granted = claim(job_id, owner, lease_seconds)
+    try:
+        granted = claim(job_id, owner, lease_seconds)
+    except DatabaseUnavailable as exc:
+        # ("too many clients", a restart): the message is gone either way, and the reaper sends
+        # the job again once the database answers; one line, not Celery's traceback
+        log.warning("job %s: not claimed, the database is unavailable: %s", job_id, first_line(exc))
+        return "database_unavailable"
     if not granted.claimed:
         log.info("job %s: delivery dropped (%s)", job_id, granted.outcome)
         return granted.outcome
@@ -244,7 +264,8 @@ def _claim_and_run(job_id: str, owner: str) -> str:
             if retried is not None:
                 return retried
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-        message = error_message(exc)
+        message = str(exc) if isinstance(exc, CheckpointMissing) else error_message(exc)
+        forget = {"checkpoint_key": None} if isinstance(exc, CheckpointMissing) else {}
         if outage is not None:
             message = f"gave up after {get_worker_settings().storage_retries} storage retries: {outage}"
         run_files.release_with_files(
@@ -258,6 +279,7 @@ def _claim_and_run(job_id: str, owner: str) -> str:
             error=message,
             finished_at=db_now(),
             eta_seconds=None,
+            **forget,
         )
         return "failed"
     finally:
@@ -363,7 +385,10 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
     resume_epoch = checkpoint_epoch(granted.resumed_from) if granted.resumed_from else 0
     _forget_epochs_after(job_id, owner, resume_epoch)
     if granted.resumed_from:
-        checkpoint_dir = storage.get_dir(granted.resumed_from, workdir / "resume-checkpoint")
+        try:
+            checkpoint_dir = storage.get_dir(granted.resumed_from, workdir / "resume-checkpoint")
+        except FileNotFoundError:
+            raise CheckpointMissing(resume_epoch) from None
         trainer = plan.resume(checkpoint_dir)
         if files_key:
             # the last run's files: the log goes on where that run stopped (the trainer drops the

@@ -105,6 +105,33 @@ def test_cancel_stops_within_seconds_and_resume_finishes_the_epochs(stack: Stack
     assert [log.count(f"epoch {n}: train loss") for n in (1, 2, 3, 4)] == [1, 1, 1, 1], log
 
 
+def test_a_checkpoint_missing_from_storage_fails_the_resume_and_the_next_starts_over(stack: Stack) -> None:
+    # It failed with "FileNotFoundError: jobs/<id>/checkpoints/..." at every resume, for good.
+    from service.storage import get_storage
+
+    corpus = stack.upload_tagger_corpus(repeat=2)
+    stack.start_worker("only", **SLOW_BATCHES)
+    job_id = stack.submit(tagger_spec(corpus, max_epochs=3))
+    stack.wait_inside_epoch_two(job_id)
+    assert stack.client.post(f"/jobs/{job_id}/cancel", headers=stack.headers).status_code in (200, 202)
+    stack.wait_for("the cancel", lambda: stack.job(job_id).status == "cancelled", timeout=5.0)
+    checkpoint = stack.job(job_id).checkpoint_key
+    get_storage().delete(checkpoint)
+
+    assert stack.client.post(f"/jobs/{job_id}/resume", headers=stack.headers).status_code in (200, 202)
+    job = stack.wait_finished(job_id)
+    assert job.status == "failed" and job.checkpoint_key is None
+    epoch = int(re.search(r"epoch-(\d+)", checkpoint).group(1))  # type: ignore[union-attr]
+    assert job.error == (
+        f"the checkpoint to resume from (after epoch {epoch}) is missing from storage; "
+        "resume the job to train it again from the start"
+    )
+    assert stack.client.post(f"/jobs/{job_id}/resume", headers=stack.headers).status_code in (200, 202)
+    job = stack.wait_finished(job_id)
+    assert job.status == "completed", (job.error, stack.worker_logs())
+    assert stack.epochs(job_id) == [1, 2, 3]
+
+
 def test_two_workers_four_jobs_each_job_runs_once(stack: Stack) -> None:
     corpus = stack.upload_tagger_corpus()
     stack.start_worker("left")

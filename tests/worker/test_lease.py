@@ -298,3 +298,30 @@ def test_a_worker_warns_when_its_clock_is_off_the_databases(
     _process_clock_off_by(monkeypatch, 120)
     assert 119 < warn_about_clock_skew() < 121
     assert "this machine's clock is 120.0 s ahead of the database's" in caplog.text
+
+
+def test_a_claim_the_database_cannot_answer_is_one_log_line_and_leaves_the_job_queued(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # PostgreSQL's "too many clients" raised out of the task with ~45 lines of traceback.
+    from sqlalchemy.exc import OperationalError
+
+    from worker import tasks
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("UPDATE jobs", {}, Exception("sorry, too many clients already"))
+
+    job_id = make_job("queued")
+    monkeypatch.setattr(tasks, "claim", refused)
+    assert tasks.run_job(job_id) == "database_unavailable"
+    assert job_row(job_id).status == "queued"
+    assert any("not claimed, the database is unavailable: " in r.getMessage() for r in caplog.records)
+
+
+def test_a_file_missing_from_storage_is_named_as_such() -> None:
+    from worker.tasks import error_message
+
+    assert (
+        error_message(FileNotFoundError("corpora/abc/train.txt"))
+        == "corpora/abc/train.txt is missing from storage"
+    )
