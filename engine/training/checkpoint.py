@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 import uuid
@@ -224,13 +225,19 @@ def read_checkpoint(path: Path) -> LoadedCheckpoint:
     return LoadedCheckpoint(
         path=folder,
         state=TrainerState.from_json(payload),
-        optimizer_state=torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True),
-        scheduler_state=torch.load(folder / "scheduler.pt", map_location="cpu", weights_only=True),
-        rng_tensors=torch.load(folder / "rng.pt", map_location="cpu", weights_only=True),
+        optimizer_state=_load_tensors(folder / "optimizer.pt"),
+        scheduler_state=_load_tensors(folder / "scheduler.pt"),
+        rng_tensors=_load_tensors(folder / "rng.pt"),
         rng_json=payload["rng"],
-        scaler_state=(
-            torch.load(folder / "scaler.pt", map_location="cpu", weights_only=True)
-            if (folder / "scaler.pt").is_file()
-            else None
-        ),
+        scaler_state=_load_tensors(folder / "scaler.pt") if (folder / "scaler.pt").is_file() else None,
     )
+
+
+def _load_tensors(path: Path) -> Any:
+    """A checkpoint's ``.pt`` file, tensors and plain containers only (``weights_only``); a damaged
+    one names itself (PyTorch says only "failed finding central directory")."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(f"checkpoint file {path.name} is damaged: {reason}") from error

@@ -923,6 +923,20 @@ def test_a_checkpoint_left_aside_between_the_two_renames_still_resumes(tmp_path:
     assert read_checkpoint(tmp_path / "run" / "checkpoint").state.epoch == 2
 
 
+def test_a_damaged_checkpoint_file_is_named(tmp_path: Path, vectors: Path) -> None:
+    # PyTorch's message for a truncated file names no file ("failed finding central directory").
+    from engine.training.checkpoint import CheckpointError
+
+    corpus = make_corpus()
+    ModelTrainer(make_tagger(corpus, vectors), corpus).train(
+        tmp_path / "run", max_epochs=1, checkpoint=True, **FAST
+    )
+    optimizer = tmp_path / "run" / "checkpoint" / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[: optimizer.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"^checkpoint file optimizer\.pt is damaged: "):
+        read_checkpoint(tmp_path / "run" / "checkpoint")
+
+
 def test_the_first_warm_up_step_trains_at_a_rate_above_zero() -> None:
     # A warm-up starting at rate 0 wasted its first batch: the step changed no weight.
     from engine.training.schedulers import LinearWarmupDecay
