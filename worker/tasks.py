@@ -156,7 +156,11 @@ def error_message(exc: BaseException) -> str:
     if exhausted is not None:
         # "OSError: [Errno 28] No space left on device" read like the storage's problem
         text = f"the worker is out of resources ({exhausted}): {text}"
-    # The API shows this message: a transformer by its name, not the server's folders.
+    return without_server_paths(text)
+
+
+def without_server_paths(text: str) -> str:
+    """The API shows a job's message: a transformer by its name, not the server's folders."""
     settings = get_settings()
     roots = [
         (settings.transformers_root, "<transformers dir>"),
@@ -267,7 +271,8 @@ def _claim_and_run(job_id: str, owner: str) -> str:
         message = str(exc) if isinstance(exc, CheckpointMissing) else error_message(exc)
         forget = {"checkpoint_key": None} if isinstance(exc, CheckpointMissing) else {}
         if outage is not None:
-            message = f"gave up after {get_worker_settings().storage_retries} storage retries: {outage}"
+            retries = get_worker_settings().storage_retries
+            message = f"gave up after {retries} storage retries: {without_server_paths(str(outage))}"
         run_files.release_with_files(
             get_storage(),
             job_id,
@@ -344,7 +349,7 @@ def _retry_after_outage(job_id: str, owner: str, outage: StorageUnavailable) -> 
     retry_at = db_now() + timedelta(seconds=min(settings.storage_retry_seconds * 2**done, longest))
     message = (
         f"storage unavailable; retry {done + 1} of {settings.storage_retries} "
-        f"at {retry_at:%Y-%m-%d %H:%M:%S} UTC: {error_message(outage)}"
+        f"at {retry_at:%Y-%m-%d %H:%M:%S} UTC: {without_server_paths(str(outage))}"
     )
     if not release(
         job_id,
