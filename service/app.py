@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from service import problems
+from service.corpus_reading import close_readers
 from service.deps import AuthMiddleware
 from service.limits import UploadLimitMiddleware
 from service.logging_setup import configure_logging
@@ -50,6 +51,7 @@ def create_app(run_migrations: bool = True) -> FastAPI:
             yield
         finally:
             app.state.model_cache.close()
+            close_readers()
 
     app = FastAPI(title="Tagsmith", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     problems.install(app)

@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(
         default=200.0, gt=0, description="Largest corpus upload (all files together), in MB."
     )
+    corpus_readers: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Corpus uploads read at once, each in a process of its own (reading takes 16 to 65 times "
+        "a file's size in memory); further uploads wait their turn.",
+    )
     max_model_upload_mb: float = Field(
         default=2048.0,
         gt=0,

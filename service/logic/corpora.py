@@ -14,11 +14,11 @@ from typing import Any, BinaryIO
 from sqlalchemy import select
 
 from engine.readers import FORMATS as READER_FORMATS
-from engine.readers import read_corpus_files
 from engine.readers.errors import CorpusFormatError, ReaderOptionError
+from service.corpus_reading import ReaderProcessDied, summarize_corpus
 from service.db.models import Corpus, Job, new_id
 from service.db.session import session_scope
-from service.errors import Conflict, FieldError, Invalid
+from service.errors import Conflict, FieldError, Invalid, Unavailable
 from service.logic import text_corpora
 from service.logic.owned import owned_or_404
 from service.process_folders import REQUESTS_KIND, own_folder
@@ -122,7 +122,12 @@ def create_corpus(
                 shutil.copyfileobj(upload.stream, out, 1024 * 1024)
             paths[split] = path
         try:
-            corpus = read_corpus_files(format, paths, options, sample_missing_splits=SAMPLED_SPLITS)
+            corpus = summarize_corpus(format, paths, options, SAMPLED_SPLITS)
+        except ReaderProcessDied:
+            raise Unavailable(
+                "the server could not finish reading the corpus (its reader process ended, most likely "
+                "out of memory); try again later, or upload a smaller corpus"
+            ) from None
         except CorpusFormatError as e:
             split = Path(e.file).stem
             file = names.get(split, e.filename)
@@ -141,18 +146,16 @@ def create_corpus(
             raise Invalid(
                 f"invalid reader options: {e}", _option_errors(e.options, option_fields, str(e))
             ) from None
-        label_types = dict(corpus.label_kinds())
+        label_types = corpus.label_types
         if not label_types:
             raise Invalid(
                 "the corpus has no labels", [FieldError(["body", "train"], "no label column or label found")]
             )
         from engine.limits import MAX_LABELS  # torch: not at the API's import
 
-        statistics = corpus.statistics()
-        statistics.pop("name", None)
         # One value more than a served model may have: the submission check (``service.logic.jobs``)
         # still sees a label type with too many.
-        statistics = trimmed_statistics(statistics, MAX_LABELS + 1)
+        statistics = trimmed_statistics(corpus.statistics, MAX_LABELS + 1)
         corpus_id = new_id()
         storage = get_storage()
         files = {split: f"corpora/{corpus_id}/{split}{suffix}" for split in paths}
@@ -171,7 +174,7 @@ def create_corpus(
                     files=files,
                     statistics=json.loads(json.dumps(statistics)),
                     label_types=label_types,
-                    has_documents=bool(corpus.has_documents()),
+                    has_documents=corpus.has_documents,
                 )
                 session.add(row)
             return row

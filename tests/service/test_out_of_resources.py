@@ -97,13 +97,13 @@ def test_request_scratch_files_are_the_process_s_own_and_a_restart_removes_a_kil
     (dead / "import-x").mkdir(parents=True)
     (dead / "import-x" / "model.safetensors").write_bytes(b"\0" * 1000)
     read_from: list[Path] = []
-    real_read = corpora.read_corpus_files
+    real_read = corpora.summarize_corpus
 
-    def read(format: str, paths: dict[str, Path], *args: object, **kwargs: object) -> object:
+    def read(format: str, paths: dict[str, Path], *args: object) -> object:
         read_from.extend(paths.values())
-        return real_read(format, paths, *args, **kwargs)  # type: ignore[arg-type]
+        return real_read(format, paths, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(corpora, "read_corpus_files", read)
+    monkeypatch.setattr(corpora, "summarize_corpus", read)
     with TestClient(create_app()) as client:
         assert not dead.exists()  # at start, before any request
         session = ApiSession(client=client)
