@@ -48,6 +48,21 @@ PREDICT_LIMIT = UploadLimit("TAGSMITH_MAX_UPLOAD_MB", lambda s: s.max_upload_byt
 JSON_BODY_LIMIT_BYTES = 1024 * 1024
 JSON_BODY_LIMIT = UploadLimit(None, lambda s: JSON_BODY_LIMIT_BYTES)
 
+# What one predict request may ask for once its texts are split and tokenized (checked before
+# any inference: 422). TAGSMITH_PREDICT_MAX_BATCH and TAGSMITH_PREDICT_MAX_TEXT_CHARS count
+# inputs and characters, but the work and the answer grow with sentences and tokens.
+# Sentences after splitting: ordinary prose has 70-100 sentences in 10,000 characters, so this is
+# about what 256 texts of that length make (a request at both default limits passes unchanged);
+# text that splits into far shorter sentences is refused ("Go home. " x 1,110 in 256 texts made
+# 284,160 sentences: a 192 MB answer, 32 s and 1.3 GB).
+PREDICT_MAX_SENTENCES = 25_000
+# Probabilities a return_probabilities_for_all_classes answer may hold: tokens x the model's
+# classes (a span tagger's internal tags, as the answer lists them), or a classifier's sentences
+# x classes. About 70 bytes of JSON and 500 bytes of the API's memory each: 2 million is a
+# ~140 MB answer, enough for one 10,000-character text on a 1,000-label tagger; unbounded, 256
+# such texts would have made a ~30 GB answer.
+PREDICT_MAX_PROBABILITY_CELLS = 2_000_000
+
 
 def body_limit(method: str, path: str) -> UploadLimit:
     if method == "POST":

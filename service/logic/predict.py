@@ -29,6 +29,7 @@ from engine.data import Sentence
 from engine.models.base import distribution_key
 from engine.precision import resolve_precision
 from engine.serialization import ModelFileError
+from service import limits
 from service.db.models import Model
 from service.db.session import session_scope
 from service.errors import FieldError, Invalid, ModelDamaged, NotFound, Unavailable, exhausted_resource
@@ -460,7 +461,14 @@ def prepare(request: PredictRequest, info: ModelInfo, settings: Settings) -> lis
         raise Invalid(errors[0].message if len(errors) == 1 else f"{len(errors)} invalid items", errors)
 
     prepared: list[Prepared] = []
+    max_sentences = limits.PREDICT_MAX_SENTENCES
     if request.texts is None:
+        # One sentence each: more only where TAGSMITH_PREDICT_MAX_BATCH is set above the limit.
+        if len(inputs) > max_sentences:
+            raise Invalid(
+                f"too many sentences: {len(inputs):,} > {max_sentences:,}",
+                [FieldError(["body", field_name], f"at most {max_sentences:,} sentences per request")],
+            )
         for i, tokens in enumerate(inputs):
             prepared.append(Prepared(i, Sentence(list(tokens)), None))
         return prepared
@@ -476,7 +484,52 @@ def prepare(request: PredictRequest, info: ModelInfo, settings: Settings) -> lis
         for sentence in sentences_from_text(text, tokenizer) if split else whole:
             if len(sentence):
                 prepared.append(Prepared(i, sentence, sentence.metadata.get("offset", 0)))
+        if len(prepared) > max_sentences:
+            # Refused at the first text past the limit: splitting the rest would only build more
+            # sentences to throw away.
+            raise Invalid(
+                f"too many sentences: the texts split into more than {max_sentences:,}",
+                [
+                    FieldError(
+                        ["body", field_name],
+                        f"the first {i + 1} of {len(inputs)} texts split into {len(prepared):,} sentences; "
+                        f"at most {max_sentences:,} per request: send fewer or shorter texts",
+                    )
+                ],
+            )
     return prepared
+
+
+def answer_classes(model: Any) -> int:
+    """How many classes a ``return_probabilities_for_all_classes`` answer lists per token (a
+    tagger: its internal tags, ``O`` and BIOES prefixes included) or per sentence (a classifier)."""
+    dictionary = model.tag_dictionary if model.label_kind in ("span", "token") else model.label_dictionary
+    return len(dictionary.get_items())
+
+
+def check_probability_cells(prepared: list[Prepared], model: Any) -> None:
+    """Refuse (422) a ``return_probabilities_for_all_classes`` request whose answer would hold
+    more than ``PREDICT_MAX_PROBABILITY_CELLS`` probabilities. Needs the loaded model (its
+    classes), so it runs after ``prepare``, once the model is loaded and before inference."""
+    classes = answer_classes(model)
+    tagger = model.label_kind in ("span", "token")
+    items = sum(len(p.sentence) for p in prepared) if tagger else len(prepared)
+    cells = items * classes
+    limit = limits.PREDICT_MAX_PROBABILITY_CELLS
+    if cells > limit:
+        what = "tokens" if tagger else "sentences"
+        per = "tags" if tagger else "classes"
+        raise Invalid(
+            f"the answer would hold {cells:,} probabilities ({items:,} {what} x {classes:,} {per}); "
+            f"at most {limit:,} per request",
+            [
+                FieldError(
+                    ["body", "return_probabilities_for_all_classes"],
+                    f"{cells:,} probabilities ({items:,} {what} x {classes:,} {per}) exceed the limit of "
+                    f"{limit:,}: send fewer or shorter texts, or leave return_probabilities_for_all_classes off",
+                )
+            ],
+        )
 
 
 def _offset(pos: int | None, offset: int | None) -> int | None:
@@ -609,6 +662,8 @@ async def predict(
     sentences = [p.sentence for p in prepared]
     for _ in range(3):
         entry = await cache.get(info)
+        if all_classes:
+            check_probability_cells(prepared, entry.model)
         if not sentences:
             break
         try:

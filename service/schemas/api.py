@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.limits import PREDICT_MAX_PROBABILITY_CELLS, PREDICT_MAX_SENTENCES
 from service.schemas.spec import Name, TrainingSpec
 
 
@@ -211,7 +212,9 @@ class ModelList(BaseModel):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     texts: list[str] | None = Field(
-        None, description="Raw texts: split into sentences (taggers) and tokenized; offsets are characters."
+        None,
+        description="Raw texts: split into sentences (taggers) and tokenized; offsets are characters. At most "
+        f"{PREDICT_MAX_SENTENCES:,} sentences per request after splitting: more is refused with 422.",
     )
     sentences: list[list[str]] | None = Field(
         None, description="Pre-tokenized sentences (one list of tokens each)."
@@ -224,7 +227,12 @@ class PredictRequest(BaseModel):
         description="How raw texts are tokenized: `segtok` (the default, Flair's) or `whitespace` (at whitespace "
         "only, as pre-tokenized corpora often are: `@user`, URLs and `&amp;` stay whole). Only with `texts`.",
     )
-    return_probabilities_for_all_classes: bool = Field(False, description="Also return every class's score.")
+    return_probabilities_for_all_classes: bool = Field(
+        False,
+        description="Also return every class's score (a tagger: every tag's, for every token). The answer may "
+        f"hold at most {PREDICT_MAX_PROBABILITY_CELLS:,} such scores (tokens x tags, or sentences x classes): "
+        "more is refused with 422.",
+    )
     task: Literal["sequence_tagging", "text_classification"] | None = Field(
         None, description="Optional guard: fail with 422 when the model has another task."
     )

@@ -387,3 +387,80 @@ def test_a_multi_label_answer_lists_its_labels_most_likely_first(api: ApiSession
     answer = r.json()["sentences"][0]["labels"]
     assert [label["value"] for label in answer] == ["negative", "neutral", "positive"]
     assert [label["score"] for label in answer] == sorted((label["score"] for label in answer), reverse=True)
+
+
+def test_the_sentence_limit_counts_sentences_after_splitting(
+    api: ApiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PREDICT_MAX_BATCH counts texts; one text of many short sentences made thousands of them.
+    from service import limits
+
+    monkeypatch.setattr(limits, "PREDICT_MAX_SENTENCES", 4)
+    owner = api.new_owner()
+    model_id = register_tiny_tagger(owner, tmp_path)
+    two = "Anna sings. Bob runs."
+    r = _predict(api, owner, model_id, {"texts": [two, two]})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["sentences"]) == 4
+    r = _predict(api, owner, model_id, {"texts": [two, two, "Carl waits."]})
+    assert r.status_code == 422, r.text
+    error = r.json()["errors"][0]
+    assert error["field"] == "body.texts"
+    assert error["message"] == (
+        "the first 3 of 3 texts split into 5 sentences; at most 4 per request: send fewer or shorter texts"
+    )
+    # Unsplit, each text is one sentence.
+    assert _predict(api, owner, model_id, {"texts": [two] * 4, "split_sentences": False}).status_code == 200
+    r = _predict(api, owner, model_id, {"sentences": [["a"]] * 5})
+    assert r.status_code == 422 and r.json()["errors"][0]["message"] == "at most 4 sentences per request"
+
+
+def test_the_probability_limit_counts_tokens_times_the_tags_the_answer_lists(
+    api: ApiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service import limits
+
+    owner = api.new_owner()
+    model_id = register_tiny_tagger(owner, tmp_path)
+    text = "George Washington went to Washington"  # 5 tokens
+    r = _predict(api, owner, model_id, {"texts": [text], "return_probabilities_for_all_classes": True})
+    assert r.status_code == 200, r.text
+    tags = len(r.json()["sentences"][0]["tokens"][0]["all_tags"])
+    assert tags == 4 * 3 + 1  # a span tagger's internal tags: BIOES x 3 labels, and O
+
+    monkeypatch.setattr(limits, "PREDICT_MAX_PROBABILITY_CELLS", 5 * tags)
+    body = {"texts": [text], "return_probabilities_for_all_classes": True}
+    assert _predict(api, owner, model_id, body).status_code == 200
+    body = {"texts": [text + " today"], "return_probabilities_for_all_classes": True}
+    r = _predict(api, owner, model_id, body)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    error = r.json()["errors"][0]
+    assert error["field"] == "body.return_probabilities_for_all_classes"
+    assert error["message"] == (
+        f"{6 * tags} probabilities (6 tokens x {tags} tags) exceed the limit of {5 * tags}: "
+        "send fewer or shorter texts, or leave return_probabilities_for_all_classes off"
+    )
+    # Without the probabilities the same request is answered.
+    assert _predict(api, owner, model_id, {"texts": [text + " today"]}).status_code == 200
+
+
+def test_the_probability_limit_counts_a_classifiers_sentences_times_classes(
+    api: ApiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service import limits
+
+    monkeypatch.setattr(limits, "PREDICT_MAX_PROBABILITY_CELLS", 6)
+    owner = api.new_owner()
+    model_id = register_tiny_classifier(owner, tmp_path)
+    body: dict[str, Any] = {"texts": ["great film", "awful"], "return_probabilities_for_all_classes": True}
+    r = _predict(api, owner, model_id, body)
+    assert r.status_code == 200, r.text
+    assert [len(s["all_labels"]) for s in r.json()["sentences"]] == [3, 3]
+    body["texts"].append("fine")
+    r = _predict(api, owner, model_id, body)
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["message"] == (
+        "9 probabilities (3 sentences x 3 classes) exceed the limit of 6: "
+        "send fewer or shorter texts, or leave return_probabilities_for_all_classes off"
+    )
