@@ -1,6 +1,6 @@
 """The trainer callback that reports a run to the database and checks for cancellation.
 
-Writes are cheap and bounded: the job row and the buffered per-batch losses go out together at
+Writes are cheap and bounded: the job row and the buffered batch losses go out together at
 most once per ``progress_interval`` (plus once at the first batch, so a watcher sees training
 start at once); the cancel flag is read at most once per ``cancel_interval``. Every write is
 fenced by the run's lease (``lease_owner = owner``): a run that lost its lease stops at the next
@@ -11,6 +11,10 @@ never made it to storage) replaces its row instead of adding a second one. Batch
 unique per (job, epoch, batch), and a write retried after a lost commit answer skips the rows it
 finds; a resumed run first deletes the rows of the epochs it retrains.
 
+Batch losses are bounded too: at most ``LOSS_POINTS_PER_EPOCH`` rows per epoch whatever the corpus
+size (see ``LossPoints``): one row per batch of a large corpus was hundreds of rows a second,
+gigabytes a day per job, and a ``GET /jobs/{id}/metrics`` that took seconds and a gigabyte.
+
 While the database is unavailable the run trains on: progress and batch losses stay buffered, the
 cancel check waits, and the writes it cannot go on without (an epoch's metrics, a checkpoint's key)
 wait for the database as long as the lease may still be ours (``worker.lease.while_leased``).
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import threading
 import time
@@ -41,6 +46,9 @@ from worker.lease import LeaseLostInOutage, first_line, update_owned_in, while_l
 log = logging.getLogger(__name__)
 
 _EPOCH_IN_KEY = re.compile(r"/epoch-(\d+)-[0-9a-f]+$")
+
+# Enough for a curve as wide as a screen per epoch; a 150-epoch run stores at most 30,000 rows.
+LOSS_POINTS_PER_EPOCH = 200
 
 
 def checkpoint_key(job_id: str, epoch: int, run: str) -> str:
@@ -98,6 +106,63 @@ def insert_batch_losses(session: Any, losses: list[dict[str, Any]]) -> None:
         session.execute(stmt, losses)
 
 
+def loss_stride(batches_per_epoch: int, points: int = LOSS_POINTS_PER_EPOCH) -> int:
+    """Batches per stored loss point, so that an epoch has at most ``points`` of them."""
+    return max(1, math.ceil(max(1, batches_per_epoch) / max(1, points)))
+
+
+class LossPoints:
+    """Batch losses in, at most ``points`` rows per epoch out.
+
+    A row stands for the batches since the previous row of its epoch: ``batch`` is the last of
+    them, ``loss`` their mean loss and ``learning_rate`` the rate at that last batch. A mean rather
+    than every n-th batch's loss, so a curve of 200 points shows what 3,500 batches did, not a
+    sample of their noise. Rows end at batches that are multiples of the stride (and at an epoch's
+    last batch), so a retried write or a retrained epoch gives the same (epoch, batch) keys.
+    """
+
+    def __init__(self, job_id: str, points: int = LOSS_POINTS_PER_EPOCH) -> None:
+        self.job_id = job_id
+        self.points = points
+        self._epoch: int | None = None
+        self._sum = 0.0
+        self._count = 0
+        self._last: BatchEnded | None = None
+
+    def add(self, info: BatchEnded) -> list[dict[str, Any]]:
+        """The rows the batch completes: none, its own, or also an unclosed one of the last epoch."""
+        rows = [] if self._epoch in (None, info.epoch) else self._closed()
+        self._epoch = info.epoch
+        self._sum += float(info.loss)
+        self._count += 1
+        self._last = info
+        # The per-batch count, not TrainingStarted's: a language model's epochs (one per training
+        # file) differ in length, and TrainingStarted announces only the first.
+        bpe = max(1, info.batches_per_epoch)
+        if info.batch % loss_stride(bpe, self.points) == 0 or info.batch >= bpe:
+            rows += self._closed()
+        return rows
+
+    def _closed(self) -> list[dict[str, Any]]:
+        row = self.close()
+        return [] if row is None else [row]
+
+    def close(self) -> dict[str, Any] | None:
+        """The row of the batches since the last one (an epoch's end or a stopped run), if any."""
+        last, count, total = self._last, self._count, self._sum
+        self._epoch, self._sum, self._count, self._last = None, 0.0, 0, None
+        if last is None or count == 0:
+            return None
+        return {
+            "job_id": self.job_id,
+            "epoch": last.epoch,
+            "batch": last.batch,
+            "loss": total / count,
+            "learning_rate": float(last.learning_rate),
+            "created_at": utcnow(),
+        }
+
+
 class Flag(Protocol):
     """What the run reads of its shutdown flag: a ``threading.Event``, or the lock-free
     ``worker.tasks.SignalFlag`` that a signal handler sets."""
@@ -143,6 +208,7 @@ class JobProgress(TrainerCallback):
         self.first_batch_at: float | None = None
         self.ended: TrainingEnded | None = None
         self._losses: list[dict[str, Any]] = []
+        self._points = LossPoints(job_id)
         self._progress: dict[str, Any] = {}
         self._last_flush = float("-inf")
         self._last_cancel_check = float("-inf")
@@ -210,6 +276,7 @@ class JobProgress(TrainerCallback):
         self._batches_per_epoch = max(1, info.batches_per_epoch)
         self._run_started = self.clock()
         self._batches_this_run = 0
+        self._points = LossPoints(self.job_id)
         done = info.start_epoch - 1
         self._write_or_wait(
             "the start of training",
@@ -232,16 +299,7 @@ class JobProgress(TrainerCallback):
         done = (info.epoch - 1) * bpe + info.batch
         total = self._max_epochs * bpe
         rate = self._batches_this_run / max(now - self._run_started, 1e-9)
-        self._losses.append(
-            {
-                "job_id": self.job_id,
-                "epoch": info.epoch,
-                "batch": info.batch,
-                "loss": float(info.loss),
-                "learning_rate": float(info.learning_rate),
-                "created_at": utcnow(),
-            }
-        )
+        self._losses += self._points.add(info)
         self._progress = {
             # The job row counts completed epochs; ``batch`` is the position in the running one.
             "epoch": info.epoch - 1,
@@ -262,6 +320,7 @@ class JobProgress(TrainerCallback):
     def on_epoch_end(self, info: EpochEnded) -> None:
         if info.is_best and info.dev_scores:
             self.best_dev_scores = dict(info.dev_scores)
+        self._close_point()
         losses, self._losses = self._losses, []
         self._last_flush = self.clock()
         row = {
@@ -368,6 +427,7 @@ class JobProgress(TrainerCallback):
 
     def on_train_end(self, info: TrainingEnded) -> None:
         self.ended = info
+        self._close_point()
         if self._losses:
             losses, self._losses = self._losses, []
             self._write_or_wait(
@@ -375,6 +435,11 @@ class JobProgress(TrainerCallback):
                 lambda session: insert_batch_losses(session, losses),
                 **self._progress,
             )
+
+    def _close_point(self) -> None:
+        point = self._points.close()
+        if point is not None:
+            self._losses.append(point)
 
     def should_stop(self) -> bool:
         if self.lease_lost.is_set():

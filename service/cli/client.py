@@ -402,7 +402,8 @@ def follow_job(
             bar.set_postfix(postfix, refresh=False)
             bar.update(max(0.0, min(100.0, float(job.get("percent") or 0.0))) - bar.n)
             if show and int(job.get("epoch") or 0) > len(printed):
-                metrics = api.call("GET", path("jobs", job_id, "metrics")) or {}
+                # The epoch rows only: the batch losses are what grows with the run.
+                metrics = api.call("GET", path("jobs", job_id, "metrics"), params={"batches": "false"}) or {}
                 for row in metrics.get("epochs") or []:
                     if row.get("epoch") not in printed:
                         printed.add(row.get("epoch"))

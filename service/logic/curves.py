@@ -1,4 +1,4 @@
-"""Training curves as a PNG, rendered from the stored per-epoch metrics and per-batch losses."""
+"""Training curves as a PNG, rendered from the stored per-epoch metrics and batch-loss points."""
 
 from __future__ import annotations
 
@@ -6,15 +6,17 @@ import io
 from collections.abc import Sequence
 
 from engine.plotting import PYPLOT_LOCK, learning_rate_axis_from_zero, pyplot
-from service.db.models import JobBatchLoss, JobEpochMetric
+from service.db.models import JobEpochMetric
+from service.logic.jobs import BatchLoss
 
 
-def render_curves(title: str, epochs: Sequence[JobEpochMetric], batches: Sequence[JobBatchLoss]) -> bytes:
+def render_curves(title: str, epochs: Sequence[JobEpochMetric], batches: Sequence[BatchLoss]) -> bytes:
     plt = pyplot()
     with PYPLOT_LOCK:
         fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(11, 4), dpi=90)
         try:
             if batches:
+                # An epoch's last point is at its last batch (the worker closes a point there).
                 per_epoch = max((b.batch for b in batches), default=1) or 1
                 xs = [b.epoch - 1 + b.batch / per_epoch for b in batches]
                 ax_loss.plot(xs, [b.loss for b in batches], color="0.75", linewidth=0.8, label="batch loss")

@@ -5,7 +5,7 @@ owns (queued on submit/resume, cancelled for a job no worker holds, the cancel f
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, or_, select, update
 
@@ -290,18 +290,35 @@ def list_jobs(owner_id: str, status: str | None = None, limit: int = 100, offset
         return list(session.scalars(query).all())
 
 
-def job_metrics(owner_id: str, job_id: str) -> tuple[list[JobEpochMetric], list[JobBatchLoss]]:
+class BatchLoss(NamedTuple):
+    """A stored batch-loss point (see ``worker.progress.LossPoints``): ``loss`` is the mean of the
+    batches of ``epoch`` up to ``batch`` since the previous point."""
+
+    epoch: int
+    batch: int
+    loss: float
+    learning_rate: float | None
+
+
+def job_metrics(
+    owner_id: str, job_id: str, *, batches: bool = True
+) -> tuple[list[JobEpochMetric], list[BatchLoss]]:
+    """The epoch rows and, with ``batches``, the batch-loss points (the caller renders them)."""
     get_job(owner_id, job_id)
     with session_scope() as session:
         epochs = session.scalars(
             select(JobEpochMetric).where(JobEpochMetric.job_id == job_id).order_by(JobEpochMetric.epoch)
         ).all()
-        batches = session.scalars(
-            select(JobBatchLoss)
+        if not batches:
+            return list(epochs), []
+        # Plain columns, not ORM objects: up to 200 points an epoch, and a job that ran before the
+        # points were bounded may have hundreds of thousands of rows.
+        losses = session.execute(
+            select(JobBatchLoss.epoch, JobBatchLoss.batch, JobBatchLoss.loss, JobBatchLoss.learning_rate)
             .where(JobBatchLoss.job_id == job_id)
-            .order_by(JobBatchLoss.epoch, JobBatchLoss.batch, JobBatchLoss.id)
-        ).all()
-        return list(epochs), list(batches)
+            .order_by(JobBatchLoss.epoch, JobBatchLoss.batch)
+        )
+        return list(epochs), [BatchLoss(*row) for row in losses]
 
 
 # a worker replaces the snapshot every epoch: a reader that lost the race reads the row again

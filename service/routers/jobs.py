@@ -90,13 +90,29 @@ def get_job(job_id: str, request: Request, owner_id: str = Depends(current_owner
 
 
 @router.get("/{job_id}/metrics", response_model=JobMetrics, responses=problems(401, 404))
-def job_metrics(job_id: str, owner_id: str = Depends(current_owner)) -> JobMetrics:
-    """Per-epoch rows (losses, dev/test scores, learning rate) and per-batch losses."""
-    epochs, batches = jobs.job_metrics(owner_id, job_id)
+def job_metrics(
+    job_id: str,
+    batches: Annotated[
+        bool,
+        Query(
+            description="With `false`, the epoch rows only (`batches` is empty): what a client that "
+            "follows a run needs, at the cost of one row per epoch."
+        ),
+    ] = True,
+    owner_id: str = Depends(current_owner),
+) -> JobMetrics:
+    """Per-epoch rows (losses, dev/test scores, learning rate) and batch-loss points: at most 200
+    per epoch, each the mean loss of the batches since the epoch's previous point, `batch` being
+    the last of them and `learning_rate` the rate at that batch (an epoch of up to 200 batches
+    has a point per batch)."""
+    epochs, losses = jobs.job_metrics(owner_id, job_id, batches=batches)
     return JobMetrics(
         job_id=job_id,
         epochs=[EpochMetricOut.model_validate(e) for e in epochs],
-        batches=[BatchLossOut.model_validate(b) for b in batches],
+        batches=[
+            BatchLossOut(epoch=b.epoch, batch=b.batch, loss=b.loss, learning_rate=b.learning_rate)
+            for b in losses
+        ],
     )
 
 
@@ -106,7 +122,7 @@ def job_metrics(job_id: str, owner_id: str = Depends(current_owner)) -> JobMetri
     responses={200: {"content": {"image/png": {}}, "description": "Training curves"}, **problems(401, 404)},
 )
 def job_curves(job_id: str, owner_id: str = Depends(current_owner)) -> Response:
-    """Training curves (loss per batch and epoch, dev score, learning rate) as a PNG."""
+    """Training curves (batch-loss points and loss per epoch, dev score, learning rate) as a PNG."""
     job = jobs.get_job(owner_id, job_id)
     epochs, batches = jobs.job_metrics(owner_id, job_id)
     png = render_curves(f"{job.name} ({job.status})", epochs, batches)

@@ -163,16 +163,23 @@ class EpochMetricOut(_Out):
 
 
 class BatchLossOut(_Out):
+    """A batch-loss point: the batches of `epoch` after the previous point, up to `batch`."""
+
     epoch: int
-    batch: int
-    loss: float
-    learning_rate: float | None
+    batch: int = Field(description="The last batch (1-based, within the epoch) this point stands for.")
+    loss: float = Field(
+        description="The mean loss of the batches since the epoch's previous point (an epoch of up to "
+        "200 batches has a point per batch, a longer one 200 at most)."
+    )
+    learning_rate: float | None = Field(description="The learning rate at `batch`.")
 
 
 class JobMetrics(BaseModel):
     job_id: str
     epochs: list[EpochMetricOut]
-    batches: list[BatchLossOut]
+    batches: list[BatchLossOut] = Field(
+        description="Batch-loss points by epoch and batch, at most 200 per epoch; empty with `?batches=false`."
+    )
 
 
 class JobFileOut(BaseModel):

@@ -157,6 +157,15 @@ def test_follow_job_epoch_lines(capsys: pytest.CaptureFixture[str]) -> None:
     assert "job j1 failed: boom" in text
 
 
+def test_follow_job_asks_for_the_epoch_rows_only() -> None:
+    # The batch losses are what grows with a run: fetching them at every epoch was quadratic.
+    scripted = ScriptedApi([_job("running", 1, 50.0), _job("completed", 2, 100.0, model_id="m1")])
+    api = client.Api("http://api", transport=httpx.MockTransport(scripted))
+    client.follow_job(api, "j1", poll_seconds=0.0, write=lambda _line: None)
+    asked = [r.url.params for r in scripted.requests if r.url.path == "/jobs/j1/metrics"]
+    assert asked and all(params.get("batches") == "false" for params in asked)
+
+
 def test_follow_job_says_once_what_the_run_trains_on(capsys: pytest.CaptureFixture[str]) -> None:
     sizes = {"train_sentences": 7, "dev_sentences": 1, "test_sentences": 0}
     scripted = ScriptedApi(

@@ -482,6 +482,8 @@ def test_metrics_and_curves(api: ApiSession) -> None:
         (2, 2),
         (2, 3),
     ]
+    epochs_only = api.client.get(f"/jobs/{job_id}/metrics?batches=false", headers=owner.headers).json()
+    assert epochs_only == {**metrics, "batches": []}
     png = api.client.get(f"/jobs/{job_id}/curves.png", headers=owner.headers)
     assert png.headers["content-type"] == "image/png"
     assert png.content.startswith(b"\x89PNG") and len(png.content) > len(empty.content) // 2

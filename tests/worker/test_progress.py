@@ -226,6 +226,62 @@ def test_train_end_flushes_the_buffered_losses(environment: dict[str, str]) -> N
     assert loss_rows(job_id) == 4 and progress.ended is not None
 
 
+def stored_losses(job_id: str) -> list[tuple[int, int, float]]:
+    with session_scope() as session:
+        rows = session.execute(
+            select(JobBatchLoss.epoch, JobBatchLoss.batch, JobBatchLoss.loss)
+            .where(JobBatchLoss.job_id == job_id)
+            .order_by(JobBatchLoss.epoch, JobBatchLoss.batch)
+        ).all()
+    return [(e, b, loss) for e, b, loss in rows]
+
+
+def test_a_long_epoch_stores_at_most_the_cap_each_point_the_mean_of_its_batches(
+    environment: dict[str, str],
+) -> None:
+    # One row per batch grew without bound: 3,500 batches an epoch was 525,000 rows in 150 epochs.
+    job_id = running_job()
+    clock = Clock()
+    progress = make_progress(job_id, clock)
+    per_epoch = 1001  # stride 6: 166 full points of 6 batches and a last one of 5
+    progress.on_train_start(TrainingStarted(2, 1, per_epoch, 40, 4, "cpu"))
+    for epoch in (1, 2):
+        for n in range(1, per_epoch + 1):
+            clock.now += 0.01
+            info = BatchEnded(epoch, n, per_epoch, float(n), 0.1, 1.0, 1.0)
+            progress.on_batch_end(info)
+        progress.on_epoch_end(epoch_end(epoch, 0.5, best=True))
+    # a run stopped in the middle of epoch 3's first point keeps what it trained
+    for n in range(1, 4):
+        progress.on_batch_end(BatchEnded(3, n, per_epoch, float(n), 0.1, 1.0, 1.0))
+    progress.on_train_end(TrainingEnded("cancelled", 2, 0.5, None, None))
+    rows = stored_losses(job_id)
+    for epoch in (1, 2):
+        points = [(b, loss) for e, b, loss in rows if e == epoch]
+        assert len(points) == 167  # not 1,001
+        assert points[0] == (6, pytest.approx(3.5))  # batches 1-6
+        assert points[1] == (12, pytest.approx(9.5))  # batches 7-12
+        assert points[-1] == (1001, pytest.approx(999.0))  # batches 997-1001
+        # a mean, not a sample: the points weigh the batches they stand for
+        assert sum(loss * 6 for _, loss in points[:-1]) + points[-1][1] * 5 == pytest.approx(
+            sum(range(1, per_epoch + 1))
+        )
+    assert [(b, loss) for e, b, loss in rows if e == 3] == [(3, pytest.approx(2.0))]
+
+
+def test_the_cap_holds_for_any_epoch_length() -> None:
+    cap = progress_module.LOSS_POINTS_PER_EPOCH
+    for per_epoch in (1, 199, 200, 201, 399, 400, 401, 3500, 100_003):
+        points = progress_module.LossPoints("job")
+        rows = []
+        for n in range(1, per_epoch + 1):
+            rows += points.add(BatchEnded(1, n, per_epoch, 1.0, 0.1, 1.0, 1.0))
+        assert points.close() is None
+        # every batch while it fits, else as near the cap as equal strides allow
+        assert len(rows) == per_epoch if per_epoch <= cap else cap // 2 < len(rows) <= cap
+        assert rows[-1]["batch"] == per_epoch
+
+
 def test_a_write_whose_commit_answer_was_lost_adds_no_loss_twice(
     environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
