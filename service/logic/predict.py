@@ -500,19 +500,13 @@ def prepare(request: PredictRequest, info: ModelInfo, settings: Settings) -> lis
     return prepared
 
 
-def answer_classes(model: Any) -> int:
-    """How many classes a ``return_probabilities_for_all_classes`` answer lists per token (a
-    tagger: its internal tags, ``O`` and BIOES prefixes included) or per sentence (a classifier)."""
-    dictionary = model.tag_dictionary if model.label_kind in ("span", "token") else model.label_dictionary
-    return len(dictionary.get_items())
-
-
 def check_probability_cells(prepared: list[Prepared], model: Any) -> None:
     """Refuse (422) a ``return_probabilities_for_all_classes`` request whose answer would hold
     more than ``PREDICT_MAX_PROBABILITY_CELLS`` probabilities. Needs the loaded model (its
     classes), so it runs after ``prepare``, once the model is loaded and before inference."""
-    classes = answer_classes(model)
     tagger = model.label_kind in ("span", "token")
+    # the classes the answer lists: a tagger's internal tags (O and BIOES prefixes included)
+    classes = len((model.tag_dictionary if tagger else model.label_dictionary).get_items())
     items = sum(len(p.sentence) for p in prepared) if tagger else len(prepared)
     cells = items * classes
     limit = limits.PREDICT_MAX_PROBABILITY_CELLS
