@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -66,63 +66,88 @@ def _summarize(
 
 
 _lock = threading.Lock()
-_pool: ProcessPoolExecutor | None = None
+_slots: threading.BoundedSemaphore | None = None
+_running: set[BaseProcess] = set()
 
 
-def _readers() -> ProcessPoolExecutor:
-    global _pool
+def _context() -> multiprocessing.context.ForkServerContext:
+    context = multiprocessing.get_context("forkserver")
+    # The server imports the readers (and the main module, which every child would otherwise
+    # import again) once; each reader process is forked from it.
+    context.set_forkserver_preload(["__main__", __name__])
+    return context
+
+
+def _reader_slots() -> threading.BoundedSemaphore:
+    global _slots
     with _lock:
-        if _pool is None:
+        if _slots is None:
             from service.settings import get_settings
 
-            context = multiprocessing.get_context("forkserver")
-            # The server imports the readers (and the main module, which every child would
-            # otherwise import again) once; each reader process is forked from it.
-            context.set_forkserver_preload(["__main__", __name__])
-            _pool = ProcessPoolExecutor(
-                get_settings().corpus_readers, mp_context=context, max_tasks_per_child=1
-            )
-        return _pool
+            _slots = threading.BoundedSemaphore(get_settings().corpus_readers)
+        return _slots
 
 
-def _forget(pool: ProcessPoolExecutor) -> None:
-    global _pool
-    with _lock:
-        if _pool is pool:
-            _pool = None
-    # Python 3.11 leaves a broken pool's other (idle) reader waiting for work forever, and its
-    # manager thread joining it: one stuck process and thread per death, and a hang at exit.
-    for process in list((pool._processes or {}).values()):
-        process.kill()
-    pool.shutdown(wait=False, cancel_futures=False)
+def _read_and_answer(
+    answer: Connection,
+    format: str,
+    paths: dict[str, Path],
+    options: dict[str, Any],
+    sampled: SampleMissingSplits,
+) -> None:
+    try:
+        result: object = _summarize(format, paths, options, sampled)
+    except Exception as e:  # the API raises it as the reader did (MemoryError: a 503)
+        result = e
+    try:
+        answer.send(result)
+    except Exception:  # an exception that does not pickle
+        answer.send(RuntimeError(f"{type(result).__name__}: {result}"))
+    answer.close()
 
 
 def summarize_corpus(
     format: str, paths: dict[str, Path], options: dict[str, Any], sampled: SampleMissingSplits
 ) -> CorpusSummary:
     """Read the files in a reader process; raises the readers' own errors as they would."""
-    pool = _readers()
-    try:
-        future = pool.submit(_summarize, format, paths, options, sampled)
-    except BrokenProcessPool:
-        # broken by an earlier upload's reader (a broken pool takes no more work): a new one
-        _forget(pool)
-        pool = _readers()
-        future = pool.submit(_summarize, format, paths, options, sampled)
-    try:
-        result = future.result()
-    except BrokenProcessPool:
-        _forget(pool)
-        raise ReaderProcessDied("the process reading the corpus ended without an answer") from None
+    # A process per upload, not a ProcessPoolExecutor: Python 3.11's pool, with processes that
+    # end after each task, could hang the interpreter's exit joining its manager thread (a CI
+    # run hung 70 minutes after its last test), and a pool broken by one dead reader needed
+    # rebuilding by hand.
+    with _reader_slots():
+        context = _context()
+        receive, send = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_read_and_answer, args=(send, format, paths, options, sampled), daemon=True
+        )
+        with _lock:
+            _running.add(process)
+        try:
+            process.start()
+            send.close()  # only the reader's copy stays open: its end is our EOF
+            try:
+                result = receive.recv()
+            except EOFError:
+                raise ReaderProcessDied("the process reading the corpus ended without an answer") from None
+            process.join()
+        finally:
+            receive.close()
+            with _lock:
+                _running.discard(process)
+    if isinstance(result, BaseException):
+        raise result
     if isinstance(result, _FormatProblem):
         raise CorpusFormatError(result.file, result.line, result.reason)
     if isinstance(result, _OptionProblem):
         raise ReaderOptionError(result.message, result.options)
+    assert isinstance(result, CorpusSummary)
     return result
 
 
 def close_readers() -> None:
     """Stop the reader processes (the API's shutdown: an upload still being read fails)."""
-    pool = _pool
-    if pool is not None:
-        _forget(pool)
+    with _lock:
+        running = list(_running)
+    for process in running:
+        if process.is_alive():
+            process.kill()

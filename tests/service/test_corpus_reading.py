@@ -8,13 +8,9 @@ import os
 import signal
 import threading
 import time
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from service import corpus_reading
 from tests.service.fixtures import CONLL_TRAIN, ApiSession
 
 
@@ -61,11 +57,17 @@ def test_a_reader_that_dies_is_a_503_and_the_next_upload_is_read(api: ApiSession
     assert api.upload(owner).status_code == 201
 
 
-def test_a_pool_broken_by_an_earlier_reader_reads_the_next_upload(api: ApiSession) -> None:
+def test_more_uploads_than_readers_wait_their_turn_and_are_all_read(api: ApiSession) -> None:
     owner = api.new_owner()
-    assert api.upload(owner).status_code == 201
-    broken = corpus_reading._readers().submit(os._exit, 9)
-    with pytest.raises(BrokenProcessPool):
-        broken.result()
-    r = api.upload(owner)
-    assert r.status_code == 201, r.text
+    train = CONLL_TRAIN * 200  # long enough that the uploads overlap
+    answers: list[Any] = []
+    uploads = [
+        threading.Thread(target=lambda i=i: answers.append(api.upload(owner, train=train, name=f"c{i}")))
+        for i in range(6)
+    ]
+    for upload in uploads:
+        upload.start()
+    for upload in uploads:
+        upload.join(120)
+    assert sorted(r.status_code for r in answers) == [201] * 6, [r.text for r in answers]
+    assert len(_readers_now(min_rss_mb=0)) == 0, "a reader process outlived its upload"
