@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.data import Corpus, Label, SampleMissingSplits, Sentence
-from engine.readers.errors import MAX_TOKEN_CHARS, CorpusFormatError, ReaderOptionError, check_token_length
+from engine.readers.errors import (
+    MAX_SENTENCE_TOKENS,
+    MAX_TOKEN_CHARS,
+    CorpusFormatError,
+    ReaderOptionError,
+    check_token_length,
+)
 from engine.readers.files import corpus_name, gc_paused, invalid_unicode, read_text, resolve_split_files
 from engine.tokenization import TOKENIZERS
 
@@ -88,6 +94,13 @@ class _Builder:
         if not sentence.tokens:
             self.skipped += 1
             return
+        if len(sentence.tokens) > MAX_SENTENCE_TOKENS:
+            raise CorpusFormatError(
+                self.path,
+                lineno,
+                f"a text of {len(sentence.tokens):,} tokens; the limit is {MAX_SENTENCE_TOKENS:,}: "
+                "split longer documents",
+            )
         sentence.labels[self.label_type] = [Label(v) for v in values]
         self.sentences.append(sentence)
 

@@ -38,7 +38,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from engine.data import Corpus, Label, SampleMissingSplits, Sentence, Span, Token
-from engine.readers.errors import MAX_TOKEN_CHARS, CorpusFormatError, ReaderOptionError, check_token_length
+from engine.readers.errors import (
+    MAX_SENTENCE_TOKENS,
+    MAX_TOKEN_CHARS,
+    CorpusFormatError,
+    ReaderOptionError,
+    check_token_length,
+)
 from engine.readers.files import corpus_name, gc_paused, read_text, resolve_split_files
 from engine.tag_schemes import (
     PLAIN,
@@ -240,6 +246,14 @@ def _parse(
             sentences.append(current)
         current.rows.append(fields)
         current.lines.append(lineno)
+        if len(current.rows) > MAX_SENTENCE_TOKENS:
+            raise CorpusFormatError(
+                path,
+                current.lines[0],
+                f"the sentence starting here runs past {MAX_SENTENCE_TOKENS:,} tokens (to line {lineno} "
+                "without a blank line): is the blank line between sentences missing? Sentences of "
+                f"more than {MAX_SENTENCE_TOKENS:,} tokens are refused",
+            )
     if not sentences:
         raise CorpusFormatError(path, 1, "empty file: no token lines")
     if sep == "\t" or not text.isascii() or any(c in text for c in _ASCII_FIELD_SPACE):

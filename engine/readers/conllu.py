@@ -23,7 +23,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from engine.data import Corpus, Label, SampleMissingSplits, Sentence, Token
-from engine.readers.errors import MAX_TOKEN_CHARS, CorpusFormatError, ReaderOptionError, check_token_length
+from engine.readers.errors import (
+    MAX_SENTENCE_TOKENS,
+    MAX_TOKEN_CHARS,
+    CorpusFormatError,
+    ReaderOptionError,
+    check_token_length,
+)
 from engine.readers.files import corpus_name, gc_paused, read_text, resolve_split_files
 
 FIELD_COLUMNS: dict[str, int] = {
@@ -165,6 +171,13 @@ def _read_conllu(path: str | Path, columns: list[tuple[int, str]]) -> tuple[list
                 continue
             raise CorpusFormatError(path, lineno, f"invalid word id {word_id!r}")
         index = len(tokens)
+        if index == MAX_SENTENCE_TOKENS:
+            raise CorpusFormatError(
+                path,
+                state.start_line,
+                f"the sentence starting here has more than {MAX_SENTENCE_TOKENS:,} words (word "
+                f"{index + 1} is on line {lineno}); sentences that long are refused",
+            )
         if int(word_id) != index + 1:
             raise CorpusFormatError(path, lineno, f"word id {word_id} out of sequence (expected {index + 1})")
         form = row[1]

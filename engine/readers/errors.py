@@ -7,6 +7,11 @@ from pathlib import Path
 # No word, URL or hashtag comes near this; a longer "token" is a line that lost its separators or
 # a pasted blob, and every model that reads characters would step through all of it.
 MAX_TOKEN_CHARS = 1000
+# The longest sentences of the shared corpora have under 200 tokens (UD EWT about 160, CoNLL-03 113).
+# Far more is a file that lost its blank lines between sentences, read as one sentence that no
+# model should take: a mini-batch pads every sentence to its length (32 x 200,000 tokens x a
+# 4,196-dimension stacked embedding is 100 GB) and the CRF's work grows with it.
+MAX_SENTENCE_TOKENS = 10_000
 
 
 class CorpusFormatError(Exception):

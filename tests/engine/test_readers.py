@@ -21,7 +21,7 @@ from engine.readers import (
     read_fasttext_file,
     read_table_file,
 )
-from engine.readers.errors import MAX_TOKEN_CHARS
+from engine.readers.errors import MAX_SENTENCE_TOKENS, MAX_TOKEN_CHARS
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -364,6 +364,35 @@ def test_error_a_token_longer_than_the_limit(tmp_path: Path, fmt: str) -> None:
     assert f"the limit is {MAX_TOKEN_CHARS}" in excinfo.value.reason
 
 
+@pytest.mark.parametrize("fmt", ["column", "conllu", "fasttext", "csv"])
+def test_error_a_sentence_longer_than_the_limit(tmp_path: Path, fmt: str) -> None:
+    # A column file without blank lines between its sentences was one sentence of every token,
+    # which a training batch pads every sentence to.
+    fine = MAX_SENTENCE_TOKENS  # at the limit: read
+    if fmt == "column":
+        rows = ["w O"] * fine + ["", "Paris B-LOC"] + ["w O"] * fine
+        path, read, line = write(tmp_path / "train.txt", "\n".join(rows) + "\n"), read_column_file, fine + 2
+        expected = f"the sentence starting here runs past {fine:,} tokens (to line {2 * fine + 2} without"
+    elif fmt == "conllu":
+        row = "\t".join(["{}", "w", "_", "X", "_", "_", "0", "root", "_", "_"])
+        first = [row.format(i) for i in range(1, fine + 1)]
+        second = ["# sent_id = 2"] + [row.format(i) for i in range(1, fine + 2)]
+        content = "\n".join([*first, "", *second, ""]) + "\n"
+        path, read, line = write(tmp_path / "train.conllu", content), read_conllu_file, fine + 2
+        expected = f"the sentence starting here has more than {fine:,} words (word {fine + 1} is on line {2 * fine + 3})"
+    elif fmt == "fasttext":
+        content = f"__label__a {'w ' * fine}\n__label__b {'w ' * (fine + 1)}\n"
+        path, read, line = write(tmp_path / "train.txt", content), read_fasttext_file, 2
+        expected = f"a text of {fine + 1:,} tokens; the limit is {fine:,}"
+    else:
+        content = f"text,label\n{'w ' * fine},a\n{'w ' * (fine + 1)},b\n"
+        path, read, line = write(tmp_path / "train.csv", content), read_table_file, 3
+        expected = f"a text of {fine + 1:,} tokens; the limit is {fine:,}"
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read(path)
+    assert_error(excinfo, path, line, expected)
+
+
 def test_error_a_conllu_file_read_as_columns(tmp_path: Path) -> None:
     # Accepted before, with the word numbers as words and "_" as a label.
     rows = [
@@ -585,10 +614,10 @@ def test_error_jsonl_json_that_python_refuses(tmp_path: Path) -> None:
 def test_csv_field_longer_than_the_csv_module_default(tmp_path: Path) -> None:
     import csv
 
-    text = "word " * 60_000
+    text = "longerwordsxyz " * 9_000  # 135,000 characters, past the module's 131,072
     path = write(tmp_path / "train.csv", f'text,label\n"{text}",pos\nshort,neg\n')
     sentences, _ = read_table_file(path)
-    assert len(sentences[0]) == 60_000
+    assert len(sentences[0]) == 9_000
     # Any csv.Error left names the line: here a limit lowered on purpose.
     previous = csv.field_size_limit(1000)
     try:
