@@ -52,7 +52,8 @@ class WorkerSettings(BaseSettings):
         default=10,
         ge=0,
         description="Times in a row a job whose run could not reach storage (connection refused or timed out, "
-        "an overloaded S3, a network filesystem gone) goes back to the queue to be retried, before it fails. "
+        "an overloaded S3, a network filesystem gone), or whose worker ran out of disk space or file descriptors, "
+        "goes back to the queue to be retried, before it fails. "
         "A checkpoint written counts as progress and starts the count again; 0 fails at once.",
     )
     storage_retry_seconds: float = Field(

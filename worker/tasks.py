@@ -5,8 +5,9 @@ the job finished, was cancelled, or is trained by a live run elsewhere (a redeli
 the run trains from scratch or, when the job has a checkpoint, resumes from it; then it ends the
 job ``completed`` (model saved, model row created), ``cancelled`` (checkpoint kept) or
 ``failed`` (the error stored; no retry: a deterministic error would only fail again). The exception
-is a storage outage (``StorageUnavailable``; one while storing a checkpoint only skips that
-checkpoint, see ``worker.progress``): the job goes back to ``queued`` with a ``retry_at``
+is trouble expected to pass (``passing_trouble``): a storage outage (``StorageUnavailable``; one
+while storing a checkpoint only skips that checkpoint, see ``worker.progress``), or this worker
+out of disk space or file descriptors. The job goes back to ``queued`` with a ``retry_at``
 that doubles with each retry, the reaper sends it again then, and it resumes from its last
 checkpoint; it fails after ``storage_retries`` retries without a new checkpoint. A run that
 loses its lease stops and leaves the job to the new holder. A run whose worker is stopped
@@ -33,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import delete, select, update
 
@@ -245,7 +246,12 @@ def _claim_and_run(job_id: str, owner: str) -> str:
         workdir = _scratch_folder(job_id)
     except OSError as exc:
         # before the heartbeat starts: a failure here must not leave a lease renewed forever
-        message = f"this worker cannot make its scratch folder: {exc}"
+        passing = passing_trouble(exc)
+        if passing is not None:
+            retried = _retry_later(job_id, owner, passing)
+            if retried is not None:
+                return retried
+        message = f"this worker cannot make its scratch folder: {error_message(exc)}"
         log.error("job %s: %s", job_id, message)
         release(job_id, owner, status="failed", error=message, finished_at=db_now(), eta_seconds=None)
         return "failed"
@@ -262,17 +268,16 @@ def _claim_and_run(job_id: str, owner: str) -> str:
         heartbeat.stop()
         if heartbeat.lost.is_set():
             return "lease_lost"
-        outage = next((c for c in causes(exc) if isinstance(c, StorageUnavailable)), None)
-        if outage is not None:
-            retried = _retry_after_outage(job_id, owner, outage)
+        passing = passing_trouble(exc)
+        if passing is not None:
+            retried = _retry_later(job_id, owner, passing)
             if retried is not None:
                 return retried
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
         message = str(exc) if isinstance(exc, CheckpointMissing) else error_message(exc)
         forget = {"checkpoint_key": None} if isinstance(exc, CheckpointMissing) else {}
-        if outage is not None:
-            retries = get_worker_settings().storage_retries
-            message = f"gave up after {retries} storage retries: {without_server_paths(str(outage))}"
+        if passing is not None:
+            message = passing.gave_up
         run_files.release_with_files(
             get_storage(),
             job_id,
@@ -332,13 +337,46 @@ def _requeue_after_database_outage(job_id: str, owner: str, lost: threading.Even
 
 # The longest wait between two storage retries (unless the first one is longer).
 MAX_STORAGE_RETRY_SECONDS = 900.0
+# What a worker running short of is its own trouble, not the job's: another worker, or this one
+# once its disk has room again, can train the job. Memory is left out: a model too large for
+# the machine would only run out of it again.
+_PASSING_SHORTAGES = (
+    "disk full",
+    "disk quota used up",
+    "too many open files in the process",
+    "too many open files in the system",
+)
 
 
-def _retry_after_outage(job_id: str, owner: str, outage: StorageUnavailable) -> str | None:
-    """Put the job back to wait for storage (``retrying``); None when its retries are used up.
+class Trouble(NamedTuple):
+    """Why a run stopped that is expected to pass: ``what`` went wrong, and the error's ``detail``."""
 
-    The run's files are not published: storage is what is missing. The retry resumes from the
-    last checkpoint and its snapshot of the files."""
+    what: str
+    detail: str
+    gave_up: str  # the job's message once its retries are used up
+
+
+def passing_trouble(exc: BaseException) -> Trouble | None:
+    """A storage outage, or this worker out of disk space or file descriptors; None for the
+    job's own errors."""
+    outage = next((c for c in causes(exc) if isinstance(c, StorageUnavailable)), None)
+    retries = get_worker_settings().storage_retries
+    if outage is not None:
+        detail = without_server_paths(str(outage))
+        return Trouble("storage unavailable", detail, f"gave up after {retries} storage retries: {detail}")
+    shortage = exhausted_resource(exc)
+    if shortage in _PASSING_SHORTAGES:
+        what, _, detail = error_message(exc).partition(": ")
+        return Trouble(what, detail, f"gave up after {retries} retries: {what}: {detail}")
+    return None
+
+
+def _retry_later(job_id: str, owner: str, trouble: Trouble) -> str | None:
+    """Put the job back to wait for ``trouble`` to pass (``retrying``); None when its retries are
+    used up.
+
+    The run's files are not published: storage, or this worker's disk, is what is missing. The
+    retry resumes from the last checkpoint and its snapshot of the files."""
     settings = get_worker_settings()
     with session_scope() as session:
         done = session.execute(select(Job.storage_retries).where(Job.id == job_id)).scalar_one_or_none()
@@ -348,8 +386,8 @@ def _retry_after_outage(job_id: str, owner: str, outage: StorageUnavailable) -> 
     longest = max(settings.storage_retry_seconds, MAX_STORAGE_RETRY_SECONDS)
     retry_at = db_now() + timedelta(seconds=min(settings.storage_retry_seconds * 2**done, longest))
     message = (
-        f"storage unavailable; retry {done + 1} of {settings.storage_retries} "
-        f"at {retry_at:%Y-%m-%d %H:%M:%S} UTC: {without_server_paths(str(outage))}"
+        f"{trouble.what}; retry {done + 1} of {settings.storage_retries} "
+        f"at {retry_at:%Y-%m-%d %H:%M:%S} UTC: {trouble.detail}"
     )
     if not release(
         job_id,

@@ -206,11 +206,27 @@ class Stack:
     workers: list[WorkerProcess] = field(default_factory=list)
 
     def start_worker(
-        self, name: str, wait: bool = True, queues: str = "cpu", **settings: str
+        self,
+        name: str,
+        wait: bool = True,
+        queues: str = "cpu",
+        wrapper: list[str] | None = None,
+        **settings: str,
     ) -> WorkerProcess:
+        """A Celery worker process; ``wrapper`` is a command line that runs it (its own argv last)."""
         env = {**self.env, **settings}
         log_path = self.data_dir / f"worker-{name}-{len(self.workers)}.log"
-        argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-l", "INFO"]
+        argv = [
+            *(wrapper or []),
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "-l",
+            "INFO",
+        ]
         argv += ["-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "-c", "1", "-Q", queues]
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
         with log_path.open("wb") as log:

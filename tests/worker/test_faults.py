@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -171,3 +173,62 @@ def test_a_stopping_worker_hands_its_job_back_at_once(stack: Stack, whom: str) -
     # nobody cancelled it: the log says why the run stopped
     log = training_log(stack, job_id)
     assert "stopped (shutdown) in epoch 2 before batch" in log and "cancelled" not in log, log
+
+
+def _cramped(tmpdir: Path, size: str) -> list[str]:
+    """Runs a command with a ``size`` tmpfs on ``tmpdir`` that only it sees (a mount namespace of
+    its own: nothing is left mounted when it ends)."""
+    return [
+        "unshare", "--mount", "--propagation", "private",
+        "sh", "-c", 'mount -t tmpfs -o size="$1" tmpfs "$2" && shift 2 && exec "$@"', "sh", size, str(tmpdir),
+    ]  # fmt: skip
+
+
+def _can_mount() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs unshare and mount (root) for a small disk")
+@pytest.mark.parametrize(
+    "size",
+    [
+        pytest.param("16k", id="no-room-for-the-scratch-folder"),
+        pytest.param("64k", id="full-after-epoch-1"),
+    ],
+)
+def test_a_worker_whose_disk_is_full_hands_the_job_back_and_another_trains_it(
+    stack: Stack, tmp_path: Path, size: str
+) -> None:
+    corpus = stack.upload_tagger_corpus()
+    tmpdir = tmp_path / "cramped-tmp"
+    tmpdir.mkdir()
+    cramped = stack.start_worker(
+        "cramped", wrapper=_cramped(tmpdir, size), TMPDIR=str(tmpdir), TAGSMITH_STORAGE_RETRY_SECONDS="2"
+    )
+    job_id = stack.submit(tagger_spec(corpus, max_epochs=2))
+    waiting: dict[str, str] = {}
+    stack.wait_for(
+        "the job to go back to the queue",
+        lambda: bool(
+            waiting.update(stack.api_job(job_id))
+            or (waiting["status"], waiting["retry_at"] is not None) == ("queued", True)
+        ),
+    )
+    assert re.match(
+        r"the worker is out of resources \(disk full\); retry 1 of 10 at [-\d]+ [:\d]+ UTC: "
+        r"OSError: \[Errno 28\] No space left on device",
+        waiting["error"],
+    ), (waiting["error"], cramped.log())
+    assert str(tmpdir) not in waiting["error"]  # the worker's folders are the operator's business
+    cramped.kill()
+
+    stack.start_worker("roomy")
+    job = stack.wait_finished(job_id)
+    assert job.status == "completed", (job.error, stack.worker_logs())
+    assert (job.retry_at, job.error, job.storage_retries) == (None, None, 0)
+    assert stack.epochs(job_id) == [1, 2]
