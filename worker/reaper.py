@@ -142,9 +142,9 @@ class Reaper(threading.Thread):
 
     def run(self) -> None:
         from worker.lease import new_owner_id
-        from worker.sweeper import sweep_if_due
 
         owner = new_owner_id()
+        sweeping: threading.Thread | None = None
         while True:
             try:
                 self._announce(owner)
@@ -154,12 +154,24 @@ class Reaper(threading.Thread):
                 reap_once(self.celery)
             except Exception:  # the next pass retries; a reaper that dies would strand jobs silently
                 log.exception("reaper pass failed")
-            try:
-                sweep_if_due(self.celery, owner)
-            except Exception:  # e.g. storage away: the next interval tries again
-                log.exception("storage sweep failed")
+            # A thread of its own: listing a large storage takes minutes, and meanwhile this
+            # worker's queue announcement would expire ("no worker takes this queue") and no
+            # lost job would be sent again.
+            if sweeping is None or not sweeping.is_alive():
+                sweeping = threading.Thread(
+                    target=self._sweep, args=(owner,), name="tagsmith-storage-sweep", daemon=True
+                )
+                sweeping.start()
             if self.stopped.wait(self.interval):
                 return
+
+    def _sweep(self, owner: str) -> None:
+        from worker.sweeper import sweep_if_due
+
+        try:
+            sweep_if_due(self.celery, owner)
+        except Exception:  # e.g. storage away: the next interval tries again
+            log.exception("storage sweep failed")
 
     def _announce(self, owner: str) -> None:
         from service.queue_consumers import announce

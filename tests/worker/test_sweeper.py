@@ -3,7 +3,11 @@ row points to once it is old enough; what a row points to stays, however old."""
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
+
+import pytest
 
 from tests.worker.conftest import Stack
 
@@ -45,3 +49,38 @@ def test_the_sweep_can_be_left_to_the_operator(stack: Stack) -> None:
     time.sleep(3)
     assert storage.exists("models/orphan/config.json")
     assert "storage sweep" not in worker.log()
+
+
+def test_a_long_sweep_does_not_hold_up_the_reaper(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Listing a large storage takes minutes; meanwhile the worker must go on announcing its
+    # queue and sending lost jobs again.
+    import worker.reaper as reaper_module
+    import worker.sweeper as sweeper_module
+    from service.queue_consumers import has_consumer
+    from worker.celery_app import app
+
+    sweeping, release = threading.Event(), threading.Event()
+
+    def slow_sweep(min_age_seconds: float) -> list[Any]:
+        sweeping.set()
+        release.wait(30)
+        return []
+
+    passes: list[float] = []
+    monkeypatch.setattr(sweeper_module, "clean_storage", slow_sweep)
+    monkeypatch.setattr(reaper_module, "reap_once", lambda celery: passes.append(time.monotonic()) or [])
+    reaper = reaper_module.Reaper(app, interval=0.1, queues=["cpu"])
+    reaper.start()
+    try:
+        assert sweeping.wait(10), "the sweep did not start"
+        started = len(passes)
+        time.sleep(1)
+        assert len(passes) - started >= 5, "the reaper stopped while the storage sweep ran"
+        with app.connection_for_read() as connection:
+            assert has_consumer(connection.default_channel.client, "cpu")
+    finally:
+        release.set()
+        reaper.stopped.set()
+        reaper.join(10)
