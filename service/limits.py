@@ -147,3 +147,12 @@ class UploadLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+# Work a CRF tagger's decoding may do for one request: tokens x the CRF's tags squared (Viterbi,
+# and the forward-backward of return_probabilities_for_all_classes, compare every tag with every
+# tag at each token: 3-7 ns each on one core). 4 billion is about half a minute of one predict
+# thread. It never binds an ordinary tagger (20 tags: 10 million tokens); a 512-tag CRF, the most
+# a model may have, may decode about 15,000 tokens a request (unbounded, a request at the other
+# limits took 489 s, holding a predict thread).
+PREDICT_MAX_CRF_WORK = 4_000_000_000

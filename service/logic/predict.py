@@ -526,6 +526,31 @@ def check_probability_cells(prepared: list[Prepared], model: Any) -> None:
         )
 
 
+def check_crf_work(prepared: list[Prepared], model: Any, field_name: str) -> None:
+    """Refuse (422) a request whose CRF decoding would take more than ``PREDICT_MAX_CRF_WORK``
+    (tokens x tags²). Needs the loaded model (its CRF), so it runs once the model is loaded."""
+    crf = getattr(model, "crf", None)
+    if crf is None:
+        return
+    tags = int(crf.num_tags)
+    tokens = sum(len(p.sentence) for p in prepared)
+    limit = limits.PREDICT_MAX_CRF_WORK
+    if tokens * tags * tags <= limit:
+        return
+    most = limit // (tags * tags)
+    raise Invalid(
+        f"{tokens:,} tokens are too many for one request to this model: its CRF has {tags:,} tags, and "
+        f"decoding costs tokens x tags²; at most {most:,} tokens per request",
+        [
+            FieldError(
+                ["body", field_name],
+                f"{tokens:,} tokens; this model's CRF ({tags:,} tags) decodes at most {most:,} a request: "
+                "send fewer or shorter texts",
+            )
+        ],
+    )
+
+
 def _offset(pos: int | None, offset: int | None) -> int | None:
     return None if pos is None or offset is None else pos + offset
 
@@ -658,6 +683,7 @@ async def predict(
         entry = await cache.get(info)
         if all_classes:
             check_probability_cells(prepared, entry.model)
+        check_crf_work(prepared, entry.model, "texts" if request.texts is not None else "sentences")
         if not sentences:
             break
         try:

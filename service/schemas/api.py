@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.limits import PREDICT_MAX_PROBABILITY_CELLS, PREDICT_MAX_SENTENCES
+from service.limits import PREDICT_MAX_CRF_WORK, PREDICT_MAX_PROBABILITY_CELLS, PREDICT_MAX_SENTENCES
 from service.schemas.spec import Name, TrainingSpec
 
 
@@ -221,7 +221,9 @@ class PredictRequest(BaseModel):
     texts: list[str] | None = Field(
         None,
         description="Raw texts: split into sentences (taggers) and tokenized; offsets are characters. At most "
-        f"{PREDICT_MAX_SENTENCES:,} sentences per request after splitting: more is refused with 422.",
+        f"{PREDICT_MAX_SENTENCES:,} sentences per request after splitting: more is refused with 422. A "
+        f"tagger with a CRF decodes at most {PREDICT_MAX_CRF_WORK:,} / tags² tokens per request (texts "
+        "or sentences): about 15,000 for the largest CRF, 512 tags.",
     )
     sentences: list[list[str]] | None = Field(
         None, description="Pre-tokenized sentences (one list of tokens each)."

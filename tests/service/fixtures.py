@@ -186,7 +186,9 @@ def stored_files() -> list[str]:
 
 
 # -- tiny untrained models registered for an owner (predict and evaluate tests) --------------
-def save_tiny_tagger(directory: Path, label_type: str, labels: list[str], kind: str) -> None:
+def save_tiny_tagger(
+    directory: Path, label_type: str, labels: list[str], kind: str, use_crf: bool = True
+) -> None:
     import torch
 
     from engine.data import Dictionary
@@ -203,16 +205,17 @@ def save_tiny_tagger(directory: Path, label_type: str, labels: list[str], kind: 
         label_type,
         hidden_size=8,
         label_kind=kind,
+        use_crf=use_crf,
     )
     model.save(directory)
 
 
-def register_tiny_tagger(owner: Owner, tmp_path: Path, label_type: str = "ner") -> str:
+def register_tiny_tagger(owner: Owner, tmp_path: Path, label_type: str = "ner", use_crf: bool = True) -> str:
     kind, labels = (
         ("span", ["PER", "LOC", "ORG"]) if label_type == "ner" else ("token", ["NOUN", "VERB", "PUNCT"])
     )
     folder = tmp_path / f"model-{label_type}"
-    save_tiny_tagger(folder, label_type, labels, kind)
+    save_tiny_tagger(folder, label_type, labels, kind, use_crf)
     from service.logic.models import register_model
 
     return register_model(

@@ -445,6 +445,34 @@ def test_the_probability_limit_counts_tokens_times_the_tags_the_answer_lists(
     assert _predict(api, owner, model_id, {"texts": [text + " today"]}).status_code == 200
 
 
+def test_a_crf_taggers_requests_are_limited_by_tokens_times_its_tags_squared(
+    api: ApiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Decoding compares every tag with every tag at each token: a 512-tag CRF took 489 s for a
+    # request within the other limits.
+    from service import limits
+
+    owner = api.new_owner()
+    model_id = register_tiny_tagger(owner, tmp_path)
+    tags = 4 * 3 + 1  # BIOES x 3 labels, and O
+    monkeypatch.setattr(limits, "PREDICT_MAX_CRF_WORK", 5 * tags * tags)
+    assert (
+        _predict(api, owner, model_id, {"texts": ["George Washington went to Washington"]}).status_code == 200
+    )
+    r = _predict(api, owner, model_id, {"texts": ["George Washington went", "to Washington today"]})
+    assert r.status_code == 422, r.text
+    error = r.json()["errors"][0]
+    assert error["field"] == "body.texts"
+    assert error["message"] == (
+        f"6 tokens; this model's CRF ({tags} tags) decodes at most 5 a request: send fewer or shorter texts"
+    )
+    r = _predict(api, owner, model_id, {"sentences": [["a", "b", "c"], ["d", "e", "f"]]})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.sentences"
+    # A tagger without a CRF decodes each token on its own: no such limit.
+    no_crf = register_tiny_tagger(owner, tmp_path, label_type="upos", use_crf=False)
+    assert _predict(api, owner, no_crf, {"sentences": [["a", "b", "c"], ["d", "e", "f"]]}).status_code == 200
+
+
 def test_the_probability_limit_counts_a_classifiers_sentences_times_classes(
     api: ApiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
