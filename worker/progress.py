@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import re
 import threading
 import time
@@ -40,15 +39,13 @@ from engine.training.callbacks import BatchEnded, EpochEnded, TrainerCallback, T
 from engine.training.run_log import RunLog
 from service.db.models import Job, JobBatchLoss, JobEpochMetric, utcnow
 from service.db.session import DatabaseUnavailable, session_scope
+from service.loss_points import LOSS_POINTS_PER_EPOCH, loss_stride
 from service.storage import Storage, StorageUnavailable
 from worker.lease import LeaseLostInOutage, first_line, update_owned_in, while_leased
 
 log = logging.getLogger(__name__)
 
 _EPOCH_IN_KEY = re.compile(r"/epoch-(\d+)-[0-9a-f]+$")
-
-# Enough for a curve as wide as a screen per epoch; a 150-epoch run stores at most 30,000 rows.
-LOSS_POINTS_PER_EPOCH = 200
 
 
 def checkpoint_key(job_id: str, epoch: int, run: str) -> str:
@@ -104,11 +101,6 @@ def insert_batch_losses(session: Any, losses: list[dict[str, Any]]) -> None:
             index_elements=["job_id", "epoch", "batch"]
         )
         session.execute(stmt, losses)
-
-
-def loss_stride(batches_per_epoch: int, points: int = LOSS_POINTS_PER_EPOCH) -> int:
-    """Batches per stored loss point, so that an epoch has at most ``points`` of them."""
-    return max(1, math.ceil(max(1, batches_per_epoch) / max(1, points)))
 
 
 class LossPoints:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from engine.plotting import PYPLOT_LOCK, learning_rate_axis_from_zero, pyplot
 from service.db.models import JobEpochMetric
-from service.logic.jobs import BatchLoss
+from service.loss_points import BatchLoss
 
 
 def render_curves(title: str, epochs: Sequence[JobEpochMetric], batches: Sequence[BatchLoss]) -> bytes:

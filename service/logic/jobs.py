@@ -5,7 +5,7 @@ owns (queued on submit/resume, cancelled for a job no worker holds, the cancel f
 from __future__ import annotations
 
 import logging
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import delete, or_, select, update
 
@@ -25,6 +25,7 @@ from service.db.session import rows_changed, session_scope
 from service.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
 from service.logic.owned import owned, owned_or_404
 from service.logic.text_corpora import TEXT_FORMAT
+from service.loss_points import BatchLoss, bounded
 from service.run_files import RUN_FILES
 from service.schemas.spec import (
     FlairEmbeddingSpec,
@@ -290,16 +291,6 @@ def list_jobs(owner_id: str, status: str | None = None, limit: int = 100, offset
         return list(session.scalars(query).all())
 
 
-class BatchLoss(NamedTuple):
-    """A stored batch-loss point (see ``worker.progress.LossPoints``): ``loss`` is the mean of the
-    batches of ``epoch`` up to ``batch`` since the previous point."""
-
-    epoch: int
-    batch: int
-    loss: float
-    learning_rate: float | None
-
-
 def job_metrics(
     owner_id: str, job_id: str, *, batches: bool = True
 ) -> tuple[list[JobEpochMetric], list[BatchLoss]]:
@@ -312,13 +303,13 @@ def job_metrics(
         if not batches:
             return list(epochs), []
         # Plain columns, not ORM objects: up to 200 points an epoch, and a job that ran before the
-        # points were bounded may have hundreds of thousands of rows.
+        # points were bounded may have hundreds of thousands of rows, which are folded as read.
         losses = session.execute(
             select(JobBatchLoss.epoch, JobBatchLoss.batch, JobBatchLoss.loss, JobBatchLoss.learning_rate)
             .where(JobBatchLoss.job_id == job_id)
             .order_by(JobBatchLoss.epoch, JobBatchLoss.batch)
         )
-        return list(epochs), [BatchLoss(*row) for row in losses]
+        return list(epochs), list(bounded(BatchLoss(*row) for row in losses))
 
 
 # a worker replaces the snapshot every epoch: a reader that lost the race reads the row again
