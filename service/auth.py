@@ -10,10 +10,11 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from service.db.models import ApiKey, Owner, utcnow
+from service.logic.pages import Listing, Page, page_of, paged
 
 KEY_PREFIX = "tsk_"
 # The owner every request acts as in open (single-user) mode.
@@ -83,15 +84,32 @@ class KeyInfo:
     revoked_at: datetime | None
 
 
+# Oldest first, as `tagsmith keys` has always listed them.
+KEYS = Listing("keys", ApiKey.created_at, ApiKey.id, newest_first=False)
+
+
+def _keys(include_revoked: bool) -> Select[ApiKey, str]:
+    query = select(ApiKey, Owner.name).join(Owner, Owner.id == ApiKey.owner_id)
+    return query if include_revoked else query.where(ApiKey.revoked_at.is_(None))
+
+
+def _key_info(row: ApiKey, owner_name: str) -> KeyInfo:
+    return KeyInfo(row.id, row.owner_id, owner_name, row.prefix, row.created_at, row.revoked_at)
+
+
 def list_keys(session: Session, include_revoked: bool = False) -> list[KeyInfo]:
     """Every key (its id, owner and first characters; never the key), oldest first."""
-    query = select(ApiKey, Owner.name).join(Owner, Owner.id == ApiKey.owner_id).order_by(ApiKey.created_at)
-    if not include_revoked:
-        query = query.where(ApiKey.revoked_at.is_(None))
-    return [
-        KeyInfo(row.id, row.owner_id, name, row.prefix, row.created_at, row.revoked_at)
-        for row, name in session.execute(query)
-    ]
+    rows = session.execute(_keys(include_revoked).order_by(*KEYS.order_by()))
+    return [_key_info(row, name) for row, name in rows]
+
+
+def page_of_keys(
+    session: Session, limit: int, cursor: str | None = None, include_revoked: bool = False
+) -> Page[KeyInfo]:
+    """``list_keys`` a page at a time, from ``cursor`` (a page's ``next``)."""
+    rows = session.execute(paged(_keys(include_revoked), KEYS, limit, cursor=cursor)).tuples().all()
+    page = page_of(rows, KEYS, limit, lambda row: (row[0].created_at, row[0].id))
+    return Page([_key_info(row, name) for row, name in page.items], page.cursor)
 
 
 def find_key(session: Session, text: str) -> list[ApiKey]:

@@ -21,6 +21,7 @@ from service.db.session import session_scope
 from service.errors import Conflict, FieldError, Invalid, Unavailable
 from service.logic import text_corpora
 from service.logic.owned import owned_or_404
+from service.logic.pages import Listing, Page, fetch_page
 from service.process_folders import REQUESTS_KIND, own_folder
 from service.storage import discard, get_storage
 from service.stored_corpora import SAMPLED_SPLITS
@@ -183,11 +184,14 @@ def create_corpus(
             raise
 
 
-def list_corpora(owner_id: str, limit: int = 100, offset: int = 0) -> list[Corpus]:
+CORPORA = Listing("corpora", Corpus.created_at, Corpus.id)
+
+
+def list_corpora(owner_id: str, limit: int = 100, offset: int = 0, cursor: str | None = None) -> Page[Corpus]:
+    """Newest first, from ``cursor`` (a page's ``next``) or ``offset``."""
     with session_scope() as session:
         query = select(Corpus).where(Corpus.owner_id == owner_id)
-        query = query.order_by(Corpus.created_at.desc(), Corpus.id).limit(limit).offset(offset)
-        return list(session.scalars(query).all())
+        return fetch_page(session, query, CORPORA, limit, offset, cursor)
 
 
 def get_corpus(owner_id: str, corpus_id: str) -> Corpus:

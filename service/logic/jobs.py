@@ -24,6 +24,7 @@ from service.db.models import (
 from service.db.session import rows_changed, session_scope
 from service.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
 from service.logic.owned import owned, owned_or_404
+from service.logic.pages import Listing, Page, fetch_page
 from service.logic.text_corpora import TEXT_FORMAT
 from service.loss_points import BatchLoss, bounded
 from service.run_files import RUN_FILES
@@ -277,7 +278,13 @@ def get_job(owner_id: str, job_id: str) -> Job:
         return owned_or_404(session, Job, job_id, owner_id, "job")
 
 
-def list_jobs(owner_id: str, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Job]:
+JOBS = Listing("jobs", Job.created_at, Job.id)
+
+
+def list_jobs(
+    owner_id: str, status: str | None = None, limit: int = 100, offset: int = 0, cursor: str | None = None
+) -> Page[Job]:
+    """Newest first, from ``cursor`` (a page's ``next``) or ``offset``."""
     if status is not None and status not in JOB_STATUSES:
         raise Invalid(
             f"unknown status {status!r}",
@@ -287,8 +294,7 @@ def list_jobs(owner_id: str, status: str | None = None, limit: int = 100, offset
         query = select(Job).where(Job.owner_id == owner_id)
         if status is not None:
             query = query.where(Job.status == status)
-        query = query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
-        return list(session.scalars(query).all())
+        return fetch_page(session, query, JOBS, limit, offset, cursor)
 
 
 def job_metrics(

@@ -16,15 +16,18 @@ from service.db.models import Model, new_id
 from service.db.session import session_scope
 from service.errors import NotFound
 from service.logic.owned import owned_or_404
+from service.logic.pages import Listing, Page, fetch_page
 from service.process_folders import REQUESTS_KIND, own_folder
 from service.storage import discard, get_storage
 
+MODELS = Listing("models", Model.created_at, Model.id)
 
-def list_models(owner_id: str, limit: int = 100, offset: int = 0) -> list[Model]:
+
+def list_models(owner_id: str, limit: int = 100, offset: int = 0, cursor: str | None = None) -> Page[Model]:
+    """Newest first, from ``cursor`` (a page's ``next``) or ``offset``."""
     with session_scope() as session:
         query = select(Model).where(Model.owner_id == owner_id)
-        query = query.order_by(Model.created_at.desc(), Model.id).limit(limit).offset(offset)
-        return list(session.scalars(query).all())
+        return fetch_page(session, query, MODELS, limit, offset, cursor)
 
 
 def get_model(owner_id: str, model_id: str) -> Model:

@@ -10,13 +10,39 @@ from typing import Annotated, Any, get_type_hints
 from fastapi import Query, Request, params
 
 from service.errors import FieldError, Invalid
+from service.logic.pages import MAX_CURSOR_LENGTH
 from service.problems import PROBLEM_MEDIA_TYPE, Problem
 
 # Listings are newest first, a page at a time. The largest OFFSET SQLite and PostgreSQL take is a
 # signed 64-bit integer; past it the database driver raised instead of answering an empty page.
 MAX_OFFSET = 2**63 - 1
 Limit = Annotated[int, Query(ge=1, le=1000, description="Most items in the answer.")]
-Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip, newest first.")]
+Offset = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=MAX_OFFSET,
+        description="Items to skip, newest first. An item created meanwhile shifts the pages by one: "
+        "to walk them all, follow `next` instead. Not with `cursor`.",
+    ),
+]
+Cursor = Annotated[
+    str | None,
+    Query(
+        max_length=MAX_CURSOR_LENGTH,
+        description="Where the page starts: the `cursor` of the previous page's `next` (opaque; "
+        "follow `next` as it is). Not with a non-zero `offset`.",
+    ),
+]
+
+
+def next_url(request: Request, limit: int, cursor: str | None) -> str | None:
+    """The relative URL of the page after this one (None: this is the last): this request's path
+    and query, so its filters stay, with ``limit``, ``cursor`` and no ``offset``."""
+    if cursor is None:
+        return None
+    url = request.url.remove_query_params("offset").include_query_params(limit=limit, cursor=cursor)
+    return f"{url.path}?{url.query}"
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:

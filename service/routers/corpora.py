@@ -9,7 +9,7 @@ from engine.readers.files import invalid_unicode
 from service.deps import current_owner
 from service.errors import FieldError, Invalid, json_refusal
 from service.logic import corpora, text_corpora
-from service.routers.common import Limit, Offset, each_form_field_once, problems
+from service.routers.common import Cursor, Limit, Offset, each_form_field_once, next_url, problems
 from service.schemas.api import CorpusList, CorpusOut, TextCorpusCreate
 from service.schemas.spec import Name
 
@@ -138,9 +138,15 @@ def create_text_corpus(
 
 @router.get("", response_model=CorpusList, responses=problems(401, 422))
 def list_corpora(
-    limit: Limit = 100, offset: Offset = 0, owner_id: str = Depends(current_owner)
+    request: Request,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    cursor: Cursor = None,
+    owner_id: str = Depends(current_owner),
 ) -> CorpusList:
-    return CorpusList(items=[corpus_out(r) for r in corpora.list_corpora(owner_id, limit, offset)])
+    """Your corpora, newest first, a page at a time: follow `next` for the rest."""
+    page = corpora.list_corpora(owner_id, limit, offset, cursor)
+    return CorpusList(items=[corpus_out(r) for r in page.items], next=next_url(request, limit, page.cursor))
 
 
 @router.get("/{corpus_id}", response_model=CorpusOut, responses=problems(401, 404))

@@ -11,7 +11,7 @@ from service.logic import jobs
 from service.logic.curves import render_curves
 from service.logic.job_events import job_event_stream
 from service.queue_consumers import waiting_note
-from service.routers.common import Limit, Offset, problems
+from service.routers.common import Cursor, Limit, Offset, next_url, problems
 from service.run_files import RUN_FILES
 from service.schemas.api import (
     BatchLossOut,
@@ -78,9 +78,14 @@ def list_jobs(
     status: Annotated[Status | None, Query(description="Only jobs in this state.")] = None,
     limit: Limit = 100,
     offset: Offset = 0,
+    cursor: Cursor = None,
     owner_id: str = Depends(current_owner),
 ) -> JobList:
-    return JobList(items=[job_out(request, j) for j in jobs.list_jobs(owner_id, status, limit, offset)])
+    """Your jobs, newest first, a page at a time: follow `next` for the rest."""
+    page = jobs.list_jobs(owner_id, status, limit, offset, cursor)
+    return JobList(
+        items=[job_out(request, j) for j in page.items], next=next_url(request, limit, page.cursor)
+    )
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=problems(401, 404))

@@ -2,26 +2,31 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service import auth
 from service.db.session import session_scope
 from service.deps import clear_auth_cache, require_admin
 from service.errors import NotFound
-from service.routers.common import problems
+from service.routers.common import Cursor, Limit, next_url, problems
 from service.schemas.api import KeyCreate, KeyCreated, KeyList, KeyOut
 
 router = APIRouter(prefix="/keys", tags=["keys"], dependencies=[Depends(require_admin)])
 
 
-@router.get("", response_model=KeyList, responses=problems(401, 403))
+@router.get("", response_model=KeyList, responses=problems(401, 403, 422))
 def list_keys(
+    request: Request,
     revoked: bool = Query(False, description="Include revoked keys."),
+    limit: Limit = 100,
+    cursor: Cursor = None,
 ) -> KeyList:
-    """Every API key, oldest first (admin key only): id, owner and prefix, never the key itself."""
+    """Every API key, oldest first, a page at a time (admin key only): id, owner and prefix, never
+    the key itself. Follow `next` for the rest."""
     with session_scope() as session:
-        keys = auth.list_keys(session, include_revoked=revoked)
-    return KeyList(items=[KeyOut(**asdict(key)) for key in keys])
+        page = auth.page_of_keys(session, limit, cursor, include_revoked=revoked)
+    items = [KeyOut(**asdict(key)) for key in page.items]
+    return KeyList(items=items, next=next_url(request, limit, page.cursor))
 
 
 @router.post("", status_code=201, response_model=KeyCreated, responses=problems(401, 403, 404, 422))

@@ -10,7 +10,7 @@ from starlette.background import BackgroundTask
 
 from service.deps import current_owner
 from service.logic import evaluate, model_import, models, predict
-from service.routers.common import Limit, Offset, each_form_field_once, problems
+from service.routers.common import Cursor, Limit, Offset, each_form_field_once, next_url, problems
 from service.schemas.api import (
     EvaluateRequest,
     EvaluationOut,
@@ -26,8 +26,17 @@ router = APIRouter(prefix="/models", tags=["models"])
 
 
 @router.get("", response_model=ModelList, responses=problems(401, 422))
-def list_models(limit: Limit = 100, offset: Offset = 0, owner_id: str = Depends(current_owner)) -> ModelList:
-    return ModelList(items=[ModelOut.model_validate(m) for m in models.list_models(owner_id, limit, offset)])
+def list_models(
+    request: Request,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    cursor: Cursor = None,
+    owner_id: str = Depends(current_owner),
+) -> ModelList:
+    """Your models, newest first, a page at a time: follow `next` for the rest."""
+    page = models.list_models(owner_id, limit, offset, cursor)
+    items = [ModelOut.model_validate(m) for m in page.items]
+    return ModelList(items=items, next=next_url(request, limit, page.cursor))
 
 
 @router.post("", status_code=201, response_model=ModelOut, responses=problems(401, 413, 422, 503))

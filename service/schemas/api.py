@@ -15,6 +15,13 @@ class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+NEXT_PAGE = (
+    "The relative URL of the next page: this request's filters and `limit`, with `cursor`; null on "
+    "the last page. Following it lists no item twice and skips none, even when items are created or "
+    "deleted between the fetches (an `offset` walk would)."
+)
+
+
 # -- keys ---------------------------------------------------------------------------------------
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -53,6 +60,7 @@ class KeyOut(BaseModel):
 
 class KeyList(BaseModel):
     items: list[KeyOut]
+    next: str | None = Field(description=NEXT_PAGE)
 
 
 # -- corpora ------------------------------------------------------------------------------------
@@ -84,6 +92,7 @@ class TextCorpusCreate(BaseModel):
 
 class CorpusList(BaseModel):
     items: list[CorpusOut]
+    next: str | None = Field(description=NEXT_PAGE)
 
 
 # -- jobs ---------------------------------------------------------------------------------------
@@ -141,6 +150,7 @@ class JobOut(_Out):
 
 class JobList(BaseModel):
     items: list[JobOut]
+    next: str | None = Field(description=NEXT_PAGE)
 
 
 class EpochMetricOut(_Out):
@@ -213,6 +223,7 @@ class ModelOut(_Out):
 
 class ModelList(BaseModel):
     items: list[ModelOut]
+    next: str | None = Field(description=NEXT_PAGE)
 
 
 # -- predict ------------------------------------------------------------------------------------

@@ -76,7 +76,13 @@ def _strip_command(fragment: str) -> str:
     return "".join(out).strip()
 
 
-def parse_curl(command: str) -> Curl:
+def _path_variables(block: str) -> dict[str, str]:
+    """Shell variables set to an API path (``NEXT="/jobs?limit=100"``, a paging loop's first
+    page): a curl of ``$API$NEXT`` asks that path."""
+    return dict(re.findall(r"""^\s*(\w+)=["']?(/[^"'\s]*)["']?\s*$""", block, flags=re.M))
+
+
+def parse_curl(command: str, variables: dict[str, str] | None = None) -> Curl:
     args = shlex.split(command, comments=True)
     assert args[0] == "curl", command
     method, url, form, data = None, None, {}, None
@@ -101,6 +107,8 @@ def parse_curl(command: str) -> Curl:
     if url is None:
         raise AssertionError(f"no URL in {command!r}")
     path = re.sub(r"^(\$API|\$\{API\}|https?://[^/]+)", "", url)
+    for name, value in (variables or {}).items():
+        path = re.sub(rf"^\$\{{?{name}\}}?(?!\w)", lambda _, value=value: value, path)
     path = re.sub(r"\$\{?(\w+)\}?", lambda m: "{" + m.group(1).lower() + "}", path).split("?")[0]
     if method is None:
         method = "POST" if form or data is not None else "GET"
@@ -110,9 +118,10 @@ def parse_curl(command: str) -> Curl:
 def curl_commands() -> list[Curl]:
     commands = []
     for block in code_blocks("bash"):
+        variables = _path_variables(block)
         for line in _logical_lines(block):
             for match in re.finditer(r"(?:^|[\s(])(curl\s.*)", line):
-                commands.append(parse_curl(_strip_command(match.group(1))))
+                commands.append(parse_curl(_strip_command(match.group(1)), variables))
                 break
     return commands
 

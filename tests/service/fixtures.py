@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,6 +175,37 @@ class ApiSession:
         r = self.upload(owner, **kwargs)
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
+
+
+def follow_pages(
+    client: TestClient,
+    url: str,
+    headers: dict[str, str],
+    between: Callable[[int], object] | None = None,
+) -> list[dict[str, Any]]:
+    """Every item of a listing, page after page by its ``next``; ``between(n)`` runs after page
+    ``n`` (from 1) has been fetched, before the next is."""
+    items: list[dict[str, Any]] = []
+    pages = 0
+    next_url: str | None = url
+    while next_url is not None:
+        r = client.get(next_url, headers=headers)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        items += body["items"]
+        pages += 1
+        assert pages < 100, "the pages do not end"
+        next_url = body["next"]
+        if next_url is not None and between is not None:
+            between(pages)
+    return items
+
+
+def problem_fields(response: Any) -> list[str]:
+    """The fields a 422 problem names."""
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    return [e["field"] for e in response.json()["errors"]]
 
 
 def stored_files() -> list[str]:

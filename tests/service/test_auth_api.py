@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -7,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from service.db.models import ApiKey
 from service.db.session import session_scope
-from tests.service.fixtures import ADMIN_KEY, ApiSession, configured_service
+from tests.service.fixtures import ADMIN_KEY, ApiSession, configured_service, follow_pages, problem_fields
 
 pytestmark = pytest.mark.postgres
 
@@ -70,6 +72,37 @@ def test_the_admin_lists_keys_and_revokes_one(api: ApiSession) -> None:
     with_revoked = api.client.get("/keys", params={"revoked": True}, headers=ADMIN).json()["items"]
     assert [k["revoked_at"] is not None for k in with_revoked] == [True, False]
     assert api.client.get("/corpora", headers=alice.headers).status_code == 401
+
+
+def test_the_keys_come_a_page_at_a_time_oldest_first(api: ApiSession) -> None:
+    owners = [api.new_owner(f"owner{i}") for i in range(5)]
+    added: list[str] = []
+    walked = follow_pages(
+        api.client, "/keys?limit=2", ADMIN, between=lambda page: added.append(api.new_owner(f"new{page}").key)
+    )
+    # oldest first: the keys added during the walk come at its end, each once
+    assert [k["prefix"] for k in walked] == [o.key[:10] for o in owners] + [key[:10] for key in added]
+    assert len(added) == 3
+
+    every = api.client.get("/keys", headers=ADMIN).json()
+    assert every["next"] is None and len(every["items"]) == 8
+    assert api.client.delete(f"/keys/{walked[0]['id']}", headers=ADMIN).status_code == 204
+    assert [k["id"] for k in follow_pages(api.client, "/keys?limit=3", ADMIN)] == [
+        k["id"] for k in walked[1:]
+    ]
+    first = api.client.get("/keys?revoked=true&limit=3", headers=ADMIN).json()
+    assert first["next"].startswith("/keys?revoked=true&limit=3&cursor=")
+    assert [k["id"] for k in follow_pages(api.client, first["next"], ADMIN)] == [k["id"] for k in walked[3:]]
+
+    r = api.client.get("/keys", params={"cursor": "garbage"}, headers=ADMIN)
+    assert problem_fields(r) == ["query.cursor"]
+    assert problem_fields(api.client.get("/keys?limit=0", headers=ADMIN)) == ["query.limit"]
+    jobs_cursor = base64.urlsafe_b64encode(
+        json.dumps({"l": "jobs", "t": "2024-05-06T07:08:09.000000+00:00", "i": "x"}).encode()
+    ).decode()
+    r = api.client.get("/keys", params={"cursor": jobs_cursor}, headers=ADMIN)
+    assert problem_fields(r) == ["query.cursor"]
+    assert r.json()["errors"][0]["message"].startswith("a cursor of jobs, not of keys")
 
 
 def test_a_key_for_both_a_new_and_an_existing_owner_is_422(api: ApiSession) -> None:
@@ -156,7 +189,7 @@ def test_open_mode_needs_no_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         TestClient(create_app(), client=("127.0.0.1", 50000)) as client,
     ):
         assert client.get("/corpora").status_code == 200
-        assert client.get("/jobs").json() == {"items": []}
+        assert client.get("/jobs").json() == {"items": [], "next": None}
 
 
 @pytest.mark.parametrize("address", ["10.0.0.5", "192.0.2.7", "2001:db8::1"])

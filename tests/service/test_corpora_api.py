@@ -8,7 +8,14 @@ import pytest
 
 from service.db.models import Corpus
 from service.db.session import session_scope
-from tests.service.fixtures import ADMIN_KEY, CONLL_TRAIN, FASTTEXT_TRAIN, ApiSession, stored_files
+from tests.service.fixtures import (
+    ADMIN_KEY,
+    CONLL_TRAIN,
+    FASTTEXT_TRAIN,
+    ApiSession,
+    follow_pages,
+    stored_files,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -408,6 +415,21 @@ def test_delete_corpus_and_conflict_while_a_job_uses_it(api: ApiSession) -> None
     assert api.client.delete(f"/corpora/{corpus_id}", headers=owner.headers).status_code == 204
     assert api.client.get(f"/corpora/{corpus_id}", headers=owner.headers).status_code == 404
     assert stored_files() == []
+
+
+def test_following_next_lists_each_corpus_once_while_corpora_come_and_go(api: ApiSession) -> None:
+    owner = api.new_owner()
+    ids = [api.corpus(owner, name=f"c{i}") for i in range(5)]
+
+    def meanwhile(page: int) -> None:
+        api.corpus(owner, name=f"new{page}")
+        if page == 1:  # one already listed goes: by offset, the page after would skip one
+            assert api.client.delete(f"/corpora/{ids[-1]}", headers=owner.headers).status_code == 204
+
+    walked = follow_pages(api.client, "/corpora?limit=2", owner.headers, between=meanwhile)
+    assert [item["id"] for item in walked] == ids[::-1]
+    first = api.client.get("/corpora?limit=2", headers=owner.headers).json()
+    assert first["next"].startswith("/corpora?limit=2&cursor=")
 
 
 def test_unknown_corpus_is_404_problem(api: ApiSession) -> None:

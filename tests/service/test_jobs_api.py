@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import base64
+import json
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +11,7 @@ import pytest
 
 from service.db.models import Job, JobBatchLoss, JobEpochMetric
 from service.db.session import session_scope
-from tests.service.fixtures import FASTTEXT_TRAIN, ApiSession, Owner, register_tiny_tagger
+from tests.service.fixtures import FASTTEXT_TRAIN, ApiSession, Owner, follow_pages, register_tiny_tagger
 
 pytestmark = pytest.mark.postgres
 
@@ -432,6 +434,124 @@ def test_corpora_and_models_are_listed_newest_first_a_page_at_a_time(api: ApiSes
         page = api.client.get(f"{listing}?limit=2", headers=owner.headers).json()["items"]
         rest = api.client.get(f"{listing}?limit=2&offset=2", headers=owner.headers).json()["items"]
         assert [item["id"] for item in page + rest] == ids[::-1], listing
+
+
+def _ids(items: list[dict[str, Any]]) -> list[str]:
+    return [item["id"] for item in items]
+
+
+def test_following_next_lists_each_job_once_while_jobs_are_created(api: ApiSession) -> None:
+    owner = api.new_owner()
+    spec = {"corpus": {"ids": [api.corpus(owner)]}, "label_type": "ner"}
+
+    def submit() -> str:
+        return str(_submit(api, owner, spec).json()["id"])
+
+    ids = [submit() for _ in range(5)]
+    walked = follow_pages(api.client, "/jobs?limit=2", owner.headers, between=lambda page: submit())
+    # the jobs created during the walk are newer than its first page: none shows, none is repeated
+    assert _ids(walked) == ids[::-1]
+
+    # offset paging, the bug: a job created between two pages pushes the last one seen onto the next
+    first = api.client.get("/jobs?limit=2", headers=owner.headers).json()["items"]
+    submit()
+    second = api.client.get("/jobs?limit=2&offset=2", headers=owner.headers).json()["items"]
+    assert second[0]["id"] == first[-1]["id"]
+
+
+def test_next_keeps_the_filters_and_limit_and_is_null_on_the_last_page(api: ApiSession) -> None:
+    owner = api.new_owner()
+    spec = {"corpus": {"ids": [api.corpus(owner)]}, "label_type": "ner"}
+    ids = [_submit(api, owner, spec).json()["id"] for _ in range(5)]
+    api.client.post(f"/jobs/{ids[2]}/cancel", headers=owner.headers)
+    queued = [job_id for job_id in ids[::-1] if job_id != ids[2]]
+
+    body = api.client.get("/jobs?status=queued&limit=2&offset=0", headers=owner.headers).json()
+    assert _ids(body["items"]) == queued[:2]
+    path, _, query = body["next"].partition("?")
+    params = dict(pair.split("=", 1) for pair in query.split("&"))
+    assert path == "/jobs" and set(params) == {"status", "limit", "cursor"}  # no offset next to a cursor
+    assert (params["status"], params["limit"]) == ("queued", "2")
+    assert _ids(follow_pages(api.client, body["next"], owner.headers)) == queued[2:]
+    # a page that ends exactly at the last job is the last page
+    for url in ("/jobs?limit=5", f"/jobs?limit=2&cursor={params['cursor']}&status=queued"):
+        assert api.client.get(url, headers=owner.headers).json()["next"] is None, url
+    # paging that starts at an offset goes on by cursor from there
+    assert _ids(follow_pages(api.client, "/jobs?limit=2&offset=1", owner.headers)) == ids[::-1][1:]
+
+
+def test_jobs_created_at_the_same_instant_are_each_listed_once(api: ApiSession) -> None:
+    owner = api.new_owner()
+    spec = {"corpus": {"ids": [api.corpus(owner)]}, "label_type": "ner"}
+    ids = [_submit(api, owner, spec).json()["id"] for _ in range(7)]
+    # No microseconds (an isoformat() without them drops ".000000"), a microsecond later, and a
+    # time given in another zone: a cursor that lost any of them would skip or repeat jobs.
+    tie = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+    a_microsecond_later = datetime(2024, 5, 6, 7, 8, 9, 1, tzinfo=UTC)
+    later = datetime(2024, 5, 6, 9, 8, 9, 123456, tzinfo=timezone(timedelta(hours=2)))  # 07:08:09.123456Z
+    times = [tie, later, tie, a_microsecond_later, later, tie, later]
+    with session_scope() as session:
+        for job_id, created_at in zip(ids, times, strict=True):
+            session.get(Job, job_id).created_at = created_at
+    created = dict(zip(ids, times, strict=True))
+    expected = sorted(ids)  # then newest first; a stable sort keeps id order within a time
+    expected.sort(key=created.__getitem__, reverse=True)
+    assert _ids(api.client.get("/jobs", headers=owner.headers).json()["items"]) == expected
+    for limit in (1, 2, 3, 4):
+        assert _ids(follow_pages(api.client, f"/jobs?limit={limit}", owner.headers)) == expected, limit
+
+
+def test_a_cursor_that_does_not_decode_is_422_naming_it(api: ApiSession) -> None:
+    owner = api.new_owner()
+    for name in ("a", "b"):
+        api.corpus(owner, name=name)
+    corpora_cursor = (
+        api.client.get("/corpora?limit=1", headers=owner.headers).json()["next"].split("cursor=")[1]
+    )
+
+    def encoded(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    for listing in ("jobs", "corpora", "models"):
+        good = {"l": listing, "t": "2024-05-06T07:08:09.000000+00:00", "i": "x"}
+        garbage = [
+            "garbage!!",
+            "",
+            "é",
+            corpora_cursor[:-4],  # tampered: cut short
+            base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+            encoded("not an object"),
+            encoded([good["t"], good["i"]]),
+            encoded({**good, "extra": 1}),
+            encoded({**good, "i": 7}),
+            encoded({**good, "t": "yesterday"}),
+            encoded({**good, "t": "2024-05-06T07:08:09"}),  # naive: which zone?
+        ]
+        for cursor in garbage:
+            r = api.client.get(f"/{listing}", params={"cursor": cursor}, headers=owner.headers)
+            assert _fields(r) == ["query.cursor"], (listing, cursor)
+            assert "not a cursor of this listing" in r.json()["errors"][0]["message"]
+        # well formed: a position in the listing, even one no page gave
+        r = api.client.get(f"/{listing}", params={"cursor": encoded(good)}, headers=owner.headers)
+        assert r.status_code == 200 and r.json() == {"items": [], "next": None}
+        assert _fields(
+            api.client.get(f"/{listing}", params={"cursor": "a" * 600}, headers=owner.headers)
+        ) == ["query.cursor"]
+    # another listing's cursor
+    r = api.client.get("/jobs", params={"cursor": corpora_cursor}, headers=owner.headers)
+    assert _fields(r) == ["query.cursor"]
+    assert r.json()["errors"][0]["message"].startswith("a cursor of corpora, not of jobs")
+
+
+def test_a_cursor_with_an_offset_is_422_naming_the_offset(api: ApiSession) -> None:
+    owner = api.new_owner()
+    for name in ("a", "b"):
+        api.corpus(owner, name=name)
+    next_page = api.client.get("/corpora?limit=1", headers=owner.headers).json()["next"]
+    r = api.client.get(f"{next_page}&offset=1", headers=owner.headers)
+    assert _fields(r) == ["query.offset"]
+    assert "cursor or offset, not both" in r.json()["detail"]
+    assert len(api.client.get(f"{next_page}&offset=0", headers=owner.headers).json()["items"]) == 1
 
 
 def _record_progress(job_id: str, status: str = "running") -> None:

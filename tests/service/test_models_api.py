@@ -11,7 +11,7 @@ from service.db.models import Model
 from service.db.session import session_scope
 from service.logic.models import register_model
 from service.settings import get_settings
-from tests.service.fixtures import ApiSession, Owner
+from tests.service.fixtures import ApiSession, Owner, follow_pages
 
 pytestmark = pytest.mark.postgres
 
@@ -37,6 +37,20 @@ def _register(owner: Owner, tmp_path: Path, name: str = "ner-model") -> str:
         test_metrics={"main_score": 0.5},
     )
     return row.id
+
+
+def test_following_next_lists_each_model_once_while_models_are_added(api: ApiSession, tmp_path: Path) -> None:
+    owner = api.new_owner()
+    ids = [_register(owner, tmp_path / str(i), name=f"m{i}") for i in range(5)]
+    walked = follow_pages(
+        api.client,
+        "/models?limit=2",
+        owner.headers,
+        between=lambda page: _register(owner, tmp_path / f"new{page}", name=f"new{page}"),
+    )
+    assert [item["id"] for item in walked] == ids[::-1]
+    assert api.client.get("/models?limit=7", headers=owner.headers).json()["next"] is None  # 2 added
+    assert api.client.get("/models?limit=6", headers=owner.headers).json()["next"] is not None
 
 
 def test_list_get_download_delete(api: ApiSession, tmp_path: Path) -> None:

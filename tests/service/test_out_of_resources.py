@@ -48,7 +48,7 @@ def test_an_error_from_running_out_is_503_naming_what_ran_out(
 ) -> None:
     from service.logic import corpora
 
-    def list_corpora(owner_id: str, limit: int, offset: int) -> list[object]:
+    def list_corpora(owner_id: str, limit: int, offset: int, cursor: str | None) -> list[object]:
         try:
             raise error
         except BaseException as cause:
