@@ -202,26 +202,28 @@ def list_items(
     api: Api,
     resource: str,
     limit: int | None = None,
-    page_size: int = PAGE_SIZE,
+    page_size: int | None = None,
     params: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """GET /{resource} newest first, page after page (``limit``/``offset``) until a short page or
-    ``limit`` items (None: all). An item created meanwhile pushes the older ones a place down,
-    so a page may repeat the last of the one before: each id is kept once."""
+    """GET /{resource} newest first, page after page (each answer's ``next``) until the last page
+    or ``limit`` items (None: all). ``next`` names the last item seen, not a count, so an item
+    created or deleted meanwhile neither repeats nor hides another."""
+    page_size = page_size or PAGE_SIZE
     items: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    offset = 0
+    query = dict(params or {})
     while limit is None or len(items) < limit:
-        size = page_size if limit is None else min(page_size, limit - len(items))
-        query = {**(params or {}), "limit": str(size), "offset": str(offset)}
-        page = list((api.call("GET", path(resource), params=query) or {}).get("items") or [])
-        for item in page:
-            if item.get("id") not in seen:
-                seen.add(item.get("id"))
-                items.append(item)
-        if len(page) < size:
+        query["limit"] = str(page_size if limit is None else min(page_size, limit - len(items)))
+        answer = api.call("GET", path(resource), params=query) or {}
+        page = list(answer.get("items") or [])
+        items.extend(page)
+        if "next" not in answer and len(page) == int(query["limit"]):
+            # stopping here would list the first page as if it were all
+            raise CliError(f"GET /{resource} at {api.url} answers no `next` page link: update the server")
+        if not answer.get("next"):
             break
-        offset += len(page)
+        # Its query only (cursor, limit, filters), on our path: a proxy that strips a path prefix
+        # the API does not know about would make its relative `next` miss that prefix.
+        query = dict(httpx.URL(str(answer["next"])).params)
     return items if limit is None else items[:limit]
 
 

@@ -387,28 +387,46 @@ def test_follow_job_without_a_terminal_prints_a_line_per_state_and_epoch(
     ]
 
 
-def test_list_items_follows_the_pages_and_keeps_each_id_once() -> None:
+def test_list_items_follows_next_and_lists_each_item_once() -> None:
     stored = [{"id": f"j{n}", "name": f"job {n}"} for n in range(5, 0, -1)]  # newest first
     requests: list[dict[str, str]] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
+        # a cursor names the last item of the page before (the server's is opaque)
+        assert request.url.path == "/jobs"
         query = dict(request.url.params)
         requests.append(query)
         if len(requests) == 2 and stored[0]["id"] != "j6":  # a job created between the first two pages
             stored.insert(0, {"id": "j6", "name": "job 6"})
-        offset, limit = int(query["offset"]), int(query["limit"])
-        return httpx.Response(200, json={"items": stored[offset : offset + limit]})
+        ids = [item["id"] for item in stored]
+        start = ids.index(query["cursor"]) + 1 if "cursor" in query else 0
+        limit = int(query["limit"])
+        page = stored[start : start + limit]
+        more = start + limit < len(stored)
+        status = f"status={query['status']}&" if "status" in query else ""
+        link = f"/prefix/jobs?{status}limit={limit}&cursor={page[-1]['id']}" if more else None
+        return httpx.Response(200, json={"items": page, "next": link})
 
     api = client.Api("http://api", transport=httpx.MockTransport(answer))
     items = client.list_items(api, "jobs", page_size=2, params={"status": "queued"})
-    # j3 came a second time on the second page, pushed down by j6; j6 itself is newer than the listing
+    # by offset, j3 came a second time on the second page, pushed down by j6
     assert [item["id"] for item in items] == ["j5", "j4", "j3", "j2", "j1"]
-    assert [(q["offset"], q["limit"], q["status"]) for q in requests] == [
-        ("0", "2", "queued"),
-        ("2", "2", "queued"),
-        ("4", "2", "queued"),
-        ("6", "2", "queued"),
+    assert requests == [
+        {"status": "queued", "limit": "2"},
+        {"status": "queued", "limit": "2", "cursor": "j4"},
+        {"status": "queued", "limit": "2", "cursor": "j2"},
     ]
     requests.clear()
     assert [item["id"] for item in client.list_items(api, "jobs", limit=3, page_size=2)] == ["j6", "j5", "j4"]
-    assert [(q["offset"], q["limit"]) for q in requests] == [("0", "2"), ("2", "1")]
+    assert requests == [{"limit": "2"}, {"limit": "1", "cursor": "j5"}]
+
+
+def test_list_items_refuses_a_server_without_next_links() -> None:
+    # Stopping at the first page would list its items as if they were all.
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"items": [{"id": "m2"}, {"id": "m1"}]})
+
+    api = client.Api("http://api", transport=httpx.MockTransport(answer))
+    with pytest.raises(CliError, match="answers no `next` page link"):
+        client.list_items(api, "models", page_size=2)
+    assert [item["id"] for item in client.list_items(api, "models", page_size=3)] == ["m2", "m1"]

@@ -263,6 +263,31 @@ def test_jobs_models_and_corpora_list_newest_first_with_their_filters(
     assert json.loads(out) == {"items": corpora[:1]}
 
 
+@pytest.mark.postgres
+def test_a_listing_of_several_pages_has_each_job_once_while_jobs_are_submitted(
+    live_api: LiveApi, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.cli import client
+
+    ids = [live_api.submit_job() for _ in range(5)]
+    monkeypatch.setattr(client, "PAGE_SIZE", 2)
+    pages: list[str] = []
+    call = client.Api.call
+
+    def call_and_submit(api: client.Api, method: str, path: str, **kwargs: object) -> object:
+        answer = call(api, method, path, **kwargs)
+        if path == "/jobs":
+            pages.append(str(kwargs.get("params")))
+            live_api.submit_job()  # by offset, the next page would start with the last job shown
+        return answer
+
+    monkeypatch.setattr(client.Api, "call", call_and_submit)
+    rc, out, err = _run(capsys, "--url", live_api.url, "jobs", "--json")
+    assert (rc, err) == (0, "")
+    assert [job["id"] for job in json.loads(out)["items"]] == ids[::-1]
+    assert len(pages) == 3 and "cursor" in pages[1] and "offset" not in "".join(pages)
+
+
 @pytest.mark.parametrize(
     ("command", "message"),
     [
