@@ -14,6 +14,7 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from service.db.models import ApiKey, Owner, utcnow
+from service.errors import storable
 from service.logic.pages import Listing, Page, page_of, paged
 
 KEY_PREFIX = "tsk_"
@@ -60,7 +61,7 @@ class CreatedKey:
 def create_key(session: Session, owner_name: str | None = None, owner_id: str | None = None) -> CreatedKey:
     """A new key for the existing owner ``owner_id``, or for a new owner named ``owner_name``."""
     if owner_id is not None:
-        owner = session.get(Owner, owner_id)
+        owner = session.get(Owner, owner_id) if storable(owner_id) else None
         if owner is None:
             raise LookupError(owner_id)
     else:
@@ -115,6 +116,8 @@ def page_of_keys(
 def find_key(session: Session, text: str) -> list[ApiKey]:
     """The active keys that ``text`` names: a key id, a prefix as listed (``tsk_`` and six
     characters), or the whole key (a leaked one)."""
+    if not storable(text):
+        return []
     by_id = session.get(ApiKey, text)
     if by_id is not None:
         return [by_id] if by_id.revoked_at is None else []
@@ -123,7 +126,7 @@ def find_key(session: Session, text: str) -> list[ApiKey]:
 
 
 def revoke_key(session: Session, key_id: str) -> bool:
-    row = session.get(ApiKey, key_id)
+    row = session.get(ApiKey, key_id) if storable(key_id) else None
     if row is None or row.revoked_at is not None:
         return False
     row.revoked_at = utcnow()

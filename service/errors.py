@@ -113,8 +113,41 @@ def exhausted_resource(exc: BaseException) -> str | None:
     return None
 
 
+class NotText(ValueError):
+    """A JSON string that no database stores: a lone surrogate (``"\\ud800"`` decodes to one, and
+    no UTF-8 encoder takes it) or a NUL (PostgreSQL refuses it in text and JSON)."""
+
+
+def storable(text: str) -> bool:
+    """Whether ``text`` can reach the database (see ``NotText``); a string that cannot names no row."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_json_text(value: Any) -> None:
+    """Raise ``NotText`` for a JSON value holding a string (or key) that is not storable text."""
+    if isinstance(value, str):
+        if not storable(value):
+            what = "a NUL character" if "\x00" in value else "a lone surrogate (half of a UTF-16 pair)"
+            raise NotText(f"a string holds {what}, which is not text the service stores: {value[:40]!r}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_json_text(key)
+            check_json_text(item)
+    elif isinstance(value, list):
+        for item in value:
+            check_json_text(item)
+
+
 def json_refusal(error: ValueError | RecursionError) -> str:
     """Why Python's JSON parser refused a text, with the place where the parser gives one."""
+    if isinstance(error, NotText):
+        return str(error)
     if isinstance(error, json.JSONDecodeError):
         return f"{error.msg} at line {error.lineno}, column {error.colno}"
     if isinstance(error, UnicodeDecodeError):

@@ -22,7 +22,7 @@ from engine.data import Corpus, SampleMissingSplits
 from engine.readers.classification import ClassificationCorpus, read_fasttext_file, read_table_file
 from engine.readers.column import ColumnCorpus, read_column_file
 from engine.readers.conllu import DEFAULT_FIELDS, ConlluCorpus, read_conllu_file
-from engine.readers.errors import CorpusFormatError, ReaderOptionError
+from engine.readers.errors import CorpusFormatError, ReaderOptionError, check_label_type_name
 
 __all__ = [
     "FORMATS",
@@ -217,6 +217,8 @@ def validate_options(format: str, options: Mapping[str, Any] | None) -> dict[str
                 f"option {name!r} of format {format!r} must be {option.to_dict()['type']}, got {value!r}",
                 (name,),
             )
+        if name == "label_type" and isinstance(value, str):
+            check_label_type_name(value, "option 'label_type'", (name,))
         resolved[name] = value
     return resolved
 

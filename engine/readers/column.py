@@ -43,6 +43,7 @@ from engine.readers.errors import (
     MAX_TOKEN_CHARS,
     CorpusFormatError,
     ReaderOptionError,
+    check_label_type_name,
     check_token_length,
 )
 from engine.readers.files import corpus_name, gc_paused, read_text, resolve_split_files
@@ -76,6 +77,7 @@ def normalize_column_map(column_map: Mapping[int | str, str] | None) -> dict[int
             raise ReaderOptionError(f"column map key {key!r} is not a column index", _MAP) from None
         if not isinstance(name, str) or not name:
             raise ReaderOptionError(f"column {index} needs a non-empty label name, got {name!r}", _MAP)
+        check_label_type_name(name, f"the label name of column {index}", _MAP)
         result[index] = name
     names = list(result.values())
     if names.count("text") != 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 # No word, URL or hashtag comes near this; a longer "token" is a line that lost its separators or
@@ -56,3 +57,11 @@ def check_token_length(file: str | Path, line: int, tokens: list[str]) -> None:
             f"a token of {len(longest)} characters ({longest[:20]!r}...); the limit is {MAX_TOKEN_CHARS}: "
             "is a separator missing, or is this not text?",
         )
+
+
+def check_label_type_name(name: str, what: str, options: tuple[str, ...]) -> None:
+    """Raise ReaderOptionError for a label type name with a control character or a lone
+    surrogate: it names files, job names and JSON keys, where a NUL fails the database."""
+    odd = next((c for c in name if unicodedata.category(c) in ("Cc", "Cs")), None)
+    if odd is not None:
+        raise ReaderOptionError(f"{what} {name!r} holds a control character ({odd!r})", options)

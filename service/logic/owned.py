@@ -6,7 +6,7 @@ from typing import Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
-from service.errors import NotFound
+from service.errors import NotFound, storable
 
 
 class _Owned(Protocol):
@@ -18,6 +18,8 @@ R = TypeVar("R", bound=_Owned)
 
 def owned(session: Session, table: type[R], row_id: str, owner_id: str) -> R | None:
     """The row if it exists and is ``owner_id``'s, else None."""
+    if not storable(row_id):  # "a%00b" in a path: PostgreSQL refuses the query, and no id is so
+        return None
     row = session.get(table, row_id)
     return row if row is not None and row.owner_id == owner_id else None
 

@@ -32,7 +32,15 @@ from engine.serialization import ModelFileError
 from service import limits
 from service.db.models import Model
 from service.db.session import session_scope
-from service.errors import FieldError, Invalid, ModelDamaged, NotFound, Unavailable, exhausted_resource
+from service.errors import (
+    FieldError,
+    Invalid,
+    ModelDamaged,
+    NotFound,
+    Unavailable,
+    exhausted_resource,
+    storable,
+)
 from service.metrics import MODEL_LOADS, MODELS_LOADED, PREDICT_BATCH_SIZE, PREDICT_SENTENCES
 from service.process_folders import private_root, process_folder
 from service.schemas.api import PredictRequest
@@ -75,7 +83,7 @@ def model_info(owner_id: str, model_id: str) -> ModelInfo:
         hit = _rows.get(model_id)
     if hit is None or hit[1] <= now:
         with session_scope() as session:
-            row = session.get(Model, model_id)
+            row = session.get(Model, model_id) if storable(model_id) else None
             if row is None:
                 forget_model(model_id)
                 raise NotFound(f"model {model_id} not found")

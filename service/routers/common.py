@@ -1,5 +1,5 @@
-"""Shared route declarations: the problem responses documented on every endpoint, and the
-check that a form upload has each field once."""
+"""Shared route declarations: the problem responses documented on every endpoint, the check
+that a form upload has each field once, and the route class that reads JSON bodies as text."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from collections.abc import Callable
 from functools import cache
 from typing import Annotated, Any, get_type_hints
 
-from fastapi import Query, Request, params
+from fastapi import Query, Request, Response, params
+from fastapi.routing import APIRoute
 
-from service.errors import FieldError, Invalid
+from service.errors import FieldError, Invalid, check_json_text
 from service.logic.pages import MAX_CURSOR_LENGTH
 from service.problems import PROBLEM_MEDIA_TYPE, Problem
 
@@ -96,3 +97,25 @@ def form_fields(endpoint: Callable[..., Any]) -> tuple[str, ...]:
         for name, hint in hints.items()
         if any(isinstance(m, params.Form) for m in getattr(hint, "__metadata__", ()))
     )
+
+
+class _TextJSONRequest(Request):
+    async def json(self) -> Any:
+        value = await super().json()
+        # json.loads takes "\\ud800" and "\\u0000", which then fail in the database driver (a
+        # 500). NotText is a ValueError: FastAPI's "error parsing the body", which
+        # service.problems answers as the 422 for JSON it cannot read.
+        check_json_text(value)
+        return value
+
+
+class TextJSONRoute(APIRoute):
+    """Every router's route class: a JSON body's strings are text the database can store."""
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handler = super().get_route_handler()
+
+        async def text_json_handler(request: Request) -> Response:
+            return await handler(_TextJSONRequest(request.scope, request.receive))
+
+        return text_json_handler

@@ -9,11 +9,19 @@ from engine.readers.files import invalid_unicode
 from service.deps import current_owner
 from service.errors import FieldError, Invalid, json_refusal
 from service.logic import corpora, text_corpora
-from service.routers.common import Cursor, Limit, Offset, each_form_field_once, next_url, problems
+from service.routers.common import (
+    Cursor,
+    Limit,
+    Offset,
+    TextJSONRoute,
+    each_form_field_once,
+    next_url,
+    problems,
+)
 from service.schemas.api import CorpusList, CorpusOut, TextCorpusCreate
 from service.schemas.spec import Name
 
-router = APIRouter(prefix="/corpora", tags=["corpora"])
+router = APIRouter(prefix="/corpora", tags=["corpora"], route_class=TextJSONRoute)
 
 
 def corpus_out(row: Any) -> CorpusOut:

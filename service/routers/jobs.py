@@ -11,7 +11,7 @@ from service.logic import jobs
 from service.logic.curves import render_curves
 from service.logic.job_events import job_event_stream
 from service.queue_consumers import waiting_note
-from service.routers.common import Cursor, Limit, Offset, next_url, problems
+from service.routers.common import Cursor, Limit, Offset, TextJSONRoute, next_url, problems
 from service.run_files import RUN_FILES
 from service.schemas.api import (
     BatchLossOut,
@@ -25,7 +25,7 @@ from service.schemas.api import (
 from service.schemas.spec import LanguageModelSpec, TrainingSpec
 from service.settings import get_settings
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=TextJSONRoute)
 Status = Literal["queued", "running", "completed", "failed", "cancelled"]
 
 

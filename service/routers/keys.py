@@ -8,10 +8,12 @@ from service import auth
 from service.db.session import session_scope
 from service.deps import clear_auth_cache, require_admin
 from service.errors import NotFound
-from service.routers.common import Cursor, Limit, next_url, problems
+from service.routers.common import Cursor, Limit, TextJSONRoute, next_url, problems
 from service.schemas.api import KeyCreate, KeyCreated, KeyList, KeyOut
 
-router = APIRouter(prefix="/keys", tags=["keys"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/keys", tags=["keys"], dependencies=[Depends(require_admin)], route_class=TextJSONRoute
+)
 
 
 @router.get("", response_model=KeyList, responses=problems(401, 403, 422))

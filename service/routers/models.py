@@ -10,7 +10,15 @@ from starlette.background import BackgroundTask
 
 from service.deps import current_owner
 from service.logic import evaluate, model_import, models, predict
-from service.routers.common import Cursor, Limit, Offset, each_form_field_once, next_url, problems
+from service.routers.common import (
+    Cursor,
+    Limit,
+    Offset,
+    TextJSONRoute,
+    each_form_field_once,
+    next_url,
+    problems,
+)
 from service.schemas.api import (
     EvaluateRequest,
     EvaluationOut,
@@ -22,7 +30,7 @@ from service.schemas.api import (
 from service.schemas.spec import Name
 from service.settings import get_settings
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/models", tags=["models"], route_class=TextJSONRoute)
 
 
 @router.get("", response_model=ModelList, responses=problems(401, 422))

@@ -5,10 +5,10 @@ from fastapi.responses import JSONResponse
 
 from service import metrics, readiness
 from service.deps import require_operator
-from service.routers.common import problems
+from service.routers.common import TextJSONRoute, problems
 from service.schemas.api import Health, Readiness
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=TextJSONRoute)
 
 
 @router.get("/health", response_model=Health)

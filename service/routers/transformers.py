@@ -3,11 +3,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from service.deps import get_principal
-from service.routers.common import problems
+from service.routers.common import TextJSONRoute, problems
 from service.schemas.api import TransformerList, TransformerOut
 from service.transformer_models import describe_transformers
 
-router = APIRouter(prefix="/transformers", tags=["transformers"], dependencies=[Depends(get_principal)])
+router = APIRouter(
+    prefix="/transformers",
+    tags=["transformers"],
+    dependencies=[Depends(get_principal)],
+    route_class=TextJSONRoute,
+)
 
 
 @router.get("", response_model=TransformerList, responses=problems(401))
