@@ -32,6 +32,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import unicodedata
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -377,4 +378,10 @@ def _lookup(index: dict[str, int], token: str) -> int:
             row = index.get(_DIGIT.sub("#", lower))
         if row is not None:
             return row
+    if not token.isascii():
+        # Text pasted from macOS or a PDF often has decomposed letters ("Ko\u0308ln"); the
+        # vocabularies hold composed ones ("Köln").
+        composed = unicodedata.normalize("NFC", token)
+        if composed != token:
+            return _lookup(index, composed)
     return UNK_ROW

