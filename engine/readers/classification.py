@@ -35,7 +35,14 @@ from engine.readers.errors import (
     ReaderOptionError,
     check_token_length,
 )
-from engine.readers.files import corpus_name, gc_paused, invalid_unicode, read_text, resolve_split_files
+from engine.readers.files import (
+    clean_label,
+    corpus_name,
+    gc_paused,
+    invalid_unicode,
+    read_text,
+    resolve_split_files,
+)
 from engine.tokenization import TOKENIZERS
 
 Tokenizer = Literal["segtok", "whitespace"]
@@ -74,9 +81,9 @@ class _Builder:
         text = text.strip()
         values: list[str] = []
         for label in labels:
-            label = label.strip()
+            label = clean_label(label)
             if self.label_separator is not None:
-                label = label.split(self.label_separator, 1)[0].strip()
+                label = clean_label(label.split(self.label_separator, 1)[0])
             if not label:
                 raise CorpusFormatError(self.path, lineno, "empty label")
             if label not in values:

@@ -46,7 +46,7 @@ from engine.readers.errors import (
     check_label_type_name,
     check_token_length,
 )
-from engine.readers.files import corpus_name, gc_paused, read_text, resolve_split_files
+from engine.readers.files import clean_label, corpus_name, gc_paused, read_text, resolve_split_files
 from engine.tag_schemes import (
     PLAIN,
     detect_scheme,
@@ -268,13 +268,13 @@ def _strip_labels(path: str | Path, sentences: list[_RawSentence], columns: list
     # A pass of its own, over the few distinct values first, rather than a step of the line loop.
     for column in columns:
         values = {fields[column] for sentence in sentences for fields in sentence.rows}
-        padded = {value for value in values if value.strip() != value}
+        padded = {value for value in values if clean_label(value) != value}
         if not padded:
             continue
         for sentence in sentences:
             for fields, lineno in zip(sentence.rows, sentence.lines, strict=True):
                 if fields[column] in padded:
-                    value = fields[column].strip()
+                    value = clean_label(fields[column])
                     if not value:
                         raise CorpusFormatError(
                             path, lineno, f"token {fields[0]!r} without a tag in column {column}"

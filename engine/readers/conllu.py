@@ -30,7 +30,7 @@ from engine.readers.errors import (
     ReaderOptionError,
     check_token_length,
 )
-from engine.readers.files import corpus_name, gc_paused, read_text, resolve_split_files
+from engine.readers.files import clean_label, corpus_name, gc_paused, read_text, resolve_split_files
 
 FIELD_COLUMNS: dict[str, int] = {
     "lemma": 2,
@@ -198,7 +198,7 @@ def _read_conllu(path: str | Path, columns: list[tuple[int, str]]) -> tuple[list
             if column != lemma_column:
                 # Unicode whitespace too: a trailing no-break space would make "NOUN\xa0" a new
                 # label. A lemma is a word form like the token's, whose spaces are its own.
-                value = value.strip()
+                value = clean_label(value)
             if value != "_" or (column == lemma_column and form == "_"):
                 labels[name] = Label(value)
         tokens.append(token)

@@ -12,7 +12,7 @@ from engine.readers.errors import CorpusFormatError, ReaderOptionError
 
 
 def read_text(path: str | Path) -> str:
-    """The file's text. A UTF-8 byte-order mark is dropped and ``\\r\\n`` becomes ``\\n``.
+    """The file's text. Byte-order marks (U+FEFF) are dropped and ``\\r\\n`` becomes ``\\n``.
 
     Raises CorpusFormatError for text that is not UTF-8 (with the line of the first bad byte)
     and for a file with nothing but whitespace.
@@ -29,13 +29,32 @@ def read_text(path: str | Path) -> str:
         raise CorpusFormatError(
             path, line, f"text is not UTF-8 (invalid byte 0x{data[e.start]:02x} at column {column})"
         ) from None
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    if "\ufeff" in text:
+        # Not only the file's first character: files joined with cat keep each one's mark, and
+        # "\ufeff-DOCSTART-" or "\ufeff# sent_id" would no longer be what they are.
+        text = text.replace("\ufeff", "")
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         raise CorpusFormatError(path, 1, "empty file")
     return text
+
+
+# Invisible format characters (zero-width space and joiners, direction marks, soft hyphen) that
+# str.strip() keeps: at the end of a label they made "ORG\u200b" a class of its own beside "ORG".
+_FORMAT_CHARACTERS = (
+    "\u00ad\u061c\u180e\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+    "\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"
+)
+
+
+def clean_label(value: str) -> str:
+    """A label value without the whitespace (Unicode's too) and invisible format characters
+    around it."""
+    value = value.strip()
+    if not value.isascii():
+        value = value.strip(_FORMAT_CHARACTERS).strip()
+    return value
 
 
 def _not_plain_text(data: bytes) -> str | None:

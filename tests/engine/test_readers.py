@@ -904,3 +904,36 @@ def test_error_wrong_column_count_after_quoted_line_breaks_names_the_quote(tmp_p
         excinfo, path, 3, "wrong number of columns (expected 2, got 1) in a row from line 3 to line 5"
     )
     assert "unterminated quote starting at line 3?" in excinfo.value.reason
+
+
+def test_byte_order_marks_inside_joined_files_are_dropped(tmp_path: Path) -> None:
+    # `cat a.txt b.txt` keeps b's mark: "\ufeff-DOCSTART-" was read as a token, and a CoNLL-U
+    # comment or a fastText label after it as malformed lines.
+    column = write(
+        tmp_path / "c.txt", "\ufeff-DOCSTART- O\n\nEU B-ORG\n\n\ufeff-DOCSTART- O\n\nParis B-LOC\n"
+    )
+    sentences, _ = read_column_file(column)
+    assert [[t.text for t in s.tokens] for s in sentences] == [["EU"], ["Paris"]]
+    assert sentences[0].document_id != sentences[1].document_id
+    row = "\t".join(["1", "{}", "_", "X", "_", "_", "0", "root", "_", "_"])
+    conllu = write(
+        tmp_path / "c.conllu",
+        "\ufeff# sent_id = 1\n" + row.format("a") + "\n\n\ufeff# sent_id = 2\n" + row.format("b") + "\n",
+    )
+    assert [s.id for s in read_conllu_file(conllu)[0]] == ["1", "2"]
+    fasttext = write(tmp_path / "f.txt", "\ufeff__label__pos good\n\ufeff__label__neg bad\n")
+    assert [s.labels["class"][0].value for s in read_fasttext_file(fasttext)[0]] == ["pos", "neg"]
+
+
+def test_invisible_characters_around_a_label_are_not_part_of_it(tmp_path: Path) -> None:
+    # "ORG\u200b" (a zero-width space pasted along) was a class of its own beside "ORG".
+    column = write(tmp_path / "c.txt", "EU B-ORG\u200b\nrejects O\n\nBonn B-ORG\u200e\n")
+    sentences, _ = read_column_file(column, {0: "text", 1: "ner"})
+    assert [span.label.value for s in sentences for span in s.spans["ner"]] == ["ORG", "ORG"]
+    fasttext = write(tmp_path / "f.txt", "__label__pos\u200b good\n__label__pos fine\n")
+    assert {s.labels["class"][0].value for s in read_fasttext_file(fasttext)[0]} == {"pos"}
+    row = "\t".join(["1", "Bonn", "_", "PROPN\u200b", "_", "_", "0", "root", "_", "_"])
+    assert (
+        read_conllu_file(write(tmp_path / "c.conllu", row + "\n"))[0][0].tokens[0].labels["upos"].value
+        == "PROPN"
+    )
