@@ -317,7 +317,7 @@ def _decide_span_columns(
                 raise CorpusFormatError(
                     path,
                     lineno,
-                    f"column {name!r} looks like BIO/BIOES tags, but {tag!r} is not one "
+                    f"column {name!r} looks like BIO/BIOES tags, but {_shown(tag)} is not one "
                     "(expected O or B-/I-/E-/S- tags with a type); correct it, or pass span_columns "
                     f"without {name!r} (e.g. []) to read the column as token labels",
                 )
@@ -331,12 +331,20 @@ def _decide_span_columns(
             raise CorpusFormatError(
                 path,
                 lineno,
-                f"invalid tag {tag!r} in span column {name!r} (expected O or B-/I-/E-/S- tags with a type)",
+                f"invalid tag {_shown(tag)} in span column {name!r} (expected O or B-/I-/E-/S- tags with a type)",
             )
         if scheme in ("BIO", "IOB1") and forced is None:
             scheme = detect_scheme_from_sequences([row[column] for row in s.rows] for s in raw)
         result[column] = scheme or PLAIN
     return result
+
+
+def _shown(tag: str) -> str:
+    """The tag quoted, with the code points of its non-ASCII characters: a Cyrillic 'О', a
+    full-width 'Ｏ' or 'B‐ORG' with a Unicode hyphen look like valid tags when only quoted."""
+    if tag.isascii():
+        return repr(tag)
+    return f"{tag!r} ({', '.join(f'{c} is U+{ord(c):04X}' for c in dict.fromkeys(tag) if not c.isascii())})"
 
 
 def _first_unprefixed(raw: list[_RawSentence], column: int) -> tuple[int, str]:

@@ -937,3 +937,11 @@ def test_invisible_characters_around_a_label_are_not_part_of_it(tmp_path: Path) 
         read_conllu_file(write(tmp_path / "c.conllu", row + "\n"))[0][0].tokens[0].labels["upos"].value
         == "PROPN"
     )
+
+
+def test_a_look_alike_tag_is_named_with_its_code_point(tmp_path: Path) -> None:
+    # A Cyrillic 'О' quoted alone reads as the valid tag O.
+    path = write(tmp_path / "train.txt", "EU B-ORG\nrejects \u041e\n\nBonn B-LOC\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_column_file(path)
+    assert_error(excinfo, path, 2, "looks like BIO/BIOES tags, but '\u041e' (\u041e is U+041E) is not one")
