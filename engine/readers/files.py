@@ -27,7 +27,7 @@ def read_text(path: str | Path) -> str:
         line = data.count(b"\n", 0, e.start) + 1
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         raise CorpusFormatError(
-            path, line, f"text is not UTF-8 (invalid byte 0x{data[e.start]:02x} at column {column})"
+            path, line, f"text is not UTF-8 (invalid byte 0x{data[e.start]:02x}, byte {column} of the line)"
         ) from None
     if "\ufeff" in text:
         # Not only the file's first character: files joined with cat keep each one's mark, and

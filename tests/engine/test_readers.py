@@ -468,7 +468,7 @@ def test_error_text_not_utf8(tmp_path: Path, reader: str) -> None:
             read_fasttext_file(path)
         else:
             read_table_file(path, "csv")
-    assert_error(excinfo, path, 3, "not UTF-8 (invalid byte 0xe9 at column 4)")
+    assert_error(excinfo, path, 3, "not UTF-8 (invalid byte 0xe9, byte 4 of the line)")
 
 
 def test_error_fasttext_labels_without_text(tmp_path: Path) -> None:
