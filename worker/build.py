@@ -10,12 +10,13 @@ trusts a user-supplied path.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from engine.data import Corpus, Dictionary, MultiCorpus
+from engine.data import Corpus, Dictionary, MultiCorpus, Sentence
 from engine.embeddings import DocumentEmbeddings, TokenEmbeddings
 from engine.limits import label_count_error
 from engine.models.base import Model
@@ -83,7 +84,13 @@ def _language_model_folder(model_id: str, folder: Path) -> Path:
     return target
 
 
-def token_embedding(spec: Any, folder: Path) -> TokenEmbeddings:
+def training_sentences(spec: s.TrainingSpec, corpus: Corpus) -> list[Sentence]:
+    """The sentences the model learns from: train, and dev too when the trainer trains on it."""
+    return corpus.train + corpus.dev if spec.trainer.train_with_dev else corpus.train
+
+
+def token_embedding(spec: Any, folder: Path, train: Sequence[Sentence]) -> TokenEmbeddings:
+    """``train``: the training sentences (a character dictionary is made from them)."""
     if isinstance(spec, s.WordEmbeddingSpec):
         from engine.embeddings.word import WordEmbeddings
 
@@ -91,9 +98,14 @@ def token_embedding(spec: Any, folder: Path) -> TokenEmbeddings:
     if isinstance(spec, s.CharacterEmbeddingSpec):
         from engine.embeddings.character import CharacterEmbeddings
 
-        return CharacterEmbeddings(
-            char_embedding_dim=spec.char_embedding_dim, hidden_size_char=spec.hidden_size_char
-        )
+        dim, hidden = spec.char_embedding_dim, spec.hidden_size_char
+        if spec.characters == "default":
+            return CharacterEmbeddings(char_embedding_dim=dim, hidden_size_char=hidden)
+        # min_count 1: a letter the training data holds once (the ş of one name in an English
+        # corpus) gets a vector of its own, trained on that word, rather than sharing <unk> with
+        # every character training never saw. Built only for a new model: a resumed job loads
+        # its checkpoint, whose config holds the dictionary its weights were trained with.
+        return CharacterEmbeddings.from_sentences(train, char_embedding_dim=dim, hidden_size_char=hidden)
     if isinstance(spec, s.TransformerWordEmbeddingSpec):
         from engine.embeddings.transformer import TransformerWordEmbeddings
 
@@ -113,14 +125,14 @@ def token_embedding(spec: Any, folder: Path) -> TokenEmbeddings:
     raise BuildError(f"{spec.type!r} is not a token embedding")
 
 
-def stacked_token_embeddings(specs: list[Any], folder: Path) -> TokenEmbeddings:
+def stacked_token_embeddings(specs: list[Any], folder: Path, train: Sequence[Sentence]) -> TokenEmbeddings:
     from engine.embeddings.stacked import StackedEmbeddings
 
-    built = [token_embedding(e, folder) for e in specs]
+    built = [token_embedding(e, folder, train) for e in specs]
     return built[0] if len(built) == 1 else StackedEmbeddings(built)
 
 
-def document_embedding(spec: Any, folder: Path) -> DocumentEmbeddings:
+def document_embedding(spec: Any, folder: Path, train: Sequence[Sentence]) -> DocumentEmbeddings:
     if isinstance(spec, s.TransformerDocumentEmbeddingSpec):
         from engine.embeddings.transformer import TransformerDocumentEmbeddings
 
@@ -135,7 +147,7 @@ def document_embedding(spec: Any, folder: Path) -> DocumentEmbeddings:
         from engine.embeddings.document import DocumentPoolEmbeddings
 
         return DocumentPoolEmbeddings(
-            [token_embedding(e, folder) for e in spec.embeddings],
+            [token_embedding(e, folder, train) for e in spec.embeddings],
             pooling=spec.pooling,
             fine_tune_mode=spec.fine_tune_mode,
         )
@@ -143,7 +155,7 @@ def document_embedding(spec: Any, folder: Path) -> DocumentEmbeddings:
         from engine.embeddings.document import DocumentRNNEmbeddings
 
         return DocumentRNNEmbeddings(
-            [token_embedding(e, folder) for e in spec.embeddings],
+            [token_embedding(e, folder, train) for e in spec.embeddings],
             hidden_size=spec.hidden_size,
             rnn_layers=spec.rnn_layers,
             rnn_type=spec.rnn_type,
@@ -169,6 +181,7 @@ def label_dictionary(spec: s.TrainingSpec, corpus: Corpus) -> Dictionary:
 
 def build_model(spec: s.TrainingSpec, corpus: Corpus, folder: Path) -> Model:
     labels = label_dictionary(spec, corpus)
+    train = training_sentences(spec, corpus)
     learned = label_type(spec)
     options = spec.model
     _check_label_count(spec, corpus, labels)
@@ -176,7 +189,7 @@ def build_model(spec: s.TrainingSpec, corpus: Corpus, folder: Path) -> Model:
         from engine.models.sequence_tagger import SequenceTagger
 
         return SequenceTagger(
-            embeddings=stacked_token_embeddings(list(spec.embeddings), folder),
+            embeddings=stacked_token_embeddings(list(spec.embeddings), folder, train),
             tag_dictionary=labels,
             tag_type=learned,
             hidden_size=options.hidden_size,
@@ -193,7 +206,7 @@ def build_model(spec: s.TrainingSpec, corpus: Corpus, folder: Path) -> Model:
     from engine.models.text_classifier import TextClassifier
 
     return TextClassifier(
-        document_embeddings=document_embedding(spec.embeddings[0], folder),
+        document_embeddings=document_embedding(spec.embeddings[0], folder, train),
         label_dictionary=labels,
         label_type=learned,
         multi_label=options.multi_label,

@@ -5,9 +5,13 @@ long token is read as its first and last ``EDGE_CHARS`` characters). A batch
 runs the LSTM once over the distinct token strings of all its sentences (packed sequences), then
 scatters the vectors back to the token positions.
 
-Character dictionary: given, built from sentences (``CharacterEmbeddings.from_sentences``), or by
-default printable ASCII, Latin-1 letters and common typographic punctuation. Characters outside
-it share one ``<unk>`` vector. The dictionary is part of the config (a few hundred characters).
+Character dictionary: given, built from the training sentences
+(``CharacterEmbeddings.from_sentences``: the default characters, then every other character of the
+sentences, most frequent first, at most ``MAX_CHARACTERS`` in all), or by default printable ASCII,
+Latin-1 letters and common typographic punctuation. Characters outside it share one ``<unk>``
+vector: with the default dictionary that was every Cyrillic, Greek, CJK or Arabic letter (and
+Latin ones such as ş or ł), so "Москва" and "Лондон" were one vector. The dictionary is part of
+the config (``chars``), so a loaded model or a resumed checkpoint reads its own.
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ PAD = 0  # character index 0 pads; dictionary index i maps to i + 1 (so <unk> is
 # longest: a single 1,000,000-character token (a pasted blob) held a training batch for minutes
 # and took 16 GB. No word is that long, and prefix and suffix are what the final states carry.
 EDGE_CHARS = 64
+# The most characters from_sentences keeps (the default characters included; the rest are the
+# corpus's most frequent). Everyday Chinese or Japanese text uses 3,000-7,000 distinct characters
+# (GB 2312 has 6,763 hanzi, Big5's common set 13,060), so 20,000 keeps every one a tagger's
+# training data is likely to hold more than a few times; past that come characters seen once or
+# twice, whose vectors training hardly moves. The table is small at that size (20,000 x the
+# default 25 dimensions: 500,000 weights, 2 MB) and config.json lists each character once.
+MAX_CHARACTERS = 20_000
 
 
 def default_characters() -> list[str]:
@@ -72,15 +83,32 @@ class CharacterEmbeddings(TokenEmbeddings):
 
     @classmethod
     def from_sentences(
-        cls, sentences: Iterable[Sentence], min_count: int = 1, **kwargs: Any
+        cls,
+        sentences: Iterable[Sentence],
+        min_count: int = 1,
+        max_characters: int = MAX_CHARACTERS,
+        with_defaults: bool = True,
+        **kwargs: Any,
     ) -> CharacterEmbeddings:
-        """A dictionary of the characters occurring at least ``min_count`` times (most frequent first)."""
+        """Embeddings whose dictionary holds the characters of ``sentences`` (the training data:
+        ``CharacterEmbeddings.from_sentences(corpus.train)``).
+
+        With ``with_defaults``, ``default_characters()`` come first (the dictionary is then a
+        superset of the default one: no character that had a vector of its own loses it), then
+        the sentences' other characters seen at least ``min_count`` times, most frequent first
+        (ties by code point: the same sentences always make the same dictionary), until the
+        dictionary holds ``max_characters``. Any other character reads as ``<unk>``."""
+        if min_count < 1 or max_characters < 1:
+            raise EmbeddingConfigError("min_count and max_characters must be positive")
         counts: Counter[str] = Counter()
         for sentence in sentences:
             for token in sentence.tokens:
                 counts.update(token.text)
-        chars = [c for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_count]
-        return cls(chars, **kwargs)
+        chars = default_characters() if with_defaults else []
+        known = set(chars)
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        chars += [c for c, n in ranked if n >= min_count and c not in known]
+        return cls(chars[:max_characters], **kwargs)
 
     @property
     def embedding_length(self) -> int:

@@ -76,6 +76,17 @@ class CharacterEmbeddingSpec(_Strict):
     type: Literal["character"] = "character"
     char_embedding_dim: int = Field(25, ge=1, le=1024)
     hidden_size_char: int = Field(25, ge=1, le=1024)
+    # Specs stored before this option read as "corpus": a job not yet started gets the corpus's
+    # dictionary; one that resumes keeps the dictionary its checkpoint holds (its weights fit it).
+    characters: Literal["corpus", "default"] = Field(
+        "corpus",
+        description=(
+            "The character dictionary: `corpus` (ASCII, Latin-1 and typographic punctuation plus every "
+            "other character of the training sentences, most frequent first, at most 20,000) or `default` "
+            "(ASCII, Latin-1 and typographic punctuation only). Characters outside it share one unknown "
+            "vector: with `default`, all Cyrillic, Greek, CJK or Arabic letters look alike."
+        ),
+    )
 
 
 class FlairEmbeddingSpec(_Strict):

@@ -6,7 +6,7 @@ import torch
 
 from engine.data import Sentence
 from engine.embeddings import embeddings_from_config
-from engine.embeddings.character import EDGE_CHARS, CharacterEmbeddings
+from engine.embeddings.character import EDGE_CHARS, CharacterEmbeddings, default_characters
 
 
 def test_shapes_padding_and_same_word_same_vector() -> None:
@@ -29,7 +29,9 @@ def test_batched_equals_one_token_at_a_time() -> None:
 
 
 def test_dictionary_from_sentences_and_unknown_chars() -> None:
-    emb = CharacterEmbeddings.from_sentences([Sentence(["abc", "cab"])], hidden_size_char=3)
+    emb = CharacterEmbeddings.from_sentences(
+        [Sentence(["abc", "cab"])], with_defaults=False, hidden_size_char=3
+    )
     assert emb.char_dictionary.get_items() == ["<unk>", "a", "b", "c"]
     out = emb.embed([Sentence(["xy", "zq"])])
     assert torch.allclose(out[0, 0], out[0, 1])  # both all-<unk>, same length
@@ -62,3 +64,29 @@ def test_a_very_long_token_is_read_as_its_first_and_last_characters() -> None:
     # up to twice EDGE_CHARS every character counts
     whole = "a" * EDGE_CHARS + "x" + "z" * (EDGE_CHARS - 1)
     assert not torch.equal(emb.embed([Sentence([whole])])[0, 0], vectors[1, 0])
+
+
+def test_cyrillic_words_differ_with_a_dictionary_from_the_sentences() -> None:
+    # The default dictionary has no Cyrillic: both cities were the same row of <unk>s.
+    torch.manual_seed(0)
+    cities = Sentence(["Москва", "Лондон"])
+    default = CharacterEmbeddings(char_embedding_dim=4, hidden_size_char=3)
+    assert torch.equal(*default.embed([cities])[0])
+    emb = CharacterEmbeddings.from_sentences([cities], char_embedding_dim=4, hidden_size_char=3)
+    assert not torch.equal(*emb.embed([cities])[0])
+
+
+def test_a_dictionary_from_sentences_keeps_the_defaults_then_ranks_the_rest() -> None:
+    defaults = default_characters()
+    sentences = [Sentence(["ябя", "a", "ωω", "şa"]), Sentence(["ббω"])]
+    items = CharacterEmbeddings.from_sentences(sentences).char_dictionary.get_items()
+    # by count (б 3, ω 3, я 2, ş 1), ties by code point; "a" is a default already
+    assert items == ["<unk>", *defaults, "ω", "б", "я", "ş"]
+    again = CharacterEmbeddings.from_sentences(list(reversed(sentences))).char_dictionary.get_items()
+    assert again == items  # a rebuild from the same sentences is the same dictionary
+    rare = CharacterEmbeddings.from_sentences(sentences, min_count=2).char_dictionary.get_items()
+    assert rare == ["<unk>", *defaults, "ω", "б", "я"]
+    capped = CharacterEmbeddings.from_sentences(sentences, max_characters=len(defaults) + 2)
+    assert capped.char_dictionary.get_items() == ["<unk>", *defaults, "ω", "б"]
+    assert len(capped.char_embedding.weight) == len(defaults) + 2 + 2  # + <unk> and padding
+    assert capped._char_ids("ş") == [1]  # cut off: <unk>

@@ -15,7 +15,7 @@ import torch
 
 from engine import SequenceTagger, TextClassifier, load_model
 from engine.data import Corpus, Sentence
-from engine.embeddings.character import CharacterEmbeddings
+from engine.embeddings.character import CharacterEmbeddings, default_characters
 from engine.embeddings.document import DocumentPoolEmbeddings
 from engine.embeddings.stacked import StackedEmbeddings
 from engine.embeddings.word import WordEmbeddings
@@ -135,6 +135,48 @@ def test_token_tagger_with_word_and_character_stack_round_trip(tmp_path: Path) -
     vectors.unlink()  # the model folder must not need the source vectors
     loaded = round_trip(tagger, sentences, tmp_path / "pos")
     assert loaded.label_kind == "token"
+
+
+def _cyrillic_tagger(characters: CharacterEmbeddings) -> tuple[SequenceTagger, list[Sentence]]:
+    sentences = []
+    for text, tag in (("Москва большая", "PROPN"), ("Лондон далеко", "PROPN"), ("Αθήνα şehir", "PROPN")):
+        sentence = Sentence(text.split())
+        sentence[0].set_label("upos", tag)
+        sentence[1].set_label("upos", "ADJ")
+        sentences.append(sentence)
+    dictionary = Corpus(sentences, sentences, sentences).make_label_dictionary("upos")
+    tagger = SequenceTagger(characters, dictionary, "upos", hidden_size=8)
+    fit(tagger, sentences, steps=5)
+    return tagger, sentences
+
+
+def test_a_character_dictionary_from_the_corpus_round_trips(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    probe = [Sentence(["Москва", "Лондон"])]
+    tagger, sentences = _cyrillic_tagger(
+        CharacterEmbeddings.from_sentences(probe, char_embedding_dim=4, hidden_size_char=4)
+    )
+    loaded = round_trip(tagger, sentences, tmp_path / "m")
+    chars = read_json(tmp_path / "m" / "config.json")["embeddings"]["chars"]
+    assert {"М", "Л", "д"} <= set(chars) and "Α" not in chars
+    assert isinstance(loaded.embeddings, CharacterEmbeddings)
+    assert loaded.embeddings.char_dictionary == tagger.embeddings.char_dictionary
+
+
+def test_a_character_model_with_the_default_dictionary_still_loads(tmp_path: Path) -> None:
+    # Before the worker built dictionaries from the corpus, every character model listed the
+    # default characters in its config; a config without "chars" also reads as the default.
+    torch.manual_seed(0)
+    tagger, sentences = _cyrillic_tagger(CharacterEmbeddings(char_embedding_dim=4, hidden_size_char=4))
+    tagger.save(tmp_path / "m")
+    config_path = tmp_path / "m" / "config.json"
+    config = read_json(config_path)
+    assert config["embeddings"]["chars"] == default_characters()
+    before = snapshot(tagger, sentences)
+    assert snapshot(load_model(tmp_path / "m"), sentences) == before
+    del config["embeddings"]["chars"]
+    config_path.write_text(json.dumps(config))
+    assert snapshot(load_model(tmp_path / "m", untrusted=True), sentences) == before
 
 
 def test_classifier_round_trips_single_and_multi_label(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def test_submit_answers_202_with_url_and_resolved_spec(api: ApiSession) -> None:
     assert job["spec"]["name"] == "sequence_tagging-ner"
     assert job["spec"]["embeddings"] == [
         {"type": "word", "name": "glove", "fine_tune": False},
-        {"type": "character", "char_embedding_dim": 25, "hidden_size_char": 25},
+        {"type": "character", "char_embedding_dim": 25, "hidden_size_char": 25, "characters": "corpus"},
     ]
     assert job["spec"]["trainer"]["learning_rate"] == 0.1
     assert api.enqueued == [(job["id"], "cpu")]

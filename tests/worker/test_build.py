@@ -117,6 +117,68 @@ def test_every_option_of_an_embedding_spec_reaches_the_embedding(embedding: dict
     given = {"task": task, "corpus": {"ids": ["c"]}, "embeddings": [embedding]}
     spec = s.TrainingSpec.model_validate(given).embeddings[0]
     build = token_embedding if token_level else document_embedding
-    config = build(spec, tmp_path).to_config()
-    for key, value in spec.model_dump(exclude={"type", "embeddings"}).items():
+    config = build(spec, tmp_path, []).to_config()
+    # characters chooses where the dictionary comes from (the next test): config holds the dictionary
+    for key, value in spec.model_dump(exclude={"type", "embeddings", "characters"}).items():
         assert config[key] == value, key
+
+
+def _cyrillic_corpus() -> Corpus:
+    train = []
+    for text, tags in (("Москва и Лондон", "B-LOC O B-LOC"), ("Ωμέγα ş x", "B-ORG O O")):
+        sentence = Sentence(text.split())
+        for i, tag in enumerate(tags.split()):
+            if tag != "O":
+                sentence.add_span(i, i + 1, "ner", tag[2:])
+        train.append(sentence)
+    dev = Sentence(["Київ"])
+    dev.add_span(0, 1, "ner", "LOC")
+    return Corpus(train, [dev], sample_missing_splits=False)
+
+
+def _characters(model: object) -> set[str]:
+    from engine.embeddings.character import CharacterEmbeddings
+
+    found = [m for m in model.modules() if isinstance(m, CharacterEmbeddings)]  # type: ignore[attr-defined]
+    assert len(found) == 1
+    return set(found[0].char_dictionary.get_items())
+
+
+def test_character_embeddings_get_the_characters_of_the_training_sentences(tmp_path: Path) -> None:
+    # The default dictionary is ASCII and Latin-1: every Cyrillic or Greek letter was one <unk>.
+    from engine.embeddings.character import default_characters
+
+    corpus = _cyrillic_corpus()
+    spec = _tiny_tagger_spec()
+    chars = _characters(build_model(spec, corpus, tmp_path))
+    assert set("МоскваЛондонΩμέγαş") | set(default_characters()) <= chars
+    assert "К" not in chars  # dev is not trained on ...
+    with_dev = spec.model_copy(update={"trainer": spec.trainer.model_copy(update={"train_with_dev": True})})
+    assert "К" in _characters(build_model(with_dev, corpus, tmp_path))  # ... unless train_with_dev
+
+    default = s.TrainingSpec.model_validate(
+        {**spec.model_dump(), "embeddings": [{"type": "character", "characters": "default"}]}
+    )
+    assert _characters(build_model(default, corpus, tmp_path)) == {"<unk>", *default_characters()}
+
+    # a classifier's character embeddings sit inside document embeddings
+    classifier = s.TrainingSpec.model_validate(
+        {
+            "task": "text_classification",
+            "corpus": {"ids": ["c"]},
+            "label_type": "topic",
+            "embeddings": [
+                {"type": "document_pool", "embeddings": [{"type": "character", "hidden_size_char": 2}]}
+            ],
+        }
+    )
+    for sentence in corpus.train + corpus.dev:
+        sentence.add_label("topic", "cities")
+    assert "М" in _characters(build_model(classifier, corpus, tmp_path))
+
+
+def test_a_spec_stored_before_the_characters_option_reads_as_corpus() -> None:
+    stored = _tiny_tagger_spec().model_dump()
+    del stored["embeddings"][0]["characters"]
+    spec = s.stored_spec(s.TrainingSpec, stored)
+    assert spec.embeddings[0].characters == "corpus"  # type: ignore[union-attr]
