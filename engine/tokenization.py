@@ -5,7 +5,12 @@ Both are built on ``segtok`` (``segtok.segmenter.split_single`` and
 segtok returns strings, not offsets; this module aligns them back onto the input so that for
 every token ``text[start:end] == word`` holds. segtok joins a word hyphenated across a line break
 (``"Hel-\\n lo"`` -> ``"Hel-lo"``); such a token is returned as its pieces between the
-whitespace, so offsets stay exact.
+whitespace, so offsets stay exact. (Raw text is split into sentences at every line break first,
+so only a sentence passed whole to ``tokenize_sentence`` can hold one.)
+
+Invisible characters (controls, zero-width spaces, BOMs, bidi format characters) are read as
+spaces and never belong to a token; joiners (ZWJ, ZWNJ, the word joiner, the soft hyphen) stay
+inside the word they join. See ``_INVISIBLE`` and ``JOINERS``.
 
 Tokenizing is the largest cost of a one-sentence predict request on the event loop, and nearly
 all of it is segtok's word regex applied to each whitespace-separated span. ``_word_tokens``
@@ -36,34 +41,76 @@ if TYPE_CHECKING:
 TokenTuple = tuple[str, int, int, bool]
 
 # Characters that neither Python nor segtok count as whitespace but that separate words or mean
-# nothing in text: control characters, the zero-width space, the byte-order mark. A zero-width
-# space became a token of its own (tagged as a person), a BOM part of the next word. They are read
-# as spaces, one for one, so offsets into the input stay exact. The joiners that belong inside
-# words stay: ZWJ (emoji sequences), ZWNJ (Persian, Indic scripts), the soft hyphen.
+# nothing in text: control characters, the zero-width space, the byte-order mark, and the bidi
+# format characters (LRM, RLM, ALM, the embedding/override/isolate controls), which only steer how
+# a text is displayed. A zero-width space became a token of its own (tagged as a person), a BOM or
+# an RLM part of the next word. They are read as spaces, one for one, so offsets into the input
+# stay exact. The unit separator U+001F is a space to Python (``isspace``) but not to segtok's
+# regex ``\s``; it is listed so that both see a space. (U+001C-U+001E are line boundaries:
+# ``split_sentences`` breaks sentences there before this applies.)
 _INVISIBLE = {
     code: " "
-    for code in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x200B, 0xFEFF]
-    if not chr(code).isspace()
+    for code in [
+        *range(0x00, 0x20),
+        0x7F,
+        *range(0x80, 0xA0),
+        0x061C,
+        0x200B,
+        0x200E,
+        0x200F,
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+        0xFEFF,
+    ]
+    if not chr(code).isspace() or code in range(0x1C, 0x20)
 }
 
+# Joiners belong to the word they sit in: ZWJ (emoji sequences, Indic scripts), ZWNJ (Persian,
+# Indic scripts, German ligature control), the soft hyphen (a hyphenation point) and the word
+# joiner U+2060. The word joiner says "no break here", so "a\u2060b" is one token with the joiner
+# inside it: dropping it as a separator would split a word its writer marked as unbreakable, and
+# removing it from the token text would break ``text[start:end] == word``. A joiner between two
+# characters that are not spaces stays in that word's token, also where segtok would split there
+# (it splits "a\u2060b" and "a\u200cb" into three tokens; ``_glue`` joins them again). A joiner
+# next to a space or at either end of the text joins nothing; it is read as a space, so no token
+# is ever made of joiners alone.
+JOINERS = "\u00ad\u200c\u200d\u2060"
+_EDGE_JOINERS = re.compile(f"(?:\\A|(?<=\\s))[{JOINERS}]+|[{JOINERS}]+(?=\\s|\\Z)")
+_HAS_JOINER = re.compile(f"[{JOINERS}]")
 
 _HAS_INVISIBLE = re.compile("[" + "".join(re.escape(chr(code)) for code in _INVISIBLE) + "]")
+
+# Where ``str.splitlines`` ends a line, less "\n" (segtok's own) and the "\r" of a CRLF (a space
+# before the "\n" to segtok): each becomes a "\n", one for one, so sentences end at every line
+# break while offsets stay exact.
+_LINE_BREAK = re.compile("\r(?!\n)|[\v\f\x1c-\x1e\x85\u2028\u2029]")
 
 
 def _visible(text: str) -> str:
     # predict tokenizes on the event loop: a search costs a fifth of a translation, which is rare
-    return text.translate(_INVISIBLE) if _HAS_INVISIBLE.search(text) else text
+    if _HAS_INVISIBLE.search(text):
+        text = text.translate(_INVISIBLE)
+    if _HAS_JOINER.search(text):
+        text = _EDGE_JOINERS.sub(lambda m: " " * len(m.group()), text)
+    return text
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` holds nothing to tokenize: only whitespace and invisible characters
+    (control and bidi format characters, zero-width spaces, BOMs, joiners that join nothing)."""
+    return not _visible(text).strip()
 
 
 def split_sentences(text: str) -> list[tuple[str, int]]:
     """Split ``text`` into sentences: ``[(sentence_text, start_offset), ...]``.
 
     Sentences end at sentence terminals (segtok's rules, which avoid splitting at common
-    abbreviations) and at every line break. Sentence texts are stripped of surrounding
-    whitespace (and invisible characters), and
+    abbreviations) and at every line break (wherever ``str.splitlines`` breaks: ``\\n``, CRLF,
+    a lone ``\\r``, ``\\v``, ``\\f``, U+001C-U+001E, NEL, U+2028, U+2029). Sentence texts are
+    stripped of surrounding whitespace (and invisible characters), and
     ``text[start:start + len(sentence_text)] == sentence_text``.
     """
-    visible = _visible(text)
+    visible = _visible(_LINE_BREAK.sub("\n", text))
     result: list[tuple[str, int]] = []
     pos = 0
     for piece in split_single(visible):
@@ -187,7 +234,7 @@ def tokenize(text: str) -> list[TokenTuple]:
     for sentence, start in split_sentences(text):
         visible = _visible(sentence)
         _align(visible, _word_tokens(visible), start, 0, out)
-    return _with_whitespace(_visible(text), out)
+    return _with_whitespace(_visible(text), _glue(out) if _HAS_JOINER.search(text) else out)
 
 
 def tokenize_sentence(text: str) -> list[TokenTuple]:
@@ -196,7 +243,22 @@ def tokenize_sentence(text: str) -> list[TokenTuple]:
     visible = _visible(text)
     out: list[TokenTuple] = []
     _align(visible, _word_tokens(visible), 0, 0, out)
-    return _with_whitespace(visible, out)
+    return _with_whitespace(visible, _glue(out) if _HAS_JOINER.search(visible) else out)
+
+
+def _glue(tokens: list[TokenTuple]) -> list[TokenTuple]:
+    """Join tokens that touch across a joiner (see ``JOINERS``): segtok splits "a\\u2060b" into
+    "a", "\\u2060", "b", the word joiner forbids that. Touching tokens have no gap, so the joined
+    token is still ``text[start:end]``."""
+    glued: list[TokenTuple] = []
+    for token in tokens:
+        if glued:
+            word, start, end, _ = glued[-1]
+            if end == token[1] and (word[-1] in JOINERS or token[0][0] in JOINERS):
+                glued[-1] = (word + token[0], start, token[2], False)
+                continue
+        glued.append(token)
+    return glued
 
 
 # How raw text may be tokenized: segtok's rules (Flair's default), or at whitespace only, as

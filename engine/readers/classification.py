@@ -43,7 +43,7 @@ from engine.readers.files import (
     read_text,
     resolve_split_files,
 )
-from engine.tokenization import TOKENIZERS
+from engine.tokenization import TOKENIZERS, is_blank
 
 Tokenizer = Literal["segtok", "whitespace"]
 TableFormat = Literal["csv", "tsv", "jsonl"]
@@ -88,7 +88,8 @@ class _Builder:
                 raise CorpusFormatError(self.path, lineno, "empty label")
             if label not in values:
                 values.append(label)
-        if not text:
+        # blank as the tokenizer sees it (invisible characters only): such a text has no token
+        if is_blank(text):
             if values:
                 raise CorpusFormatError(self.path, lineno, f"label(s) {', '.join(values)} but no text")
             self.skipped += 1

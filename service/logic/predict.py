@@ -454,6 +454,8 @@ def prepare(request: PredictRequest, info: ModelInfo, settings: Settings) -> lis
             f"too many items: {len(inputs)} > {settings.predict_max_batch}",
             [FieldError(["body", field_name], f"at most {settings.predict_max_batch} items per request")],
         )
+    from engine.tokenization import is_blank
+
     limit = settings.predict_max_text_chars
     errors = []
     for i, item in enumerate(inputs):
@@ -461,9 +463,11 @@ def prepare(request: PredictRequest, info: ModelInfo, settings: Settings) -> lis
         length = len(item) if isinstance(item, str) else sum(len(t) for t in item) + max(len(item) - 1, 0)
         if length > limit:
             errors.append(FieldError(["body", field_name, i], f"{length} characters; the limit is {limit}"))
-        elif (isinstance(item, str) and not item.strip()) or (not isinstance(item, str) and not item):
+        # Blank as the tokenizer sees it: a text of only zero-width spaces or control characters
+        # has no token, and its text vanished from the answer without a word.
+        elif (isinstance(item, str) and is_blank(item)) or (not isinstance(item, str) and not item):
             errors.append(FieldError(["body", field_name, i], "empty"))
-        elif not isinstance(item, str) and any(not t.strip() for t in item):
+        elif not isinstance(item, str) and any(is_blank(t) for t in item):
             errors.append(FieldError(["body", field_name, i], "tokens must not be empty or blank"))
     if errors:
         raise Invalid(errors[0].message if len(errors) == 1 else f"{len(errors)} invalid items", errors)

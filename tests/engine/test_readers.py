@@ -478,6 +478,18 @@ def test_error_fasttext_labels_without_text(tmp_path: Path) -> None:
     assert_error(excinfo, path, 2, "label(s) neg, x but no text")
 
 
+def test_error_labels_with_a_text_of_invisible_characters_only(tmp_path: Path) -> None:
+    # Tokenized, such a text has no token: it was dropped silently, where a blank text is an error.
+    path = write(tmp_path / "train.txt", "__label__pos good\n__label__neg \u200b\u200e\u2060\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_fasttext_file(path)
+    assert_error(excinfo, path, 2, "label(s) neg but no text")
+    path = write(tmp_path / "train.csv", "text,label\nhi,pos\n\ufeff\u200f,neg\n")
+    with pytest.raises(CorpusFormatError) as excinfo:
+        read_table_file(path)
+    assert_error(excinfo, path, 3, "label(s) neg but no text")
+
+
 def test_error_first_field_label_without_text(tmp_path: Path) -> None:
     path = write(tmp_path / "train.txt", "DESC:def What is it ?\nNUM:date\n")
     with pytest.raises(CorpusFormatError) as excinfo:

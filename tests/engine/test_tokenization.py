@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from engine.data import Sentence
-from engine.tokenization import _INVISIBLE, sentences_from_text, split_sentences, tokenize
+from engine.tokenization import (
+    _INVISIBLE,
+    JOINERS,
+    is_blank,
+    sentences_from_text,
+    split_sentences,
+    tokenize,
+    tokenize_sentence,
+    tokenize_whitespace,
+)
 
 TEXTS = [
     "George Washington went to Washington.",
@@ -16,12 +25,23 @@ TEXTS = [
     "",
     " \n\t ",
     "\ufeffzero\u200bwidth\x00\x01 in Berlin\x85.",
+    "\u200f\u0623\u062d\u0628 \u0628\u0631\u0644\u064a\u0646\u2029Hello\rworld\x0bnow\x1cend",
+    "\u2060a\u2060b \u200d \u00ad\u202ex\u2069 \U0001f469\u200d\U0001f4bb\u200d",
 ]
 
 
-def _separates(char: str) -> bool:
-    """Whitespace, or a character the tokenizer reads as a space (a control character, ZWSP, BOM)."""
-    return char.isspace() or ord(char) in _INVISIBLE
+def _separates(text: str, i: int) -> bool:
+    """Whitespace, a character the tokenizer reads as a space (a control or bidi format character,
+    ZWSP, BOM), or a joiner that joins nothing (next to such a separator or at the text's end)."""
+    char = text[i]
+    if char.isspace() or ord(char) in _INVISIBLE:
+        return True
+    if char not in JOINERS:
+        return False
+    run_end = i
+    while run_end < len(text) and text[run_end] in JOINERS:
+        run_end += 1
+    return run_end == len(text) or _separates(text, run_end) or i == 0 or _separates(text, i - 1)
 
 
 @pytest.mark.parametrize("text", TEXTS)
@@ -30,7 +50,7 @@ def test_offsets_are_exact(text: str) -> None:
     for word, start, end, space_after in tokens:
         assert text[start:end] == word
         assert word.strip() == word and word
-        assert space_after == (end < len(text) and _separates(text[end]))
+        assert space_after == (end < len(text) and _separates(text, end))
     starts = [start for _, start, _, _ in tokens]
     assert starts == sorted(starts)
     for sentence, start in split_sentences(text):
@@ -72,12 +92,18 @@ def test_segtok_splits_sentences_contractions_and_final_period() -> None:
 
 
 def test_word_joined_across_a_line_break_is_kept_as_its_pieces() -> None:
+    # Raw text is split into sentences at every line break first, so this reaches segtok's join
+    # only through a sentence given whole.
     text = "Hel- \u2028 lo world."
-    assert [(w, s, e) for w, s, e, _ in tokenize(text)] == [
+    assert [(w, s, e) for w, s, e, _ in tokenize_sentence(text)] == [
         ("Hel-", 0, 4),
         ("lo", 7, 9),
         ("world", 10, 15),
         (".", 15, 16),
+    ]
+    # U+2028 ends a sentence as "\n" does
+    assert [(w, s, e) for w, s, e, _ in tokenize(text)] == [
+        (w, s, e) for w, s, e, _ in tokenize(text.replace("\u2028", "\n"))
     ]
 
 
@@ -179,3 +205,122 @@ def test_long_words_are_not_remembered() -> None:
     finally:
         tracemalloc.stop()
     assert kept < 200_000, kept  # remembered, they held 200 x 2 x 5,000 characters
+
+
+LINE_BOUNDARIES = ["\n", "\r\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("boundary", LINE_BOUNDARIES)
+def test_sentences_end_at_every_line_boundary_splitlines_knows(boundary: str) -> None:
+    text = f"Hello world{boundary}Second line"
+    assert text.splitlines() == ["Hello world", "Second line"]
+    second = len("Hello world") + len(boundary)
+    assert split_sentences(text) == [("Hello world", 0), ("Second line", second)]
+    first, other = sentences_from_text(text)
+    assert [t.text for t in first] == ["Hello", "world"] and other.metadata["offset"] == second
+    # a line of invisible characters only is no sentence
+    assert split_sentences(f"a{boundary}\u200b\u200e{boundary}b") == [
+        ("a", 0),
+        ("b", 2 * len(boundary) + 3),
+    ]
+
+
+BIDI_MARKS = [
+    "\u200e",
+    "\u200f",
+    "\u061c",
+    *map(chr, range(0x202A, 0x202F)),
+    *map(chr, range(0x2066, 0x206A)),
+]
+
+
+@pytest.mark.parametrize("mark", BIDI_MARKS)
+def test_direction_marks_are_no_part_of_tokens(mark: str) -> None:
+    text = f"{mark}\u0623\u062d\u0628 \u0628\u0631\u0644\u064a\u0646{mark}"
+    assert [(w, s, e) for w, s, e, _ in tokenize(text)] == [
+        ("\u0623\u062d\u0628", 1, 4),
+        ("\u0628\u0631\u0644\u064a\u0646", 5, 10),
+    ]
+    assert tokenize(mark) == [] and tokenize_whitespace(mark) == [] and is_blank(mark)
+    assert [w for w, *_ in tokenize(f"Berlin{mark}Paris")] == ["Berlin", "Paris"]
+
+
+def test_a_word_joiner_keeps_its_word_whole_and_is_never_a_token() -> None:
+    # "no break here": one token, the joiner inside it (segtok alone splits "a", "\u2060", "b")
+    assert tokenize("a\u2060b") == [("a\u2060b", 0, 3, False)]
+    assert tokenize_whitespace("a\u2060b") == [("a\u2060b", 0, 3, False)]
+    assert [w for w, *_ in tokenize("I love Ber\u2060lin.")] == ["I", "love", "Ber\u2060lin", "."]
+    # joining nothing, it is a space
+    for text in ("\u2060", "\u2060\u2060", " \u2060 ", "\u200d", "\u200c", "\u00ad"):
+        assert tokenize(text) == [] and tokenize_whitespace(text) == [] and is_blank(text), text
+    assert tokenize("\u2060Berlin\u2060 now") == [("Berlin", 1, 7, True), ("now", 9, 12, False)]
+    # ZWJ and ZWNJ between Latin letters stay inside the word too, no longer a token of their own
+    assert [w for w, *_ in tokenize("Auf\u200clage a\u200db")] == ["Auf\u200clage", "a\u200db"]
+
+
+def test_blank_means_nothing_to_tokenize() -> None:
+    for text in ("", " \n\t", "\u200b", "\x00\x01", "\ufeff", "\u200e\u202a\u2066", "\x1f\x85\u2029"):
+        assert is_blank(text), text
+        assert tokenize(text) == [] and sentences_from_text(text) == [], text
+    for text in ("a\u200b", "\U0001f469\u200d\U0001f4bb", "\u00ad-", "co\u00adoperate"):
+        assert not is_blank(text), text
+
+
+# Every character the invisible/joiner/line-break rules single out, among ordinary text.
+FUZZ_ALPHABET = [
+    *"ab Z9.,'-!?\t",
+    "\n",
+    "\r\n",
+    "\r",
+    "\v",
+    "\f",
+    "\x1c",
+    "\x1d",
+    "\x1e",
+    "\x1f",
+    "\x85",
+    "\u2028",
+    "\u2029",
+    "\x00",
+    "\x07",
+    "\x9f",
+    "\u200b",
+    "\ufeff",
+    *BIDI_MARKS,
+    *JOINERS,
+    "\u00a0",
+    "\u0623\u062d\u0628",
+    "\U0001f469",
+    "Mr.",
+    "n't",
+]
+
+
+def test_offsets_stay_exact_over_random_texts_of_invisible_characters() -> None:
+    import random
+
+    rng = random.Random(2029)
+    for _ in range(3000):
+        text = "".join(rng.choice(FUZZ_ALPHABET) for _ in range(rng.randint(1, 24)))
+        visible_chars = [c for c in text if not (c.isspace() or ord(c) in _INVISIBLE or c in JOINERS)]
+        assert is_blank(text) == (not visible_chars), repr(text)
+        for tokens in (tokenize(text), tokenize_whitespace(text)):
+            covered = 0
+            for word, start, end, space_after in tokens:
+                assert text[start:end] == word, repr(text)
+                assert not any(c.isspace() or ord(c) in _INVISIBLE for c in word), repr(text)
+                assert word[0] not in JOINERS and word[-1] not in JOINERS, repr(text)
+                assert space_after == (end < len(text) and _separates(text, end)), repr(text)
+                covered += sum(c not in JOINERS for c in word)
+            # every visible character is in exactly one token: nothing is lost or doubled
+            assert covered == sum(c not in JOINERS for c in visible_chars), repr(text)
+        pieces = []
+        for sentence in sentences_from_text(text):
+            offset = sentence.metadata["offset"]
+            assert text[offset : offset + len(sentence.text)] == sentence.text, repr(text)
+            # no sentence crosses a line boundary
+            assert len(sentence.text.splitlines()) == 1, repr(text)
+            for token in sentence:
+                assert text[offset + token.start_pos : offset + token.end_pos] == token.text, repr(text)
+                pieces.append((token.text, offset + token.start_pos))
+        assert pieces == [(w, s) for w, s, *_ in tokenize(text)], repr(text)

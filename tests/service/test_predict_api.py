@@ -108,6 +108,13 @@ def test_pre_tokenized_sentences_and_all_classes(api: ApiSession, tmp_path: Path
         ({"texts": ["x"] * 9}, "body.texts"),
         ({"texts": ["ok", "y" * 101]}, "body.texts.1"),
         ({"texts": ["ok", "   "]}, "body.texts.1"),
+        # blank to the tokenizer: invisible characters only (they vanished from the answer)
+        ({"texts": ["\u200b"]}, "body.texts.0"),
+        ({"texts": ["ok", "\x00\x01"]}, "body.texts.1"),
+        ({"texts": ["ok", "\u200e", "ok"]}, "body.texts.1"),
+        ({"texts": ["\ufeff\u2060 \u202a\u2029"], "tokenizer": "whitespace"}, "body.texts.0"),
+        ({"sentences": [["a"], ["a", "\u200b"]]}, "body.sentences.1"),
+        ({"sentences": [["\u200f\x00"]]}, "body.sentences.0"),
         ({"sentences": [["a", ""]]}, "body.sentences.0"),
         ({"texts": ["a"], "sentences": [["a"]]}, "body"),
         ({}, "body"),
@@ -262,6 +269,41 @@ def test_classifier_labels_and_all_classes(api: ApiSession, tmp_path: Path) -> N
 
     split = _predict(api, owner, model_id, {"texts": [text], "split_sentences": True}).json()["sentences"]
     assert [(x["text"], x["start"]) for x in split] == [("I loved it.", 0), ("The ending was great!", 12)]
+
+
+@pytest.mark.parametrize("texts", [["\u200b"], ["\x00\x01"], ["Fine", "\u200e\u2060"]])
+def test_a_classifier_refuses_texts_of_invisible_characters(
+    api: ApiSession, tmp_path: Path, texts: list[str]
+) -> None:
+    owner = api.new_owner()
+    model_id = register_tiny_classifier(owner, tmp_path)
+    r = _predict(api, owner, model_id, {"texts": texts})
+    assert r.status_code == 422, r.text
+    assert [(e["field"], e["message"]) for e in r.json()["errors"]] == [
+        (f"body.texts.{len(texts) - 1}", "empty")
+    ]
+
+
+def test_unicode_line_breaks_split_and_format_characters_are_no_tokens(
+    api: ApiSession, tmp_path: Path
+) -> None:
+    owner = api.new_owner()
+    model_id = register_tiny_tagger(owner, tmp_path)
+    text = "\u200fAnna lives in Ber\u2060lin\u2029Second\x85line\rthird \u200e"
+    r = _predict(api, owner, model_id, {"texts": [text]})
+    assert r.status_code == 200, r.text
+    sentences = r.json()["sentences"]
+    assert [(s["text"], s["start"]) for s in sentences] == [
+        ("Anna lives in Ber\u2060lin", 1),
+        ("Second", 23),
+        ("line", 30),
+        ("third", 35),
+    ]
+    assert [t["text"] for t in sentences[0]["tokens"]] == ["Anna", "lives", "in", "Ber\u2060lin"]
+    for s in sentences:
+        assert text[s["start"] : s["end"]] == s["text"]
+        for token in s["tokens"]:
+            assert text[token["start"] : token["end"]] == token["text"]
 
 
 def test_wrong_task_guard(api: ApiSession, tmp_path: Path) -> None:
