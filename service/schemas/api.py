@@ -231,7 +231,8 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     texts: list[str] | None = Field(
         None,
-        description="Raw texts: split into sentences (taggers) and tokenized; offsets are characters. At most "
+        description="Raw texts: split into sentences (taggers) and tokenized; offsets count Unicode code points "
+        "(Python string indices, not UTF-16 units). At most "
         f"{PREDICT_MAX_SENTENCES:,} sentences per request after splitting: more is refused with 422. A "
         f"tagger with a CRF decodes at most {PREDICT_MAX_CRF_WORK:,} / tags² tokens per request (texts "
         "or sentences): about 15,000 for the largest CRF, 512 tags.",
