@@ -78,6 +78,11 @@ JOINERS = "\u00ad\u200c\u200d\u2060"
 _EDGE_JOINERS = re.compile(f"(?:\\A|(?<=\\s))[{JOINERS}]+|[{JOINERS}]+(?=\\s|\\Z)")
 _HAS_JOINER = re.compile(f"[{JOINERS}]")
 
+# Combining diacritics of decomposed (NFD) text, as macOS and PDFs give it: segtok splits
+# "Ko\u0308ln" into "Ko", "\u0308", "ln"; ``_glue`` joins the mark to its letter and the word
+# around it again. (Indic and Arabic marks, in other blocks, segtok keeps in their word.)
+_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+
 _HAS_INVISIBLE = re.compile("[" + "".join(re.escape(chr(code)) for code in _INVISIBLE) + "]")
 
 # Where ``str.splitlines`` ends a line, less "\n" (segtok's own) and the "\r" of a CRLF (a space
@@ -234,7 +239,7 @@ def tokenize(text: str) -> list[TokenTuple]:
     for sentence, start in split_sentences(text):
         visible = _visible(sentence)
         _align(visible, _word_tokens(visible), start, 0, out)
-    return _with_whitespace(_visible(text), _glue(out) if _HAS_JOINER.search(text) else out)
+    return _with_whitespace(_visible(text), _glue(out) if _needs_glue(text) else out)
 
 
 def tokenize_sentence(text: str) -> list[TokenTuple]:
@@ -243,18 +248,28 @@ def tokenize_sentence(text: str) -> list[TokenTuple]:
     visible = _visible(text)
     out: list[TokenTuple] = []
     _align(visible, _word_tokens(visible), 0, 0, out)
-    return _with_whitespace(visible, _glue(out) if _HAS_JOINER.search(visible) else out)
+    return _with_whitespace(visible, _glue(out) if _needs_glue(visible) else out)
+
+
+def _needs_glue(text: str) -> bool:
+    return bool(_HAS_JOINER.search(text) or _COMBINING.search(text))
 
 
 def _glue(tokens: list[TokenTuple]) -> list[TokenTuple]:
     """Join tokens that touch across a joiner (see ``JOINERS``): segtok splits "a\\u2060b" into
-    "a", "\\u2060", "b", the word joiner forbids that. Touching tokens have no gap, so the joined
-    token is still ``text[start:end]``."""
+    "a", "\\u2060", "b", the word joiner forbids that; and a combining mark to the letter before
+    it and the letters after it ("Ko", "\\u0308", "ln": "Köln"; "cafe", "\\u0301", ".": "café",
+    "."). Touching tokens have no gap, so the joined token is still ``text[start:end]``."""
     glued: list[TokenTuple] = []
     for token in tokens:
         if glued:
             word, start, end, _ = glued[-1]
-            if end == token[1] and (word[-1] in JOINERS or token[0][0] in JOINERS):
+            if end == token[1] and (
+                word[-1] in JOINERS
+                or token[0][0] in JOINERS
+                or _COMBINING.match(token[0])
+                or (_COMBINING.match(word[-1]) and token[0][0].isalnum())
+            ):
                 glued[-1] = (word + token[0], start, token[2], False)
                 continue
         glued.append(token)

@@ -324,3 +324,21 @@ def test_offsets_stay_exact_over_random_texts_of_invisible_characters() -> None:
                 assert text[offset + token.start_pos : offset + token.end_pos] == token.text, repr(text)
                 pieces.append((token.text, offset + token.start_pos))
         assert pieces == [(w, s) for w, s, *_ in tokenize(text)], repr(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("Ko\u0308ln ist scho\u0308n.", ["Ko\u0308ln", "ist", "scho\u0308n", "."]),
+        ("Tie\u0302\u0301ng Vie\u0323\u0302t", ["Tie\u0302\u0301ng", "Vie\u0323\u0302t"]),
+        ("cafe\u0301.", ["cafe\u0301", "."]),
+        ("Mu\u0308nchen, Ko\u0308ln!", ["Mu\u0308nchen", ",", "Ko\u0308ln", "!"]),
+    ],
+    ids=["german", "vietnamese", "mark-then-period", "mark-then-comma"],
+)
+def test_decomposed_letters_stay_in_their_word(text: str, words: list[str]) -> None:
+    # Text from macOS or a PDF is often decomposed (NFD); segtok split "Ko\u0308ln" into three.
+    tokens = tokenize(text)
+    assert [w for w, *_ in tokens] == words
+    assert all(text[start:end] == word for word, start, end, _ in tokens)
+    assert [t.text for s in sentences_from_text(text) for t in s.tokens] == words
