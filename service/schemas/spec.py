@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from engine.readers.files import clean_label
+
 Task = Literal["sequence_tagging", "text_classification"]
 
 
@@ -35,13 +37,20 @@ def _not_blank(value: str | None) -> str | None:
     no name, and a control character (a NUL: PostgreSQL refuses it in text) has no place in one."""
     if value is None:
         return None
-    value = value.strip()
+    value = clean_label(value)  # invisible characters around it too: "\u200b" looks like no name
     if not value:
         raise ValueError("must not be blank")
     control = next((c for c in value if unicodedata.category(c) == "Cc"), None)
     if control is not None:
         raise ValueError(f"must not contain control characters (found {control!r})")
+    # A right-to-left override shows "model-\u202egnp.exe" as "model-exe.png" in a listing.
+    override = next((c for c in value if c in _DIRECTION_CONTROLS), None)
+    if override is not None:
+        raise ValueError(f"must not contain direction controls (found U+{ord(override):04X})")
     return value
+
+
+_DIRECTION_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 Name = Annotated[str | None, AfterValidator(_not_blank)]

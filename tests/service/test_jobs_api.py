@@ -244,6 +244,17 @@ def test_a_blank_name_is_refused_and_a_padded_one_trimmed(api: ApiSession) -> No
     assert _fields(r) == ["body.name"] and "must not be blank" in r.json()["detail"]
     r = _submit(api, owner, {**tagger, "name": "  my tagger "})
     assert r.status_code == 202 and r.json()["name"] == "my tagger"
+    # invisible characters are blank too, and come off the ends of a name
+    r = _submit(api, owner, {**tagger, "name": "\u00a0\u200b"})
+    assert _fields(r) == ["body.name"] and "must not be blank" in r.json()["detail"]
+    r = _submit(api, owner, {**tagger, "name": "\u200emy tagger\u200b"})
+    assert r.status_code == 202 and r.json()["name"] == "my tagger"
+    # a right-to-left override would show "tagger-\u202egnp.exe" as "tagger-exe.png"
+    r = _submit(api, owner, {**tagger, "name": "tagger-\u202egnp.exe"})
+    assert (
+        _fields(r) == ["body.name"]
+        and "must not contain direction controls (found U+202E)" in r.json()["detail"]
+    )
 
 
 def test_model_options_of_the_other_task_are_refused_not_ignored(api: ApiSession) -> None:
