@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar, TypeVarTuple
 from sqlalchemy import ColumnElement, Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from service.errors import FieldError, Invalid
+from service.errors import FieldError, Invalid, storable
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -88,7 +88,7 @@ def decode_cursor(listing: Listing, cursor: str) -> tuple[datetime, str]:
     if not isinstance(value, dict) or set(value) != {"l", "t", "i"}:
         raise _refused(unknown)
     name, moment, id_ = value["l"], value["t"], value["i"]
-    if not (isinstance(name, str) and isinstance(moment, str) and isinstance(id_, str)):
+    if not (isinstance(name, str) and isinstance(moment, str) and isinstance(id_, str)) or not storable(id_):
         raise _refused(unknown)
     if name != listing.name:
         raise _refused(f"a cursor of {name}, not of {listing.name}: give the `next` of a {listing.name} page")
@@ -99,7 +99,10 @@ def decode_cursor(listing: Listing, cursor: str) -> tuple[datetime, str]:
     if created_at.tzinfo is None:
         # a naive time would be compared as if UTC on SQLite and as local time on PostgreSQL
         raise _refused(unknown)
-    return created_at.astimezone(UTC), id_
+    try:
+        return created_at.astimezone(UTC), id_
+    except OverflowError:  # "0001-01-01T00:00:00+14:00" is before the first year in UTC
+        raise _refused(unknown) from None
 
 
 def paged(

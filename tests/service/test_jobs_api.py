@@ -537,6 +537,10 @@ def test_a_cursor_that_does_not_decode_is_422_naming_it(api: ApiSession) -> None
             encoded({**good, "i": 7}),
             encoded({**good, "t": "yesterday"}),
             encoded({**good, "t": "2024-05-06T07:08:09"}),  # naive: which zone?
+            encoded({**good, "t": "0001-01-01T00:00:00+14:00"}),  # before year 1 in UTC
+            encoded({**good, "t": "9999-12-31T23:00:00-05:00"}),  # after year 9999 in UTC
+            encoded({**good, "i": "\ud800"}),  # no database takes these (a 500)
+            encoded({**good, "i": "a\u0000"}),
         ]
         for cursor in garbage:
             r = api.client.get(f"/{listing}", params={"cursor": cursor}, headers=owner.headers)
