@@ -32,13 +32,15 @@ from engine.readers.files import clean_label
 Task = Literal["sequence_tagging", "text_classification"]
 
 
-def _not_blank(value: str | None) -> str | None:
+def _not_blank(value: str | None, info: ValidationInfo) -> str | None:
     """A name is shown in listings and used for files: surrounding spaces go, nothing but spaces is
     no name, and a control character (a NUL: PostgreSQL refuses it in text) has no place in one."""
     if value is None:
         return None
     value = clean_label(value)  # invisible characters around it too: "\u200b" looks like no name
     if not value:
+        if info.context and info.context.get("stored"):
+            return "job"  # a job submitted before invisible names were refused still runs
         raise ValueError("must not be blank")
     control = next((c for c in value if unicodedata.category(c) == "Cc"), None)
     if control is not None:
@@ -46,6 +48,9 @@ def _not_blank(value: str | None) -> str | None:
     # A right-to-left override shows "model-\u202egnp.exe" as "model-exe.png" in a listing.
     override = next((c for c in value if c in _DIRECTION_CONTROLS), None)
     if override is not None:
+        if info.context and info.context.get("stored"):
+            # a job submitted before they were refused still runs, under its name without them
+            return "".join(c for c in value if c not in _DIRECTION_CONTROLS) or "job"
         raise ValueError(f"must not contain direction controls (found U+{ord(override):04X})")
     return value
 

@@ -740,6 +740,14 @@ def test_a_spec_stored_by_an_older_version_resumes_or_says_which_field_stops_it(
     r = api.client.post(f"/jobs/{job_id}/resume", headers=owner.headers)
     assert r.status_code == 202, r.text
     assert api.client.post(f"/jobs/{job_id}/cancel", headers=owner.headers).status_code == 200
+    # names that newer versions refuse (a direction control, only invisible characters)
+    for name in ("tagger-\u202egnp.exe", "\u200b"):
+        with session_scope() as session:
+            job = session.get(Job, job_id)
+            job.spec = {**job.spec, "name": name}
+        r = api.client.post(f"/jobs/{job_id}/resume", headers=owner.headers)
+        assert r.status_code == 202, r.text
+        assert api.client.post(f"/jobs/{job_id}/cancel", headers=owner.headers).status_code == 200
     with session_scope() as session:
         job = session.get(Job, job_id)
         embedding = {"type": "transformer_document", "model": "/nonexistent/minilm"}
