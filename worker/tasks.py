@@ -252,6 +252,8 @@ def _claim_and_run(job_id: str, owner: str) -> str:
             if retried is not None:
                 return retried
         message = f"this worker cannot make its scratch folder: {error_message(exc)}"
+        if passing is not None:
+            message = f"this worker cannot make its scratch folder: {passing.gave_up}"
         log.error("job %s: %s", job_id, message)
         release(job_id, owner, status="failed", error=message, finished_at=db_now(), eta_seconds=None)
         return "failed"

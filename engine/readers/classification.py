@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from engine.data import Corpus, Label, SampleMissingSplits, Sentence
 from engine.readers.errors import (
-    MAX_SENTENCE_TOKENS,
+    MAX_TEXT_TOKENS,
     MAX_TOKEN_CHARS,
     CorpusFormatError,
     ReaderOptionError,
@@ -102,11 +102,11 @@ class _Builder:
         if not sentence.tokens:
             self.skipped += 1
             return
-        if len(sentence.tokens) > MAX_SENTENCE_TOKENS:
+        if len(sentence.tokens) > MAX_TEXT_TOKENS:
             raise CorpusFormatError(
                 self.path,
                 lineno,
-                f"a text of {len(sentence.tokens):,} tokens; the limit is {MAX_SENTENCE_TOKENS:,}: "
+                f"a text of {len(sentence.tokens):,} tokens; the limit is {MAX_TEXT_TOKENS:,}: "
                 "split longer documents",
             )
         sentence.labels[self.label_type] = [Label(v) for v in values]

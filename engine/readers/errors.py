@@ -13,6 +13,10 @@ MAX_TOKEN_CHARS = 1000
 # model should take: a mini-batch pads every sentence to its length (32 x 200,000 tokens x a
 # 4,196-dimension stacked embedding is 100 GB) and the CRF's work grows with it.
 MAX_SENTENCE_TOKENS = 10_000
+# A classification text is one document, and long ones (reports, judgements) are corpora of their
+# own; a transformer reads its first 512 subtokens anyway. Past this it is a file whose line
+# breaks were lost, or not text.
+MAX_TEXT_TOKENS = 100_000
 
 
 class CorpusFormatError(Exception):

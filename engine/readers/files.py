@@ -48,12 +48,15 @@ _FORMAT_CHARACTERS = (
 )
 
 
+_AROUND_LABELS = _FORMAT_CHARACTERS + "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
+
+
 def clean_label(value: str) -> str:
     """A label value without the whitespace (Unicode's too) and invisible format characters
     around it."""
     value = value.strip()
     if not value.isascii():
-        value = value.strip(_FORMAT_CHARACTERS).strip()
+        value = value.strip(_AROUND_LABELS)  # one pass over both: "ORG\u200b \u200b" alternates
     return value
 
 

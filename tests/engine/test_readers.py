@@ -21,7 +21,7 @@ from engine.readers import (
     read_fasttext_file,
     read_table_file,
 )
-from engine.readers.errors import MAX_SENTENCE_TOKENS, MAX_TOKEN_CHARS
+from engine.readers.errors import MAX_SENTENCE_TOKENS, MAX_TEXT_TOKENS, MAX_TOKEN_CHARS
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -380,14 +380,16 @@ def test_error_a_sentence_longer_than_the_limit(tmp_path: Path, fmt: str) -> Non
         content = "\n".join([*first, "", *second, ""]) + "\n"
         path, read, line = write(tmp_path / "train.conllu", content), read_conllu_file, fine + 2
         expected = f"the sentence starting here has more than {fine:,} words (word {fine + 1} is on line {2 * fine + 3})"
-    elif fmt == "fasttext":
-        content = f"__label__a {'w ' * fine}\n__label__b {'w ' * (fine + 1)}\n"
+    elif fmt == "fasttext":  # a text is a document: a limit of its own
+        most = MAX_TEXT_TOKENS
+        content = f"__label__a {'w ' * most}\n__label__b {'w ' * (most + 1)}\n"
         path, read, line = write(tmp_path / "train.txt", content), read_fasttext_file, 2
-        expected = f"a text of {fine + 1:,} tokens; the limit is {fine:,}"
+        expected = f"a text of {most + 1:,} tokens; the limit is {most:,}"
     else:
-        content = f"text,label\n{'w ' * fine},a\n{'w ' * (fine + 1)},b\n"
+        most = MAX_TEXT_TOKENS
+        content = f"text,label\n{'w ' * most},a\n{'w ' * (most + 1)},b\n"
         path, read, line = write(tmp_path / "train.csv", content), read_table_file, 3
-        expected = f"a text of {fine + 1:,} tokens; the limit is {fine:,}"
+        expected = f"a text of {most + 1:,} tokens; the limit is {most:,}"
     with pytest.raises(CorpusFormatError) as excinfo:
         read(path)
     assert_error(excinfo, path, line, expected)
@@ -949,6 +951,10 @@ def test_invisible_characters_around_a_label_are_not_part_of_it(tmp_path: Path) 
         read_conllu_file(write(tmp_path / "c.conllu", row + "\n"))[0][0].tokens[0].labels["upos"].value
         == "PROPN"
     )
+    # alternating runs of spaces and invisible characters come off too
+    row = "\t".join(["1", "Bonn", "_", "PROPN\u200b\u3000\u200e", "_", "_", "0", "root", "_", "_"])
+    sentence = read_conllu_file(write(tmp_path / "d.conllu", row + "\n"))[0][0]
+    assert sentence.tokens[0].labels["upos"].value == "PROPN"
 
 
 def test_a_look_alike_tag_is_named_with_its_code_point(tmp_path: Path) -> None:
