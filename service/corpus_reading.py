@@ -129,9 +129,16 @@ def summarize_corpus(
                 result = receive.recv()
             except EOFError:
                 raise ReaderProcessDied("the process reading the corpus ended without an answer") from None
-            process.join()
         finally:
+            send.close()
             receive.close()
+            # Reaped now, not left a zombie until the next start; one still running (this thread
+            # was interrupted) is stopped.
+            if process.pid is not None:
+                process.join(timeout=10)
+                if process.exitcode is None:
+                    process.kill()
+                    process.join()
             with _lock:
                 _running.discard(process)
     if isinstance(result, BaseException):
