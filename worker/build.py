@@ -101,11 +101,14 @@ def token_embedding(spec: Any, folder: Path, train: Sequence[Sentence]) -> Token
         dim, hidden = spec.char_embedding_dim, spec.hidden_size_char
         if spec.characters == "default":
             return CharacterEmbeddings(char_embedding_dim=dim, hidden_size_char=hidden)
-        # min_count 1: a letter the training data holds once (the ş of one name in an English
-        # corpus) gets a vector of its own, trained on that word, rather than sharing <unk> with
-        # every character training never saw. Built only for a new model: a resumed job loads
-        # its checkpoint, whose config holds the dictionary its weights were trained with.
-        return CharacterEmbeddings.from_sentences(train, char_embedding_dim=dim, hidden_size_char=hidden)
+        # min_count 2: a character the training data holds once (the ş of one name in an English
+        # corpus) trains <unk>, the vector every character training never saw gets at predict
+        # time; with a vector of its own for every character, <unk> would stay as initialised.
+        # Built only for a new model: a resumed job loads its checkpoint, whose config holds the
+        # dictionary its weights were trained with.
+        return CharacterEmbeddings.from_sentences(
+            train, min_count=2, char_embedding_dim=dim, hidden_size_char=hidden
+        )
     if isinstance(spec, s.TransformerWordEmbeddingSpec):
         from engine.embeddings.transformer import TransformerWordEmbeddings
 

@@ -96,7 +96,8 @@ class CharacterEmbeddingSpec(_Strict):
         "corpus",
         description=(
             "The character dictionary: `corpus` (ASCII, Latin-1 and typographic punctuation plus every "
-            "other character of the training sentences, most frequent first, at most 20,000) or `default` "
+            "other character the training sentences hold at least twice, most frequent first, at most 20,000) "
+            "or `default` "
             "(ASCII, Latin-1 and typographic punctuation only). Characters outside it share one unknown "
             "vector: with `default`, all Cyrillic, Greek, CJK or Arabic letters look alike."
         ),

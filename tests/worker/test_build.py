@@ -125,15 +125,17 @@ def test_every_option_of_an_embedding_spec_reaches_the_embedding(embedding: dict
 
 def _cyrillic_corpus() -> Corpus:
     train = []
-    for text, tags in (("Москва и Лондон", "B-LOC O B-LOC"), ("Ωμέγα ş x", "B-ORG O O")):
+    rows = [("Москва и Лондон", "B-LOC O B-LOC"), ("Ωμέγα ş x", "B-ORG O O")] * 2 + [("Жук", "O")]
+    for text, tags in rows:
         sentence = Sentence(text.split())
         for i, tag in enumerate(tags.split()):
             if tag != "O":
                 sentence.add_span(i, i + 1, "ner", tag[2:])
         train.append(sentence)
-    dev = Sentence(["Київ"])
-    dev.add_span(0, 1, "ner", "LOC")
-    return Corpus(train, [dev], sample_missing_splits=False)
+    dev = [Sentence(["Київ"]), Sentence(["Київ"])]
+    for sentence in dev:
+        sentence.add_span(0, 1, "ner", "LOC")
+    return Corpus(train, dev, sample_missing_splits=False)
 
 
 def _characters(model: object) -> set[str]:
@@ -152,6 +154,7 @@ def test_character_embeddings_get_the_characters_of_the_training_sentences(tmp_p
     spec = _tiny_tagger_spec()
     chars = _characters(build_model(spec, corpus, tmp_path))
     assert set("МоскваЛондонΩμέγαş") | set(default_characters()) <= chars
+    assert "Ж" not in chars  # seen once: it trains <unk>, which unseen characters get
     assert "К" not in chars  # dev is not trained on ...
     with_dev = spec.model_copy(update={"trainer": spec.trainer.model_copy(update={"train_with_dev": True})})
     assert "К" in _characters(build_model(with_dev, corpus, tmp_path))  # ... unless train_with_dev
