@@ -190,7 +190,7 @@ def corpus_summary(corpus: dict[str, Any]) -> str:
             if isinstance(values, dict) and "sentences" in values:
                 lines.append(f"  {split:<6} {values['sentences']} sentences, {values.get('tokens')} tokens")
     if corpus.get("label_types"):
-        lines.append(f"  label types: {json.dumps(corpus['label_types'])}")
+        lines.append(f"  label types: {json.dumps(corpus['label_types'], ensure_ascii=False)}")
     return "\n".join(lines)
 
 
