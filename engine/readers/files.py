@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,10 +54,12 @@ _AROUND_LABELS = _FORMAT_CHARACTERS + "".join(chr(c) for c in range(0x3001) if c
 
 def clean_label(value: str) -> str:
     """A label value without the whitespace (Unicode's too) and invisible format characters
-    around it."""
+    around it, its letters composed (NFC): "B-ÖRT" typed on one machine and decomposed by
+    another ("O\u0308") would be two classes that look the same."""
     value = value.strip()
     if not value.isascii():
         value = value.strip(_AROUND_LABELS)  # one pass over both: "ORG\u200b \u200b" alternates
+        value = unicodedata.normalize("NFC", value)
     return value
 
 

@@ -963,3 +963,12 @@ def test_a_look_alike_tag_is_named_with_its_code_point(tmp_path: Path) -> None:
     with pytest.raises(CorpusFormatError) as excinfo:
         read_column_file(path)
     assert_error(excinfo, path, 2, "looks like BIO/BIOES tags, but '\u041e' (\u041e is U+041E) is not one")
+
+
+def test_a_label_typed_composed_and_decomposed_is_one_class(tmp_path: Path) -> None:
+    # "ÖRT" as one character or as O + combining diaeresis: two classes that looked the same.
+    column = write(tmp_path / "c.txt", "Bonn B-\u00d6RT\n\nKöln B-O\u0308RT\n")
+    sentences, _ = read_column_file(column, {0: "text", 1: "ner"})
+    assert {span.label.value for s in sentences for span in s.spans["ner"]} == {"\u00d6RT"}
+    fasttext = write(tmp_path / "f.txt", "__label__\u00e9t\u00e9 sun\n__label__e\u0301te\u0301 beach\n")
+    assert {s.labels["class"][0].value for s in read_fasttext_file(fasttext)[0]} == {"\u00e9t\u00e9"}
