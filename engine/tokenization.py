@@ -64,6 +64,7 @@ _INVISIBLE = {
     ]
     if not chr(code).isspace() or code in range(0x1C, 0x20)
 }
+INVISIBLE = "".join(map(chr, _INVISIBLE))
 
 # Joiners belong to the word they sit in: ZWJ (emoji sequences, Indic scripts), ZWNJ (Persian,
 # Indic scripts, German ligature control), the soft hyphen (a hyphenation point) and the word

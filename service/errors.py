@@ -83,6 +83,7 @@ class Unavailable(ServiceError):
 
 # What an errno says this machine ran out of: never the request's fault (FastAPI answered a full
 # temporary disk while reading an upload with 400 "There was an error parsing the body").
+OUT_OF_MEMORY = "out of memory"
 _EXHAUSTED = {
     errno.ENOSPC: "disk full",
     errno.EDQUOT: "disk quota used up",
@@ -107,7 +108,7 @@ def exhausted_resource(exc: BaseException) -> str | None:
     it came from says so; None for any other error."""
     for cause in causes(exc):
         if isinstance(cause, MemoryError):
-            return "out of memory"
+            return OUT_OF_MEMORY
         if isinstance(cause, OSError) and cause.errno in _EXHAUSTED:
             return _EXHAUSTED[cause.errno]
     return None

@@ -41,7 +41,7 @@ from sqlalchemy import delete, select, update
 from service.db.clock import db_now
 from service.db.models import Job, JobBatchLoss, JobEpochMetric, queued_again
 from service.db.session import DatabaseUnavailable, session_scope
-from service.errors import causes, exhausted_resource
+from service.errors import OUT_OF_MEMORY, causes, exhausted_resource
 from service.process_folders import own_folder
 from service.queue import TRAIN_TASK, enqueue_job
 from service.settings import get_settings
@@ -339,15 +339,6 @@ def _requeue_after_database_outage(job_id: str, owner: str, lost: threading.Even
 
 # The longest wait between two storage retries (unless the first one is longer).
 MAX_STORAGE_RETRY_SECONDS = 900.0
-# What a worker running short of is its own trouble, not the job's: another worker, or this one
-# once its disk has room again, can train the job. Memory is left out: a model too large for
-# the machine would only run out of it again.
-_PASSING_SHORTAGES = (
-    "disk full",
-    "disk quota used up",
-    "too many open files in the process",
-    "too many open files in the system",
-)
 
 
 class Trouble(NamedTuple):
@@ -366,8 +357,10 @@ def passing_trouble(exc: BaseException) -> Trouble | None:
     if outage is not None:
         detail = without_server_paths(str(outage))
         return Trouble("storage unavailable", detail, f"gave up after {retries} storage retries: {detail}")
-    shortage = exhausted_resource(exc)
-    if shortage in _PASSING_SHORTAGES:
+    # What a worker runs short of (disk space, file descriptors) is its own trouble, not the
+    # job's: another worker, or this one once there is room, can train the job. Memory is left
+    # out: a model too large for the machine would only run out of it again.
+    if exhausted_resource(exc) not in (None, OUT_OF_MEMORY):
         what, _, detail = error_message(exc).partition(": ")
         return Trouble(what, detail, f"gave up after {retries} retries: {what}: {detail}")
     return None

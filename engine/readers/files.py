@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.readers.errors import CorpusFormatError, ReaderOptionError
+from engine.tokenization import INVISIBLE, JOINERS
 
 
 def read_text(path: str | Path) -> str:
@@ -41,15 +42,10 @@ def read_text(path: str | Path) -> str:
     return text
 
 
-# Invisible format characters (zero-width space and joiners, direction marks, soft hyphen) that
-# str.strip() keeps: at the end of a label they made "ORG\u200b" a class of its own beside "ORG".
-_FORMAT_CHARACTERS = (
-    "\u00ad\u061c\u180e\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
-    "\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"
-)
-
-
-_AROUND_LABELS = _FORMAT_CHARACTERS + "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
+# What tokenization reads as no text (control and bidi format characters, zero-width spaces,
+# BOMs), joiners and whitespace, all of which str.strip() partly keeps: at the end of a label
+# they made "ORG\u200b" a class of its own beside "ORG".
+_AROUND_LABELS = INVISIBLE + JOINERS + "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
 
 
 def clean_label(value: str) -> str:
