@@ -76,6 +76,12 @@ class Span:
 
     @property
     def text(self) -> str:
+        """The span as written: the slice of the sentence's original text when the sentence was
+        tokenized from it (two spaces or a line break between the words stay as they were, so
+        ``text[start:end] == span.text``), else its tokens joined as the sentence joins them."""
+        start, end, original = self.start_pos, self.end_pos, self.sentence.text
+        if start is not None and end is not None and original is not None:
+            return original[start:end]
         parts: list[str] = []
         for token in self.tokens[:-1]:
             parts.append(token.text + (" " if token.whitespace_after else ""))

@@ -290,7 +290,10 @@ class TokenOut(BaseModel):
 
 
 class SpanOut(BaseModel):
-    text: str
+    text: str = Field(
+        description="The span as written: the input text from `start` to `end` (raw input); pre-tokenized "
+        "input: its tokens joined by single spaces."
+    )
     start: int | None = Field(description="Character offset in the input text (raw input only).")
     end: int | None
     start_token: int

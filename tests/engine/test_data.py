@@ -72,3 +72,18 @@ def test_a_sampled_dev_split_is_taken_out_of_train() -> None:
     assert (len(train), len(dev), len(corpus.test)) == (18, 2, 0)
     assert not set(train) & set(dev)
     assert set(train) | set(dev) == {f"sentence {i}" for i in range(20)}
+
+
+def test_a_span_reads_as_written_between_its_offsets() -> None:
+    # A span's text joined its tokens with one space: "New  York" (two spaces, a tab, a no-break
+    # space) came back as "New York", which is not text[start:end], so a client that looked it
+    # up or replaced it in the text found nothing.
+    for gap in ["  ", "\t", "\u00a0", " \u200b "]:
+        text = f"She flew to New{gap}York today ."
+        sentence = Sentence(text)
+        start = next(t.idx for t in sentence if t.text == "New")
+        span = sentence.add_span(start, start + 2, "ner", "LOC")
+        assert span.text == f"New{gap}York" == text[span.start_pos : span.end_pos]
+    # Tokens given without a text have no offsets: joined as the sentence joins them.
+    given = Sentence(["New", "York", "."])
+    assert given.add_span(0, 2, "ner", "LOC").text == "New York"
