@@ -21,6 +21,7 @@ from service.metrics import MetricsMiddleware
 from service.parent_watch import stop_with_parent
 from service.predict_fastpath import PredictFastPath
 from service.process_folders import REQUESTS_KIND, own_folder
+from service.queue import NO_BROKER
 from service.routers import corpora, jobs, keys, models, ops, transformers
 from service.settings import get_settings
 
@@ -43,6 +44,8 @@ def create_app(run_migrations: bool = True) -> FastAPI:
             from service.db.migrate import upgrade
 
             await asyncio.to_thread(upgrade)
+        if not settings.broker_url:
+            log.warning(NO_BROKER)
         app.state.loop = asyncio.get_running_loop()
         app.state.model_cache = ModelCache(settings)
         # now, not at the first upload: what a killed predecessor left goes at once

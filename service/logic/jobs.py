@@ -217,6 +217,9 @@ def _send(job_id: str, queue: str) -> None:
     made every retry of the client one more failed job, and a resumed job failed."""
     try:
         task_id = job_queue.enqueue_job(job_id, queue)
+    except job_queue.NoBroker as e:
+        log.warning("job %s stays queued: %s", job_id, e)
+        return
     except Exception as e:
         log.warning("job %s stays queued: the job queue is unreachable: %s: %s", job_id, type(e).__name__, e)
         return

@@ -784,6 +784,32 @@ def test_an_unreachable_queue_leaves_the_job_queued_for_the_reaper_to_send(
     assert api.client.get(f"/jobs/{job_id}", headers=owner.headers).json()["status"] == "queued"
 
 
+def test_an_api_without_a_broker_url_keeps_the_job_queued_and_sends_nothing(
+    service_env: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Without TAGSMITH_BROKER_URL Celery fell back to amqp://localhost: the job message went to a
+    # RabbitMQ on the API's machine (or into connection retries), never to a Tagsmith worker.
+    from fastapi.testclient import TestClient
+
+    from service import queue
+    from service.app import create_app
+
+    with pytest.raises(queue.NoBroker, match="TAGSMITH_BROKER_URL is not set"):
+        queue.enqueue_job("some-job", "cpu")
+    with TestClient(create_app()) as client:
+        api = ApiSession(client=client)
+        owner = api.new_owner()
+        corpus_id = api.corpus(owner)
+        with caplog.at_level("WARNING", logger="service.logic.jobs"):
+            r = _submit(api, owner, {"corpus": {"ids": [corpus_id]}, "label_type": "ner"})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        assert client.get(f"/jobs/{job_id}", headers=owner.headers).json()["status"] == "queued"
+    with session_scope() as session:
+        assert session.get(Job, job_id).celery_task_id is None
+    assert f"job {job_id} stays queued: TAGSMITH_BROKER_URL is not set" in caplog.text
+
+
 def test_events_follow_a_running_job(api: ApiSession, monkeypatch: pytest.MonkeyPatch) -> None:
     from service.settings import reset_settings
 
