@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from service.queue import NO_BROKER
 from service.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,8 @@ def _broker_client() -> redis.Redis | None:
 
 
 def waiting_note(queue: str) -> str | None:
-    """Why a job queued on ``queue`` is not taken, when no worker announces that queue (None when
-    one does, or when the broker cannot be asked). Known for NOTE_SECONDS: a watch polls a job
+    """Why a job queued on ``queue`` is not taken: no broker URL here, or no worker announces that
+    queue (None when one does, or when the broker cannot be asked). Known for NOTE_SECONDS: a watch polls a job
     twice a second, and a broker that does not answer would add its timeout to every poll."""
     now = time.monotonic()
     key = (get_settings().broker_url, queue)
@@ -78,7 +79,7 @@ def waiting_note(queue: str) -> str | None:
 def _ask(queue: str) -> str | None:
     client = _broker_client()
     if client is None:
-        return None
+        return NO_BROKER
     try:
         if has_consumer(client, queue):
             return None

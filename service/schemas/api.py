@@ -136,7 +136,7 @@ class JobOut(_Out):
     note: str | None = Field(
         default=None,
         description="Why a `queued` job is not taken, when the service can tell: no worker takes its queue "
-        "(e.g. a `gpu` job where no GPU worker runs).",
+        "(e.g. a `gpu` job where no GPU worker runs), or the API has no broker URL to send it with.",
     )
     device: str | None
     worker_host: str | None

@@ -804,7 +804,8 @@ def test_an_api_without_a_broker_url_keeps_the_job_queued_and_sends_nothing(
             r = _submit(api, owner, {"corpus": {"ids": [corpus_id]}, "label_type": "ner"})
         assert r.status_code == 202, r.text
         job_id = r.json()["id"]
-        assert client.get(f"/jobs/{job_id}", headers=owner.headers).json()["status"] == "queued"
+        job = client.get(f"/jobs/{job_id}", headers=owner.headers).json()
+        assert (job["status"], job["note"]) == ("queued", queue.NO_BROKER)
     with session_scope() as session:
         assert session.get(Job, job_id).celery_task_id is None
     assert f"job {job_id} stays queued: TAGSMITH_BROKER_URL is not set" in caplog.text
