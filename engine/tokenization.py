@@ -17,12 +17,19 @@ all of it is segtok's word regex applied to each whitespace-separated span. ``_w
 therefore runs segtok's ``word_tokenizer`` + ``split_contractions`` steps itself with the
 per-span and per-token work memoised (words repeat: Zipf), and a test checks it gives exactly
 segtok's tokens.
+
+Chinese and Japanese are written without spaces, and segtok made a whole clause one "word". As
+BERT's basic tokenizer does, each CJK ideograph is a token of its own, and so is each CJK
+punctuation mark; kana runs stay one token, and what lies between (Latin words, digits, Hangul)
+is segtok's. Sentences also end after 。！？, with the closing quotes and brackets that follow.
+See ``_CJK_PIECES`` and ``_CJK_SENTENCE_END``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -92,6 +99,41 @@ _HAS_INVISIBLE = re.compile("[" + "".join(re.escape(chr(code)) for code in _INVI
 _LINE_BREAK = re.compile("\r(?!\n)|[\v\f\x1c-\x1e\x85\u2028\u2029]")
 
 
+# Ideographs, as BERT's basic tokenizer reads them (the CJK Unified Ideographs, Extension A, the
+# supplementary ideographic planes 2 and 3, the compatibility ideographs), and the marks of the
+# CJK Symbols block that stand for an ideograph: the iteration marks 々 and 〻, 〆, 〇 and the
+# Hangzhou numerals.
+_IDEOGRAPHS = (
+    "\u3005-\u3007\u3021-\u3029\u3038-\u303b\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff"
+)
+# Variation selectors (also the ideographic ones that pick a kanji's glyph, U+E0100-U+E01EF) and
+# the ideographic tone marks modify the ideograph before them and must not become tokens.
+_IDEOGRAPH_MARKS = "\u302a-\u302f\ufe00-\ufe0f\U000e0100-\U000e01ef"
+# Kana runs stay one token, as segtok kept them, except that segtok cut them at the prolonged
+# sound mark ー (U+30FC; halfwidth U+FF70): "コーヒー" came out as four tokens.
+_KANA = "\u3031-\u3035\u3041-\u3096\u3099-\u309f\u30a1-\u30fa\u30fc-\u30ff\u31f0-\u31ff\uff66-\uff9f"
+# The punctuation and symbols of the CJK Symbols block (、。「」『』【】〈〉《》 ...), the katakana
+# middle dot and double hyphen (between the parts of a foreign name), and the fullwidth and
+# halfwidth forms of ASCII punctuation (！？，：；（）) and of 。「」、・: each is a token of its own,
+# as the ideographs around it are.
+_CJK_PUNCTUATION = "".join(
+    chr(code)
+    for code in [*range(0x3000, 0x3040), 0x30A0, 0x30FB, *range(0xFF01, 0xFF66)]
+    if unicodedata.category(chr(code))[0] in "PS"
+)
+_CJK = re.compile(f"[{_IDEOGRAPHS}{_KANA}{_CJK_PUNCTUATION}]")
+# What lies between (Latin words, digits, Hangul) goes to segtok as a span of its own, so that
+# "我用Python写" keeps "Python" whole and "3,000人" its "3,000".
+_CJK_PIECES = re.compile(
+    f"[{_IDEOGRAPHS}][{_IDEOGRAPH_MARKS}]*|[{_CJK_PUNCTUATION}]|[{_KANA}]+"
+    f"|(?P<other>[^{_IDEOGRAPHS}{_KANA}{_CJK_PUNCTUATION}]+)"
+)
+# A sentence ends after 。！？ (segtok ends one there only before a space, which Chinese and
+# Japanese do not write), with the closing quotes and brackets after it: 「はい。」 is one sentence,
+# not 「はい。 and a sentence 」. ASCII !? right after 。！？ stay too, so "吗？!" keeps its "!".
+_CJK_SENTENCE_END = re.compile("[。｡！？][。｡！？!?]*[」』）】〉》〕〗〙〛〞〟｣］｝”’)\\]}]*")
+
+
 def _visible(text: str) -> str:
     # predict tokenizes on the event loop: a search costs a fifth of a translation, which is rare
     if _HAS_INVISIBLE.search(text):
@@ -111,15 +153,16 @@ def split_sentences(text: str) -> list[tuple[str, int]]:
     """Split ``text`` into sentences: ``[(sentence_text, start_offset), ...]``.
 
     Sentences end at sentence terminals (segtok's rules, which avoid splitting at common
-    abbreviations) and at every line break (wherever ``str.splitlines`` breaks: ``\\n``, CRLF,
-    a lone ``\\r``, ``\\v``, ``\\f``, U+001C-U+001E, NEL, U+2028, U+2029). Sentence texts are
-    stripped of surrounding whitespace (and invisible characters), and
+    abbreviations), after the CJK terminals 。！？ and the closing quotes and brackets that follow
+    them (``_CJK_SENTENCE_END``), and at every line break (wherever ``str.splitlines`` breaks:
+    ``\\n``, CRLF, a lone ``\\r``, ``\\v``, ``\\f``, U+001C-U+001E, NEL, U+2028, U+2029). Sentence
+    texts are stripped of surrounding whitespace (and invisible characters), and
     ``text[start:start + len(sentence_text)] == sentence_text``.
     """
     visible = _visible(_LINE_BREAK.sub("\n", text))
     result: list[tuple[str, int]] = []
     pos = 0
-    for piece in split_single(visible):
+    for piece in _split_single(visible):
         stripped = piece.strip()
         if not stripped:
             continue
@@ -134,6 +177,19 @@ def split_sentences(text: str) -> list[tuple[str, int]]:
         result.append((text[start : start + len(stripped)], start))
         pos = start + len(stripped)
     return result
+
+
+def _split_single(text: str) -> Iterable[str]:
+    """segtok's ``split_single``, also ending sentences at ``_CJK_SENTENCE_END``."""
+    if text.isascii() or not _CJK_SENTENCE_END.search(text):
+        return split_single(text)
+    pieces: list[str] = []
+    start = 0
+    for match in _CJK_SENTENCE_END.finditer(text):
+        pieces += split_single(text[start : match.end()])
+        start = match.end()
+    pieces += split_single(text[start:])
+    return pieces
 
 
 CACHED_WORDS = 1 << 16
@@ -154,7 +210,14 @@ def _remember_short(compute: Callable[[str], tuple[str, ...]]) -> Callable[[str]
 
 @_remember_short
 def _split_span(span: str) -> tuple[str, ...]:
-    return tuple(t for t in word_tokenizer.split(span) if t)
+    # isascii is nearly free and spares English text the search
+    if span.isascii() or not _CJK.search(span):
+        return tuple(t for t in word_tokenizer.split(span) if t)
+    return tuple(
+        token
+        for match in _CJK_PIECES.finditer(span)
+        for token in (_split_span(match[0]) if match.lastgroup == "other" else (match[0],))
+    )
 
 
 @_remember_short

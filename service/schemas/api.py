@@ -245,8 +245,10 @@ class PredictRequest(BaseModel):
     )
     tokenizer: Literal["segtok", "whitespace"] | None = Field(
         None,
-        description="How raw texts are tokenized: `segtok` (the default, Flair's) or `whitespace` (at whitespace "
-        "only, as pre-tokenized corpora often are: `@user`, URLs and `&amp;` stay whole). Only with `texts`.",
+        description="How raw texts are tokenized: `segtok` (the default, Flair's; in Chinese and Japanese each "
+        "CJK ideograph and punctuation mark is a token of its own and a run of kana one token) or `whitespace` (at "
+        "whitespace only, as pre-tokenized corpora often are: `@user`, URLs and `&amp;` stay whole). Only with "
+        "`texts`.",
     )
     return_probabilities_for_all_classes: bool = Field(
         False,

@@ -342,3 +342,177 @@ def test_decomposed_letters_stay_in_their_word(text: str, words: list[str]) -> N
     assert [w for w, *_ in tokens] == words
     assert all(text[start:end] == word for word, start, end, _ in tokens)
     assert [t.text for s in sentences_from_text(text) for t in s.tokens] == words
+
+
+# -- Chinese, Japanese (and Korean) ---------------------------------------------------------------
+# segtok made a whole clause of unspaced CJK text one token ("写代码。你好吗"); each ideograph and
+# each CJK punctuation mark is now a token of its own, as BERT's basic tokenizer makes them.
+
+
+def _words(text: str) -> list[str]:
+    return [word for word, *_ in tokenize(text)]
+
+
+def test_each_chinese_ideograph_is_a_token() -> None:
+    text = "我们在北京工作。"
+    assert tokenize(text) == [
+        ("我", 0, 1, False),
+        ("们", 1, 2, False),
+        ("在", 2, 3, False),
+        ("北", 3, 4, False),
+        ("京", 4, 5, False),
+        ("工", 5, 6, False),
+        ("作", 6, 7, False),
+        ("。", 7, 8, False),
+    ]
+    # supplementary-plane ideographs (offsets count code points), 〇, a compatibility ideograph,
+    # and a kanji with its ideographic variation selector
+    assert _words("𠮷野家〇丨豈") == ["𠮷", "野", "家", "〇", "丨", "豈"]
+    assert _words("葛\U000e0100城") == ["葛\U000e0100", "城"]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("我用Python写代码", ["我", "用", "Python", "写", "代", "码"]),
+        ("价格是100元，共3,000人", ["价", "格", "是", "100", "元", "，", "共", "3,000", "人"]),
+        ("我在2024年用GPT-4和Rust", ["我", "在", "2024", "年", "用", "GPT-4", "和", "Rust"]),
+        ("她叫Anna Smith，住在New York", ["她", "叫", "Anna", "Smith", "，", "住", "在", "New", "York"]),
+        ("約3.5kgのiPhone", ["約", "3.5kg", "の", "iPhone"]),
+    ],
+    ids=["latin", "digits", "names", "spaced-names", "japanese"],
+)
+def test_latin_words_and_numbers_in_chinese_stay_whole(text: str, words: list[str]) -> None:
+    assert _words(text) == words
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("東京タワーに行きました。", ["東", "京", "タワーに", "行", "きました", "。"]),
+        ("コーヒーを飲む", ["コーヒーを", "飲", "む"]),
+        ("ひらがなカタカナ", ["ひらがなカタカナ"]),
+        ("ﾀﾜｰへ", ["ﾀﾜｰへ"]),
+        ("Pythonで書く", ["Python", "で", "書", "く"]),
+        ("ドナルド・トランプ", ["ドナルド", "・", "トランプ"]),
+    ],
+    ids=["sentence", "prolonged-sound-mark", "hiragana-katakana", "halfwidth", "latin", "middle-dot"],
+)
+def test_japanese_kana_runs_stay_one_token(text: str, words: list[str]) -> None:
+    # segtok cut kana at the prolonged sound mark: "コーヒー" was "コ", "ー", "ヒ", "ー"
+    assert _words(text) == words
+
+
+def test_korean_is_tokenized_as_before() -> None:
+    # Hangul is written with spaces between words, which segtok already reads
+    assert _words("한국어 텍스트입니다. 서울에서 Python을 배워요") == [
+        "한국어",
+        "텍스트입니다",
+        ".",
+        "서울에서",
+        "Python",
+        "을",
+        "배워요",
+    ]
+
+
+CJK_PUNCTUATION = "、。〃「」『』【】〈〉《》〔〕〖〗〜〝〞・！？，：；（）％＃＆＊［］｛｝～｡｢｣､･"
+
+
+@pytest.mark.parametrize("mark", CJK_PUNCTUATION)
+def test_cjk_punctuation_is_a_token_of_its_own(mark: str) -> None:
+    assert tokenize(f"中{mark}文") == [("中", 0, 1, False), (mark, 1, 2, False), ("文", 2, 3, False)]
+    assert _words(f"ab{mark}{mark}cd") == ["ab", mark, mark, "cd"]
+
+
+def test_chinese_quotation_and_brackets() -> None:
+    assert _words("他说：「《三体》很好看，你读过吗？」") == [
+        *"他说：「《三体》很好看，你读过吗？」",
+    ]
+    # fullwidth digits and letters are words, as ASCII ones are
+    assert _words("第２０２４号（ＡＢＣ）") == ["第", "２０２４", "号", "（", "ＡＢＣ", "）"]
+
+
+@pytest.mark.parametrize(
+    ("text", "sentences"),
+    [
+        ("你好。我很好！你呢？", ["你好。", "我很好！", "你呢？"]),
+        ("「こんにちは。」と言った。次へ", ["「こんにちは。」", "と言った。", "次へ"]),
+        ("他说：“好的。”然后走了。", ["他说：“好的。”", "然后走了。"]),
+        ("真的吗？！（笑）对。", ["真的吗？！", "（笑）对。"]),
+        ("结束了。』」又开始", ["结束了。』」", "又开始"]),
+        ("真的吗？!好", ["真的吗？!", "好"]),
+        ("Hello world. 你好。 Mr. Smith went home.", ["Hello world.", "你好。", "Mr. Smith went home."]),
+        ("价格是3.5元，你好", ["价格是3.5元，你好"]),
+    ],
+    ids=["terminals", "japanese-quote", "curly-quote", "brackets", "closers", "ascii-after", "mixed", "none"],
+)
+def test_sentences_end_after_cjk_terminals_with_their_closing_quotes(text: str, sentences: list[str]) -> None:
+    split = split_sentences(text)
+    assert [sentence for sentence, _ in split] == sentences
+    for sentence, start in split:
+        assert text[start : start + len(sentence)] == sentence
+    assert [t.text for s in sentences_from_text(text) for t in s] == _words(text)
+
+
+def test_chinese_sentences_from_text_keep_offsets_into_the_whole_text() -> None:
+    text = "  我住在北京。\n他在東京工作！"
+    first, second = sentences_from_text(text)
+    assert (first.text, first.metadata["offset"]) == ("我住在北京。", 2)
+    assert (second.text, second.metadata["offset"]) == ("他在東京工作！", 9)
+    tokyo = second[2]
+    assert tokyo.text == "東"
+    assert text[9 + tokyo.start_pos : 9 + tokyo.end_pos] == "東"
+    assert Sentence("我用Python写代码。").to_plain_string() == "我用Python写代码。"
+
+
+IDEOGRAPH_CHARS = ["我", "们", "北", "京", "𠮷", "〇", "々", "葛\U000e0100"]
+KANA_CHARS = ["こ", "ん", "タ", "ー", "ｰ", "ﾀ", "が"]
+CJK_FUZZ_ALPHABET = [
+    *IDEOGRAPH_CHARS,
+    *KANA_CHARS,
+    *"한국。、「」『』！？，：（）・．",
+    *"ab Z9.,'!?\t\n“”",
+    "\u3000",
+    "\u00a0",
+    "\u200b",
+    "Python",
+    "3,000",
+    "２０",
+    "Mr.",
+    "n't",
+]
+
+
+def test_offsets_stay_exact_over_random_cjk_texts() -> None:
+    import random
+    import re
+
+    ideograph = re.compile("[\u3005\u3007\u4e00-\u9fff\U00020000-\U0003ffff]\U000e0100?")
+    kana = set("".join(KANA_CHARS))
+    rng = random.Random(4711)
+    for _ in range(3000):
+        text = "".join(rng.choice(CJK_FUZZ_ALPHABET) for _ in range(rng.randint(1, 30)))
+        tokens = tokenize(text)
+        token_at: dict[int, int] = {}
+        for index, (word, start, end, space_after) in enumerate(tokens):
+            assert text[start:end] == word, repr(text)
+            assert space_after == (end < len(text) and _separates(text, end)), repr(text)
+            token_at.update(dict.fromkeys(range(start, end), index))
+            if ideograph.search(word) or set(word) & set(CJK_PUNCTUATION):
+                assert ideograph.fullmatch(word) or len(word) == 1, (repr(text), word)
+        # every visible character is in exactly one token, and a kana run in one
+        visible = [i for i, c in enumerate(text) if not _separates(text, i)]
+        assert sorted(token_at) == visible, repr(text)
+        for i in range(len(text) - 1):
+            if text[i] in kana and text[i + 1] in kana:
+                assert token_at[i] == token_at[i + 1], repr(text)
+        pieces = []
+        for sentence in sentences_from_text(text):
+            offset = sentence.metadata["offset"]
+            assert text[offset : offset + len(sentence.text)] == sentence.text, repr(text)
+            # a CJK terminal is followed only by terminals and closing quotes in its sentence
+            ends = [i for i, c in enumerate(sentence.text) if c in "。！？"]
+            assert all(set(sentence.text[i:]) <= set("。！？!?」』）”") for i in ends), repr(text)
+            pieces += [(t.text, offset + t.start_pos) for t in sentence]
+        assert pieces == [(w, s) for w, s, *_ in tokens], repr(text)
