@@ -14,11 +14,11 @@ LOSS_POINTS_PER_EPOCH = 200
 
 class BatchLoss(NamedTuple):
     """A stored batch-loss point: ``loss`` is the mean of the batches of ``epoch`` up to
-    ``batch`` since the previous point."""
+    ``batch`` since the previous point; None when that was not a finite number (the run diverged)."""
 
     epoch: int
     batch: int
-    loss: float
+    loss: float | None
     learning_rate: float | None
 
 
@@ -48,7 +48,7 @@ def _fold(epoch: list[BatchLoss], per_epoch: int) -> Iterator[BatchLoss]:
     for point in epoch:
         group.append(point)
         if point.batch % stride == 0 or point is epoch[-1]:
-            yield BatchLoss(
-                point.epoch, point.batch, sum(p.loss for p in group) / len(group), point.learning_rate
-            )
+            losses = [p.loss for p in group]
+            mean = None if None in losses else sum(x for x in losses if x is not None) / len(losses)
+            yield BatchLoss(point.epoch, point.batch, mean, point.learning_rate)
             group = []

@@ -301,6 +301,9 @@ class JobProgress(TrainerCallback):
             "eta_seconds": max(0.0, (total - done) / rate),
             "learning_rate": float(info.learning_rate),
         }
+        if info.epoch_loss is not None:
+            # A watcher saw no loss at all until the first epoch ended (an hour, on a large corpus).
+            self._progress["train_loss"] = float(info.epoch_loss)
         if self.first_batch_at is None:
             self.first_batch_at = now
             self._flush()

@@ -378,6 +378,7 @@ class LanguageModelTrainer:
                         learning_rate=float(optimizer.param_groups[0]["lr"]),
                         sentences_per_s=lines / elapsed,
                         tokens_per_s=chars / elapsed,
+                        epoch_loss=loss_sum / chars,
                     )
                 )
         seconds = time.monotonic() - began

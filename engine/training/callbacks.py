@@ -33,6 +33,8 @@ class BatchEnded:
     learning_rate: float
     sentences_per_s: float
     tokens_per_s: float
+    # the epoch's training loss so far: what EpochEnded.train_loss says once the epoch ends
+    epoch_loss: float | None = None
 
 
 @dataclass

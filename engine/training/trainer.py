@@ -773,6 +773,7 @@ class _Run:
                     learning_rate=lr,
                     sentences_per_s=sentences_seen / elapsed,
                     tokens_per_s=tokens_seen / elapsed,
+                    epoch_loss=epoch_loss / max(epoch_count, 1),
                 ),
             )
         self.epoch_train_loss = epoch_loss / max(epoch_count, 1)

@@ -7,6 +7,7 @@ schema. Imported by the worker: no FastAPI here.
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -68,6 +69,22 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+class Measure(TypeDecorator[float]):
+    """A loss, score or rate a run reports: NaN and infinity (a diverging run) are stored and read
+    as NULL. SQLite cannot store NaN (a NOT NULL batch loss failed the write, and with it the
+    run), and JSON has no such numbers (PostgreSQL kept them, and every answer showing one was a
+    500)."""
+
+    impl = Float
+    cache_ok = True
+
+    def process_bind_param(self, value: float | None, dialect: Any) -> float | None:
+        return value if value is None or math.isfinite(value) else None
+
+    def process_result_value(self, value: float | None, dialect: Any) -> float | None:
+        return value if value is None or math.isfinite(value) else None
 
 
 class Base(DeclarativeBase):
@@ -139,10 +156,10 @@ class Job(Base):
     dev_sentences: Mapped[int | None] = mapped_column(Integer, nullable=True)
     test_sentences: Mapped[int | None] = mapped_column(Integer, nullable=True)
     percent: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
-    eta_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
-    learning_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
-    train_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
-    best_dev_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    eta_seconds: Mapped[float | None] = mapped_column(Measure, nullable=True)
+    learning_rate: Mapped[float | None] = mapped_column(Measure, nullable=True)
+    train_loss: Mapped[float | None] = mapped_column(Measure, nullable=True)
+    best_dev_score: Mapped[float | None] = mapped_column(Measure, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # A run that could not reach storage puts its job back ``queued`` until ``retry_at`` (the reaper
     # sends it then); ``storage_retries`` counts such retries since the last checkpoint.
@@ -180,20 +197,20 @@ class JobEpochMetric(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
     epoch: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
-    learning_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
-    train_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
-    dev_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
-    dev_main_score: Mapped[float | None] = mapped_column(Float, nullable=True)
-    dev_precision: Mapped[float | None] = mapped_column(Float, nullable=True)
-    dev_recall: Mapped[float | None] = mapped_column(Float, nullable=True)
-    dev_f1: Mapped[float | None] = mapped_column(Float, nullable=True)
-    dev_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
-    test_main_score: Mapped[float | None] = mapped_column(Float, nullable=True)
-    test_f1: Mapped[float | None] = mapped_column(Float, nullable=True)
-    test_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    learning_rate: Mapped[float | None] = mapped_column(Measure, nullable=True)
+    train_loss: Mapped[float | None] = mapped_column(Measure, nullable=True)
+    dev_loss: Mapped[float | None] = mapped_column(Measure, nullable=True)
+    dev_main_score: Mapped[float | None] = mapped_column(Measure, nullable=True)
+    dev_precision: Mapped[float | None] = mapped_column(Measure, nullable=True)
+    dev_recall: Mapped[float | None] = mapped_column(Measure, nullable=True)
+    dev_f1: Mapped[float | None] = mapped_column(Measure, nullable=True)
+    dev_accuracy: Mapped[float | None] = mapped_column(Measure, nullable=True)
+    test_main_score: Mapped[float | None] = mapped_column(Measure, nullable=True)
+    test_f1: Mapped[float | None] = mapped_column(Measure, nullable=True)
+    test_accuracy: Mapped[float | None] = mapped_column(Measure, nullable=True)
     bad_epochs: Mapped[int | None] = mapped_column(Integer, nullable=True)
     is_best: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    seconds: Mapped[float | None] = mapped_column(Measure, nullable=True)
 
 
 class JobBatchLoss(Base):
@@ -204,8 +221,9 @@ class JobBatchLoss(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
     epoch: Mapped[int] = mapped_column(Integer, nullable=False)
     batch: Mapped[int] = mapped_column(Integer, nullable=False)
-    loss: Mapped[float] = mapped_column(Float, nullable=False)
-    learning_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # NULL: not a finite number (Measure)
+    loss: Mapped[float | None] = mapped_column(Measure, nullable=True)
+    learning_rate: Mapped[float | None] = mapped_column(Measure, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
 
 

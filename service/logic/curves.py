@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 
 from engine.plotting import PYPLOT_LOCK, learning_rate_axis_from_zero, pyplot
@@ -19,7 +20,9 @@ def render_curves(title: str, epochs: Sequence[JobEpochMetric], batches: Sequenc
                 # An epoch's last point is at its last batch (the worker closes a point there).
                 per_epoch = max((b.batch for b in batches), default=1) or 1
                 xs = [b.epoch - 1 + b.batch / per_epoch for b in batches]
-                ax_loss.plot(xs, [b.loss for b in batches], color="0.75", linewidth=0.8, label="batch loss")
+                # NaN, not None: a diverged point leaves a gap in the line
+                losses = [math.nan if b.loss is None else b.loss for b in batches]
+                ax_loss.plot(xs, losses, color="0.75", linewidth=0.8, label="batch loss")
             done = [e for e in epochs if e.train_loss is not None]
             if done:
                 ax_loss.plot([e.epoch for e in done], [e.train_loss for e in done], "o-", label="train loss")

@@ -124,7 +124,11 @@ class JobOut(_Out):
     percent: float = Field(description="0-100 over the whole run.")
     eta_seconds: float | None
     learning_rate: float | None
-    train_loss: float | None
+    train_loss: float | None = Field(
+        description="The training loss: during an epoch its mean over the batches done so far, between "
+        "epochs the last epoch's; null before the first batch, or when it is not a finite number (the "
+        "run diverged)."
+    )
     best_dev_score: float | None
     error: str | None = Field(
         description="Why the job failed; on a `queued` job waiting for `retry_at`, why its last run stopped."
@@ -177,9 +181,10 @@ class BatchLossOut(_Out):
 
     epoch: int
     batch: int = Field(description="The last batch (1-based, within the epoch) this point stands for.")
-    loss: float = Field(
+    loss: float | None = Field(
         description="The mean loss of the batches since the epoch's previous point (an epoch of up to "
-        "200 batches has a point per batch, a longer one 200 at most)."
+        "200 batches has a point per batch, a longer one 200 at most); null when it was not a finite "
+        "number (the run diverged)."
     )
     learning_rate: float | None = Field(description="The learning rate at `batch`.")
 

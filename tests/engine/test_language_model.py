@@ -155,6 +155,12 @@ def test_training_lowers_perplexity_and_reports_through_callbacks(tmp_path: Path
     assert batches and all(b.tokens_per_s > 0 and b.sentences_per_s >= 0 for b in batches)
     epochs = [e for e in recorder.events if isinstance(e, EpochEnded)]
     assert [e.epoch for e in epochs] == list(range(1, 3 * n_splits + 1))
+    last_batches = [
+        b
+        for b, after in zip(batches, [*batches[1:], None], strict=True)
+        if after is None or after.epoch != b.epoch
+    ]
+    assert [b.epoch_loss for b in last_batches] == pytest.approx([e.train_loss for e in epochs])
     assert all(
         e.dev_scores and abs(e.dev_scores["perplexity"] - torch.tensor(e.dev_loss).exp().item()) < 1e-4
         for e in epochs

@@ -396,6 +396,8 @@ def test_files_callbacks_and_plots(tmp_path: Path, vectors: Path, monkeypatch: p
     assert len(batches) == 10 and all(b.loss > 0 and b.tokens_per_s > 0 for b in batches)
     epochs = recorder.of(EpochEnded)
     assert [e.epoch for e in epochs] == [1, 2] and epochs[0].is_best
+    # the running loss an epoch's batches report ends where the epoch's train loss is
+    assert [batches[4].epoch_loss, batches[9].epoch_loss] == pytest.approx([e.train_loss for e in epochs])
     assert epochs[0].dev_scores is not None and {"main_score", "micro_f1", "accuracy"} <= set(
         epochs[0].dev_scores
     )

@@ -639,6 +639,12 @@ def test_a_job_from_before_the_points_were_bounded_answers_at_most_200_an_epoch(
         session.add_all(
             JobBatchLoss(job_id=job_id, epoch=2, batch=b, loss=1.0, learning_rate=0.05) for b in (1, 2)
         )
+        session.add_all(  # a diverging epoch: its NaN is stored as NULL
+            JobBatchLoss(
+                job_id=job_id, epoch=3, batch=b, loss=float("nan") if b == 7 else 2.0, learning_rate=0.1
+            )
+            for b in range(1, 301)
+        )
     batches = api.client.get(f"/jobs/{job_id}/metrics", headers=owner.headers).json()["batches"]
     first = [b for b in batches if b["epoch"] == 1]
     # 1,000 batches: a point per 5, the mean of their losses, the rate of the last of them
@@ -647,6 +653,38 @@ def test_a_job_from_before_the_points_were_bounded_answers_at_most_200_an_epoch(
     assert first[-1]["loss"] == pytest.approx(998.0) and first[-1]["learning_rate"] == pytest.approx(0.09)
     # an epoch within the bound is answered as stored
     assert [(b["batch"], b["loss"]) for b in batches if b["epoch"] == 2] == [(1, 1.0), (2, 1.0)]
+    third = {b["batch"]: b["loss"] for b in batches if b["epoch"] == 3}
+    assert len(third) == 150 and third[8] is None and {third[6], third[10], third[300]} == {2.0}
+
+
+def test_a_diverged_runs_nan_and_infinite_losses_answer_null(api: ApiSession) -> None:
+    # JSON has no NaN: PostgreSQL kept a diverging run's NaN losses, and every answer showing one
+    # was a 500; rows stored so by older versions read as null too.
+    from sqlalchemy import text
+
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    job_id = _submit(api, owner, {"corpus": {"ids": [corpus_id]}, "label_type": "ner"}).json()["id"]
+    nan, inf = float("nan"), float("inf")
+    with session_scope() as session:
+        session.add(JobBatchLoss(job_id=job_id, epoch=1, batch=1, loss=nan, learning_rate=0.1))
+        session.add(JobBatchLoss(job_id=job_id, epoch=1, batch=2, loss=1.5, learning_rate=inf))
+        session.add(JobEpochMetric(job_id=job_id, epoch=1, train_loss=inf, dev_loss=nan, is_best=False))
+        session.get(Job, job_id).train_loss = nan
+    with session_scope() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("UPDATE jobs SET best_dev_score = 'NaN', learning_rate = '-Infinity'"))
+            session.execute(text("UPDATE job_epoch_metrics SET dev_f1 = 'NaN'"))
+            session.execute(text("UPDATE job_batch_losses SET loss = 'Infinity' WHERE batch = 1"))
+    job = api.client.get(f"/jobs/{job_id}", headers=owner.headers).json()
+    assert (job["train_loss"], job["best_dev_score"], job["learning_rate"]) == (None, None, None)
+    metrics = api.client.get(f"/jobs/{job_id}/metrics", headers=owner.headers).json()
+    assert [(b["loss"], b["learning_rate"]) for b in metrics["batches"]] == [(None, 0.1), (1.5, None)]
+    epoch = metrics["epochs"][0]
+    assert (epoch["train_loss"], epoch["dev_loss"], epoch["dev_f1"]) == (None, None, None)
+    png = api.client.get(f"/jobs/{job_id}/curves.png", headers=owner.headers)
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    assert api.client.get("/jobs", headers=owner.headers).status_code == 200
 
 
 def test_events_stream_until_the_job_ends(api: ApiSession) -> None:

@@ -323,3 +323,34 @@ def test_a_progress_write_also_brings_the_cancel_flag(environment: dict[str, str
     progress.on_batch_end(batch(1, 1))  # the first batch is written at once
     assert progress.stop_reason == "cancelled"
     assert progress.should_stop()
+
+
+def test_the_loss_of_the_epoch_in_progress_is_shown_and_a_diverged_one_is_null(
+    environment: dict[str, str],
+) -> None:
+    # A watcher saw no loss until the first epoch ended; and on SQLite a NaN batch loss (a
+    # diverging run) failed the progress write, so the run died of an IntegrityError instead of
+    # the trainer's "training diverged" message.
+    job_id = running_job()
+    progress = make_progress(job_id, Clock())
+    progress.on_train_start(TrainingStarted(3, 1, 10, 40, 4, "cpu"))
+    progress.on_batch_end(BatchEnded(1, 1, 10, 2.5, 0.1, 1.0, 1.0, epoch_loss=2.5))
+    assert job_row(job_id).train_loss == 2.5
+    nan, inf = float("nan"), float("inf")
+    progress.on_batch_end(BatchEnded(1, 2, 10, nan, 0.1, 1.0, 1.0, epoch_loss=nan))
+    progress.on_epoch_end(
+        EpochEnded(1, nan, inf, {"main_score": nan, "micro_f1": nan}, None, 0.1, False, 1, 1.0)
+    )
+    assert (job_row(job_id).epoch, job_row(job_id).train_loss) == (1, None)
+    with session_scope() as session:
+        points = session.execute(
+            select(JobBatchLoss.batch, JobBatchLoss.loss).where(JobBatchLoss.job_id == job_id)
+        )
+        assert sorted(points.tuples()) == [(1, 2.5), (2, None)]
+        metric = session.execute(select(JobEpochMetric).where(JobEpochMetric.job_id == job_id)).scalar_one()
+        assert (metric.train_loss, metric.dev_loss, metric.dev_main_score, metric.dev_f1) == (
+            None,
+            None,
+            None,
+            None,
+        )
