@@ -329,7 +329,12 @@ class TrainerOptions(_Strict):
     embeddings_storage_mode: Literal["none", "cpu", "gpu"] = "cpu"
     train_with_dev: bool = False
     shuffle: bool = True
-    checkpoint: bool = True
+    checkpoint: bool = Field(
+        True,
+        description="Store a checkpoint after every epoch: what `resume`, a job whose worker died and a worker "
+        "shutdown continue from. `false` saves storing a large model every epoch; such a job starts over "
+        "from its first epoch instead.",
+    )
     write_weights: bool = False
     seed: int = Field(42, ge=0, le=MAX_SEED)
     decoder_learning_rate: float | None = Field(
