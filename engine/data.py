@@ -31,6 +31,12 @@ class Label:
     def to_dict(self) -> dict[str, Any]:
         return {"value": self.value, "score": self.score}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Value and score only: ``data_point`` points back at what holds the label (a token's is
+        # set again by ``Sentence.get_labels``, a span's when the span is built), and pickling it
+        # dragged the whole sentence along with each label.
+        return (Label, (self.value,) if self.score == 1.0 else (self.value, self.score))
+
 
 @dataclass(slots=True, eq=False)
 class Token:
@@ -54,8 +60,28 @@ class Token:
         label = self.labels.get(label_type)
         return label.value if label is not None else default
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A flat tuple, not the slots' state dict of Label objects: the reader processes send
+        # whole splits back to the API (``service.corpus_reading``), a pickle per token.
+        labels = tuple((name, label.value, label.score) for name, label in self.labels.items())
+        return (_token, (self.text, self.idx, self.start_pos, self.end_pos, self.whitespace_after, labels))
+
     def __repr__(self) -> str:
         return f"Token[{self.idx}]: {self.text!r}"
+
+
+def _token(
+    text: str,
+    idx: int,
+    start_pos: int | None,
+    end_pos: int | None,
+    whitespace_after: bool,
+    labels: tuple[tuple[str, str, float], ...],
+) -> Token:
+    """A token from ``Token.__reduce__``'s tuple."""
+    return Token(
+        text, idx, start_pos, end_pos, whitespace_after, {name: Label(v, s) for name, v, s in labels}
+    )
 
 
 @dataclass(slots=True, eq=False)
@@ -69,6 +95,11 @@ class Span:
 
     def __post_init__(self) -> None:
         self.label.data_point = self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Built again through __init__, so that __post_init__ points its label back at it (the
+        # slots' default pickling restores fields without calling it).
+        return (Span, (self.sentence, self.start, self.end, self.label))
 
     @property
     def tokens(self) -> list[Token]:

@@ -87,3 +87,31 @@ def test_a_span_reads_as_written_between_its_offsets() -> None:
     # Tokens given without a text have no offsets: joined as the sentence joins them.
     given = Sentence(["New", "York", "."])
     assert given.add_span(0, 2, "ner", "LOC").text == "New York"
+
+
+def test_a_pickled_sentence_comes_back_with_its_labels_and_spans_pointing_at_it() -> None:
+    # Reader processes send splits back pickled; a token's default pickling was a dict of Label
+    # objects, each dragging its data point (and so its sentence) along.
+    import pickle
+
+    sentence = Sentence("George Washington went to Washington .")
+    sentence.add_span(0, 2, "ner", "PER")
+    sentence.add_span(4, 5, "ner", "LOC", 0.5)
+    for token, tag in zip(sentence, ["PROPN", "PROPN", "VERB", "ADP", "PROPN", "PUNCT"], strict=True):
+        token.set_label("upos", tag)
+    sentence.add_label("topic", "history", 0.7)
+    sentence.get_labels("upos")  # points each token's label at its token
+
+    copy = pickle.loads(pickle.dumps(sentence, protocol=pickle.HIGHEST_PROTOCOL))
+    assert copy.to_tagged_string() == sentence.to_tagged_string()
+    assert [(t.text, t.idx, t.start_pos, t.end_pos, t.whitespace_after) for t in copy] == [
+        (t.text, t.idx, t.start_pos, t.end_pos, t.whitespace_after) for t in sentence
+    ]
+    assert [(s.start, s.end, s.value, s.score) for s in copy.get_spans("ner")] == [
+        (0, 2, "PER", 1.0),
+        (4, 5, "LOC", 0.5),
+    ]
+    for label in copy.get_labels("ner"):
+        assert label.data_point.sentence is copy
+    assert [label.data_point for label in copy.get_labels("upos")] == copy.tokens
+    assert [(label.value, label.score) for label in copy.get_labels("topic")] == [("history", 0.7)]
