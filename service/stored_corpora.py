@@ -24,20 +24,23 @@ class StoredCorpusUnreadable(ValueError):
     readers accepted it): the owner must upload it again, corrected."""
 
 
-def read_stored_corpus(
-    storage: Storage, format: str, options: dict[str, Any], files: dict[str, str], folder: Path
-) -> Corpus:
-    """The corpus whose split files are stored under ``files`` (split -> key), copied into
-    ``folder``. A dev split that was not uploaded is sampled from train as at upload (same seed),
-    so a job's splits are the ones the upload's statistics describe."""
+def copy_stored_files(storage: Storage, files: dict[str, str], folder: Path) -> dict[str, Path]:
+    """The split files stored under ``files`` (split -> key), copied into ``folder``: split ->
+    local path, named like the upload the service validated (split + the format's suffix)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for split, key in files.items():
-        # Named like the upload the service validated: split + the format's suffix.
         path = folder / Path(key).name
         with storage.open(key) as source, path.open("wb") as out:
             shutil.copyfileobj(source, out, 1024 * 1024)
         paths[split] = path
+    return paths
+
+
+def read_copied_corpus(format: str, options: dict[str, Any], paths: dict[str, Path]) -> Corpus:
+    """The corpus of files ``copy_stored_files`` copied. A dev split that was not uploaded is
+    sampled from train as at upload (same seed), so a job's splits are the ones the upload's
+    statistics describe."""
     try:
         return read_corpus_files(format, paths, options, sample_missing_splits=SAMPLED_SPLITS)
     except CorpusFormatError as e:
@@ -46,3 +49,11 @@ def read_stored_corpus(
             f"its {split} split, stored by an older Tagsmith, does not read in this one: line {e.line}: "
             f"{e.reason}; upload the corpus again, corrected"
         ) from None
+
+
+def read_stored_corpus(
+    storage: Storage, format: str, options: dict[str, Any], files: dict[str, str], folder: Path
+) -> Corpus:
+    """The corpus whose split files are stored under ``files`` (split -> key), copied into
+    ``folder`` (see ``copy_stored_files`` and ``read_copied_corpus``)."""
+    return read_copied_corpus(format, options, copy_stored_files(storage, files, folder))

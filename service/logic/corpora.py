@@ -15,10 +15,10 @@ from sqlalchemy import select
 
 from engine.readers import FORMATS as READER_FORMATS
 from engine.readers.errors import CorpusFormatError, ReaderOptionError
-from service.corpus_reading import ReaderProcessDied, summarize_corpus
+from service.corpus_reading import TIMEOUT_SETTING, ReaderProcessDied, ReadTooSlow, summarize_corpus
 from service.db.models import Corpus, Job, new_id
 from service.db.session import session_scope
-from service.errors import Conflict, FieldError, Invalid, Unavailable
+from service.errors import Conflict, FieldError, Invalid, PayloadTooLarge, Unavailable
 from service.logic import text_corpora
 from service.logic.owned import owned_or_404
 from service.logic.pages import Listing, Page, fetch_page
@@ -124,6 +124,13 @@ def create_corpus(
             paths[split] = path
         try:
             corpus = summarize_corpus(format, paths, options, SAMPLED_SPLITS)
+        except ReadTooSlow as e:
+            # 413: the upload is more than this server reads in the time it allows (a retry
+            # of the same files would take as long); nothing was stored yet.
+            raise PayloadTooLarge(
+                f"the corpus took too long to read: reading its files was stopped after {e.seconds:g} s "
+                f"({TIMEOUT_SETTING}); upload a smaller corpus, or ask the operator to raise {TIMEOUT_SETTING}"
+            ) from None
         except ReaderProcessDied:
             raise Unavailable(
                 "the server could not finish reading the corpus (its reader process ended, most likely "

@@ -1,36 +1,52 @@
 """Scoring a served model on a split of an uploaded corpus: the tutorial's
 ``model.evaluate(corpus.test)`` over HTTP. The model comes from the predict cache (loaded once);
 the scoring runs off the event loop, side by side with predict batches (both only read the
-weights), in float32 whatever the predict precision, so scores match the trainer's."""
+weights), in float32 whatever the predict precision, so scores match the trainer's. The split is
+read in a reader process (``service.corpus_reading``), under its time limit: the API holds that
+split's sentences only, never the whole corpus."""
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.data import Sentence
+from service.corpus_reading import TIMEOUT_SETTING, ReaderProcessDied, ReadTooSlow, read_split
 from service.db.models import Corpus
 from service.db.session import session_scope
-from service.errors import Conflict, FieldError, Invalid
+from service.errors import Conflict, FieldError, Invalid, Unavailable
 from service.logic.owned import owned_or_404
 from service.logic.predict import ModelCache, ModelInfo, model_info
 from service.process_folders import REQUESTS_KIND, own_folder
 from service.schemas.api import EvaluateRequest
 from service.storage import get_storage
-from service.stored_corpora import StoredCorpusUnreadable, read_stored_corpus
+from service.stored_corpora import StoredCorpusUnreadable, copy_stored_files
 
 
 def _refuse(field: str, message: str) -> Invalid:
     return Invalid(message, [FieldError(["body", field], message)])
 
 
-def gold_sentences(
-    owner_id: str, info: ModelInfo, request: EvaluateRequest
-) -> tuple[list[Sentence], str, str]:
-    """The split's sentences with their gold labels, the gold label type and its kind."""
+@dataclass(frozen=True)
+class GoldSplit:
+    """Where the gold sentences are: a stored corpus's files, format and options, the split,
+    and the gold label type with its kind."""
+
+    corpus_id: str
+    format: str
+    options: dict[str, Any]
+    files: dict[str, str]
+    split: str
+    label_type: str
+    label_kind: str
+
+
+def gold_split(owner_id: str, info: ModelInfo, request: EvaluateRequest) -> GoldSplit:
+    """The split to score on, checked against the corpus's row (no file is read)."""
     if info.task == "language_model":
         raise Invalid(
             f"model {info.id} is a language model: it has no labels to score",
@@ -60,12 +76,39 @@ def gold_sentences(
             f"corpus {request.corpus_id} has no {request.split} split; it has {', '.join(splits)} "
             '(choose one with "split")',
         )
+    return GoldSplit(
+        request.corpus_id, format, options, files, request.split, gold_type, label_types[gold_type]
+    )
+
+
+def gold_sentences(gold: GoldSplit, context_tokens: int = 0) -> list[Sentence]:
+    """The split's sentences with their gold labels, read in a reader process (see
+    ``corpus_reading.read_split`` for ``context_tokens``)."""
     with tempfile.TemporaryDirectory(prefix="evaluate-", dir=own_folder(REQUESTS_KIND)) as folder:
+        paths = copy_stored_files(get_storage(), gold.files, Path(folder))
         try:
-            corpus = read_stored_corpus(get_storage(), format, options, files, Path(folder))
+            return read_split(gold.format, gold.options, paths, gold.split, context_tokens)
         except StoredCorpusUnreadable as e:
-            raise Conflict(f"corpus {request.corpus_id}: {e}") from None
-    return list(getattr(corpus, request.split)), gold_type, label_types[gold_type]
+            raise Conflict(f"corpus {gold.corpus_id}: {e}") from None
+        except ReadTooSlow as e:
+            # 409: the corpus as stored is more than this server reads in the time it allows;
+            # trying again does not help, a smaller corpus or a higher limit does.
+            raise Conflict(
+                f"corpus {gold.corpus_id}: reading its files for the {gold.split} split was stopped after "
+                f"{e.seconds:g} s ({TIMEOUT_SETTING}); evaluate on a smaller corpus, or ask the operator "
+                f"to raise {TIMEOUT_SETTING}"
+            ) from None
+        except ReaderProcessDied:
+            raise Unavailable(
+                f"the server could not finish reading corpus {gold.corpus_id} (its reader process ended, "
+                "most likely out of memory); try again later"
+            ) from None
+
+
+def _context_tokens(model: Any) -> int:
+    """How many tokens of neighbouring sentences the model reads (``use_context`` of transformer
+    embeddings; 0 without): the neighbours the split's sentences keep."""
+    return max((int(getattr(module, "context_length", 0) or 0) for module in model.modules()), default=0)
 
 
 def _gold_values(sentences: list[Sentence], label_type: str) -> set[str]:
@@ -98,15 +141,16 @@ async def evaluate(
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     info = await loop.run_in_executor(None, model_info, owner_id, model_id)
-    sentences, gold_type, gold_kind = await loop.run_in_executor(
-        None, gold_sentences, owner_id, info, request
-    )
+    gold = await loop.run_in_executor(None, gold_split, owner_id, info, request)
+    gold_type, gold_kind = gold.label_type, gold.label_kind
+    # The model before the sentences: its context length says which neighbours they keep.
     model = (await cache.get(info)).model
     if gold_kind != model.label_kind:
         raise _refuse(
             "label_type",
             f"the corpus's '{gold_type}' labels are {gold_kind} labels; model {info.id} predicts {model.label_kind} labels",
         )
+    sentences = await loop.run_in_executor(None, gold_sentences, gold, _context_tokens(model))
     _check_labels_overlap(info, request, gold_type, _gold_values(sentences, gold_type), model.label_names())
     started = time.perf_counter()
     result = await loop.run_in_executor(

@@ -3,7 +3,7 @@ that a form upload has each field once, and the route class that reads JSON bodi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Annotated, Any, get_type_hints
 
@@ -46,7 +46,9 @@ def next_url(request: Request, limit: int, cursor: str | None) -> str | None:
     return f"{url.path}?{url.query}"
 
 
-def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def problems(*statuses: int, notes: Mapping[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """The documented problem answers; ``notes`` replaces a status's general description where
+    it means more on this route."""
     described = {
         401: "No or an unknown API key",
         403: "The key may not do this",
@@ -60,7 +62,11 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         # A keyed request reads its key from the database, so any of them may meet an outage.
         statuses = (*statuses, 503)
     return {
-        s: {"model": Problem, "description": described.get(s, "Error"), "content": {PROBLEM_MEDIA_TYPE: {}}}
+        s: {
+            "model": Problem,
+            "description": (notes or {}).get(s) or described.get(s, "Error"),
+            "content": {PROBLEM_MEDIA_TYPE: {}},
+        }
         for s in sorted(set(statuses))
     }
 

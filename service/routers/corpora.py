@@ -63,7 +63,20 @@ def _options(raw: str | None) -> dict[str, Any]:
     return _json_object(raw, "options") if raw is not None and raw.strip() else {}
 
 
-@router.post("", status_code=201, response_model=CorpusOut, responses=problems(401, 413, 422, 503))
+UPLOAD_PROBLEMS = {
+    413: "Upload too large: more than `TAGSMITH_MAX_UPLOAD_MB`, or its files took longer to read than "
+    "`TAGSMITH_CORPUS_READ_TIMEOUT_SECONDS` allows (nothing is stored)",
+    503: "A dependency (queue, database, storage) is unavailable, or the process reading the files ended "
+    "(most likely out of memory); try again later",
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=CorpusOut,
+    responses=problems(401, 413, 422, 503, notes=UPLOAD_PROBLEMS),
+)
 def create_corpus(
     request: Request,
     response: Response,

@@ -118,14 +118,25 @@ async def predict_route(
     return Response(to_json(result), media_type="application/json")
 
 
+EVALUATE_PROBLEMS = {
+    409: "The corpus's stored files do not read in this version, or reading them took longer than "
+    "`TAGSMITH_CORPUS_READ_TIMEOUT_SECONDS` allows",
+    503: "A dependency (queue, database, storage) is unavailable, or the process reading the corpus ended "
+    "(most likely out of memory); try again later",
+}
+
+
 @router.post(
-    "/{model_id}/evaluate", response_model=EvaluationOut, responses=problems(401, 404, 409, 422, 503)
+    "/{model_id}/evaluate",
+    response_model=EvaluationOut,
+    responses=problems(401, 404, 409, 422, 503, notes=EVALUATE_PROBLEMS),
 )
 async def evaluate_route(
     model_id: str, body: EvaluateRequest, request: Request, owner_id: str = Depends(current_owner)
 ) -> EvaluationOut:
     """Score the model on a split of an uploaded corpus with gold labels: main score, micro and
     macro scores, accuracy, loss and a per-class table (the trainer's test evaluation, on any
-    corpus). Takes as long as predicting the whole split."""
+    corpus). Takes as long as predicting the whole split, plus reading the corpus, which is done in
+    a process of its own under `TAGSMITH_CORPUS_READ_TIMEOUT_SECONDS` (409 past it)."""
     result = await evaluate.evaluate(request.app.state.model_cache, owner_id, model_id, body)
     return EvaluationOut.model_validate(result)

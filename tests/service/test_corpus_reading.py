@@ -3,6 +3,7 @@ kept 12.1 GB after, and freeing it stalled every request for 25 s (a scale audit
 
 from __future__ import annotations
 
+import functools
 import multiprocessing.forkserver
 import os
 import signal
@@ -11,7 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.service.fixtures import CONLL_TRAIN, ApiSession
+import pytest
+
+from tests.service import reader_hooks
+from tests.service.fixtures import CONLL_OPTIONS, CONLL_TRAIN, ApiSession
 
 
 def _readers_now(min_rss_mb: float) -> list[int]:
@@ -71,3 +75,135 @@ def test_more_uploads_than_readers_wait_their_turn_and_are_all_read(api: ApiSess
         upload.join(120)
     assert sorted(r.status_code for r in answers) == [201] * 6, [r.text for r in answers]
     assert len(_readers_now(min_rss_mb=0)) == 0, "a reader process outlived its upload"
+
+
+def _set(monkeypatch: pytest.MonkeyPatch, **settings: object) -> None:
+    from service.settings import reset_settings
+
+    for name, value in settings.items():
+        monkeypatch.setenv(f"TAGSMITH_{name.upper()}", str(value))
+    reset_settings()
+
+
+def _two_reads_at_once(tmp_path: Path, log: Path) -> list[tuple[float, float]]:
+    from service.corpus_reading import summarize_corpus
+    from service.stored_corpora import SAMPLED_SPLITS
+
+    train = tmp_path / "train.txt"
+    train.write_text(CONLL_TRAIN)
+    reads = [
+        threading.Thread(
+            target=summarize_corpus, args=("column", {"train": train}, CONLL_OPTIONS, SAMPLED_SPLITS)
+        )
+        for _ in range(2)
+    ]
+    for read in reads:
+        read.start()
+    for read in reads:
+        read.join(60)
+    intervals = reader_hooks.read_intervals(log)
+    assert len(intervals) == 2, intervals
+    return intervals
+
+
+def test_a_read_waits_for_a_free_reader_and_the_limit_follows_the_setting(
+    service_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from service import corpus_reading
+
+    log = tmp_path / "reads.log"
+    monkeypatch.setattr(
+        corpus_reading, "test_hook", functools.partial(reader_hooks.record_and_wait, log, 1.0)
+    )
+    _set(monkeypatch, corpus_readers=1)
+    (first, second) = _two_reads_at_once(tmp_path, log)
+    assert second[0] >= first[1], "the second read started before the first ended"
+
+    # Two readers: the same reads overlap (so the check above sees a limit, not a slow start).
+    log.unlink()
+    _set(monkeypatch, corpus_readers=2)
+    (first, second) = _two_reads_at_once(tmp_path, log)
+    assert second[0] < first[1], "the second read waited with a reader free"
+
+
+def _left_behind(api: ApiSession) -> list[str]:
+    """Files of an upload left behind: stored files, and its temporary folder of the request."""
+    from service.process_folders import REQUESTS_KIND, own_folder
+    from service.settings import get_settings
+
+    stored = get_settings().storage_root / "corpora"
+    found = [str(p) for p in stored.rglob("*")] if stored.exists() else []
+    return found + [str(p) for p in own_folder(REQUESTS_KIND).glob("upload-*")]
+
+
+def test_an_upload_read_past_the_time_limit_is_a_413_and_nothing_is_stored(
+    api: ApiSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service import corpus_reading
+
+    owner = api.new_owner()
+    _set(monkeypatch, corpus_read_timeout_seconds=0.5)
+    monkeypatch.setattr(corpus_reading, "test_hook", functools.partial(time.sleep, 120))
+    started = time.monotonic()
+    r = api.upload(owner)
+    assert time.monotonic() - started < 60, "the slow reader was waited for"
+    assert r.status_code == 413, r.text
+    detail = r.json()["detail"]
+    assert detail.startswith("the corpus took too long to read: reading its files was stopped after 0.5 s")
+    assert "raise TAGSMITH_CORPUS_READ_TIMEOUT_SECONDS" in detail
+    assert api.client.get("/corpora", headers=owner.headers).json()["items"] == []
+    assert _left_behind(api) == []
+    assert _readers_now(min_rss_mb=0) == [], "the slow reader was left running"
+
+    monkeypatch.setattr(corpus_reading, "test_hook", None)
+    assert api.upload(owner).status_code == 201
+
+
+def test_an_upload_whose_reader_ends_unanswered_is_a_503_and_nothing_is_stored(
+    api: ApiSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service import corpus_reading
+
+    owner = api.new_owner()
+    monkeypatch.setattr(corpus_reading, "test_hook", reader_hooks.end_abruptly)
+    r = api.upload(owner)
+    assert r.status_code == 503, r.text
+    assert r.json()["detail"].startswith(
+        "the server could not finish reading the corpus (its reader process ended"
+    )
+    assert api.client.get("/corpora", headers=owner.headers).json()["items"] == []
+    assert _left_behind(api) == []
+
+
+DOCUMENTS = "".join(
+    "-DOCSTART- O\n\n" + "".join(f"w{d}.{i}.a O\nw{d}.{i}.b B-PER\n\n" for i in range(30)) for d in range(3)
+)
+
+
+def test_a_split_comes_back_alone_with_the_neighbours_a_models_context_reads(
+    service_env: str, tmp_path: Path
+) -> None:
+    # Linked sentences pickled one by one dragged their neighbours along: a dev split sampled
+    # from train took the whole train with it. The split comes back alone, relinked, with the
+    # words of other splits' sentences a model with document context reads.
+    from engine.embeddings.transformer import _context_words
+    from service.corpus_reading import read_split
+    from service.stored_corpora import read_copied_corpus
+
+    train = tmp_path / "train.txt"
+    train.write_text(DOCUMENTS)
+    options = {"column_map": {"0": "text", "1": "ner"}}
+    here = read_copied_corpus("column", options, {"train": train})
+    for context in (0, 3, 64):
+        dev = read_split("column", options, {"train": train}, "dev", context)
+        assert [s.to_tagged_string() for s in dev] == [s.to_tagged_string() for s in here.dev]
+        assert [s.document_id for s in dev] == [s.document_id for s in here.dev]
+        for sentence, expected in zip(dev, here.dev, strict=True):
+            assert _context_words(sentence, context) == _context_words(expected, context)
+        # Of the other splits' sentences, only words came along, and only with a context to read.
+        ours = {id(s) for s in dev}
+        others = [n for s in dev for n in (s.previous_sentence, s.next_sentence) if n and id(n) not in ours]
+        assert bool(others) == (context > 0)
+        assert not any(n.spans or n.get_labels("ner") for n in others)
+    train_split = read_split("column", options, {"train": train}, "train", 0)
+    assert [s.to_tagged_string() for s in train_split] == [s.to_tagged_string() for s in here.train]

@@ -164,3 +164,47 @@ def test_a_stored_corpus_this_version_no_longer_reads_is_a_409_naming_its_split(
     assert "/tmp" not in r.text and "tagsmith-" not in r.text
     r = api.client.post(f"/corpora/{corpus}/text", json={}, headers=owner.headers)
     assert r.status_code == 409 and "its test split" in r.json()["detail"], r.text
+
+
+def test_a_split_read_past_the_time_limit_is_a_409_and_a_reader_that_ends_a_503(
+    api: ApiSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The split is read in a reader process, under the uploads' time limit.
+    import functools
+    import time
+
+    import httpx
+
+    from service import corpus_reading
+    from service.settings import reset_settings
+    from tests.service import reader_hooks
+
+    owner = api.new_owner()
+    tagger = register_tiny_tagger(owner, tmp_path)
+    corpus = api.corpus(owner, test=CONLL_TRAIN)
+
+    def evaluate() -> httpx.Response:
+        return api.client.post(
+            f"/models/{tagger}/evaluate", json={"corpus_id": corpus}, headers=owner.headers
+        )
+
+    monkeypatch.setenv("TAGSMITH_CORPUS_READ_TIMEOUT_SECONDS", "0.5")
+    reset_settings()
+    monkeypatch.setattr(corpus_reading, "test_hook", functools.partial(time.sleep, 120))
+    started = time.monotonic()
+    r = evaluate()
+    assert time.monotonic() - started < 60, "the slow reader was waited for"
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"] == (
+        f"corpus {corpus}: reading its files for the test split was stopped after 0.5 s "
+        "(TAGSMITH_CORPUS_READ_TIMEOUT_SECONDS); evaluate on a smaller corpus, or ask the operator to "
+        "raise TAGSMITH_CORPUS_READ_TIMEOUT_SECONDS"
+    )
+
+    monkeypatch.setattr(corpus_reading, "test_hook", reader_hooks.end_abruptly)
+    r = evaluate()
+    assert r.status_code == 503, r.text
+    assert f"could not finish reading corpus {corpus} (its reader process ended" in r.json()["detail"]
+
+    monkeypatch.setattr(corpus_reading, "test_hook", None)
+    assert evaluate().status_code == 200
