@@ -1,5 +1,5 @@
-"""Reading a corpus in a process of its own: an upload, to check it and count it, and a stored
-corpus's split that a model is evaluated on.
+"""Reading a corpus in a process of its own: an upload, to check it and count it, a stored
+corpus's split that a model is evaluated on, and a stored corpus's text for a text corpus.
 
 A parsed corpus takes 16 (CoNLL-U) to 65 (column files) times its file's size in memory: a
 190 MB column upload took the API to 12.3 GB, and kept 12.1 GB after. Its sentences link to each
@@ -7,7 +7,7 @@ other, so they are freed only by a full garbage collection, which then held the 
 25 s and stalled every request, predict and /health included. Here each read is done by a
 fresh process forked from a small server (``forkserver``: safe with the API's threads, and cheap
 after the first), which gives back only what the API keeps (an upload's numbers, one split's
-sentences) and ends, taking the memory with it. At most ``TAGSMITH_CORPUS_READERS`` read at once;
+sentences, the corpus's text) and ends, taking the memory with it. At most ``TAGSMITH_CORPUS_READERS`` read at once;
 further reads wait their turn. A read that takes longer than
 ``TAGSMITH_CORPUS_READ_TIMEOUT_SECONDS`` (its waiting turn not counted) is stopped.
 
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.data import SampleMissingSplits, Sentence
+from engine.language_model.corpus import corpus_texts
 from engine.readers import read_corpus_files
 from engine.readers.errors import CorpusFormatError, ReaderOptionError
 from service.stored_corpora import read_copied_corpus
@@ -247,6 +248,19 @@ def summarize_corpus(
     if isinstance(result, _OptionProblem):
         raise ReaderOptionError(result.message, result.options)
     assert isinstance(result, CorpusSummary)
+    return result
+
+
+def _read_texts(format: str, paths: dict[str, Path], options: dict[str, Any]) -> dict[str, list[str]]:
+    corpus = read_copied_corpus(format, options, paths)
+    return {split: list(corpus_texts(corpus, [split])) for split in corpus.splits()}
+
+
+def read_texts(format: str, options: dict[str, Any], paths: dict[str, Path]) -> dict[str, list[str]]:
+    """Each split's sentence texts (one a sentence) of the stored corpus whose files were copied
+    to ``paths``, read in a reader process; raises as ``read_split`` does."""
+    result = _in_reader(_read_texts, format, paths, options)
+    assert isinstance(result, dict)
     return result
 
 

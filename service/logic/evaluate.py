@@ -8,23 +8,19 @@ split's sentences only, never the whole corpus."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from engine.data import Sentence
-from service.corpus_reading import TIMEOUT_SETTING, ReaderProcessDied, ReadTooSlow, read_split
+from service.corpus_reading import read_split
 from service.db.models import Corpus
 from service.db.session import session_scope
-from service.errors import Conflict, FieldError, Invalid, Unavailable
+from service.errors import FieldError, Invalid
 from service.logic.owned import owned_or_404
 from service.logic.predict import ModelCache, ModelInfo, model_info
-from service.process_folders import REQUESTS_KIND, own_folder
+from service.logic.stored_reads import read_stored
 from service.schemas.api import EvaluateRequest
-from service.storage import get_storage
-from service.stored_corpora import StoredCorpusUnreadable, copy_stored_files
 
 
 def _refuse(field: str, message: str) -> Invalid:
@@ -84,25 +80,12 @@ def gold_split(owner_id: str, info: ModelInfo, request: EvaluateRequest) -> Gold
 def gold_sentences(gold: GoldSplit, context_tokens: int = 0) -> list[Sentence]:
     """The split's sentences with their gold labels, read in a reader process (see
     ``corpus_reading.read_split`` for ``context_tokens``)."""
-    with tempfile.TemporaryDirectory(prefix="evaluate-", dir=own_folder(REQUESTS_KIND)) as folder:
-        paths = copy_stored_files(get_storage(), gold.files, Path(folder))
-        try:
-            return read_split(gold.format, gold.options, paths, gold.split, context_tokens)
-        except StoredCorpusUnreadable as e:
-            raise Conflict(f"corpus {gold.corpus_id}: {e}") from None
-        except ReadTooSlow as e:
-            # 409: the corpus as stored is more than this server reads in the time it allows;
-            # trying again does not help, a smaller corpus or a higher limit does.
-            raise Conflict(
-                f"corpus {gold.corpus_id}: reading its files for the {gold.split} split was stopped after "
-                f"{e.seconds:g} s ({TIMEOUT_SETTING}); evaluate on a smaller corpus, or ask the operator "
-                f"to raise {TIMEOUT_SETTING}"
-            ) from None
-        except ReaderProcessDied:
-            raise Unavailable(
-                f"the server could not finish reading corpus {gold.corpus_id} (its reader process ended, "
-                "most likely out of memory); try again later"
-            ) from None
+    return read_stored(
+        gold.corpus_id,
+        gold.files,
+        f"for the {gold.split} split",
+        lambda paths: read_split(gold.format, gold.options, paths, gold.split, context_tokens),
+    )
 
 
 def _context_tokens(model: Any) -> int:

@@ -14,16 +14,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from engine.language_model.corpus import corpus_texts
 from engine.readers.errors import CorpusFormatError
 from engine.readers.files import read_text
+from service.corpus_reading import read_texts
 from service.db.models import Corpus, new_id
 from service.db.session import session_scope
-from service.errors import Conflict, FieldError, Invalid
+from service.errors import FieldError, Invalid
 from service.logic.owned import owned_or_404
+from service.logic.stored_reads import read_stored
 from service.process_folders import REQUESTS_KIND, own_folder
 from service.storage import get_storage
-from service.stored_corpora import StoredCorpusUnreadable, read_stored_corpus
 
 TEXT_FORMAT = "text"
 TEXT_TASK = "language_model"
@@ -125,10 +125,7 @@ def text_corpus_from(owner_id: str, source_id: str, name: str | None) -> Corpus:
             f"corpus {source_id} is already a text corpus",
             [FieldError(["path", "corpus_id"], "already a text corpus")],
         )
-    with tempfile.TemporaryDirectory(prefix="text-", dir=own_folder(REQUESTS_KIND)) as tmp:
-        try:
-            corpus = read_stored_corpus(get_storage(), format, options, files, Path(tmp))
-        except StoredCorpusUnreadable as e:
-            raise Conflict(f"corpus {source_id}: {e}") from None
-    texts = {split: _lines("\n".join(corpus_texts(corpus, [split]))) for split in corpus.splits()}
+    # In a reader process: the parsed corpus is many times its files' size (service.corpus_reading).
+    read = read_stored(source_id, files, "for its text", lambda paths: read_texts(format, options, paths))
+    texts = {split: _lines("\n".join(lines)) for split, lines in read.items()}
     return _store(owner_id, name or f"{source_name}-text", {"from_corpus": source_id}, texts)

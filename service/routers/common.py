@@ -46,6 +46,15 @@ def next_url(request: Request, limit: int, cursor: str | None) -> str | None:
     return f"{url.path}?{url.query}"
 
 
+# A route that reads a stored corpus (service.logic.stored_reads), in a reader process.
+STORED_READ_PROBLEMS = {
+    409: "The corpus's stored files do not read in this version, or reading them took longer than "
+    "`TAGSMITH_CORPUS_READ_TIMEOUT_SECONDS` allows",
+    503: "A dependency (queue, database, storage) is unavailable, or the process reading the corpus ended "
+    "(most likely out of memory); try again later",
+}
+
+
 def problems(*statuses: int, notes: Mapping[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
     """The documented problem answers; ``notes`` replaces a status's general description where
     it means more on this route."""

@@ -10,6 +10,7 @@ from service.deps import current_owner
 from service.errors import FieldError, Invalid, json_refusal
 from service.logic import corpora, text_corpora
 from service.routers.common import (
+    STORED_READ_PROBLEMS,
     Cursor,
     Limit,
     Offset,
@@ -141,7 +142,7 @@ def create_corpus(
     "/{corpus_id}/text",
     status_code=201,
     response_model=CorpusOut,
-    responses=problems(401, 404, 409, 422, 503),
+    responses=problems(401, 404, 409, 422, 503, notes=STORED_READ_PROBLEMS),
 )
 def create_text_corpus(
     corpus_id: str,
@@ -151,7 +152,8 @@ def create_text_corpus(
     owner_id: str = Depends(current_owner),
 ) -> CorpusOut:
     """Make a language-model corpus (format `text`) from the text of an uploaded corpus: one line
-    per sentence, split by split, no labels. The source corpus is unchanged."""
+    per sentence, split by split, no labels. The source corpus is unchanged. Its files are read in a
+    process of their own under `TAGSMITH_CORPUS_READ_TIMEOUT_SECONDS` (409 past it)."""
     row = text_corpora.text_corpus_from(owner_id, corpus_id, body.name if body else None)
     response.headers["Location"] = str(request.url_for("get_corpus", corpus_id=row.id))
     return corpus_out(row)

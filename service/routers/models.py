@@ -11,6 +11,7 @@ from starlette.background import BackgroundTask
 from service.deps import current_owner
 from service.logic import evaluate, model_import, models, predict
 from service.routers.common import (
+    STORED_READ_PROBLEMS,
     Cursor,
     Limit,
     Offset,
@@ -118,18 +119,10 @@ async def predict_route(
     return Response(to_json(result), media_type="application/json")
 
 
-EVALUATE_PROBLEMS = {
-    409: "The corpus's stored files do not read in this version, or reading them took longer than "
-    "`TAGSMITH_CORPUS_READ_TIMEOUT_SECONDS` allows",
-    503: "A dependency (queue, database, storage) is unavailable, or the process reading the corpus ended "
-    "(most likely out of memory); try again later",
-}
-
-
 @router.post(
     "/{model_id}/evaluate",
     response_model=EvaluationOut,
-    responses=problems(401, 404, 409, 422, 503, notes=EVALUATE_PROBLEMS),
+    responses=problems(401, 404, 409, 422, 503, notes=STORED_READ_PROBLEMS),
 )
 async def evaluate_route(
     model_id: str, body: EvaluateRequest, request: Request, owner_id: str = Depends(current_owner)

@@ -197,7 +197,7 @@ def test_a_split_read_past_the_time_limit_is_a_409_and_a_reader_that_ends_a_503(
     assert r.status_code == 409, r.text
     assert r.json()["detail"] == (
         f"corpus {corpus}: reading its files for the test split was stopped after 0.5 s "
-        "(TAGSMITH_CORPUS_READ_TIMEOUT_SECONDS); evaluate on a smaller corpus, or ask the operator to "
+        "(TAGSMITH_CORPUS_READ_TIMEOUT_SECONDS); use a smaller corpus, or ask the operator to "
         "raise TAGSMITH_CORPUS_READ_TIMEOUT_SECONDS"
     )
 

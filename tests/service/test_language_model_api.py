@@ -80,6 +80,38 @@ def test_text_corpus_from_a_tagging_corpus(api: ApiSession) -> None:
     assert r.json()["detail"] == f"corpus {one}'s train split has fewer than two sentences"
 
 
+def test_a_text_corpus_is_read_in_a_reader_process_under_the_time_limit(
+    api: ApiSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It read the whole source corpus in the API process, with no limit on how long.
+    import functools
+    import time
+
+    from service import corpus_reading
+    from service.settings import reset_settings
+    from tests.service import reader_hooks
+
+    owner = api.new_owner()
+    tagging = api.corpus(owner)
+    sentences = api.client.get(f"/corpora/{tagging}", headers=owner.headers).json()["statistics"]["train"]
+    monkeypatch.setenv("TAGSMITH_CORPUS_READ_TIMEOUT_SECONDS", "0.5")
+    reset_settings()
+    monkeypatch.setattr(corpus_reading, "test_hook", functools.partial(time.sleep, 120))
+    r = api.client.post(f"/corpora/{tagging}/text", headers=owner.headers)
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"].startswith(
+        f"corpus {tagging}: reading its files for its text was stopped after 0.5 s"
+    )
+    monkeypatch.setattr(corpus_reading, "test_hook", reader_hooks.end_abruptly)
+    r = api.client.post(f"/corpora/{tagging}/text", headers=owner.headers)
+    assert r.status_code == 503 and "its reader process ended" in r.json()["detail"], r.text
+    assert [c["id"] for c in api.client.get("/corpora", headers=owner.headers).json()["items"]] == [tagging]
+    monkeypatch.setattr(corpus_reading, "test_hook", None)
+    r = api.client.post(f"/corpora/{tagging}/text", headers=owner.headers)
+    assert r.status_code == 201, r.text
+    assert r.json()["statistics"]["train"]["lines"] == sentences["sentences"]
+
+
 def test_text_corpus_body_with_an_unknown_field_is_422(api: ApiSession) -> None:
     # A misspelt name ("nmae") was ignored and the corpus made under the default name.
     owner = api.new_owner()
