@@ -211,16 +211,25 @@ def check_safetensors_header(path: str | Path) -> dict[str, Any]:
     return header
 
 
-def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file onto the CPU after :func:`check_safetensors_header`."""
+def load_tensors(path: str | Path, require_finite: bool = False) -> dict[str, torch.Tensor]:
+    """Read a safetensors file onto the CPU after :func:`check_safetensors_header`.
+    ``require_finite`` (an untrusted model): refuse NaN and infinite weights, with which a model
+    predicts nothing useful, and whose NaN confidences are no JSON number."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     check_safetensors_header(path)
     try:
-        return load_file(str(path), device="cpu")
+        tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelFileError(path, f"cannot read tensors ({error})") from None
+    if require_finite:
+        for name, tensor in tensors.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ModelFileError(
+                    path, f"tensor {name!r} holds NaN or infinite values (saved from a run that diverged?)"
+                )
+    return tensors
 
 
 _TORCH_DTYPES: dict[str, torch.dtype] = {

@@ -70,7 +70,7 @@ class PredictFastPath:
             response = await problems.render(request, e)
             await response(scope, receive, send)
             return
-        payload = await json_in_parts(result) if large else to_json(result)
+        payload = await json_in_parts(result) if large else answer_json(result)
         await send(
             {
                 "type": "http.response.start",
@@ -81,15 +81,21 @@ class PredictFastPath:
         await send({"type": "http.response.body", "body": payload})
 
 
+def answer_json(value: Any) -> bytes:
+    """A predict answer as JSON. pydantic-core writes a NaN as ``NaN``, which is no JSON (a
+    browser's JSON.parse fails on the whole answer); a confidence that is not a number is null."""
+    return to_json(value, inf_nan_mode="null")
+
+
 # Tokens per part: the answer's size follows its tokens (a few milliseconds of to_json per part).
 TOKENS_PER_PART = 2000
 
 
 async def json_in_parts(result: dict[str, Any]) -> bytes:
-    """``to_json(result)``, its ``sentences`` serialised a part at a time with the event loop let
+    """``answer_json(result)``, its ``sentences`` serialised a part at a time with the event loop let
     go in between: in one call, a 110 MB answer held every other request for about a second
     (to_json holds the GIL throughout, so a thread would not help)."""
-    head = to_json({k: v for k, v in result.items() if k != "sentences"})
+    head = answer_json({k: v for k, v in result.items() if k != "sentences"})
     out = [head[:-1], b"," if len(head) > 2 else b"", b'"sentences":[']
     part: list[Any] = []
     tokens = 0
@@ -97,11 +103,11 @@ async def json_in_parts(result: dict[str, Any]) -> bytes:
         part.append(sentence)
         tokens += len(sentence.get("tokens") or ()) + 1
         if tokens >= TOKENS_PER_PART:
-            out += [to_json(part)[1:-1], b","]
+            out += [answer_json(part)[1:-1], b","]
             part, tokens = [], 0
             await asyncio.sleep(0)
     if part:
-        out.append(to_json(part)[1:-1])
+        out.append(answer_json(part)[1:-1])
     elif out[-1] == b",":
         out.pop()
     out.append(b"]}")

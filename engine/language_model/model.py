@@ -269,7 +269,7 @@ class LanguageModel(nn.Module):
                 lambda: cls.from_config(config), directory / CONFIG_FILE, directory / WEIGHTS_FILE
             )
         model = cls.from_config(config)
-        weights = load_tensors(directory / WEIGHTS_FILE)
+        weights = load_tensors(directory / WEIGHTS_FILE, require_finite=untrusted)
         check_state_dict(directory / WEIGHTS_FILE, model.state_dict(), weights)
         model.load_state_dict(weights)
         model.eval()

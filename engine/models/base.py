@@ -344,7 +344,7 @@ def load_model(directory: str | Path, untrusted: bool = False) -> Model:
         _check_label_count(config, config_path)
         _check_crf_tags(check_built_on_meta(build, config_path, weights_path), config_path)
     model = build()
-    tensors = load_tensors(weights_path)
+    tensors = load_tensors(weights_path, require_finite=untrusted)
     expected = model.state_dict()
     check_state_dict(weights_path, expected, tensors)
     model.load_state_dict(tensors, strict=True)

@@ -274,9 +274,12 @@ class PredictRequest(BaseModel):
         return self
 
 
+NOT_A_NUMBER = "; null when the model computed no number (NaN: weights or a float16 overflow gone wrong)"
+
+
 class ScoreOut(BaseModel):
     value: str
-    score: float
+    score: float | None = Field(description="The probability" + NOT_A_NUMBER)
 
 
 class TokenOut(BaseModel):
@@ -306,7 +309,7 @@ class SpanOut(BaseModel):
     start_token: int
     end_token: int
     label: str
-    confidence: float
+    confidence: float | None = Field(description="The span's probability" + NOT_A_NUMBER)
 
 
 class SentenceOut(BaseModel):

@@ -207,6 +207,30 @@ def test_a_classifier_with_more_labels_than_the_limit_is_refused_before_it_is_bu
     assert len(load_model(tmp_path / "limit", untrusted=True).label_names()) == MAX_LABELS
 
 
+def test_an_untrusted_model_with_nan_or_infinite_weights_is_refused_naming_the_tensor(tmp_path: Path) -> None:
+    # It was served: every confidence NaN, which the predict answer wrote as JSON's missing NaN.
+    embeddings = DocumentPoolEmbeddings(CharacterEmbeddings(char_embedding_dim=2, hidden_size_char=2))
+    TextClassifier(embeddings, _labels(3), "kind").save(tmp_path / "model")
+    weights_path = tmp_path / "model" / "model.safetensors"
+    weights = load_file(str(weights_path))
+    name = next(k for k, t in weights.items() if t.is_floating_point() and k.startswith("decoder"))
+    for bad in (float("nan"), float("inf")):
+        broken = weights[name].clone()
+        broken.view(-1)[0] = bad
+        save_file({**weights, name: broken}, str(weights_path))
+        with pytest.raises(ModelFileError, match=rf"tensor '{re.escape(name)}' holds NaN or infinite values"):
+            load_model(tmp_path / "model", untrusted=True)
+    load_model(tmp_path / "model")  # a stored model is what this service trained: not checked again
+    torch.manual_seed(1)
+    LanguageModel(list("abc d"), is_forward=True, hidden_size=8, embedding_size=4).save(tmp_path / "lm")
+    lm_weights = load_file(str(tmp_path / "lm" / "model.safetensors"))
+    first = next(iter(lm_weights))
+    lm_weights[first].view(-1)[0] = float("nan")
+    save_file(lm_weights, str(tmp_path / "lm" / "model.safetensors"))
+    with pytest.raises(ModelFileError, match="holds NaN or infinite values"):
+        LanguageModel.load(tmp_path / "lm", untrusted=True)
+
+
 def test_a_crf_tagger_with_more_tags_than_the_limit_is_refused(tmp_path: Path) -> None:
     embeddings = CharacterEmbeddings(char_embedding_dim=2, hidden_size_char=2)
 
