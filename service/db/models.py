@@ -74,8 +74,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 class Measure(TypeDecorator[float]):
     """A loss, score or rate a run reports: NaN and infinity (a diverging run) are stored and read
     as NULL. SQLite cannot store NaN (a NOT NULL batch loss failed the write, and with it the
-    run), and JSON has no such numbers (PostgreSQL kept them, and every answer showing one was a
-    500)."""
+    run), and JSON has no such numbers (PostgreSQL kept them, and the job's event stream wrote
+    them as NaN, which a browser's JSON.parse refuses)."""
 
     impl = Float
     cache_ok = True

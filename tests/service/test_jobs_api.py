@@ -658,8 +658,11 @@ def test_a_job_from_before_the_points_were_bounded_answers_at_most_200_an_epoch(
 
 
 def test_a_diverged_runs_nan_and_infinite_losses_answer_null(api: ApiSession) -> None:
-    # JSON has no NaN: PostgreSQL kept a diverging run's NaN losses, and every answer showing one
-    # was a 500; rows stored so by older versions read as null too.
+    # JSON has no NaN: PostgreSQL kept a diverging run's NaN losses, and the job's event stream
+    # wrote them as NaN, which a browser's JSON.parse refuses; rows stored so by older versions
+    # read as null too. (On SQLite the write itself failed: tests/worker/test_progress.py.)
+    import json
+
     from sqlalchemy import text
 
     owner = api.new_owner()
@@ -670,7 +673,8 @@ def test_a_diverged_runs_nan_and_infinite_losses_answer_null(api: ApiSession) ->
         session.add(JobBatchLoss(job_id=job_id, epoch=1, batch=1, loss=nan, learning_rate=0.1))
         session.add(JobBatchLoss(job_id=job_id, epoch=1, batch=2, loss=1.5, learning_rate=inf))
         session.add(JobEpochMetric(job_id=job_id, epoch=1, train_loss=inf, dev_loss=nan, is_best=False))
-        session.get(Job, job_id).train_loss = nan
+        job_row = session.get(Job, job_id)
+        job_row.train_loss, job_row.status = nan, "failed"
     with session_scope() as session:
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text("UPDATE jobs SET best_dev_score = 'NaN', learning_rate = '-Infinity'"))
@@ -685,6 +689,15 @@ def test_a_diverged_runs_nan_and_infinite_losses_answer_null(api: ApiSession) ->
     png = api.client.get(f"/jobs/{job_id}/curves.png", headers=owner.headers)
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
     assert api.client.get("/jobs", headers=owner.headers).status_code == 200
+
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"{name} in the event stream")
+
+    with api.client.stream("GET", f"/jobs/{job_id}/events", headers=owner.headers) as r:
+        data = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    events = [json.loads(d, parse_constant=no_constants) for d in data]
+    assert (events[0]["train_loss"], events[0]["dev_loss"]) == (None, None)
+    assert events[-1]["train_loss"] is None
 
 
 def test_events_stream_until_the_job_ends(api: ApiSession) -> None:
