@@ -704,6 +704,8 @@ class _Run:
         batches = self._epoch_batches(epoch, state.shuffle_seed)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         weight_every = max(1, self.batches_per_epoch // 10)
+        # as the tutorial's log does: a line every tenth of an epoch, so a long epoch is followed
+        log_every = max(1, self.batches_per_epoch // 10)
         started = time.perf_counter()
         epoch_loss = 0.0
         epoch_count = 0
@@ -776,6 +778,11 @@ class _Run:
                     epoch_loss=epoch_loss / max(epoch_count, 1),
                 ),
             )
+            if batch_no % log_every == 0:
+                self.log(
+                    f"epoch {epoch} - batch {batch_no}/{self.batches_per_epoch} - loss "
+                    f"{epoch_loss / max(epoch_count, 1):.5f} - lr {lr:.4g} - {sentences_seen / elapsed:.0f} sentences/s"
+                )
         self.epoch_train_loss = epoch_loss / max(epoch_count, 1)
         self.epoch_lr = scheduler.learning_rate if not scheduler.per_batch else lr
         self.epoch_train_seconds = time.perf_counter() - started

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import struct
 from collections import Counter
 from pathlib import Path
@@ -398,6 +399,14 @@ def test_files_callbacks_and_plots(tmp_path: Path, vectors: Path, monkeypatch: p
     assert [e.epoch for e in epochs] == [1, 2] and epochs[0].is_best
     # the running loss an epoch's batches report ends where the epoch's train loss is
     assert [batches[4].epoch_loss, batches[9].epoch_loss] == pytest.approx([e.train_loss for e in epochs])
+    # and training.log has it every tenth of an epoch (of 5 batches: each), as the tutorial's log
+    progress = re.findall(
+        r"epoch (\d) - batch (\d)/5 - loss ([\d.]+) - lr ", (base / "training.log").read_text()
+    )
+    assert [(int(e), int(b)) for e, b, _ in progress] == [(e, b) for e in (1, 2) for b in range(1, 6)]
+    assert [float(progress[4][2]), float(progress[9][2])] == pytest.approx(
+        [e.train_loss for e in epochs], abs=1e-5
+    )
     assert epochs[0].dev_scores is not None and {"main_score", "micro_f1", "accuracy"} <= set(
         epochs[0].dev_scores
     )
