@@ -27,7 +27,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -236,7 +236,7 @@ class LanguageModelTrainer:
                 break
             unit = self._progress.splits_done
             split = self.split_order(unit // n_splits, seed)[unit % n_splits]
-            outcome = self._train_split(model, optimizer, split, unit + 1, args, newline, callbacks)
+            outcome = self._train_split(model, optimizer, split, unit + 1, args, newline, callbacks, run_log)
             if outcome is None:
                 status = "cancelled"
                 run_log(f"cancelled in split {unit + 1}: the partial split is dropped")
@@ -340,8 +340,10 @@ class LanguageModelTrainer:
         args: TrainingArgs,
         newline: int,
         callbacks: Sequence[TrainerCallback],
+        run_log: Callable[[str], None],
     ) -> tuple[float, float, float] | None:
-        """One split; None when a callback asked to stop (the partial split is dropped)."""
+        """One split; None when a callback asked to stop (the partial split is dropped). Logs a
+        line every tenth of it: a split of a large corpus takes an hour."""
         data = batchify(model.encode_text(self.corpus.read_train(split)), args.mini_batch_size)
         if len(data) < 2:
             raise LanguageModelError(f"{self.corpus.train_files[split]}: too short to train on")
@@ -349,6 +351,7 @@ class LanguageModelTrainer:
         hidden = model.init_hidden(data.shape[1])
         device = model.decoder.weight.device
         starts = range(0, len(data) - 1, args.sequence_length)
+        log_every = max(1, len(starts) // 10)
         loss_sum, chars, lines = 0.0, 0, 0
         began = time.monotonic()
         for batch, start in enumerate(starts, start=1):
@@ -380,6 +383,11 @@ class LanguageModelTrainer:
                         tokens_per_s=chars / elapsed,
                         epoch_loss=loss_sum / chars,
                     )
+                )
+            if batch % log_every == 0:
+                run_log(
+                    f"split {epoch} - batch {batch}/{len(starts)} - loss {loss_sum / chars:.4f} - "
+                    f"{chars / elapsed:.0f} characters/s"
                 )
         seconds = time.monotonic() - began
         return loss_sum / chars, chars / max(seconds, 1e-9), seconds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -196,6 +197,16 @@ def test_training_lowers_perplexity_and_reports_through_callbacks(tmp_path: Path
     ]
     text = (tmp_path / "run" / "training.log").read_text()
     assert text.count(": train loss ") == 3 * n_splits
+    # a line every tenth of a split, its last one with the split's train loss
+    progress = re.findall(r"split (\d+) - batch (\d+)/(\d+) - loss ([\d.]+) - ", text)
+    assert {int(s) for s, *_ in progress} == set(range(1, 3 * n_splits + 1))
+    last = [
+        p
+        for p, after in zip(progress, [*progress[1:], None], strict=True)
+        if after is None or after[0] != p[0]
+    ]
+    assert all(b == total for _, b, total, _ in last)
+    assert [float(loss) for *_, loss in last] == pytest.approx([e.train_loss for e in epochs], abs=1e-4)
     assert f"training completed after {3 * n_splits} splits" in text
 
 
