@@ -11,7 +11,14 @@ import pytest
 
 from service.db.models import Job, JobBatchLoss, JobEpochMetric
 from service.db.session import session_scope
-from tests.service.fixtures import FASTTEXT_TRAIN, ApiSession, Owner, follow_pages, register_tiny_tagger
+from tests.service.fixtures import (
+    FASTTEXT_TRAIN,
+    ApiSession,
+    Owner,
+    follow_pages,
+    register_tiny_tagger,
+    strict_json,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -661,8 +668,6 @@ def test_a_diverged_runs_nan_and_infinite_losses_answer_null(api: ApiSession) ->
     # JSON has no NaN: PostgreSQL kept a diverging run's NaN losses, and the job's event stream
     # wrote them as NaN, which a browser's JSON.parse refuses; rows stored so by older versions
     # read as null too. (On SQLite the write itself failed: tests/worker/test_progress.py.)
-    import json
-
     from sqlalchemy import text
 
     owner = api.new_owner()
@@ -689,13 +694,9 @@ def test_a_diverged_runs_nan_and_infinite_losses_answer_null(api: ApiSession) ->
     png = api.client.get(f"/jobs/{job_id}/curves.png", headers=owner.headers)
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
     assert api.client.get("/jobs", headers=owner.headers).status_code == 200
-
-    def no_constants(name: str) -> None:
-        raise AssertionError(f"{name} in the event stream")
-
     with api.client.stream("GET", f"/jobs/{job_id}/events", headers=owner.headers) as r:
         data = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
-    events = [json.loads(d, parse_constant=no_constants) for d in data]
+    events = [strict_json(d) for d in data]
     assert (events[0]["train_loss"], events[0]["dev_loss"]) == (None, None)
     assert events[-1]["train_loss"] is None
 
