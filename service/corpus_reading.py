@@ -135,13 +135,32 @@ def _detached(split: list[Sentence], context_tokens: int) -> _LinkedSentences:
     return _LinkedSentences(sentences, len(split), links)
 
 
+def _only(sentences: list[Sentence], label_type: str) -> None:
+    """Drop every label but ``label_type``'s: a CoNLL-U token carries 4-10 of them (lemma, xpos,
+    feats ...), and sending them all made EWT train's split take 6 s instead of 2."""
+    for sentence in sentences:
+        sentence.labels = {k: v for k, v in sentence.labels.items() if k == label_type}
+        sentence.spans = {k: v for k, v in sentence.spans.items() if k == label_type}
+        for token in sentence.tokens:
+            kept = token.labels.get(label_type)
+            token.labels = {} if kept is None else {label_type: kept}
+
+
 def _read_split(
-    format: str, paths: dict[str, Path], options: dict[str, Any], split: str, context_tokens: int
+    format: str,
+    paths: dict[str, Path],
+    options: dict[str, Any],
+    split: str,
+    context_tokens: int,
+    label_type: str | None,
 ) -> _LinkedSentences:
     # Every stored file is read: column files' span columns are found in train, and a dev split
     # that was not uploaded is sampled from it. Only the split goes back.
     corpus = read_copied_corpus(format, options, paths)
-    return _detached(list(getattr(corpus, split)), context_tokens)
+    sentences = list(getattr(corpus, split))
+    if label_type is not None:
+        _only(sentences, label_type)
+    return _detached(sentences, context_tokens)
 
 
 _lock = threading.Lock()
@@ -265,14 +284,20 @@ def read_texts(format: str, options: dict[str, Any], paths: dict[str, Path]) -> 
 
 
 def read_split(
-    format: str, options: dict[str, Any], paths: dict[str, Path], split: str, context_tokens: int = 0
+    format: str,
+    options: dict[str, Any],
+    paths: dict[str, Path],
+    split: str,
+    context_tokens: int = 0,
+    label_type: str | None = None,
 ) -> list[Sentence]:
     """One split of the stored corpus whose files were copied to ``paths``
     (``service.stored_corpora.copy_stored_files``), read in a reader process; raises
     ``StoredCorpusUnreadable`` when this version's readers refuse a file. Its sentences keep
     their neighbours in the split, and those of other splits within ``context_tokens`` tokens
-    (their words only) for a model with document context."""
-    result = _in_reader(_read_split, format, paths, options, split, context_tokens)
+    (their words only) for a model with document context; with ``label_type``, that type's labels
+    only."""
+    result = _in_reader(_read_split, format, paths, options, split, context_tokens, label_type)
     assert isinstance(result, _LinkedSentences)
     return result.relinked()
 

@@ -84,7 +84,9 @@ def gold_sentences(gold: GoldSplit, context_tokens: int = 0) -> list[Sentence]:
         gold.corpus_id,
         gold.files,
         f"for the {gold.split} split",
-        lambda paths: read_split(gold.format, gold.options, paths, gold.split, context_tokens),
+        lambda paths: read_split(
+            gold.format, gold.options, paths, gold.split, context_tokens, gold.label_type
+        ),
     )
 
 

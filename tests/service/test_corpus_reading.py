@@ -207,3 +207,21 @@ def test_a_split_comes_back_alone_with_the_neighbours_a_models_context_reads(
         assert not any(n.spans or n.get_labels("ner") for n in others)
     train_split = read_split("column", options, {"train": train}, "train", 0)
     assert [s.to_tagged_string() for s in train_split] == [s.to_tagged_string() for s in here.train]
+
+
+def test_a_split_read_for_one_label_type_carries_that_type_only(service_env: str, tmp_path: Path) -> None:
+    # A CoNLL-U token carried lemma, xpos, feats ... to an evaluation that scores one of them.
+    from service.corpus_reading import read_split
+    from service.stored_corpora import read_copied_corpus
+
+    train = tmp_path / "train.txt"
+    train.write_text("".join(f"w{i} NN B-PER\nx{i} VB O\n\n" for i in range(20)))
+    options = {"column_map": {"0": "text", "1": "pos", "2": "ner"}}
+    here = read_copied_corpus("column", options, {"train": train}).dev
+    for kept, dropped in (("ner", "pos"), ("pos", "ner")):
+        dev = read_split("column", options, {"train": train}, "dev", 0, label_type=kept)
+        assert [s.to_tagged_string(kept) for s in dev] == [s.to_tagged_string(kept) for s in here]
+        assert [[t.text for t in s] for s in dev] == [[t.text for t in s] for s in here]
+        assert not any(s.get_labels(dropped) or s.spans.get(dropped) for s in dev)
+        assert not any(dropped in t.labels for s in dev for t in s)
+    assert any(s.get_labels("ner") for s in here) and any(t.labels.get("pos") for s in here for t in s)
