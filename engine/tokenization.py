@@ -124,8 +124,11 @@ _CJK_PUNCTUATION = "".join(
 _CJK = re.compile(f"[{_IDEOGRAPHS}{_KANA}{_CJK_PUNCTUATION}]")
 # What lies between (Latin words, digits, Hangul) goes to segtok as a span of its own, so that
 # "我用Python写" keeps "Python" whole and "3,000人" its "3,000".
+# The marks stay with a punctuation mark or a kana run too: "〽\ufe0f" and "〰\ufe0f" are emoji,
+# and a variation selector cut off was a token of its own that shows nothing.
 _CJK_PIECES = re.compile(
-    f"[{_IDEOGRAPHS}][{_IDEOGRAPH_MARKS}]*|[{_CJK_PUNCTUATION}]|[{_KANA}]+"
+    f"[{_IDEOGRAPHS}][{_IDEOGRAPH_MARKS}]*|[{_CJK_PUNCTUATION}][{_IDEOGRAPH_MARKS}]*"
+    f"|(?:[{_KANA}][{_IDEOGRAPH_MARKS}]*)+"
     f"|(?P<other>[^{_IDEOGRAPHS}{_KANA}{_CJK_PUNCTUATION}]+)"
 )
 # A sentence ends after 。！？ (segtok ends one there only before a space, which Chinese and

@@ -516,3 +516,17 @@ def test_offsets_stay_exact_over_random_cjk_texts() -> None:
             assert all(set(sentence.text[i:]) <= set("。！？!?」』）”") for i in ends), repr(text)
             pieces += [(t.text, offset + t.start_pos) for t in sentence]
         assert pieces == [(w, s) for w, s, *_ in tokens], repr(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("おめでとう〽\ufe0fね", ["おめでとう", "〽\ufe0f", "ね"]),
+        ("〰\ufe0f〰\ufe0f", ["〰\ufe0f", "〰\ufe0f"]),
+        ("か\ufe0fな", ["か\ufe0fな"]),
+    ],
+    ids=["part-alternation-emoji", "wavy-dash-emoji", "kana"],
+)
+def test_a_variation_selector_stays_with_the_cjk_mark_or_kana_before_it(text: str, words: list[str]) -> None:
+    # "〽️" (U+303D U+FE0F) is an emoji: it was one token, then "〽" and an invisible "\ufe0f"
+    assert _words(text) == words
