@@ -96,10 +96,15 @@ class Span:
     def __post_init__(self) -> None:
         self.label.data_point = self
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Built again through __init__, so that __post_init__ points its label back at it (the
-        # slots' default pickling restores fields without calling it).
-        return (Span, (self.sentence, self.start, self.end, self.label))
+    # State, not __reduce__ arguments: the span exists (and is remembered) before its sentence
+    # is restored, so a span pickled or deep-copied on its own, whose sentence lists it again,
+    # comes back as one object; as arguments, a second span was built, and the label pointed at it.
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.sentence, self.start, self.end, self.label)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.sentence, self.start, self.end, self.label = state
+        self.label.data_point = self  # as __post_init__ does (the label's pickle drops it)
 
     @property
     def tokens(self) -> list[Token]:

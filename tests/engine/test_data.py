@@ -115,3 +115,25 @@ def test_a_pickled_sentence_comes_back_with_its_labels_and_spans_pointing_at_it(
         assert label.data_point.sentence is copy
     assert [label.data_point for label in copy.get_labels("upos")] == copy.tokens
     assert [(label.value, label.score) for label in copy.get_labels("topic")] == [("history", 0.7)]
+
+
+def test_a_span_pickled_or_copied_on_its_own_is_the_one_its_sentence_lists() -> None:
+    # Rebuilt from __reduce__ arguments, a span whose sentence came along was built twice: the
+    # sentence listed one, the label pointed at the other (deepcopy returned the other).
+    import copy
+    import pickle
+
+    sentence = Sentence("George Washington went to Washington .")
+    span = sentence.add_span(0, 2, "ner", "PER", 0.5)
+    for copied in (pickle.loads(pickle.dumps(span)), copy.deepcopy(span)):
+        assert copied.sentence.get_spans("ner") == [copied]
+        assert copied.label.data_point is copied
+        assert (copied.start, copied.end, copied.value, copied.score, copied.text) == (
+            0,
+            2,
+            "PER",
+            0.5,
+            "George Washington",
+        )
+    both = pickle.loads(pickle.dumps([span, sentence]))
+    assert both[1].get_spans("ner") == [both[0]] and both[0].label.data_point is both[0]
