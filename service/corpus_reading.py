@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -34,6 +35,7 @@ from engine.readers.errors import CorpusFormatError, ReaderOptionError
 from service.stored_corpora import read_copied_corpus
 
 TIMEOUT_SETTING = "TAGSMITH_CORPUS_READ_TIMEOUT_SECONDS"
+_POLL_STEP_S = 3600.0  # the longest single wait for a reader's answer
 
 
 @dataclass(frozen=True)
@@ -238,9 +240,13 @@ def _in_reader(work: Callable[..., object], *args: Any) -> object:
         try:
             process.start()
             send.close()  # only the reader's copy stays open: its end is our EOF
-            # poll: True once the answer starts coming, or at EOF (the reader ended).
-            if not receive.poll(seconds):
-                raise ReadTooSlow(seconds)
+            # poll: True once the answer starts coming, or at EOF (the reader ended). In steps:
+            # poll raises OverflowError past about 24.8 days (2**31 ms), and a limit set that
+            # high ("no limit") made every read fail.
+            deadline = time.monotonic() + seconds
+            while not receive.poll(min(max(deadline - time.monotonic(), 0.0), _POLL_STEP_S)):
+                if time.monotonic() >= deadline:
+                    raise ReadTooSlow(seconds)
             try:
                 result = receive.recv()
             except EOFError:

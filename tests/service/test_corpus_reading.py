@@ -225,3 +225,19 @@ def test_a_split_read_for_one_label_type_carries_that_type_only(service_env: str
         assert not any(s.get_labels(dropped) or s.spans.get(dropped) for s in dev)
         assert not any(dropped in t.labels for s in dev for t in s)
     assert any(s.get_labels("ner") for s in here) and any(t.labels.get("pos") for s in here for t in s)
+
+
+def test_a_time_limit_of_months_reads_as_any_other(
+    service_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # One poll of the whole limit raised OverflowError past about 24.8 days (2**31 ms): an
+    # operator who set the limit that high to mean "none" had every read fail (a 500).
+    from service.corpus_reading import summarize_corpus
+    from service.stored_corpora import SAMPLED_SPLITS
+
+    train = tmp_path / "train.txt"
+    train.write_text(CONLL_TRAIN)
+    for seconds in (1e7, 1e12):
+        _set(monkeypatch, corpus_read_timeout_seconds=seconds)
+        summary = summarize_corpus("column", {"train": train}, CONLL_OPTIONS, SAMPLED_SPLITS)
+        assert summary.statistics["train"]["sentences"] > 0
