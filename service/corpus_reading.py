@@ -249,7 +249,7 @@ def _in_reader(work: Callable[..., object], *args: Any) -> object:
                     raise ReadTooSlow(seconds)
             try:
                 result = receive.recv()
-            except EOFError:
+            except (EOFError, OSError):  # OSError: it ended part way through its answer
                 raise ReaderProcessDied("the process reading the corpus ended without an answer") from None
             answered = True
         finally:

@@ -72,15 +72,16 @@ class Settings(BaseSettings):
         default=2,
         ge=1,
         le=64,
-        description="Corpus uploads read at once, each in a process of its own (reading takes 16 to 65 times "
-        "a file's size in memory); further uploads wait their turn.",
+        description="Corpora read at once (uploads, and the stored ones an evaluation or a text corpus reads), "
+        "each in a process of its own (reading takes 16 to 65 times a file's size in memory); further reads "
+        "wait their turn.",
     )
     corpus_read_timeout_seconds: float = Field(
         default=600.0,
         gt=0,
-        description="Longest a corpus read may take, in seconds (an upload's, or a stored split's for "
-        "`POST /models/{id}/evaluate`; waiting for a reader not counted); a slower read is stopped: an "
-        "upload answers 413, an evaluation 409. CoNLL-03's train file (1.7 MB) reads in under 1 s, "
+        description="Longest a corpus read may take, in seconds (an upload's, a stored split's for "
+        "`POST /models/{id}/evaluate`, a stored corpus's text for `POST /corpora/{id}/text`; waiting for a "
+        "reader not counted); a slower read is stopped: an upload answers 413, the others 409. CoNLL-03's train file (1.7 MB) reads in under 1 s, "
         "UD English-EWT's (14 MB of CoNLL-U) in about 2 s.",
     )
     max_model_upload_mb: float = Field(

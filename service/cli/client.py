@@ -483,13 +483,18 @@ def evaluate(
     return dict(api.call("POST", path("models", model_id, "evaluate"), json=body))
 
 
+def _number(value: Any, spec: str) -> str:
+    """``value`` formatted, or "-" for null: a number the model did not compute (NaN)."""
+    return "-" if value is None else format(float(value), spec)
+
+
 def format_evaluation(result: dict[str, Any]) -> str:
     """The scores in one line, then a precision/recall/F1/support line per class, most frequent first."""
     lines = [
         f"{result['split']} of corpus {result['corpus_id']} ({result['sentences']} sentences, "
         f"'{result['label_type']}' labels): {result['main_score_name']} {result['main_score']:.4f}",
         f"micro P {result['micro_precision']:.4f} R {result['micro_recall']:.4f} F1 {result['micro_f1']:.4f}; "
-        f"macro F1 {result['macro_f1']:.4f}; accuracy {result['accuracy']:.4f}; loss {result['loss']:.4f}",
+        f"macro F1 {result['macro_f1']:.4f}; accuracy {result['accuracy']:.4f}; loss {_number(result['loss'], '.4f')}",
         f"{'class':>20} {'precision':>10} {'recall':>10} {'f1':>10} {'support':>8}",
     ]
     rows = sorted((result.get("per_class") or {}).items(), key=lambda kv: (-kv[1]["support"], kv[0]))
@@ -508,7 +513,7 @@ def format_sentence(sentence: dict[str, Any]) -> str:
         words.append(f"{token['text']}/{tag}" if tag and tag != "O" else str(token["text"]))
     lines = [" ".join(words) if words else str(sentence.get("text", ""))]
     for span in sentence.get("spans") or []:
-        lines.append(f"    {span['label']:<5} {span['text']!r} ({float(span['confidence']):.2f})")
+        lines.append(f"    {span['label']:<5} {span['text']!r} ({_number(span['confidence'], '.2f')})")
     for label in sentence.get("labels") or []:
-        lines.append(f"    {label['value']} ({float(label['score']):.2f})")
+        lines.append(f"    {label['value']} ({_number(label['score'], '.2f')})")
     return "\n".join(lines)

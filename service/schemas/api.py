@@ -365,7 +365,7 @@ class EvaluationOut(BaseModel):
     micro_f1: float
     macro_f1: float
     accuracy: float
-    loss: float
+    loss: float | None = Field(description="The mean loss; null when the model computed no number (NaN).")
     per_class: dict[str, ClassScoresOut]
     seconds: float = Field(description="Time the scoring took, model loading excluded.")
 

@@ -126,6 +126,8 @@ def test_evaluate_sends_the_split_and_prints_the_classes_most_frequent_first() -
     assert "macro F1 0.8333; accuracy 0.6000; loss 1.2500" in lines[1]
     assert lines[3].split() == ["PER", "1.0000", "0.5000", "0.6667", "2"]
     assert lines[4].split() == ["LOC", "1.0000", "1.0000", "1.0000", "1"]
+    no_loss = client.format_evaluation({**client.evaluate(api, "m1", "c1", "dev", "ner"), "loss": None})
+    assert "; loss -" in no_loss.splitlines()[1]
 
 
 def test_follow_job_reports_every_epoch_once_and_returns_the_final_job() -> None:
@@ -210,6 +212,11 @@ def test_predict_and_format_a_tagged_sentence() -> None:
 def test_format_a_classified_text() -> None:
     sentence = {"text": "Who wrote Hamlet ?", "tokens": [], "labels": [{"value": "HUM", "score": 0.875}]}
     assert client.format_sentence(sentence) == "Who wrote Hamlet ?\n    HUM (0.88)"
+    # a score the model did not compute (NaN) is null in the answer: shown, not a TypeError
+    sentence["labels"] = [{"value": "HUM", "score": None}]
+    assert client.format_sentence(sentence) == "Who wrote Hamlet ?\n    HUM (-)"
+    span = {"label": "LOC", "text": "Berlin", "confidence": None}
+    assert client.format_sentence({"text": "Berlin", "tokens": [], "spans": [span]}).endswith("'Berlin' (-)")
 
 
 def test_problem_details_become_one_readable_message() -> None:
