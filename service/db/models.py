@@ -87,6 +87,28 @@ class Measure(TypeDecorator[float]):
         return value if value is None or math.isfinite(value) else None
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+class Measures(TypeDecorator[Any]):
+    """JSON of a run's scores (a model's dev and test metrics): NaN and infinity stored as null, as
+    ``Measure`` does. PostgreSQL refuses them in JSON ("invalid input syntax for type json"), which
+    failed a finished run as its model was saved."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return _finite(value)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -240,8 +262,8 @@ class Model(Base):
     labels: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
     storage_key: Mapped[str] = mapped_column(String(300), nullable=False)
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
-    dev_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    test_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    dev_metrics: Mapped[dict[str, Any] | None] = mapped_column(Measures, nullable=True)
+    test_metrics: Mapped[dict[str, Any] | None] = mapped_column(Measures, nullable=True)
     spec: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
 

@@ -11,7 +11,7 @@ from service.db.models import Model
 from service.db.session import session_scope
 from service.logic.models import register_model
 from service.settings import get_settings
-from tests.service.fixtures import ApiSession, Owner, follow_pages
+from tests.service.fixtures import ApiSession, Owner, follow_pages, strict_json
 
 pytestmark = pytest.mark.postgres
 
@@ -51,6 +51,30 @@ def test_following_next_lists_each_model_once_while_models_are_added(api: ApiSes
     assert [item["id"] for item in walked] == ids[::-1]
     assert api.client.get("/models?limit=7", headers=owner.headers).json()["next"] is None  # 2 added
     assert api.client.get("/models?limit=6", headers=owner.headers).json()["next"] is not None
+
+
+def test_a_models_nan_and_infinite_metrics_are_stored_as_null(api: ApiSession, tmp_path: Path) -> None:
+    # PostgreSQL refuses NaN in JSON: a run whose final test loss was NaN (a float16 overflow)
+    # failed as its model was saved.
+    owner = api.new_owner()
+    nan, inf = float("nan"), float("inf")
+    row = register_model(
+        owner.id,
+        _fake_folder(tmp_path),
+        name="m",
+        task="sequence_tagging",
+        label_type="ner",
+        labels=["PER"],
+        dev_metrics={"main_score": 0.5, "loss": inf},
+        test_metrics={"main_score": 0.5, "loss": nan, "per_class": {"PER": {"f1": -inf, "support": 3}}},
+    )
+    body = strict_json(api.client.get(f"/models/{row.id}", headers=owner.headers).text)
+    assert body["dev_metrics"] == {"main_score": 0.5, "loss": None}
+    assert body["test_metrics"] == {
+        "main_score": 0.5,
+        "loss": None,
+        "per_class": {"PER": {"f1": None, "support": 3}},
+    }
 
 
 def test_list_get_download_delete(api: ApiSession, tmp_path: Path) -> None:
