@@ -71,6 +71,17 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN and infinity in it (at any depth of a JSON value) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 class Measure(TypeDecorator[float]):
     """A loss, score or rate a run reports: NaN and infinity (a diverging run) are stored and read
     as NULL. SQLite cannot store NaN (a NOT NULL batch loss failed the write, and with it the
@@ -81,20 +92,10 @@ class Measure(TypeDecorator[float]):
     cache_ok = True
 
     def process_bind_param(self, value: float | None, dialect: Any) -> float | None:
-        return value if value is None or math.isfinite(value) else None
+        return _finite(value)
 
     def process_result_value(self, value: float | None, dialect: Any) -> float | None:
-        return value if value is None or math.isfinite(value) else None
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+        return _finite(value)
 
 
 class Measures(TypeDecorator[Any]):
