@@ -21,7 +21,8 @@ segtok's tokens.
 Chinese and Japanese are written without spaces, and segtok made a whole clause one "word". As
 BERT's basic tokenizer does, each CJK ideograph is a token of its own, and so is each CJK
 punctuation mark; kana runs stay one token, and what lies between (Latin words, digits, Hangul)
-is segtok's. Sentences also end after 。！？, with the closing quotes and brackets that follow.
+is segtok's. Sentences also end after 。！？, with the closing quotes and brackets that follow,
+unless quotes or brackets enclose the terminal.
 See ``_CJK_PIECES`` and ``_CJK_SENTENCE_END``.
 """
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -135,6 +137,24 @@ _CJK_PIECES = re.compile(
 # Japanese do not write), with the closing quotes and brackets after it: 「はい。」 is one sentence,
 # not 「はい。 and a sentence 」. ASCII !? right after 。！？ stay too, so "吗？!" keeps its "!".
 _CJK_SENTENCE_END = re.compile("[。｡！？][。｡！？!?]*[」』）】〉》〕〗〙〛〞〟｣］｝”’)\\]}]*")
+# A terminal inside quotes or brackets ends the quoted sentence, not the one around it:
+# 「はい。」と言った。 and 他说：“好的。”然后走了。 are one sentence each (as pySBD's rule
+# for Chinese and Japanese). ASCII quotes and ’ are left to segtok: ’ is also an apostrophe.
+_QUOTE_CLOSERS = {
+    "「": "」",
+    "『": "』",
+    "（": "）",
+    "【": "】",
+    "〈": "〉",
+    "《": "》",
+    "〔": "〕",
+    "〖": "〗",
+}
+_QUOTE_CLOSERS |= {"〘": "〙", "〚": "〛", "〝": "〞〟", "｢": "｣", "［": "］", "｛": "｝", "“": "”"}
+_QUOTE_OPENERS = {
+    c: [o for o, cs in _QUOTE_CLOSERS.items() if c in cs] for cs in _QUOTE_CLOSERS.values() for c in cs
+}
+_QUOTE_MARK = re.compile("[\n" + re.escape("".join(_QUOTE_CLOSERS) + "".join(_QUOTE_CLOSERS.values())) + "]")
 
 
 def _visible(text: str) -> str:
@@ -182,13 +202,50 @@ def split_sentences(text: str) -> list[tuple[str, int]]:
     return result
 
 
+def _quoted(text: str) -> list[tuple[int, int]]:
+    """The ``(open, close)`` positions of the outermost CJK quotes and brackets in ``text`` that
+    close again on the same line, in order; one left open or closed without an opener holds
+    nothing."""
+    pairs: list[tuple[int, int]] = []
+    opened: list[tuple[str, int]] = []
+    # how many of each opener are open: a closer nothing waits for is not searched for, which
+    # kept "「" * n + "』" * n quadratic (25 s for n = 30,000)
+    waiting = dict.fromkeys(_QUOTE_CLOSERS, 0)
+    for match in _QUOTE_MARK.finditer(text):
+        mark, at = match.group(), match.start()
+        if mark == "\n":
+            opened.clear()
+            waiting = dict.fromkeys(_QUOTE_CLOSERS, 0)
+        elif mark in _QUOTE_CLOSERS:
+            opened.append((mark, at))
+            waiting[mark] += 1
+        elif any(waiting[opener] for opener in _QUOTE_OPENERS[mark]):
+            depth = len(opened) - 1
+            while opened[depth][0] not in _QUOTE_OPENERS[mark]:
+                depth -= 1
+            begin = opened[depth][1]
+            # the pairs closed since it opened lie inside this one
+            while pairs and pairs[-1][0] > begin:
+                pairs.pop()
+            pairs.append((begin, at))
+            for opener, _ in opened[depth:]:
+                waiting[opener] -= 1
+            del opened[depth:]
+    return pairs
+
+
 def _split_single(text: str) -> Iterable[str]:
-    """segtok's ``split_single``, also ending sentences at ``_CJK_SENTENCE_END``."""
+    """segtok's ``split_single``, also ending sentences at ``_CJK_SENTENCE_END`` outside quotes."""
     if text.isascii() or not _CJK_SENTENCE_END.search(text):
         return split_single(text)
+    quoted = _quoted(text)
+    opens = [begin for begin, _ in quoted]
     pieces: list[str] = []
     start = 0
     for match in _CJK_SENTENCE_END.finditer(text):
+        inside = bisect_right(opens, match.start()) - 1
+        if inside >= 0 and match.start() < quoted[inside][1]:
+            continue
         pieces += split_single(text[start : match.end()])
         start = match.end()
     pieces += split_single(text[start:])

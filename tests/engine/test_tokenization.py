@@ -437,15 +437,34 @@ def test_chinese_quotation_and_brackets() -> None:
     ("text", "sentences"),
     [
         ("你好。我很好！你呢？", ["你好。", "我很好！", "你呢？"]),
-        ("「こんにちは。」と言った。次へ", ["「こんにちは。」", "と言った。", "次へ"]),
-        ("他说：“好的。”然后走了。", ["他说：“好的。”", "然后走了。"]),
+        ("「こんにちは。」と言った。次へ", ["「こんにちは。」と言った。", "次へ"]),
+        ("他说：“好的。”然后走了。", ["他说：“好的。”然后走了。"]),
+        ("『「あ。」と。』と言った。次", ["『「あ。」と。』と言った。", "次"]),
+        ("「はい。いいえ。", ["「はい。", "いいえ。"]),
+        ("「はい。\nいいえ。」", ["「はい。", "いいえ。」"]),
+        ("「はい。」\n「いいえ。」", ["「はい。」", "「いいえ。」"]),
+        ("〝あ。〟と。（a）「b。」c。d（e。）f", ["〝あ。〟と。", "（a）「b。」c。", "d（e。）f"]),
         ("真的吗？！（笑）对。", ["真的吗？！", "（笑）对。"]),
         ("结束了。』」又开始", ["结束了。』」", "又开始"]),
         ("真的吗？!好", ["真的吗？!", "好"]),
         ("Hello world. 你好。 Mr. Smith went home.", ["Hello world.", "你好。", "Mr. Smith went home."]),
         ("价格是3.5元，你好", ["价格是3.5元，你好"]),
     ],
-    ids=["terminals", "japanese-quote", "curly-quote", "brackets", "closers", "ascii-after", "mixed", "none"],
+    ids=[
+        "terminals",
+        "japanese-quote",
+        "curly-quote",
+        "nested-quotes",
+        "unclosed-quote",
+        "quote-across-lines",
+        "quotes-on-lines",
+        "pairs",
+        "brackets",
+        "closers",
+        "ascii-after",
+        "mixed",
+        "none",
+    ],
 )
 def test_sentences_end_after_cjk_terminals_with_their_closing_quotes(text: str, sentences: list[str]) -> None:
     split = split_sentences(text)
@@ -484,6 +503,12 @@ CJK_FUZZ_ALPHABET = [
 ]
 
 
+def _enclosed(text: str, at: int) -> bool:
+    """Whether some opening quote or bracket before ``at`` is closed after it."""
+    pairs = ["「」", "『』", "（）", "“”"]
+    return any(o in text[:at] and c in text[at:] and text.index(o) < at < text.rindex(c) for o, c in pairs)
+
+
 def test_offsets_stay_exact_over_random_cjk_texts() -> None:
     import random
     import re
@@ -511,8 +536,11 @@ def test_offsets_stay_exact_over_random_cjk_texts() -> None:
         for sentence in sentences_from_text(text):
             offset = sentence.metadata["offset"]
             assert text[offset : offset + len(sentence.text)] == sentence.text, repr(text)
-            # a CJK terminal is followed only by terminals and closing quotes in its sentence
-            ends = [i for i, c in enumerate(sentence.text) if c in "。！？"]
+            # a CJK terminal outside quotes is followed only by terminals and closing quotes in
+            # its sentence
+            ends = [
+                i for i, c in enumerate(sentence.text) if c in "。！？" and not _enclosed(text, offset + i)
+            ]
             assert all(set(sentence.text[i:]) <= set("。！？!?」』）”") for i in ends), repr(text)
             pieces += [(t.text, offset + t.start_pos) for t in sentence]
         assert pieces == [(w, s) for w, s, *_ in tokens], repr(text)
