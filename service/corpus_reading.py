@@ -22,7 +22,7 @@ import gc
 import multiprocessing
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -34,7 +34,7 @@ from engine.language_model.corpus import corpus_texts
 from engine.readers import read_corpus_files
 from engine.readers.errors import CorpusFormatError, ReaderOptionError
 from engine.readers.files import gc_paused
-from service.stored_corpora import read_copied_corpus
+from service.stored_corpora import read_copied_corpus, read_copied_split
 
 TIMEOUT_SETTING = "TAGSMITH_CORPUS_READ_TIMEOUT_SECONDS"
 _POLL_STEP_S = 3600.0  # the longest single wait for a reader's answer
@@ -157,11 +157,9 @@ def _read_split(
     split: str,
     context_tokens: int,
     label_type: str | None,
+    label_kinds: Mapping[str, str] | None,
 ) -> _LinkedSentences:
-    # Every stored file is read: column files' span columns are found in train, and a dev split
-    # that was not uploaded is sampled from it. Only the split goes back.
-    corpus = read_copied_corpus(format, options, paths)
-    sentences = list(getattr(corpus, split))
+    sentences = read_copied_split(format, options, paths, split, label_kinds)
     if label_type is not None:
         _only(sentences, label_type)
     return _detached(sentences, context_tokens)
@@ -306,14 +304,17 @@ def read_split(
     split: str,
     context_tokens: int = 0,
     label_type: str | None = None,
+    label_kinds: Mapping[str, str] | None = None,
 ) -> list[Sentence]:
     """One split of the stored corpus whose files were copied to ``paths``
     (``service.stored_corpora.copy_stored_files``), read in a reader process; raises
     ``StoredCorpusUnreadable`` when this version's readers refuse a file. Its sentences keep
     their neighbours in the split, and those of other splits within ``context_tokens`` tokens
     (their words only) for a model with document context; with ``label_type``, that type's labels
-    only."""
-    result = _in_reader(_read_split, format, paths, options, split, context_tokens, label_type)
+    only. Only the files the split needs are parsed (``stored_corpora.read_copied_split``: with
+    ``label_kinds``, the corpus's ``label_types``, a stored dev or test file of column files is
+    read without train's)."""
+    result = _in_reader(_read_split, format, paths, options, split, context_tokens, label_type, label_kinds)
     assert isinstance(result, _LinkedSentences)
     return result.relinked()
 

@@ -48,6 +48,7 @@ from engine.readers.errors import (
 )
 from engine.readers.files import clean_label, corpus_name, gc_paused, read_text, resolve_split_files
 from engine.tag_schemes import (
+    BIO,
     PLAIN,
     detect_scheme,
     detect_scheme_from_sequences,
@@ -131,6 +132,28 @@ def _span_column_schemes(span_columns: SpanColumns, names: Iterable[str]) -> dic
     if "text" in wanted:
         raise ReaderOptionError("the 'text' column cannot be a span column", _SPANS)
     return wanted
+
+
+def split_file_span_columns(
+    label_kinds: Mapping[str, str], span_columns: SpanColumns
+) -> dict[str, str] | None:
+    """The ``span_columns`` with which ``ColumnCorpus`` reads a dev or test file (train's span
+    columns and schemes), told by the label kinds of the corpus it read (``Corpus.label_kinds``)
+    instead of by train's file; None when only train's tags tell.
+
+    Every prefixed scheme decodes alike and refuses the same tags (:mod:`engine.tag_schemes`), so
+    BIO stands for whichever prefixed scheme train's tags had. A detected span column is always
+    prefixed (a plain one is read as token labels); one that ``span_columns`` names without a
+    scheme may be plain, which only train's tags say.
+    """
+    try:
+        wanted = _span_column_schemes(span_columns, label_kinds)
+    except ReaderOptionError:  # reading train raises it as it should
+        return None
+    if wanted is None:  # detected
+        return {name: BIO for name, kind in label_kinds.items() if kind == "span"}
+    schemes = {name: scheme for name, scheme in wanted.items() if scheme is not None}
+    return schemes if len(schemes) == len(wanted) else None
 
 
 class _RawSentence:

@@ -30,7 +30,8 @@ def _refuse(field: str, message: str) -> Invalid:
 @dataclass(frozen=True)
 class GoldSplit:
     """Where the gold sentences are: a stored corpus's files, format and options, the split,
-    and the gold label type with its kind."""
+    and the gold label type with its kind; ``label_kinds``, every type's kind, tells which of a
+    column corpus's columns are spans, so that a stored dev or test file is read without train's."""
 
     corpus_id: str
     format: str
@@ -39,6 +40,7 @@ class GoldSplit:
     split: str
     label_type: str
     label_kind: str
+    label_kinds: dict[str, str]
 
 
 def gold_split(owner_id: str, info: ModelInfo, request: EvaluateRequest) -> GoldSplit:
@@ -73,7 +75,14 @@ def gold_split(owner_id: str, info: ModelInfo, request: EvaluateRequest) -> Gold
             '(choose one with "split")',
         )
     return GoldSplit(
-        request.corpus_id, format, options, files, request.split, gold_type, label_types[gold_type]
+        request.corpus_id,
+        format,
+        options,
+        files,
+        request.split,
+        gold_type,
+        label_types[gold_type],
+        label_types,
     )
 
 
@@ -85,7 +94,7 @@ def gold_sentences(gold: GoldSplit, context_tokens: int = 0) -> list[Sentence]:
         gold.files,
         f"for the {gold.split} split",
         lambda paths: read_split(
-            gold.format, gold.options, paths, gold.split, context_tokens, gold.label_type
+            gold.format, gold.options, paths, gold.split, context_tokens, gold.label_type, gold.label_kinds
         ),
     )
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.service import reader_hooks
-from tests.service.fixtures import CONLL_OPTIONS, CONLL_TRAIN, ApiSession
+from tests.service.fixtures import CONLL_OPTIONS, CONLL_TRAIN, FASTTEXT_TRAIN, ApiSession
 
 
 def _readers_now(min_rss_mb: float) -> list[int]:
@@ -241,3 +241,211 @@ def test_a_time_limit_of_months_reads_as_any_other(
         _set(monkeypatch, corpus_read_timeout_seconds=seconds)
         summary = summarize_corpus("column", {"train": train}, CONLL_OPTIONS, SAMPLED_SPLITS)
         assert summary.statistics["train"]["sentences"] > 0
+
+
+def _conllu(n: int, word: str) -> str:
+    """``n`` CoNLL-U sentences in two documents, with a multi-word token and SpaceAfter=No."""
+    out = []
+    for i in range(n):
+        newdoc = f"# newdoc id = {word}{i // 4}\n" if i % 4 == 0 else ""
+        out.append(
+            f"{newdoc}# sent_id = {word}-{i}\n# text = Don't {word}{i}.\n"
+            "1-2\tDon't\t_\t_\t_\t_\t_\t_\t_\t_\n"
+            "1\tDo\tdo\tAUX\tVBP\tMood=Imp\t3\taux\t_\t_\n"
+            "2\tn't\tnot\tPART\tRB\tPolarity=Neg\t3\tadvmod\t_\t_\n"
+            f"3\t{word}{i}\t{word}\tVERB\tVB\tVerbForm=Inf\t0\troot\t_\tSpaceAfter=No\n"
+            "4\t.\t.\tPUNCT\t.\t_\t3\tpunct\t_\t_\n\n"
+        )
+    return "".join(out)
+
+
+def _columns(n: int, word: str, tags: tuple[str, str, str], pos: tuple[str, str] = ("NN", "VB")) -> str:
+    """``n`` three-token sentences (text, pos, ner), a document every four."""
+    return "".join(
+        ("-DOCSTART- -X- O\n\n" if i % 4 == 0 else "")
+        + f"{word}{i} {pos[0]} {tags[0]}\nx{i} {pos[1]} {tags[1]}\ny{i} {pos[0]} {tags[2]}\n\n"
+        for i in range(n)
+    )
+
+
+COLUMN_MAP = {"column_map": {"0": "text", "1": "pos", "2": "ner"}}
+# format, options, train's text, and dev's and test's (``word`` tells the splits apart)
+SPLIT_CASES: dict[str, tuple[str, dict[str, Any], Any]] = {
+    "column": ("column", CONLL_OPTIONS, lambda w: CONLL_TRAIN.replace("EU", w).replace("Peter", w) * 3),
+    # Train's BIOES or IOB1 tags, dev's and test's BIO: train's scheme reads them.
+    "column-bioes": (
+        "column",
+        COLUMN_MAP,
+        lambda w: _columns(12, w, ("B-PER", "E-PER", "S-LOC") if w == "train" else ("B-PER", "I-PER", "O")),
+    ),
+    "column-iob1": (
+        "column",
+        COLUMN_MAP,
+        lambda w: _columns(12, w, ("I-PER", "I-PER", "O") if w == "train" else ("B-PER", "I-PER", "B-PER")),
+    ),
+    # Train's second column is token labels; dev's and test's look like tags, and stay labels.
+    "column-token-labels": (
+        "column",
+        COLUMN_MAP,
+        lambda w: _columns(12, w, ("B-PER", "I-PER", "O"), ("NN", "VB") if w == "train" else ("B-X", "O")),
+    ),
+    "column-forced-plain": (
+        "column",
+        {**COLUMN_MAP, "span_columns": {"ner": "plain"}},
+        lambda w: _columns(12, w, ("PER", "PER", "B-LOC")),
+    ),
+    # Named without a scheme: plain in train, which only train's tags tell (train is read too).
+    "column-named-span": (
+        "column",
+        {**COLUMN_MAP, "span_columns": ["ner"]},
+        lambda w: _columns(12, w, ("PER", "PER", "O") if w == "train" else ("B-PER", "I-PER", "O")),
+    ),
+    "column-whole-file": (
+        "column",
+        {**COLUMN_MAP, "whole_file_document": True},
+        lambda w: _columns(12, w, ("B-PER", "I-PER", "O")).replace("-DOCSTART- -X- O\n\n", ""),
+    ),
+    "conllu": ("conllu", {}, lambda w: _conllu(12, w)),
+    "fasttext": ("fasttext", {}, lambda w: FASTTEXT_TRAIN.replace("movie", w) * 3),
+    "trec": (
+        "trec",
+        {},
+        lambda w: "".join(
+            f"DESC:manner How did {w} {i} develop ?\nHUM:ind Who wrote {w} {i} ?\n" for i in range(8)
+        ),
+    ),
+    "csv": (
+        "csv",
+        {"multi_label_separator": "|"},
+        lambda w: "text,label\n" + "".join(f'"{w}, {i}",a|b\n{w} {i} again,c\n' for i in range(8)),
+    ),
+    "tsv": (
+        "tsv",
+        {},
+        lambda w: "text\tlabel\n" + "".join(f"{w} {i}\ta\n{w} too {i}\tb\n" for i in range(8)),
+    ),
+    "jsonl": (
+        "jsonl",
+        {},
+        lambda w: "".join(
+            f'{{"text": "{w} {i}", "label": ["a", "b"]}}\n{{"text": "{w}", "label": 3}}\n' for i in range(8)
+        ),
+    ),
+}
+LAYOUTS = (("train", "dev", "test"), ("train", "dev"), ("train", "test"), ("train",))
+
+
+def _split_files(
+    tmp_path: Path, case: str, layout: tuple[str, ...]
+) -> tuple[str, dict[str, Any], dict[str, Path]]:
+    from engine.readers import FORMATS
+
+    format, options, text = SPLIT_CASES[case]
+    folder = tmp_path / case / "-".join(layout)
+    folder.mkdir(parents=True)
+    paths = {}
+    for split in layout:
+        # named as copy_stored_files names them
+        paths[split] = folder / f"{split}{FORMATS[format].suffixes[0]}"
+        paths[split].write_text(text(split))
+    return format, options, paths
+
+
+def _fingerprint(sentences: list[Any]) -> list[tuple[Any, ...]]:
+    """All a read gives each sentence, its neighbours by their words."""
+
+    def words(sentence: Any) -> tuple[str, ...] | None:
+        return None if sentence is None else tuple(t.text for t in sentence.tokens)
+
+    return [
+        (
+            [
+                (t.text, t.idx, t.start_pos, t.end_pos, t.whitespace_after)
+                + tuple(sorted((k, v.value, v.score) for k, v in t.labels.items()))
+                for t in s.tokens
+            ],
+            {k: [(x.start, x.end, x.label.value, x.label.score) for x in v] for k, v in s.spans.items()},
+            {k: [(x.value, x.score) for x in v] for k, v in s.labels.items()},
+            (s.text, s.id, s.document_id, s.metadata),
+            (words(s.previous_sentence), words(s.next_sentence)),
+        )
+        for s in sentences
+    ]
+
+
+@pytest.mark.parametrize("case", sorted(SPLIT_CASES))
+def test_a_split_read_from_its_files_alone_is_the_whole_corpus_s(tmp_path: Path, case: str) -> None:
+    # Each split was taken from the whole corpus read, every stored file parsed; now only the files
+    # it needs are, and it must come out the same in every format and layout.
+    from service.stored_corpora import read_copied_corpus, read_copied_split
+
+    for layout in LAYOUTS:
+        format, options, paths = _split_files(tmp_path, case, layout)
+        whole = read_copied_corpus(format, options, paths)
+        kinds = whole.label_kinds()  # what the upload stores as the corpus's label types
+        for split in ("train", "dev", "test"):
+            expected = _fingerprint(getattr(whole, split))
+            assert _fingerprint(read_copied_split(format, options, paths, split, kinds)) == expected, (
+                layout,
+                split,
+            )
+            assert _fingerprint(read_copied_split(format, options, paths, split)) == expected, (layout, split)
+        assert whole.dev, layout  # stored or sampled
+
+
+@pytest.mark.parametrize(
+    "case", ["column", "column-bioes", "column-token-labels", "column-forced-plain", "conllu", "csv"]
+)
+def test_a_stored_dev_or_test_split_is_read_without_parsing_train(tmp_path: Path, case: str) -> None:
+    # Reading a stored dev split parsed train too (EWT's dev: 1.1 s, most of it train's). Train's
+    # file is replaced by one no reader accepts: the splits read as before it was.
+    from service.stored_corpora import StoredCorpusUnreadable, read_copied_corpus, read_copied_split
+
+    format, options, paths = _split_files(tmp_path, case, ("train", "dev", "test"))
+    whole = read_copied_corpus(format, options, paths)
+    kinds = whole.label_kinds()
+    paths["train"].write_text('\t\n\x00 no corpus "\n{\n')
+    with pytest.raises(StoredCorpusUnreadable, match="its train split"):
+        read_copied_corpus(format, options, paths)
+    for split in ("dev", "test"):
+        assert _fingerprint(read_copied_split(format, options, paths, split, kinds)) == _fingerprint(
+            getattr(whole, split)
+        )
+
+
+def test_a_column_split_refused_alone_is_refused_as_with_train(tmp_path: Path) -> None:
+    # Dev's tags are read with train's scheme: a stray tag is the same error without train.
+    from service.stored_corpora import StoredCorpusUnreadable, read_copied_corpus, read_copied_split
+
+    format, options, paths = _split_files(tmp_path, "column-bioes", ("train", "dev"))
+    kinds = read_copied_corpus(format, options, paths).label_kinds()
+    paths["dev"].write_text(paths["dev"].read_text().replace("I-PER", "o", 1))
+    with pytest.raises(StoredCorpusUnreadable) as whole:
+        read_copied_corpus(format, options, paths)
+    with pytest.raises(StoredCorpusUnreadable) as alone:
+        read_copied_split(format, options, paths, "dev", kinds)
+    assert str(alone.value) == str(whole.value)
+    assert str(alone.value).startswith(
+        "its dev split, stored by an older Tagsmith, does not read in this one: line "
+    )
+
+
+@pytest.mark.parametrize("case", ["column", "column-whole-file", "conllu"])
+def test_a_split_from_a_reader_keeps_the_whole_corpus_s_context(
+    service_env: str, tmp_path: Path, case: str
+) -> None:
+    # The reader's way (its own files only, then sent detached) against the whole corpus read here.
+    from engine.embeddings.transformer import _context_words
+    from service.corpus_reading import read_split
+    from service.stored_corpora import read_copied_corpus
+
+    for layout in (("train", "dev", "test"), ("train",)):
+        format, options, paths = _split_files(tmp_path, case, layout)
+        whole = read_copied_corpus(format, options, paths)
+        for split in ("dev", "test"):
+            expected = getattr(whole, split)
+            got = read_split(format, options, paths, split, 64, None, whole.label_kinds())
+            assert [[t.text for t in s] for s in got] == [[t.text for t in s] for s in expected]
+            assert _fingerprint(got) == _fingerprint(expected), (layout, split)
+            for sentence, wanted in zip(got, expected, strict=True):
+                assert _context_words(sentence, 64) == _context_words(wanted, 64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -164,6 +165,38 @@ def test_a_stored_corpus_this_version_no_longer_reads_is_a_409_naming_its_split(
     assert "/tmp" not in r.text and "tagsmith-" not in r.text
     r = api.client.post(f"/corpora/{corpus}/text", json={}, headers=owner.headers)
     assert r.status_code == 409 and "its test split" in r.json()["detail"], r.text
+
+
+def test_a_stored_dev_split_is_scored_without_reading_train(api: ApiSession, tmp_path: Path) -> None:
+    # Scoring on a stored dev split parsed every stored file (EWT's dev: 1.1 s, most of it train's):
+    # a train file this version refuses no longer stops it, and the scores stay the same.
+    from service.db.models import Corpus
+    from service.db.session import session_scope
+    from service.storage import get_storage
+
+    owner = api.new_owner()
+    tagger = register_tiny_tagger(owner, tmp_path)
+    corpus = api.corpus(owner, dev=CONLL_TRAIN.replace("Peter", "Paul"), test=CONLL_TRAIN)
+
+    def evaluate(split: str) -> Any:
+        return api.client.post(
+            f"/models/{tagger}/evaluate", json={"corpus_id": corpus, "split": split}, headers=owner.headers
+        )
+
+    def scores(split: str) -> dict[str, Any]:
+        r = evaluate(split)
+        assert r.status_code == 200, r.text
+        return {k: v for k, v in r.json().items() if k != "seconds"}
+
+    before = {split: scores(split) for split in ("dev", "test")}
+    with session_scope() as session:
+        row = session.get(Corpus, corpus)
+        assert row is not None
+        train_key = row.files["train"]
+    get_storage().put(train_key, (CONLL_TRAIN + "x" * 1500 + " NN O O\n").encode())
+    assert {split: scores(split) for split in ("dev", "test")} == before
+    r = evaluate("train")
+    assert r.status_code == 409 and "its train split" in r.json()["detail"], r.text
 
 
 def test_a_split_read_past_the_time_limit_is_a_409_and_a_reader_that_ends_a_503(
