@@ -1,5 +1,5 @@
 """bench/stored_reads.py --quick runs and prints one JSON line per read and place, with the promised
-fields, and both places read the same sentences."""
+fields, and both places, and both ways of reading a split, read the same sentences."""
 
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ def test_bench_stored_reads_quick(shared_data: Path) -> None:
         check=True,
     )
     records = [json.loads(line) for line in result.stdout.strip().splitlines()]
-    assert [(r["read"], r["where"]) for r in records] == [
-        ("split", "in_process"),
-        ("split", "reader"),
-        ("text", "in_process"),
-        ("text", "reader"),
+    assert [(r["read"], r["where"], r["files"]) for r in records] == [
+        ("split", "in_process", "needed"),
+        ("split", "reader", "every"),
+        ("split", "reader", "needed"),
+        ("text", "in_process", "every"),
+        ("text", "reader", "every"),
     ]
     split = {r["sentences"] for r in records if r["read"] == "split"}
     text = {r["sentences"] for r in records if r["read"] == "text"}
