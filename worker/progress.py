@@ -37,7 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.training.callbacks import BatchEnded, EpochEnded, TrainerCallback, TrainingEnded, TrainingStarted
 from engine.training.run_log import RunLog
-from service.db.models import Job, JobBatchLoss, JobEpochMetric, utcnow
+from service.db.models import Job, JobBatchLoss, JobEpochMetric, epoch_metrics, utcnow
 from service.db.session import DatabaseUnavailable, session_scope
 from service.loss_points import LOSS_POINTS_PER_EPOCH, loss_stride
 from service.storage import Storage, StorageUnavailable
@@ -282,6 +282,8 @@ class JobProgress(TrainerCallback):
             epoch=done,
             batch=0,
             percent=100.0 * done / self._max_epochs,
+            # a run that ended inside an epoch (killed, reaped) left that epoch's running loss
+            **epoch_metrics(done, "train_loss", "learning_rate"),
         )
 
     def on_batch_end(self, info: BatchEnded) -> None:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     case,
+    select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -201,16 +202,38 @@ class Job(Base):
     )
 
 
+def at_completed_epoch(epoch: ColumnElement[int] | None = None) -> dict[str, Any]:
+    """A job row's progress fields as of completed epoch ``epoch`` (default: the row's own), for
+    a run that stopped inside the next one: the trainer drops a partial epoch and resumes from
+    the checkpoint of a completed one, so the row shows no position in the partial epoch and,
+    from the epoch's metrics row, its loss and learning rate instead of the partial one's."""
+    done: ColumnElement[int] = Job.epoch.expression if epoch is None else epoch
+    percent: ColumnElement[float] = case((Job.max_epochs > 0, 100.0 * done / Job.max_epochs), else_=0.0)
+    return {
+        "epoch": done,
+        "batch": 0,
+        "percent": percent,
+        **epoch_metrics(done, "train_loss", "learning_rate"),
+    }
+
+
+def epoch_metrics(epoch: ColumnElement[int] | int, *columns: str) -> dict[str, Any]:
+    """``columns`` of the job's metrics row for ``epoch``, as scalar subqueries of a job update
+    (NULL without a row)."""
+    return {
+        column: select(getattr(JobEpochMetric, column))
+        .where(JobEpochMetric.job_id == Job.id, JobEpochMetric.epoch == epoch)
+        .scalar_subquery()
+        for column in columns
+    }
+
+
 def queued_again() -> dict[str, Any]:
     """The fields of a job that goes back to the queue (resumed, handed back, or reaped): no ETA and
     no partial epoch, since the next run starts from the checkpoint of a completed epoch, or from
     the start when there is none."""
-    no_checkpoint = Job.checkpoint_key.is_(None)
-    epoch: ColumnElement[int] = case((no_checkpoint, 0), else_=Job.epoch)
-    percent: ColumnElement[float] = case(
-        (no_checkpoint, 0.0), (Job.max_epochs > 0, 100.0 * Job.epoch / Job.max_epochs), else_=0.0
-    )
-    return {"status": "queued", "eta_seconds": None, "epoch": epoch, "batch": 0, "percent": percent}
+    done: ColumnElement[int] = case((Job.checkpoint_key.is_(None), 0), else_=Job.epoch)
+    return {"status": "queued", "eta_seconds": None, **at_completed_epoch(done)}
 
 
 class JobEpochMetric(Base):

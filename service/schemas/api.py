@@ -127,7 +127,8 @@ class JobOut(_Out):
     train_loss: float | None = Field(
         description="The training loss: during an epoch its mean over the batches done so far, between "
         "epochs the last epoch's; null before the first batch, or when it is not a finite number (the "
-        "run diverged)."
+        "run diverged). A job cancelled, handed back or requeued inside an epoch drops that epoch: it "
+        "shows the last completed epoch's loss, learning rate and percent, and `batch` 0."
     )
     best_dev_score: float | None
     error: str | None = Field(

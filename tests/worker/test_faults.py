@@ -84,7 +84,7 @@ def test_a_redelivered_message_does_not_start_a_second_run(stack: Stack) -> None
 
 
 def test_cancel_stops_within_seconds_and_resume_finishes_the_epochs(stack: Stack) -> None:
-    corpus = stack.upload_tagger_corpus(repeat=2)
+    corpus = stack.upload_tagger_corpus(repeat=6)  # 12 batches an epoch: the cancel lands inside one
     stack.start_worker("only", **SLOW_BATCHES)
     job_id = stack.submit(tagger_spec(corpus, max_epochs=4))
     stack.wait_inside_epoch_two(job_id)
@@ -95,6 +95,14 @@ def test_cancel_stops_within_seconds_and_resume_finishes_the_epochs(stack: Stack
     assert cancelled.checkpoint_key is not None
     done_before = stack.epochs(job_id)
     assert done_before and done_before == list(range(1, len(done_before) + 1)) and len(done_before) < 4
+    assert "cancelled in epoch 2" in training_log(stack, job_id)
+    # The partial epoch is dropped: the job shows the completed epoch it resumes from, with that
+    # epoch's loss (it showed the dropped epoch's batch, percent and running loss).
+    metrics = stack.client.get(f"/jobs/{job_id}/metrics", headers=stack.headers).json()
+    last = next(row for row in metrics["epochs"] if row["epoch"] == done_before[-1])
+    assert (cancelled.epoch, cancelled.batch) == (done_before[-1], 0)
+    assert cancelled.percent == pytest.approx(100.0 * done_before[-1] / 4)
+    assert (cancelled.train_loss, cancelled.learning_rate) == (last["train_loss"], last["learning_rate"])
 
     response = stack.client.post(f"/jobs/{job_id}/resume", headers=stack.headers)
     assert response.status_code in (200, 202), response.text

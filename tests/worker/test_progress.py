@@ -133,6 +133,49 @@ def test_a_resumed_run_starts_at_the_epochs_already_done(environment: dict[str, 
     assert job.percent == pytest.approx(50.0)
 
 
+def test_a_run_ended_inside_an_epoch_shows_the_completed_epochs_loss_when_queued_and_resumed(
+    environment: dict[str, str],
+) -> None:
+    # A killed run left the dropped epoch's batch, percent and running loss on the row, through
+    # the reaper's requeue and the resumed run's start, until the resumed run's first batch.
+    from sqlalchemy import update
+
+    from service.db.models import queued_again
+
+    job_id = running_job()
+    first = make_progress(job_id, Clock())
+    first.on_train_start(TrainingStarted(4, 1, 10, 40, 4, "cpu"))
+    first.on_epoch_end(epoch_end(1, 0.5, True))
+    with session_scope() as session:
+        session.get(Job, job_id).checkpoint_key = "jobs/x/checkpoints/epoch-0001"  # type: ignore[union-attr]
+    first.on_batch_end(BatchEnded(2, 7, 10, 9.0, 0.05, 1.0, 1.0, epoch_loss=8.0))
+    job = job_row(job_id)
+    assert (job.epoch, job.batch, job.percent, job.train_loss, job.learning_rate) == (1, 7, 42.5, 8.0, 0.05)
+
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(**queued_again(), lease_owner=None))
+    job = job_row(job_id)
+    assert (job.status, job.epoch, job.batch, job.percent) == ("queued", 1, 0, 25.0)
+    assert (job.train_loss, job.learning_rate) == (0.5, 0.1), "epoch 1's, from its metrics row"
+
+    first.on_batch_end(BatchEnded(2, 8, 10, 9.0, 0.05, 1.0, 1.0, epoch_loss=8.0))
+    with session_scope() as session:  # the row as the killed run last wrote it, then claimed again
+        session.execute(
+            update(Job).where(Job.id == job_id).values(batch=8, train_loss=8.0, learning_rate=0.05)
+        )
+    assert lease.claim(job_id, "again", lease_seconds=60).claimed
+    make_progress(job_id, Clock(), owner="again").on_train_start(TrainingStarted(4, 2, 10, 40, 4, "cpu"))
+    job = job_row(job_id)
+    assert (job.epoch, job.batch, job.percent, job.train_loss, job.learning_rate) == (1, 0, 25.0, 0.5, 0.1)
+
+    # A job resumed without a checkpoint starts over: nothing of the old run's loss stays.
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(checkpoint_key=None, lease_owner=None))
+        session.execute(update(Job).where(Job.id == job_id).values(**queued_again()))
+    job = job_row(job_id)
+    assert (job.epoch, job.percent, job.train_loss, job.learning_rate) == (0, 0.0, None, None)
+
+
 def test_an_epoch_trained_again_replaces_its_row(environment: dict[str, str]) -> None:
     job_id = running_job()
     progress = make_progress(job_id, Clock())
