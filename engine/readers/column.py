@@ -20,7 +20,9 @@ Layout rules, all per file:
   ``# text = X`` also set ``Sentence.id`` and ``Sentence.text``. In a space-separated file, a line
   starting with ``"# "`` that has exactly the file's number of columns, and no `` = `` (the
   ``# key = value`` of comments), is a token line for the token ``#``, not a comment (a
-  tab-separated token ``#`` is written ``#\\t...`` and never collides).
+  tab-separated token ``#`` is written ``#\\t...`` and never collides). Before the first token
+  line such a line is a comment: files begin with comments far more often than with the token
+  ``#`` (``# a comment`` at the top of a three-column file is not the token ``#`` tagged ``a``).
 - Span columns: a column whose values are tags of a span scheme (``O``, ``B-X``, ``I-X``,
   ``E-X``, ``S-X``) is decoded into spans ``sentence.spans[name]`` (by the rule documented in
   :mod:`engine.tag_schemes`; IOB1 is told from BIO by where spans start). ``span_columns`` turns
