@@ -27,6 +27,7 @@ from service.db.models import Model
 from service.errors import FieldError, Invalid, exhausted_resource
 from service.logic.models import register_model
 from service.process_folders import REQUESTS_KIND, own_folder
+from service.schemas.spec import name_from_file
 from service.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def import_model(owner_id: str, name: str | None, filename: str, stream: BinaryI
         return register_model(
             owner_id,
             folder,
-            name=(name or _stem(filename))[:200],
+            name=name or name_from_file(_stem(filename), "model"),
             task=task,
             label_type=label_type,
             labels=labels,

@@ -20,7 +20,7 @@ from service.routers.common import (
     problems,
 )
 from service.schemas.api import CorpusList, CorpusOut, TextCorpusCreate
-from service.schemas.spec import Name
+from service.schemas.spec import Name, name_from_file
 
 router = APIRouter(prefix="/corpora", tags=["corpora"], route_class=TextJSONRoute)
 
@@ -128,7 +128,7 @@ def create_corpus(
             shortcuts[key] = key
     row = corpora.create_corpus(
         owner_id,
-        name or (train.filename or "corpus").rsplit(".", 1)[0][:200],
+        name or name_from_file((train.filename or "").rsplit(".", 1)[0], "corpus"),
         format,
         reader_options,
         uploads,

@@ -61,6 +61,15 @@ _DIRECTION_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u206
 Name = Annotated[str | None, AfterValidator(_not_blank)]
 
 
+def name_from_file(stem: str, fallback: str) -> str:
+    """The default name an upload takes from its file's name: that is the client's, not checked
+    as a typed ``name`` is, so the characters a name may not hold are left out (a control
+    character, a NUL among them, which PostgreSQL refuses in text; a direction control), the rest
+    trimmed as a name is, and ``fallback`` when nothing is left."""
+    kept = "".join(c for c in stem if unicodedata.category(c) != "Cc" and c not in _DIRECTION_CONTROLS)
+    return clean_label(kept)[:200] or fallback
+
+
 class _Strict(BaseModel):
     # Python's JSON parser accepts NaN and Infinity: an infinite bound (min_learning_rate,
     # max_seconds) passed the range checks and reached the JSON column, which PostgreSQL refuses.

@@ -10,6 +10,7 @@ from service.db.models import Corpus
 from service.db.session import session_scope
 from tests.service.fixtures import (
     ADMIN_KEY,
+    CONLL_OPTIONS,
     CONLL_TRAIN,
     FASTTEXT_TRAIN,
     ApiSession,
@@ -361,6 +362,37 @@ def test_names_with_control_characters_are_422(api: ApiSession) -> None:
     r = api.client.post("/keys", json={"name": "a\x07b"}, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.name", r.text
     assert stored_files() == [] and _corpus_rows() == 0
+
+
+def test_a_name_taken_from_the_file_name_leaves_control_characters_out(api: ApiSession) -> None:
+    # Without a `name` a corpus is named after its train file, whose name the client sends as it
+    # likes: a NUL in it answered 500 on PostgreSQL (text refuses it) and, on SQLite, a terminal
+    # escape or a right-to-left override reached the listings the typed name is kept from.
+    owner = api.new_owner()
+    boundary = "tagsmith-test-boundary"
+
+    def upload(filename: bytes) -> Any:
+        body = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="format"\r\n\r\ncolumn\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="options"\r\n\r\n'
+            f"{json.dumps(CONLL_OPTIONS)}\r\n"
+            f'--{boundary}\r\nContent-Disposition: form-data; name="train"; filename="'
+        ).encode()
+        body += filename + b'"\r\n\r\n' + CONLL_TRAIN.encode() + f"\r\n--{boundary}--\r\n".encode()
+        headers = {**owner.headers, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        return api.client.post("/corpora", content=body, headers=headers)
+
+    for filename, name in [
+        (b"news\x00wire.txt", "newswire"),
+        (b"\x1b[31mred.conll", "[31mred"),
+        ("train-\u202eslmx.txt".encode(), "train-slmx"),
+        (b"\x07.txt", "corpus"),
+    ]:
+        r = upload(filename)
+        assert r.status_code == 201, r.text
+        assert r.json()["name"] == name
+    names = [c["name"] for c in api.client.get("/corpora", headers=owner.headers).json()["items"]]
+    assert sorted(names) == sorted(["newswire", "[31mred", "train-slmx", "corpus"])
 
 
 def test_oversized_upload_is_413(api: ApiSession, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -112,6 +112,36 @@ def test_a_saved_tagger_is_imported_and_predicts_like_the_engine(api: ApiSession
     assert [t["tag"] for t in predicted.json()["sentences"][0]["tokens"]] == _engine_tags(folder)
 
 
+def test_a_name_taken_from_the_archive_name_leaves_control_characters_out(
+    api: ApiSession, tmp_path: Path
+) -> None:
+    # Without a `name` the model is named after the archive, whose name the client sends as it
+    # likes: a NUL in it answered 500 on PostgreSQL (text refuses it) and, on SQLite, a terminal
+    # escape or a right-to-left override reached the listings the typed name is kept from.
+    owner = api.new_owner()
+    archive = _tar(_save_tagger(tmp_path / "best-model"))
+    boundary = "tagsmith-test-boundary"
+    headers = {**owner.headers, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    for filename, name in [
+        (b"ner\x00final.tar.gz", "nerfinal"),
+        (b"\x1b[2Jner.tgz", "[2Jner"),
+        ("ner-\u202ezg.rat.tar.gz".encode(), "ner-zg.rat"),
+        (b"\x07.tar.gz", "model"),
+    ]:
+        body = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="'.encode()
+            + filename
+            + b'"\r\nContent-Type: application/gzip\r\n\r\n'
+            + archive
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        r = api.client.post("/models", content=body, headers=headers)
+        assert r.status_code == 201, r.text
+        assert r.json()["name"] == name
+    names = [m["name"] for m in api.client.get("/models", headers=owner.headers).json()["items"]]
+    assert sorted(names) == sorted(["nerfinal", "[2Jner", "ner-zg.rat", "model"])
+
+
 def test_a_classifier_with_its_files_at_the_archive_top_and_a_given_name(
     api: ApiSession, tmp_path: Path
 ) -> None:
