@@ -61,19 +61,11 @@ def import_model(owner_id: str, name: str | None, filename: str, stream: BinaryI
         return register_model(
             owner_id,
             folder,
-            name=name or name_from_file(_stem(filename), "model"),
+            name=name or name_from_file(filename, "model", (".tar.gz", ".tgz", ".tar")),
             task=task,
             label_type=label_type,
             labels=labels,
         )
-
-
-def _stem(filename: str) -> str:
-    base = PurePosixPath(filename.replace("\\", "/")).name
-    for suffix in (".tar.gz", ".tgz", ".tar"):
-        if base.endswith(suffix):
-            return base[: -len(suffix)] or "model"
-    return base or "model"
 
 
 def _unpack(archive: BinaryIO, root: Path, filename: str) -> None:

@@ -128,7 +128,7 @@ def create_corpus(
             shortcuts[key] = key
     row = corpora.create_corpus(
         owner_id,
-        name or name_from_file((train.filename or "").rsplit(".", 1)[0], "corpus"),
+        name or name_from_file(train.filename or "", "corpus"),
         format,
         reader_options,
         uploads,

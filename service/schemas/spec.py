@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -61,11 +62,15 @@ _DIRECTION_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u206
 Name = Annotated[str | None, AfterValidator(_not_blank)]
 
 
-def name_from_file(stem: str, fallback: str) -> str:
-    """The default name an upload takes from its file's name: that is the client's, not checked
-    as a typed ``name`` is, so the characters a name may not hold are left out (a control
-    character, a NUL among them, which PostgreSQL refuses in text; a direction control), the rest
-    trimmed as a name is, and ``fallback`` when nothing is left."""
+def name_from_file(filename: str, fallback: str, suffixes: tuple[str, ...] = ()) -> str:
+    """The default name an upload takes from its file's name: without its folders (a client may
+    send a path) and the first of ``suffixes`` it ends with (else its last extension). The name is
+    the client's, not checked as a typed ``name`` is, so the characters a name may not hold are
+    left out (a control character, a NUL among them, which PostgreSQL refuses in text; a direction
+    control), the rest trimmed as a name is, and ``fallback`` when nothing is left."""
+    base = PurePosixPath(filename.replace("\\", "/")).name
+    suffix = next((s for s in suffixes if base.endswith(s)), None)
+    stem = base[: -len(suffix)] if suffix else base.rsplit(".", 1)[0]
     kept = "".join(c for c in stem if unicodedata.category(c) != "Cc" and c not in _DIRECTION_CONTROLS)
     return clean_label(kept)[:200] or fallback
 

@@ -387,12 +387,13 @@ def test_a_name_taken_from_the_file_name_leaves_control_characters_out(api: ApiS
         (b"\x1b[31mred.conll", "[31mred"),
         ("train-\u202eslmx.txt".encode(), "train-slmx"),
         (b"\x07.txt", "corpus"),
+        (b"C:\\data\\wnut/../train.v2.conll", "train.v2"),  # its folders left out, as a model's
     ]:
         r = upload(filename)
         assert r.status_code == 201, r.text
         assert r.json()["name"] == name
     names = [c["name"] for c in api.client.get("/corpora", headers=owner.headers).json()["items"]]
-    assert sorted(names) == sorted(["newswire", "[31mred", "train-slmx", "corpus"])
+    assert sorted(names) == sorted(["newswire", "[31mred", "train-slmx", "corpus", "train.v2"])
 
 
 def test_oversized_upload_is_413(api: ApiSession, monkeypatch: pytest.MonkeyPatch) -> None:
