@@ -153,6 +153,10 @@ def _transformer_name(value: str) -> str:
 TransformerName = Annotated[str, AfterValidator(_transformer_name)]
 
 
+# Context tokens a side: a transformer's window is 512 subtokens, and every token is at least one.
+MAX_CONTEXT_TOKENS = 512
+
+
 class TransformerWordEmbeddingSpec(_Strict):
     """Token embeddings from a Hugging Face transformer (``TransformerWordEmbeddings``)."""
 
@@ -163,15 +167,21 @@ class TransformerWordEmbeddingSpec(_Strict):
     layer_mean: bool = True
     fine_tune: bool = True
     use_context: bool | int = Field(
-        False, description="Add neighbouring sentences of the same document as context (needs documents)."
+        False,
+        description="Add neighbouring sentences of the same document as context (needs documents): "
+        f"`true` (64 tokens a side) or a token count a side, at most {MAX_CONTEXT_TOKENS}.",
     )
 
     @field_validator("use_context")
     @classmethod
-    def _context_not_negative(cls, value: bool | int) -> bool | int:
+    def _context_in_range(cls, value: bool | int) -> bool | int:
         # The embedding refuses a negative count, so such a job failed in the worker at every run.
-        if not isinstance(value, bool) and value < 0:
-            raise ValueError(f"must be true, false or a token count >= 0, got {value}")
+        # A count past the encoder's window adds nothing the window keeps, but every sentence
+        # encoded its whole document again: use_context 10**9 made an epoch quadratic in it.
+        if not isinstance(value, bool) and not 0 <= value <= MAX_CONTEXT_TOKENS:
+            raise ValueError(
+                f"must be true, false or a token count from 0 to {MAX_CONTEXT_TOKENS}, got {value}"
+            )
         return value
 
 

@@ -306,17 +306,19 @@ def test_token_embeddings_inside_a_document_embedding_are_checked(api: ApiSessio
     assert _job_rows() == 0 and api.enqueued == []
 
 
-def test_negative_use_context_is_422(api: ApiSession) -> None:
+@pytest.mark.parametrize("count", [-5, 513, 10**100])
+def test_a_use_context_count_out_of_range_is_422(api: ApiSession, count: int) -> None:
+    # A huge count passed and had every sentence encode its whole document again.
     owner = api.new_owner()
     corpus_id = api.corpus(owner)
     spec = {
         "corpus": {"ids": [corpus_id]},
         "label_type": "ner",
-        "embeddings": [{"type": "transformer", "use_context": -5}],
+        "embeddings": [{"type": "transformer", "use_context": count}],
     }
     r = _submit(api, owner, spec)
     assert _fields(r) == ["body.embeddings.0.use_context"]
-    assert "token count >= 0, got -5" in r.json()["detail"]
+    assert f"token count from 0 to 512, got {count}" in r.json()["detail"]
     assert _job_rows() == 0
 
 
