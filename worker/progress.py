@@ -367,7 +367,12 @@ class JobProgress(TrainerCallback):
             with contextlib.suppress(StorageUnavailable):
                 self.storage.delete(key)  # not recorded anywhere: nothing would ever delete it
             raise
-        values = {"checkpoint_key": key, "storage_retries": 0, **({"files_key": files} if files else {})}
+        values = {
+            "checkpoint_key": key,
+            "checkpoint_epoch": epoch,
+            "storage_retries": 0,
+            **({"files_key": files} if files else {}),
+        }
 
         def record() -> tuple[Any, bool]:
             # Read the old keys and point to the new ones in the same fenced transaction, so the

@@ -39,7 +39,14 @@ from typing import Any, NamedTuple, TypeVar
 from sqlalchemy import delete, select, update
 
 from service.db.clock import db_now
-from service.db.models import Job, JobBatchLoss, JobEpochMetric, at_completed_epoch, queued_again
+from service.db.models import (
+    Job,
+    JobBatchLoss,
+    JobEpochMetric,
+    at_completed_epoch,
+    queued_again,
+    resumes_after,
+)
 from service.db.session import DatabaseUnavailable, session_scope
 from service.errors import OUT_OF_MEMORY, causes, exhausted_resource
 from service.process_folders import own_folder
@@ -478,7 +485,9 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
             status="cancelled",
             finished_at=db_now(),
             eta_seconds=None,
-            **at_completed_epoch(),
+            # what a resume continues from; without a checkpoint (`"checkpoint": false`) the
+            # epochs this run completed, which a resume trains again
+            **at_completed_epoch(resumes_after(Job.epoch.expression)),
         ):
             raise LeaseLost(job_id)
         return "cancelled"

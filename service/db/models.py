@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     case,
+    func,
     select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -169,6 +170,9 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     checkpoint_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # The checkpoint's epoch, which trails ``epoch`` when a run stopped between an epoch's metrics
+    # and its checkpoint, or went on while storage could not take its checkpoints.
+    checkpoint_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # the newest snapshot of the run's files (service.run_files): training.log, loss.tsv ...
     files_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
     epoch: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
@@ -202,12 +206,11 @@ class Job(Base):
     )
 
 
-def at_completed_epoch(epoch: ColumnElement[int] | None = None) -> dict[str, Any]:
-    """A job row's progress fields as of completed epoch ``epoch`` (default: the row's own), for
-    a run that stopped inside the next one: the trainer drops a partial epoch and resumes from
-    the checkpoint of a completed one, so the row shows no position in the partial epoch and,
-    from the epoch's metrics row, its loss and learning rate instead of the partial one's."""
-    done: ColumnElement[int] = Job.epoch.expression if epoch is None else epoch
+def at_completed_epoch(done: ColumnElement[int]) -> dict[str, Any]:
+    """A job row's progress fields as of completed epoch ``done``, for a run that stopped inside
+    a later one: the trainer drops a partial epoch and resumes from the checkpoint of a completed
+    one, so the row shows no position in the partial epoch and, from the epoch's metrics row, its
+    loss and learning rate instead of the partial one's."""
     percent: ColumnElement[float] = case((Job.max_epochs > 0, 100.0 * done / Job.max_epochs), else_=0.0)
     return {
         "epoch": done,
@@ -228,12 +231,20 @@ def epoch_metrics(epoch: ColumnElement[int] | int, *columns: str) -> dict[str, A
     }
 
 
+def resumes_after(without_checkpoint: ColumnElement[int] | int) -> ColumnElement[int]:
+    """The completed epoch a job's next run continues from: its checkpoint's (a row checkpointed
+    before ``checkpoint_epoch`` existed: its ``epoch``), ``without_checkpoint`` when it has none."""
+    return case(
+        (Job.checkpoint_key.is_(None), without_checkpoint),
+        else_=func.coalesce(Job.checkpoint_epoch, Job.epoch),
+    )
+
+
 def queued_again() -> dict[str, Any]:
     """The fields of a job that goes back to the queue (resumed, handed back, or reaped): no ETA and
     no partial epoch, since the next run starts from the checkpoint of a completed epoch, or from
     the start when there is none."""
-    done: ColumnElement[int] = case((Job.checkpoint_key.is_(None), 0), else_=Job.epoch)
-    return {"status": "queued", "eta_seconds": None, **at_completed_epoch(done)}
+    return {"status": "queued", "eta_seconds": None, **at_completed_epoch(resumes_after(0))}
 
 
 class JobEpochMetric(Base):

@@ -176,6 +176,33 @@ def test_a_run_ended_inside_an_epoch_shows_the_completed_epochs_loss_when_queued
     assert (job.epoch, job.percent, job.train_loss, job.learning_rate) == (0, 0.0, None, None)
 
 
+def test_a_job_requeued_after_an_epoch_without_its_checkpoint_shows_the_checkpoints_epoch(
+    environment: dict[str, str], tmp_path: Path
+) -> None:
+    # Epoch 2's metrics were written, its checkpoint was not (the run died in between, or storage
+    # was down): the requeued job showed 2 epochs done, then 1 when the resumed run started.
+    from dataclasses import replace
+
+    from sqlalchemy import update
+
+    from service.db.models import queued_again
+
+    job_id = running_job()
+    progress = make_progress(job_id, Clock())
+    progress.on_train_start(TrainingStarted(4, 1, 10, 40, 4, "cpu"))
+    progress.on_epoch_end(epoch_end(1, 0.5, True))
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    (folder / "state.json").write_text("{}")
+    progress.on_checkpoint(folder, 1)
+    progress.on_epoch_end(replace(epoch_end(2, 0.6, True), train_loss=0.25, learning_rate=0.05))
+    assert (job_row(job_id).epoch, job_row(job_id).checkpoint_epoch) == (2, 1)
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(**queued_again(), lease_owner=None))
+    job = job_row(job_id)
+    assert (job.epoch, job.percent, job.train_loss, job.learning_rate) == (1, 25.0, 0.5, 0.1)
+
+
 def test_an_epoch_trained_again_replaces_its_row(environment: dict[str, str]) -> None:
     job_id = running_job()
     progress = make_progress(job_id, Clock())
