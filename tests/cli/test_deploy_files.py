@@ -170,3 +170,26 @@ def test_dockerignore_keeps_the_build_context_small_and_complete() -> None:
         for source in sources.split():
             assert source not in ignored, f"the Dockerfile copies {source}, which .dockerignore drops"
             assert (REPO_ROOT / source).exists(), source
+
+
+def test_constraints_pin_every_requirement_within_its_range() -> None:
+    # A dependency added to pyproject.toml without a pin in constraints.txt installs whatever was
+    # released last; a pin outside pyproject's range makes the install fail.
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    pins: dict[str, str] = {}
+    for line in (REPO_ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt pins exact versions only: {line!r}"
+            pins[canonicalize_name(name)] = version
+    for text in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
+        requirement = Requirement(text)
+        pinned = pins.get(canonicalize_name(requirement.name))
+        assert pinned is not None, f"{requirement.name} is not pinned in constraints.txt"
+        assert requirement.specifier.contains(pinned, prereleases=True), (requirement, pinned)
+    assert pins[canonicalize_name("torch")] == "2.13.0", "the CPU build that scripts/bootstrap installs"
