@@ -211,12 +211,18 @@ class DocumentRNNEmbeddings(DocumentEmbeddings):
         return self.hidden_size * (2 if self.bidirectional else 1)
 
     def _embed(self, sentences: list[Sentence]) -> torch.Tensor:
-        tokens = self.word_dropout(self.locked_dropout(self.dropout(self.embeddings.embed(sentences))))
+        tokens = self.embeddings.embed(sentences)
+        # An empty sentence is read as one zero token vector: in a batch with longer sentences
+        # that is its padding row, which goes through the reprojection like any token. A batch of
+        # empty sentences only has no row at all, so its zero step is made here, *before* the
+        # reprojection (made after it, it skipped the reprojection's bias, and an empty text was
+        # classified differently alone than next to another text).
+        if tokens.shape[1] == 0:
+            tokens = tokens.new_zeros(tokens.shape[0], 1, tokens.shape[2])
+        tokens = self.word_dropout(self.locked_dropout(self.dropout(tokens)))
         if self.reprojection is not None:
             tokens = self.reprojection(tokens)
         lengths = torch.tensor([max(1, len(s)) for s in sentences])
-        if tokens.shape[1] == 0:  # every sentence empty: one zero step each
-            tokens = tokens.new_zeros(tokens.shape[0], 1, tokens.shape[2])
         packed = pack_padded_sequence(tokens, lengths, batch_first=True, enforce_sorted=False)
         _, state = self.rnn(packed)
         final = state[0] if isinstance(state, tuple) else state  # [layers * directions, B, H]

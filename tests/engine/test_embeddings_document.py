@@ -89,6 +89,18 @@ def test_rnn_shapes_gradients_and_padding_invariance(
     assert rnn.rnn.weight_ih_l0.grad.abs().sum() > 0
 
 
+def test_rnn_an_empty_sentence_embeds_alike_alone_and_in_a_batch(words: WordEmbeddings) -> None:
+    # An empty text is one zero token vector either way; alone it skipped the reprojection (its
+    # bias), so a classifier gave an empty text other scores alone than next to another text.
+    torch.manual_seed(0)
+    rnn = DocumentRNNEmbeddings(words, hidden_size=5, dropout=0.0).eval()
+    with torch.no_grad():
+        rnn.reprojection.bias.fill_(0.5)
+    alone = rnn.embed([Sentence([])])
+    together = rnn.embed([Sentence(["the", "city"]), Sentence([])])
+    assert torch.allclose(alone[0], together[1], atol=1e-6)
+
+
 def test_rnn_without_reprojection_and_stacked_inputs(words: WordEmbeddings) -> None:
     rnn = DocumentRNNEmbeddings(
         [words, CharacterEmbeddings(hidden_size_char=2)], hidden_size=3, reproject_words=False
