@@ -320,6 +320,10 @@ class SequenceTagger(Model):
                 sentence.metadata[distribution_key(label_name)] = [
                     dict(zip(tags, row, strict=True)) for row in distributions[i][:n]
                 ]
+            else:
+                # An earlier call's distribution (perhaps another model's) must not be left
+                # beside these tags as if it belonged to them, as the text classifier does.
+                sentence.metadata.pop(distribution_key(label_name), None)
         if not with_loss:
             return 0.0, 0
         gold = self._gold_tags(sentences, features.shape[1]).to(features.device)

@@ -278,6 +278,18 @@ def test_token_predictions_carry_each_tokens_confidence() -> None:
     assert [t.get_tag("guess") for t in sentence.tokens] == ["DET", "NOUN", "VERB"]
 
 
+def test_a_prediction_without_distributions_removes_an_earlier_one() -> None:
+    # Predicting replaces earlier predictions of the name: the per-token distribution of an earlier
+    # call (perhaps another model's) stayed beside the new tags as if it were theirs.
+    sentences = ner_sentences()
+    first, second = make_tagger(sentences, "ner", seed=1), make_tagger(sentences, "ner", seed=2)
+    sentence = Sentence(["Obama", "visited", "Paris"])
+    first.predict(sentence, return_probabilities_for_all_classes=True)
+    assert distribution_key("ner") in sentence.metadata
+    second.predict(sentence)
+    assert distribution_key("ner") not in sentence.metadata
+
+
 def test_batching_and_sorting_do_not_change_predictions() -> None:
     sentences = ner_sentences()
     tagger = make_tagger(sentences, "ner")
