@@ -120,6 +120,24 @@ def parse_layers(layers: str | int | list[int], num_hidden_states: int) -> list[
     return resolved
 
 
+def layers_spec(layers: str | int | list[int]) -> str:
+    """The text of a layer choice (``-1``, ``-1,-2``, ``all``) that names the embedding and goes
+    into its config. ``parse_layers`` also takes a number or a list; kept as given, a list went
+    into the config as a JSON list and came back (through ``str``) as the text ``[-1, -2]``, which
+    is no layer choice: such a model saved, and loading it failed."""
+    if isinstance(layers, bool):
+        raise EmbeddingConfigError(f"layers must be 'all', an integer or a list of integers, got {layers!r}")
+    if isinstance(layers, int):
+        return str(layers)
+    if isinstance(layers, list | tuple):
+        if not layers or not all(isinstance(x, int) and not isinstance(x, bool) for x in layers):
+            raise EmbeddingConfigError(f"layers must be a non-empty list of integers, got {layers!r}")
+        return ",".join(str(x) for x in layers)
+    if isinstance(layers, str):
+        return layers
+    raise EmbeddingConfigError(f"layers must be 'all', an integer or a list of integers, got {layers!r}")
+
+
 class ScalarMix(nn.Module):
     """ELMo's learned softmax-weighted sum of layers times a learned scale."""
 
@@ -352,7 +370,7 @@ class TransformerWordEmbeddings(TokenEmbeddings):
     def __init__(
         self,
         model: str = "minilm",
-        layers: str = "-1",
+        layers: str | int | list[int] = "-1",
         layer_mean: bool = True,
         scalar_mix: bool = False,
         subtoken_pooling: str = "first",
@@ -371,6 +389,7 @@ class TransformerWordEmbeddings(TokenEmbeddings):
             raise EmbeddingConfigError(
                 f"subtoken_pooling must be one of {SUBTOKEN_POOLINGS}, got {subtoken_pooling!r}"
             )
+        layers = layers_spec(layers)
         self.model_name = model
         self.subtoken_pooling = subtoken_pooling
         self.fine_tune = fine_tune
@@ -456,7 +475,7 @@ class TransformerWordEmbeddings(TokenEmbeddings):
         cls, config: dict[str, Any], resource_dir: Path | None = None
     ) -> TransformerWordEmbeddings:
         model = str(config.get("model", "minilm"))
-        layers = str(config.get("layers", "-1"))
+        layers = layers_spec(config.get("layers", "-1"))
         pooling = str(config.get("subtoken_pooling", "first"))
         name = config.get("name") or f"transformer:{sanitize_name(model)}:{layers}:{pooling}"
         folder, config_only = _model_folder({**config, "model": model}, name, resource_dir)
@@ -485,7 +504,7 @@ class TransformerDocumentEmbeddings(DocumentEmbeddings):
     def __init__(
         self,
         model: str = "minilm",
-        layers: str = "-1",
+        layers: str | int | list[int] = "-1",
         layer_mean: bool = True,
         cls_pooling: str = "cls",
         fine_tune: bool = True,
@@ -499,6 +518,7 @@ class TransformerDocumentEmbeddings(DocumentEmbeddings):
         super().__init__()
         if cls_pooling not in DOCUMENT_POOLINGS:
             raise EmbeddingConfigError(f"cls_pooling must be one of {DOCUMENT_POOLINGS}, got {cls_pooling!r}")
+        layers = layers_spec(layers)
         self.model_name = model
         self.cls_pooling = cls_pooling
         self.fine_tune = fine_tune
@@ -561,7 +581,7 @@ class TransformerDocumentEmbeddings(DocumentEmbeddings):
         cls, config: dict[str, Any], resource_dir: Path | None = None
     ) -> TransformerDocumentEmbeddings:
         model = str(config.get("model", "minilm"))
-        layers = str(config.get("layers", "-1"))
+        layers = layers_spec(config.get("layers", "-1"))
         # Models saved before the rename to Flair's name keep their key "pooling".
         pooling = str(config.get("cls_pooling", config.get("pooling", "cls")))
         name = config.get("name") or f"transformer_document:{sanitize_name(model)}:{layers}:{pooling}"

@@ -204,6 +204,25 @@ def test_config_round_trip_runs_without_the_original_folder(tmp_path: Path) -> N
     assert rebuilt.to_config() == emb.to_config()
 
 
+def test_layers_given_as_numbers_round_trip(tiny_bert: Path, tmp_path: Path) -> None:
+    # parse_layers takes a list or a number; the config kept a list as a JSON list, which was read
+    # back as the text "[-1, -2]": the model saved, and loading it failed.
+    sentences = [Sentence(["the", "city"]), Sentence(["paris"])]
+    for emb in (
+        TransformerWordEmbeddings(str(tiny_bert), layers=[-1, -2], layer_mean=False),
+        TransformerDocumentEmbeddings(str(tiny_bert), layers=-2, fine_tune=False),
+    ):
+        emb.eval()
+        emb.save_resources(tmp_path / emb.embedding_type)
+        config = json.loads(json.dumps(emb.to_config()))
+        rebuilt = embeddings_from_config(config, tmp_path / emb.embedding_type)
+        rebuilt.load_state_dict(emb.state_dict())
+        rebuilt.eval()
+        assert rebuilt.to_config() == emb.to_config()
+        assert torch.allclose(rebuilt.embed(sentences), emb.embed(sentences), atol=1e-6)
+    assert TransformerWordEmbeddings(str(tiny_bert), layers=[-1, -2]).to_config()["layers"] == "-1,-2"
+
+
 def test_document_embeddings_cls_mean_windows_and_round_trip(tiny_bert: Path, tmp_path: Path) -> None:
     sentences = [Sentence("the city is big"), Sentence("paris")]
     cls_emb = TransformerDocumentEmbeddings(str(tiny_bert))
