@@ -99,6 +99,20 @@ def test_row_indices_cached_unless_storage_mode_none(tmp_path: Path) -> None:
     assert torch.equal(emb.embed([sentence])[0, 0], emb.embed([Sentence(["berlin"])])[0, 0])
 
 
+def test_storage_mode_none_never_reads_rows_kept_by_an_earlier_call(tmp_path: Path) -> None:
+    # Both tables are "word:v.txt"; the rows the larger one kept on the sentence (mode cpu) were
+    # read by the smaller one in mode none: wrong vectors, or an IndexError past its table.
+    source = write_glove_text(tmp_path / "v.txt")
+    large, small = WordEmbeddings(str(source)), WordEmbeddings(str(source), max_vocab=1)
+    assert large.name == small.name and len(small.vocabulary) < len(large.vocabulary)
+    sentence = Sentence(["the", "city", "paris"])
+    set_storage_mode(large, "cpu")
+    large.embed([sentence])
+    assert f"{large.name}:idx" in sentence.embeddings
+    expected = small.embed([Sentence(["the", "city", "paris"])])
+    assert torch.equal(small.embed([sentence]), expected)
+
+
 def test_max_vocab_and_keep_words_restrict_the_table(tmp_path: Path) -> None:
     emb = WordEmbeddings(str(write_glove_text(tmp_path / "v.txt")), max_vocab=2, keep_words=["CITY", "nope"])
     assert emb.vocabulary == ["the", "berlin", "city"]
