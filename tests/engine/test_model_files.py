@@ -225,6 +225,42 @@ def test_transformer_models_round_trip_without_the_source_folder(tmp_path: Path)
     assert snapshot(load_model(tmp_path / "trec"), questions) == before_classifier
 
 
+def _linked(sentences: list[Sentence]) -> list[Sentence]:
+    copies = [Sentence([t.text for t in s.tokens]) for s in sentences]
+    for left, right in zip(copies, copies[1:], strict=False):
+        left.next_sentence, right.previous_sentence = right, left
+    return copies
+
+
+def _distributions(model: Model, sentences: list[Sentence], mini_batch_size: int = 32) -> torch.Tensor:
+    model.predict(sentences, mini_batch_size, return_probabilities_for_all_classes=True, label_name="p")
+    return torch.tensor([v for s in sentences for row in s.metadata["p_distribution"] for v in row.values()])
+
+
+def test_a_loaded_flert_tagger_reads_the_same_context_in_any_batching(tmp_path: Path) -> None:
+    # The round trips above predict on unlinked copies: a loaded FLERT model must read the same
+    # document context as before saving, whether its sentences are batched together or not.
+    from engine.embeddings.transformer import TransformerWordEmbeddings
+
+    bert = build_tiny_bert(tmp_path / "bert")
+    sentences = ner_sentences()
+    torch.manual_seed(0)
+    flert = SequenceTagger(
+        TransformerWordEmbeddings(str(bert), fine_tune=True, use_context=3, max_length=12, stride=4),
+        Corpus(sentences, sentences, sentences).make_label_dictionary("ner"),
+        "ner",
+        use_rnn=False,
+    )
+    fit(flert, sentences, steps=3)
+    before = _distributions(flert, _linked(sentences))
+    unlinked = [Sentence([t.text for t in s.tokens]) for s in sentences]
+    assert not torch.allclose(_distributions(flert, unlinked), before, atol=1e-3)  # the context counts
+    flert.save(tmp_path / "flert")
+    loaded = load_model(tmp_path / "flert")
+    assert torch.allclose(_distributions(loaded, _linked(sentences)), before, atol=1e-6)
+    assert torch.allclose(_distributions(loaded, _linked(sentences), mini_batch_size=1), before, atol=1e-6)
+
+
 def test_save_replaces_an_existing_folder_atomically(tmp_path: Path) -> None:
     folder = tmp_path / "model"
     first = trained_tagger()
