@@ -13,6 +13,7 @@ from engine.embeddings import EmbeddingConfigError, embeddings_from_config, set_
 from engine.embeddings.character import CharacterEmbeddings
 from engine.embeddings.document import DocumentPoolEmbeddings, DocumentRNNEmbeddings
 from engine.embeddings.word import WordEmbeddings
+from tests.engine.round_trip import rebuilt
 from tests.engine.test_embeddings_word import VECTORS, write_glove_text
 
 
@@ -120,12 +121,8 @@ def test_config_round_trips(words: WordEmbeddings, tmp_path: Path) -> None:
         ),
     ):
         emb.eval()
-        emb.save_resources(tmp_path / emb.embedding_type)
-        config = json.loads(json.dumps(emb.to_config()))
-        rebuilt = embeddings_from_config(config, tmp_path / emb.embedding_type)
-        rebuilt.load_state_dict(emb.state_dict())
-        rebuilt.eval()
-        assert torch.allclose(rebuilt.embed(sentences), emb.embed(sentences), atol=1e-6)
+        again = rebuilt(emb, tmp_path / emb.embedding_type)
+        assert torch.allclose(again.embed(sentences), emb.embed(sentences), atol=1e-6)
 
 
 def test_rnn_word_and_locked_dropout_train_only_and_saved(words: WordEmbeddings, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from transformers import (
 from engine.data import Sentence
 from engine.embeddings import EmbeddingConfigError, embeddings_from_config
 from engine.embeddings.transformer import TransformerDocumentEmbeddings, TransformerWordEmbeddings
+from tests.engine.round_trip import rebuilt
 
 WHOLE_WORDS = ["the", "city", "berlin", "paris", "is", "big", "small", "in", "a", "river"]
 HIDDEN = 16
@@ -213,13 +214,9 @@ def test_layers_given_as_numbers_round_trip(tiny_bert: Path, tmp_path: Path) -> 
         TransformerDocumentEmbeddings(str(tiny_bert), layers=-2, fine_tune=False),
     ):
         emb.eval()
-        emb.save_resources(tmp_path / emb.embedding_type)
-        config = json.loads(json.dumps(emb.to_config()))
-        rebuilt = embeddings_from_config(config, tmp_path / emb.embedding_type)
-        rebuilt.load_state_dict(emb.state_dict())
-        rebuilt.eval()
-        assert rebuilt.to_config() == emb.to_config()
-        assert torch.allclose(rebuilt.embed(sentences), emb.embed(sentences), atol=1e-6)
+        again = rebuilt(emb, tmp_path / emb.embedding_type)
+        assert again.to_config() == emb.to_config()
+        assert torch.allclose(again.embed(sentences), emb.embed(sentences), atol=1e-6)
     assert TransformerWordEmbeddings(str(tiny_bert), layers=[-1, -2]).to_config()["layers"] == "-1,-2"
 
 
