@@ -140,17 +140,13 @@ _CJK_SENTENCE_END = re.compile("[。｡！？][。｡！？!?]*[」』）】〉�
 # A terminal inside quotes or brackets ends the quoted sentence, not the one around it:
 # 「はい。」と言った。 and 他说：“好的。”然后走了。 are one sentence each (as pySBD's rule
 # for Chinese and Japanese). ASCII quotes and ’ are left to segtok: ’ is also an apostrophe.
-_QUOTE_CLOSERS = {
-    "「": "」",
-    "『": "』",
-    "（": "）",
-    "【": "】",
-    "〈": "〉",
-    "《": "》",
-    "〔": "〕",
-    "〖": "〗",
-}
-_QUOTE_CLOSERS |= {"〘": "〙", "〚": "〛", "〝": "〞〟", "｢": "｣", "［": "］", "｛": "｝", "“": "”"}
+_QUOTE_CLOSERS = dict(
+    zip(
+        "「『（【〈《〔〖〘〚〝｢［｛“",
+        ["」", "』", "）", "】", "〉", "》", "〕", "〗", "〙", "〛", "〞〟", "｣", "］", "｝", "”"],
+        strict=True,
+    )
+)
 _QUOTE_OPENERS = {
     c: [o for o, cs in _QUOTE_CLOSERS.items() if c in cs] for cs in _QUOTE_CLOSERS.values() for c in cs
 }
@@ -208,8 +204,8 @@ def _quoted(text: str) -> list[tuple[int, int]]:
     nothing."""
     pairs: list[tuple[int, int]] = []
     opened: list[tuple[str, int]] = []
-    # how many of each opener are open: a closer nothing waits for is not searched for, which
-    # kept "「" * n + "』" * n quadratic (25 s for n = 30,000)
+    # how many of each opener are open: a closer nothing waits for is not searched for (searched
+    # for, "「" * n + "』" * n took quadratic time)
     waiting = dict.fromkeys(_QUOTE_CLOSERS, 0)
     for match in _QUOTE_MARK.finditer(text):
         mark, at = match.group(), match.start()
