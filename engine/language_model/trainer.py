@@ -16,8 +16,10 @@ Progress goes through the trainer callbacks (``engine.training.callbacks``), whe
 
 One pass ("max_epochs" counts passes) visits every split once, in an order seeded by the pass
 number. ``checkpoint/`` (written atomically after every split) holds the model, the schedule,
-the count of completed splits and the RNG state, so ``load_checkpoint`` + ``train`` continues
-exactly as if never interrupted. ``best-lm/`` is the model with the lowest validation loss.
+the count of completed splits, the RNG state and, when it is not the current model, the best
+model (``checkpoint/best-lm/``), so ``load_checkpoint`` + ``train`` continues exactly as if never
+interrupted, also in another ``base_path``. ``best-lm/`` is the model with the lowest validation
+loss.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import csv
 import logging
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -94,6 +97,8 @@ class _Progress:
     best_valid_loss: float = math.inf
     scheduler: dict[str, Any] | None = None
     history: list[dict[str, Any]] | None = None
+    # the split after which best-lm/ was saved (0: none yet; None: a checkpoint older than this)
+    best_split: int | None = 0
 
 
 def batchify(ids: torch.Tensor, streams: int) -> torch.Tensor:
@@ -110,6 +115,8 @@ class LanguageModelTrainer:
         self._progress = _Progress(history=[])
         self._resumed_args: TrainingArgs | None = None
         self._rng_state: torch.Tensor | None = None
+        # the checkpoint's copy of best-lm/ (only there when the best model was not its model)
+        self._resumed_best: Path | None = None
 
     # resume ---------------------------------------------------------------------------------------
     @classmethod
@@ -135,8 +142,11 @@ class LanguageModelTrainer:
             best_valid_loss=float(state["best_valid_loss"]),
             scheduler=state["scheduler"],
             history=list(state["history"]),
+            best_split=None if state.get("best_split") is None else int(state["best_split"]),
         )
         trainer._rng_state = load_tensors(checkpoint_dir / RNG_FILE)["torch_cpu"]
+        best = checkpoint_dir / BEST_MODEL
+        trainer._resumed_best = best if best.is_dir() else None
         return trainer
 
     @property
@@ -184,6 +194,7 @@ class LanguageModelTrainer:
         base_path = Path(base_path)
         base_path.mkdir(parents=True, exist_ok=True)
         run_log = RunLog(base_path / "training.log", log)
+        self._restore_best_model(base_path)
         device = torch.device(device) if device is not None else torch.device("cpu")
         model = self.model.to(device)
         if self._rng_state is not None:
@@ -250,9 +261,11 @@ class LanguageModelTrainer:
                 )
             is_best = valid_loss < self._progress.best_valid_loss
             scheduler.step_epoch(valid_loss)
+            best_split = self._progress.best_split
             if is_best:
                 self._progress.best_valid_loss = valid_loss
                 model.save(base_path / BEST_MODEL)
+                best_split = unit + 1
             record = {
                 "epoch": unit + 1,
                 "split": self.corpus.train_files[split].name,
@@ -271,7 +284,7 @@ class LanguageModelTrainer:
                 f"lr {scheduler.learning_rate:.4g}, {chars_per_s:.0f} characters/s"
             )
             self._progress = _Progress(
-                unit + 1, self._progress.best_valid_loss, scheduler.state_dict(), history
+                unit + 1, self._progress.best_valid_loss, scheduler.state_dict(), history, best_split
             )
             for cb in callbacks:
                 cb.on_epoch_end(
@@ -291,7 +304,7 @@ class LanguageModelTrainer:
                     )
                 )
             if checkpoint:
-                path = self.save_checkpoint(base_path / CHECKPOINT, args)
+                path = self.save_checkpoint(base_path / CHECKPOINT, args, base_path / BEST_MODEL)
                 for cb in callbacks:
                     cb.on_checkpoint(path, unit + 1)
 
@@ -399,18 +412,45 @@ class LanguageModelTrainer:
         """Mean loss (nats per character) of the model on ``text`` (natural order)."""
         return _evaluate(self.model, self.model.encode_text(text), streams, sequence_length)
 
-    # checkpoints ----------------------------------------------------------------------------------
-    def save_checkpoint(self, directory: Path, args: TrainingArgs) -> Path:
+    def _restore_best_model(self, base_path: Path) -> None:
+        """Put the resumed checkpoint's best model into ``base_path``. A resumed run (a requeued
+        job's, in a fresh folder) that never beat the checkpoint's best validation loss saved no
+        best-lm/ of its own, so it ended without a model and without a test perplexity, where
+        the uninterrupted run tested the best model."""
         progress = self._progress
+        target = base_path / BEST_MODEL
+        if self._resumed_best is not None:
+            if self._resumed_best.resolve() != target.resolve():
+                with atomic_directory(target) as staging:
+                    shutil.copytree(self._resumed_best, staging, dirs_exist_ok=True)
+        elif progress.best_split and progress.best_split == progress.splits_done:
+            self.model.save(target)  # the checkpoint's own model is the best one
+        self._resumed_best = None
+
+    # checkpoints ----------------------------------------------------------------------------------
+    def save_checkpoint(
+        self, directory: Path, args: TrainingArgs, best_model_dir: Path | None = None
+    ) -> Path:
+        """``best_model_dir`` (the run's best-lm/) is copied in when the best model is not the
+        current one, so a run resumed elsewhere keeps it."""
+        progress = self._progress
+        copy_best = (
+            best_model_dir is not None
+            and best_model_dir.is_dir()
+            and progress.best_split != progress.splits_done
+        )
 
         def write(folder: Path) -> None:
             self.model.save(folder / MODEL_FOLDER)
+            if copy_best and best_model_dir is not None:
+                shutil.copytree(best_model_dir, folder / BEST_MODEL)
             state = {
                 "format_version": 1,
                 "args": asdict(args),
                 "splits_done": progress.splits_done,
                 "train_files": len(self.corpus.train_files),
                 "best_valid_loss": progress.best_valid_loss,
+                "best_split": progress.best_split,
                 "scheduler": progress.scheduler,
                 "history": progress.history,
             }

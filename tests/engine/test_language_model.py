@@ -255,6 +255,41 @@ def test_resume_equals_uninterrupted(tmp_path: Path, is_forward: bool) -> None:
         )
 
 
+def scripted_validation(
+    monkeypatch: pytest.MonkeyPatch, trainer: LanguageModelTrainer, losses: list[float]
+) -> None:
+    """The trainer's validation losses, one per split, in this order."""
+    remaining = iter(losses)
+    monkeypatch.setattr(trainer, "evaluate_ids", lambda *args: next(remaining))
+
+
+def test_a_run_resumed_in_another_folder_keeps_an_early_best_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # best-lm/ lived only in the base_path, not in the checkpoint: a run resumed in a fresh folder
+    # (a requeued job on another worker) that never beat the checkpoint's best validation loss
+    # ended with no model and no test perplexity, where the uninterrupted run tested the best one.
+    corpus = small_corpus(tmp_path / "c")
+    splits = 2 * len(corpus.train_files)
+    full = LanguageModelTrainer(small_lm(corpus), corpus)
+    scripted_validation(monkeypatch, full, [1.0] + [2.0] * (splits - 1))  # the first split is best
+    reference = full.train(tmp_path / "full", max_epochs=2, **TRAIN_ARGS)
+    assert reference["model_path"] == tmp_path / "full" / "best-lm"
+
+    first = LanguageModelTrainer(small_lm(corpus), corpus)
+    scripted_validation(monkeypatch, first, [1.0] + [2.0] * (splits - 1))
+    cut = first.train(tmp_path / "cut", max_epochs=2, callbacks=[Recorder(stop_before_epoch=4)], **TRAIN_ARGS)
+    assert cut["epochs_done"] == 3
+    resumed = LanguageModelTrainer.load_checkpoint(tmp_path / "cut" / "checkpoint", corpus)
+    scripted_validation(monkeypatch, resumed, [2.0] * (splits - 3))
+    result = resumed.train(tmp_path / "other", max_epochs=2, **TRAIN_ARGS)
+    assert result["model_path"] == tmp_path / "other" / "best-lm"
+    assert result["test_perplexity"] == reference["test_perplexity"] is not None
+    best = LanguageModel.load(tmp_path / "other" / "best-lm").state_dict()
+    for name, tensor in LanguageModel.load(tmp_path / "full" / "best-lm").state_dict().items():
+        assert torch.equal(best[name], tensor), name
+
+
 def test_bench_quick_mode(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "bench/train_charlm.py", "--quick", "--out", str(tmp_path / "out")],
