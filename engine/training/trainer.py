@@ -821,8 +821,12 @@ class _Run:
             test_scores["loss"] = float(result.loss) if result.loss is not None else math.nan
 
         value = dev_scores["main_score"] if dev_scores is not None else train_loss
-        improved = state.best_score is None or (
-            value > state.best_score if self.use_dev else value < state.best_score
+        # A NaN (a float16 batch whose loss overflowed while the scaler kept the weights finite)
+        # is never the best: every comparison with it is False, so a NaN first epoch stayed the
+        # best model for the rest of the run, and the final test used its weights.
+        improved = not math.isnan(value) and (
+            state.best_score is None
+            or (value > state.best_score if self.use_dev else value < state.best_score)
         )
         if improved:
             state.best_score = value
@@ -948,7 +952,8 @@ class _Run:
             if a["save_final_model"]:
                 self.model.save(self.base_path / "final-model")
             best_dir = self.base_path / "best-model"
-            if not a["use_final_model_for_eval"] and best_dir.is_dir():
+            # without a best epoch (every monitored value NaN) a best-model/ is an older run's
+            if not a["use_final_model_for_eval"] and state.best_epoch is not None and best_dir.is_dir():
                 self._load_weights(best_dir)
                 model_path = best_dir
             elif a["save_final_model"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import struct
@@ -960,3 +961,36 @@ def test_the_first_warm_up_step_trains_at_a_rate_above_zero() -> None:
         scheduler.step_batch()
     assert rates[:5] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])
     assert all(rate > 0 for rate in rates)
+
+
+def reporting_nan_loss(model: SequenceTagger, batches: int) -> SequenceTagger:
+    """``model`` whose first ``batches`` batches report a NaN loss with a finite gradient, as a
+    float16 batch whose loss overflowed while the loss scaler kept the weights finite."""
+    forward_loss = model.forward_loss
+    calls = 0
+
+    def overflowing(sentences: list[Sentence]) -> tuple[torch.Tensor, int]:
+        nonlocal calls
+        calls += 1
+        loss, count = forward_loss(sentences)
+        return (loss + torch.tensor(float("nan")) if calls <= batches else loss), count
+
+    model.forward_loss = overflowing  # type: ignore[method-assign]
+    return model
+
+
+def test_an_epoch_with_a_nan_loss_is_never_the_best_model(tmp_path: Path, vectors: Path) -> None:
+    # Every comparison with NaN is False: a first epoch whose train loss was NaN stayed the best
+    # model for the rest of the run, and the final test used its weights.
+    corpus = make_corpus()
+    model = reporting_nan_loss(make_tagger(corpus, vectors, dropout=False), batches=1)
+    args = {**FAST, "learning_rate": 0.01, "train_with_dev": True}
+    result = ModelTrainer(model, corpus).train(tmp_path, max_epochs=3, **args)
+    losses = result["train_loss_history"]
+    assert math.isnan(losses[0]) and losses[1] > losses[2]
+    assert result["best_epoch"] == 3 and result["model_path"] == tmp_path / "best-model"
+    # a run with no finite epoch has no best model: it tests its final model, not the
+    # best-model/ the run before it left in the folder
+    model = reporting_nan_loss(make_tagger(corpus, vectors, dropout=False), batches=1000)
+    result = ModelTrainer(model, corpus).train(tmp_path, max_epochs=2, **args)
+    assert result["best_epoch"] is None and result["model_path"] == tmp_path / "final-model"
