@@ -260,6 +260,9 @@ class LanguageModelTrainer:
                     f"validation loss {valid_loss}); lower the learning rate or the clip value"
                 )
             is_best = valid_loss < self._progress.best_valid_loss
+            # the rate this split trained at (as the sequence trainer's LEARNING_RATE): the one
+            # after step_epoch is the next split's, lowered already when this split annealed
+            lr_used = scheduler.learning_rate
             scheduler.step_epoch(valid_loss)
             best_split = self._progress.best_split
             if is_best:
@@ -273,7 +276,7 @@ class LanguageModelTrainer:
                 "valid_loss": valid_loss,
                 "valid_perplexity": _perplexity(valid_loss),
                 "chars_per_s": chars_per_s,
-                "learning_rate": scheduler.learning_rate,
+                "learning_rate": lr_used,
                 "seconds": seconds,
             }
             history.append(record)
@@ -281,7 +284,7 @@ class LanguageModelTrainer:
             run_log(
                 f"split {unit + 1} of {total} ({record['split']}): train loss {train_loss:.4f}, validation "
                 f"perplexity {record['valid_perplexity']:.3f}{' (best)' if is_best else ''}, "
-                f"lr {scheduler.learning_rate:.4g}, {chars_per_s:.0f} characters/s"
+                f"lr {lr_used:.4g}, {chars_per_s:.0f} characters/s"
             )
             self._progress = _Progress(
                 unit + 1, self._progress.best_valid_loss, scheduler.state_dict(), history, best_split
@@ -297,7 +300,7 @@ class LanguageModelTrainer:
                             "bits_per_char": valid_loss / math.log(2),
                         },
                         test_scores=None,
-                        learning_rate=scheduler.learning_rate,
+                        learning_rate=lr_used,
                         is_best=is_best,
                         bad_epochs=scheduler.bad_epochs,
                         seconds=seconds,

@@ -290,6 +290,26 @@ def test_a_run_resumed_in_another_folder_keeps_an_early_best_model(
         assert torch.equal(best[name], tensor), name
 
 
+def test_a_splits_learning_rate_is_the_rate_it_trained_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # loss.tsv, the log and on_epoch_end gave the rate after the split's annealing step: the split
+    # that triggered it showed the lowered rate, which only the next split trained at, unlike the
+    # sequence trainer's LEARNING_RATE (and Flair's language model log), the rate of the epoch.
+    corpus = small_corpus(tmp_path / "c")
+    trainer = LanguageModelTrainer(small_lm(corpus), corpus)
+    scripted_validation(monkeypatch, trainer, [1.0, 2.0, 2.0, 2.0])  # split 1 is best: 2 and 3 anneal
+    recorder = Recorder()
+    args = {**TRAIN_ARGS, "anneal_factor": 0.5}
+    trainer.train(tmp_path / "run", max_epochs=1, callbacks=[recorder], **args)
+    trained_at = {e.epoch: e.learning_rate for e in recorder.events if isinstance(e, BatchEnded)}
+    assert trained_at == {1: 2.0, 2: 2.0, 3: 1.0, 4: 0.5}
+    epochs = [e for e in recorder.events if isinstance(e, EpochEnded)]
+    assert [e.learning_rate for e in epochs] == [2.0, 2.0, 1.0, 0.5]
+    rows = [row.split("\t") for row in (tmp_path / "run" / "loss.tsv").read_text().splitlines()]
+    assert [float(row[rows[0].index("LEARNING_RATE")]) for row in rows[1:]] == [2.0, 2.0, 1.0, 0.5]
+
+
 def test_bench_quick_mode(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "bench/train_charlm.py", "--quick", "--out", str(tmp_path / "out")],
