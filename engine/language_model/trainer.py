@@ -115,6 +115,8 @@ class LanguageModelTrainer:
         self._progress = _Progress(history=[])
         self._resumed_args: TrainingArgs | None = None
         self._rng_state: torch.Tensor | None = None
+        # the checkpoint's CUDA generator states, one per device (dropout on a GPU draws from them)
+        self._cuda_rng_states: list[torch.Tensor] = []
         # the checkpoint's copy of best-lm/ (only there when the best model was not its model)
         self._resumed_best: Path | None = None
 
@@ -144,7 +146,11 @@ class LanguageModelTrainer:
             history=list(state["history"]),
             best_split=None if state.get("best_split") is None else int(state["best_split"]),
         )
-        trainer._rng_state = load_tensors(checkpoint_dir / RNG_FILE)["torch_cpu"]
+        generators = load_tensors(checkpoint_dir / RNG_FILE)
+        trainer._rng_state = generators["torch_cpu"]
+        # by device number: as text, "cuda:10" sorts before "cuda:2"
+        cuda = sorted((k for k in generators if k.startswith("cuda:")), key=lambda k: int(k.split(":", 1)[1]))
+        trainer._cuda_rng_states = [generators[k] for k in cuda]
         best = checkpoint_dir / BEST_MODEL
         trainer._resumed_best = best if best.is_dir() else None
         return trainer
@@ -200,6 +206,9 @@ class LanguageModelTrainer:
         if self._rng_state is not None:
             torch.set_rng_state(self._rng_state)
             self._rng_state = None
+            cuda_states, self._cuda_rng_states = self._cuda_rng_states, []
+            if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda_states)
         elif self._progress.splits_done == 0:
             torch.manual_seed(seed)
 
@@ -458,7 +467,12 @@ class LanguageModelTrainer:
                 "history": progress.history,
             }
             write_json(folder / STATE_FILE, state)
-            save_tensors(folder / RNG_FILE, {"torch_cpu": torch.get_rng_state()})
+            generators = {"torch_cpu": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                # a resumed run on a GPU draws the same dropout masks as the uninterrupted one
+                for i, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
+                    generators[f"cuda:{i}"] = cuda_state
+            save_tensors(folder / RNG_FILE, generators)
 
         with atomic_directory(directory) as staging:
             write(staging)

@@ -310,6 +310,30 @@ def test_a_splits_learning_rate_is_the_rate_it_trained_at(
     assert [float(row[rows[0].index("LEARNING_RATE")]) for row in rows[1:]] == [2.0, 2.0, 1.0, 0.5]
 
 
+def test_a_checkpoint_carries_the_cuda_generators_to_the_resumed_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the CPU generator went into the checkpoint: on a GPU, where dropout draws from the
+    # CUDA generators, a resumed run drew other masks than the uninterrupted one (whatever the
+    # worker process had left in them), so its model and losses differed. The CUDA functions are
+    # stand-ins here, so that this runs without a GPU.
+    corpus = small_corpus(tmp_path / "c")
+    generators = [torch.tensor([1, 2, 3], dtype=torch.uint8), torch.tensor([4, 5, 6], dtype=torch.uint8)]
+    restored: list[list[list[int]]] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [g.clone() for g in generators])
+    monkeypatch.setattr(
+        torch.cuda, "set_rng_state_all", lambda states: restored.append([s.tolist() for s in states])
+    )
+    first = LanguageModelTrainer(small_lm(corpus), corpus)
+    first.train(tmp_path / "run", max_epochs=1, callbacks=[Recorder(stop_before_epoch=2)], **TRAIN_ARGS)
+    generators[:] = [torch.zeros(3, dtype=torch.uint8)] * 2  # the process drew from them since
+    resumed = LanguageModelTrainer.load_checkpoint(tmp_path / "run" / "checkpoint", corpus)
+    resumed.train(tmp_path / "run", max_epochs=1, **TRAIN_ARGS)
+    assert restored[:1] == [[[1, 2, 3], [4, 5, 6]]]
+
+
 def test_bench_quick_mode(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "bench/train_charlm.py", "--quick", "--out", str(tmp_path / "out")],
