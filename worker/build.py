@@ -128,10 +128,29 @@ def token_embedding(spec: Any, folder: Path, train: Sequence[Sentence]) -> Token
     raise BuildError(f"{spec.type!r} is not a token embedding")
 
 
+def token_embeddings(specs: list[Any], folder: Path, train: Sequence[Sentence]) -> list[TokenEmbeddings]:
+    """The embeddings of one stack, each with a name of its own. An embedding's name says what it
+    is (``flair:forward``, ``char``, ``transformer:<model>:<layers>:<pooling>``) and keys what it
+    keeps on sentences and its files in a saved model, so the engine refuses a stack with two of
+    one name and asks for a ``name=``, which a spec has no field for: two forward language models,
+    or two character embeddings of different sizes, failed every such job in the worker. A later
+    one of the same name is called ``<name>:2``, ``<name>:3`` ...; the first keeps its name."""
+    built = [token_embedding(e, folder, train) for e in specs]
+    taken: set[str] = set()
+    for embedding in built:
+        name, n = embedding.name, 1
+        while name in taken:
+            n += 1
+            name = f"{embedding.name}:{n}"
+        embedding.name = name
+        taken.add(name)
+    return built
+
+
 def stacked_token_embeddings(specs: list[Any], folder: Path, train: Sequence[Sentence]) -> TokenEmbeddings:
     from engine.embeddings.stacked import StackedEmbeddings
 
-    built = [token_embedding(e, folder, train) for e in specs]
+    built = token_embeddings(specs, folder, train)
     return built[0] if len(built) == 1 else StackedEmbeddings(built)
 
 
@@ -150,7 +169,7 @@ def document_embedding(spec: Any, folder: Path, train: Sequence[Sentence]) -> Do
         from engine.embeddings.document import DocumentPoolEmbeddings
 
         return DocumentPoolEmbeddings(
-            [token_embedding(e, folder, train) for e in spec.embeddings],
+            token_embeddings(spec.embeddings, folder, train),
             pooling=spec.pooling,
             fine_tune_mode=spec.fine_tune_mode,
         )
@@ -158,7 +177,7 @@ def document_embedding(spec: Any, folder: Path, train: Sequence[Sentence]) -> Do
         from engine.embeddings.document import DocumentRNNEmbeddings
 
         return DocumentRNNEmbeddings(
-            [token_embedding(e, folder, train) for e in spec.embeddings],
+            token_embeddings(spec.embeddings, folder, train),
             hidden_size=spec.hidden_size,
             rnn_layers=spec.rnn_layers,
             rnn_type=spec.rnn_type,

@@ -185,3 +185,71 @@ def test_a_spec_stored_before_the_characters_option_reads_as_corpus() -> None:
     del stored["embeddings"][0]["characters"]
     spec = s.stored_spec(s.TrainingSpec, stored)
     assert spec.embeddings[0].characters == "corpus"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("task", "embeddings"),
+    [
+        (
+            "sequence_tagging",
+            [
+                {"type": "character", "char_embedding_dim": 4, "hidden_size_char": 4},
+                {"type": "character", "char_embedding_dim": 6, "hidden_size_char": 2},
+                {
+                    "type": "character",
+                    "char_embedding_dim": 4,
+                    "hidden_size_char": 4,
+                    "characters": "default",
+                },
+            ],
+        ),
+        (
+            "text_classification",
+            [
+                {
+                    "type": "document_pool",
+                    "embeddings": [
+                        {"type": "character", "char_embedding_dim": 4, "hidden_size_char": 4},
+                        {"type": "character", "char_embedding_dim": 6, "hidden_size_char": 2},
+                    ],
+                }
+            ],
+        ),
+    ],
+)
+def test_a_stack_of_two_embeddings_of_one_name_builds_saves_and_loads(
+    task: str, embeddings: list[dict], tmp_path: Path
+) -> None:
+    # Two character embeddings (or two forward language models, or one transformer twice with
+    # other options) are both named alike by the engine, which refused the stack with "pass a
+    # distinct name= to one": the API accepted the spec, and every such job failed in the worker.
+    import torch
+
+    from engine.models.base import load_model
+
+    corpus = _ner_corpus(6, 2)
+    for sentence in corpus.train + corpus.dev:
+        sentence.add_label("topic", "a" if len(sentence.tokens[0].text) % 2 else "b")
+    spec = s.TrainingSpec.model_validate(
+        {
+            "task": task,
+            "corpus": {"ids": ["c"]},
+            "label_type": "ner" if task == "sequence_tagging" else "topic",
+            "embeddings": embeddings,
+            "model": {"hidden_size": 4} if task == "sequence_tagging" else {},
+        }
+    )
+    model = build_model(spec, corpus, tmp_path / "resources")
+    from engine.embeddings.character import CharacterEmbeddings
+
+    names = [m.name for m in model.modules() if isinstance(m, CharacterEmbeddings)]
+    assert names == ["char", "char:2", "char:3"][: len(names)] and len(names) >= 2
+    model.eval()
+    with torch.no_grad():
+        before, _ = model.forward_loss(corpus.train)
+    loaded = load_model(model.save(tmp_path / "model"))
+    loaded.eval()
+    with torch.no_grad():
+        after, _ = loaded.forward_loss(corpus.train)
+    assert [m.name for m in loaded.modules() if isinstance(m, CharacterEmbeddings)] == names
+    assert torch.allclose(before, after)
