@@ -198,7 +198,28 @@ def label_type(spec: s.TrainingSpec) -> str:
 
 
 def label_dictionary(spec: s.TrainingSpec, corpus: Corpus) -> Dictionary:
-    return corpus.make_label_dictionary(label_type(spec))
+    learned = label_type(spec)
+    fraction = spec.corpus.downsample
+    if fraction is None:
+        return corpus.make_label_dictionary(learned)
+    labels: Dictionary | None
+    try:
+        labels = corpus.make_label_dictionary(learned)
+    except ValueError:  # not one sentence with the label type
+        labels = None
+    # POST /jobs checked the whole training split; a small downsample may keep only sentences
+    # without the label type, or with one class of it: the job failed with "the tag dictionary
+    # for 'ner' is empty" or the trainer's two-class error, neither naming the downsample.
+    kept = f"corpus.downsample {fraction:g} keeps {len(corpus.train)} training sentence(s)"
+    if labels is None or len(labels) == 0:
+        raise BuildError(f"{kept}, and none has a {learned!r} label: use a larger corpus.downsample")
+    multi_label = spec.model.multi_label if spec.model.multi_label is not None else labels.multi_label
+    if spec.task == "text_classification" and len(labels) == 1 and not multi_label:
+        raise BuildError(
+            f"{kept}, whose {learned!r} labels are all {labels.get_items()[0]!r}: a classifier needs two "
+            "classes; use a larger corpus.downsample"
+        )
+    return labels
 
 
 def build_model(spec: s.TrainingSpec, corpus: Corpus, folder: Path) -> Model:

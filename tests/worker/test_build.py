@@ -4,6 +4,7 @@ but not passed on would be accepted by the API and silently ignored."""
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,44 @@ def test_a_stack_of_two_embeddings_of_one_name_builds_saves_and_loads(
         after, _ = loaded.forward_loss(corpus.train)
     assert [m.name for m in loaded.modules() if isinstance(m, CharacterEmbeddings)] == names
     assert torch.allclose(before, after)
+
+
+def test_a_downsample_that_keeps_no_label_or_one_class_fails_naming_the_downsample(tmp_path: Path) -> None:
+    # POST /jobs checks the whole training split; corpus.downsample 0.01 kept one sentence, and
+    # the job failed with "ValueError: the tag dictionary for 'ner' is empty" (or the trainer's
+    # two-class error for a classifier), neither saying that the downsample was the cause.
+    unlabeled = [Sentence(["a", "b"]) for _ in range(30)]
+    tagged = Sentence(["Anna", "sings"])
+    tagged.add_span(0, 1, "ner", "PER")
+    corpus = Corpus([*unlabeled, tagged], [tagged], sample_missing_splits=False).downsample(0.01)
+    assert len(corpus.train) == 1 and tagged not in corpus.train
+    spec = s.TrainingSpec.model_validate(
+        {**_tiny_tagger_spec().model_dump(), "corpus": {"ids": ["c"], "downsample": 0.01}}
+    )
+    message = "corpus.downsample 0.01 keeps 1 training sentence(s), and none has a 'ner' label"
+    with pytest.raises(BuildError, match=re.escape(message)):
+        build_model(spec, corpus, tmp_path)
+
+    texts = []
+    for i in range(8):
+        text = Sentence(["w", str(i)])
+        text.add_label("class", "POSITIVE" if i % 2 else "NEGATIVE")
+        texts.append(text)
+    corpus = Corpus(texts, texts[:2], sample_missing_splits=False).downsample(0.1)
+    classifier = {
+        "task": "text_classification",
+        "corpus": {"ids": ["c"], "downsample": 0.1},
+        "label_type": "class",
+        "embeddings": [
+            {"type": "document_pool", "embeddings": [{"type": "character", "hidden_size_char": 2}]}
+        ],
+    }
+    spec = s.TrainingSpec.model_validate(classifier)
+    with pytest.raises(BuildError, match=r"keeps 1 training sentence\(s\), whose 'class' labels are all '"):
+        build_model(spec, corpus, tmp_path)
+    # a yes/no classifier learns from one class; and without a downsample nothing changes
+    yes_no = s.TrainingSpec.model_validate({**classifier, "model": {"multi_label": True}})
+    assert build_model(yes_no, corpus, tmp_path).label_names() == [corpus.train[0].labels["class"][0].value]
+    whole = Corpus(texts, texts[:2], sample_missing_splits=False)
+    spec = s.TrainingSpec.model_validate({**classifier, "corpus": {"ids": ["c"]}})
+    assert sorted(build_model(spec, whole, tmp_path).label_names()) == ["NEGATIVE", "POSITIVE"]
