@@ -6,8 +6,8 @@ Contract (every embedding is an ``nn.Module``):
   (zeros past each sentence's length); document embeddings -> ``[batch, embedding_length]``.
   Output lives on the module's device.
 - ``is_static``: the output is a pure function of the text (no gradient flows into it), so it
-  may be computed once and kept on the sentence (``Sentence.embeddings[self.name]``) when the
-  storage mode is ``cpu`` or ``gpu``. Embeddings that need gradients are never kept.
+  may be computed once and kept on the sentence (``Sentence.embeddings[self.storage_key]``) when
+  the storage mode is ``cpu`` or ``gpu``. Embeddings that need gradients are never kept.
 - ``to_config()`` -> JSON-able dict with a ``"type"`` key; ``engine.embeddings.embeddings_from_config``
   rebuilds the module (weights come from the model's safetensors). ``save_resources(dir)`` writes
   extra files a model folder needs (tokenizer, vocabulary) into ``resource_subdir(dir)``;
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import re
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -49,6 +50,15 @@ class Embeddings(nn.Module, abc.ABC):
         super().__init__()
         self.name: str = self.embedding_type
         self.storage_mode: StorageMode = "none"
+        self._instance = uuid.uuid4().hex[:12]
+
+    @property
+    def storage_key(self) -> str:
+        """The key of this embedding's kept vectors on a sentence. Names are not enough: every
+        GloVe table is "word:glove" whatever words it kept, and two language models can both be
+        "flair:forward", so two models predicting on the same sentences would read each other's
+        vectors (silently wrong, or an IndexError)."""
+        return f"{self.name}#{self._instance}"
 
     @property
     @abc.abstractmethod
@@ -120,7 +130,8 @@ def _with_storage(module: Embeddings, sentences: list[Sentence]) -> list[torch.T
     if not keep:
         return module._embed(sentences)
     device = module.device
-    missing = [s for s in sentences if module.name not in s.embeddings]
+    key = module.storage_key
+    missing = [s for s in sentences if key not in s.embeddings]
     if missing:
         computed = module._embed(missing)
         if isinstance(computed, torch.Tensor):
@@ -129,8 +140,8 @@ def _with_storage(module: Embeddings, sentences: list[Sentence]) -> list[torch.T
             ]
         target = device if module.storage_mode == "gpu" else torch.device("cpu")
         for sentence, tensor in zip(missing, computed, strict=True):
-            sentence.embeddings[module.name] = tensor.detach().to(target)
-    return [s.embeddings[module.name].to(device, non_blocking=True) for s in sentences]
+            sentence.embeddings[key] = tensor.detach().to(target)
+    return [s.embeddings[key].to(device, non_blocking=True) for s in sentences]
 
 
 def set_storage_mode(module: nn.Module, mode: StorageMode) -> None:

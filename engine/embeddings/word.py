@@ -23,7 +23,7 @@ the size). A fine-tuned table is float32. The package's matrix is memory-mapped,
 ``max_vocab`` only the kept rows are ever read from disk.
 
 Hot path: a sentence's row indices are computed once per sentence (dictionary look-ups) and cached
-on it as ``sentence.embeddings[f"{name}:idx"]`` unless the storage mode is ``none`` (which also
+on it as ``sentence.embeddings[f"{storage_key}:idx"]`` unless the storage mode is ``none`` (which also
 never reads them); a batch is one ``F.embedding`` call.
 """
 
@@ -259,11 +259,8 @@ class WordEmbeddings(TokenEmbeddings):
 
     # computation --------------------------------------------------------------------------------
     def row_indices(self, sentence: Sentence) -> torch.Tensor:
-        key = f"{self.name}:idx"
-        # Storage mode none keeps nothing and reads nothing kept, as for every other embedding:
-        # rows an earlier call left on the sentence may be another table's (every GloVe
-        # embedding is "word:glove", whatever words it kept), and read here they gave wrong
-        # vectors, or an IndexError for a smaller table.
+        key = f"{self.storage_key}:idx"
+        # Storage mode none keeps nothing and reads nothing kept, as for every other embedding.
         rows = sentence.embeddings.get(key) if self.storage_mode != "none" else None
         if rows is None:
             index = self.index

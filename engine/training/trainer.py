@@ -470,10 +470,9 @@ class _Run:
 
     # -- the run -----------------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
-        # Kept embeddings belong to one model and one run. A run stopped by an exception (Ctrl-C
-        # in a notebook) left them on the sentences, and the next model on the same corpus whose
-        # embedding had the same name (every forward language model is "flair:forward") trained
-        # on the first one's vectors.
+        # Kept embeddings belong to one run: a run stopped by an exception (Ctrl-C in a
+        # notebook) left them on the sentences, holding memory, and vectors found there at the
+        # start were computed by someone else (a caller's own predict in mode cpu, say).
         sentences = self.train_data + self.dev_data + self.test_data
         clear_stored_embeddings(sentences, "none")
         try:

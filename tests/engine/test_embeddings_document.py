@@ -64,8 +64,8 @@ def test_static_pool_is_kept_with_storage_mode_cpu(words: WordEmbeddings) -> Non
     set_storage_mode(pool, "cpu")
     sentence = Sentence(["the", "city"])
     first = pool.embed([sentence])
-    assert pool.name in sentence.embeddings
-    sentence.embeddings[pool.name] = torch.full((4,), 7.0)
+    assert pool.storage_key in sentence.embeddings
+    sentence.embeddings[pool.storage_key] = torch.full((4,), 7.0)
     assert torch.equal(pool.embed([sentence])[0], torch.full((4,), 7.0))
     assert first.shape == (1, 4)
 

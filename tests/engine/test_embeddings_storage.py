@@ -57,7 +57,10 @@ def test_static_embedding_computed_once_with_cpu_and_every_epoch_with_none(
     sentences = [Sentence(t.split()) for t in SENTENCES]
     kept = run_epochs(emb, sentences, "cpu")
     assert sum(calls) == 4  # each sentence once, across two epochs
-    assert all(emb.name in s.embeddings and s.embeddings[emb.name].device.type == "cpu" for s in sentences)
+    assert all(
+        emb.storage_key in s.embeddings and s.embeddings[emb.storage_key].device.type == "cpu"
+        for s in sentences
+    )
     assert torch.equal(kept[0], kept[2]) and torch.equal(kept[1], kept[3])
 
     calls.clear()
@@ -87,7 +90,7 @@ def test_stacked_children_keep_their_own_storage(tiny_bert: Path, monkeypatch: p
     outputs = run_epochs(stack, sentences, "cpu")
     assert sum(static_calls) == 4 and sum(char_calls) == 8
     assert outputs[0].shape == (2, 4, 24)
-    assert set(sentences[0].embeddings) == {static.name}
+    assert set(sentences[0].embeddings) == {static.storage_key}
 
 
 def test_invalid_storage_mode_is_rejected() -> None:

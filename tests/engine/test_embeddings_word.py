@@ -93,7 +93,7 @@ def test_row_indices_cached_unless_storage_mode_none(tmp_path: Path) -> None:
     assert sentence.embeddings == {}
     set_storage_mode(emb, "cpu")
     emb.embed([sentence])
-    cached = sentence.embeddings[f"{emb.name}:idx"]
+    cached = sentence.embeddings[f"{emb.storage_key}:idx"]
     assert cached.tolist() == [emb.row_for("the"), emb.row_for("city")]
     cached[0] = emb.row_for("berlin")  # the cache is what the next batch uses
     assert torch.equal(emb.embed([sentence])[0, 0], emb.embed([Sentence(["berlin"])])[0, 0])
@@ -108,9 +108,25 @@ def test_storage_mode_none_never_reads_rows_kept_by_an_earlier_call(tmp_path: Pa
     sentence = Sentence(["the", "city", "paris"])
     set_storage_mode(large, "cpu")
     large.embed([sentence])
-    assert f"{large.name}:idx" in sentence.embeddings
+    assert f"{large.storage_key}:idx" in sentence.embeddings
     expected = small.embed([Sentence(["the", "city", "paris"])])
     assert torch.equal(small.embed([sentence]), expected)
+
+
+def test_alike_named_tables_keep_their_own_rows_on_a_shared_sentence(tmp_path: Path) -> None:
+    # Both keep rows (mode cpu) on the same sentence: the smaller table read the larger one's
+    # rows, kept under the shared name: wrong vectors, or an IndexError past its table.
+    source = write_glove_text(tmp_path / "v.txt")
+    large, small = WordEmbeddings(str(source)), WordEmbeddings(str(source), max_vocab=1)
+    set_storage_mode(large, "cpu")
+    set_storage_mode(small, "cpu")
+    sentence = Sentence(["the", "city", "paris"])
+    expected_large = large.embed([Sentence(["the", "city", "paris"])])
+    expected_small = small.embed([Sentence(["the", "city", "paris"])])
+    for _ in range(2):  # the second round reads what the first kept
+        assert torch.equal(large.embed([sentence]), expected_large)
+        assert torch.equal(small.embed([sentence]), expected_small)
+    assert not torch.equal(expected_large, expected_small)
 
 
 def test_max_vocab_and_keep_words_restrict_the_table(tmp_path: Path) -> None:

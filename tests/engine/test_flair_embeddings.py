@@ -116,7 +116,7 @@ def test_frozen_embeddings_are_static_deterministic_and_kept_by_storage() -> Non
     assert all(not p.requires_grad for p in emb.parameters())
     set_storage_mode(emb, "cpu")
     emb.embed(batch)
-    assert emb.name in batch[0].embeddings and batch[0].embeddings[emb.name].shape == (4, 6)
+    assert emb.storage_key in batch[0].embeddings and batch[0].embeddings[emb.storage_key].shape == (4, 6)
 
 
 def test_fine_tuned_embeddings_pass_gradients_to_the_language_model() -> None:

@@ -114,8 +114,12 @@ def test_storage_modes_keep_static_embeddings_where_asked(
     seen: list[tuple[int, set[str], int]] = []
 
     def check(info: EpochEnded) -> None:
-        devices = {s.embeddings[static.name].device.type for s in sentences if static.name in s.embeddings}
-        kept = sum(static.name in s.embeddings for s in sentences)
+        devices = {
+            s.embeddings[static.storage_key].device.type
+            for s in sentences
+            if static.storage_key in s.embeddings
+        }
+        kept = sum(static.storage_key in s.embeddings for s in sentences)
         seen.append((sum(computed), devices, kept))
         assert math.isfinite(info.train_loss)
         if mode == "none":
@@ -123,7 +127,7 @@ def test_storage_modes_keep_static_embeddings_where_asked(
         else:
             assert kept == per_epoch  # every train and dev sentence
             assert devices == {"cuda" if mode == "gpu" else "cpu"}
-            assert all(s.embeddings[f"{word.name}:idx"].device.type == "cpu" for s in sentences)
+            assert all(s.embeddings[f"{word.storage_key}:idx"].device.type == "cpu" for s in sentences)
 
     result = ModelTrainer(tagger, corpus).train(
         tmp_path / mode,

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from engine.data import Corpus, Label, Sentence, Span
 from engine.embeddings.character import CharacterEmbeddings
 from engine.embeddings.stacked import StackedEmbeddings
-from engine.embeddings.word import WordEmbeddings
+from engine.embeddings.word import UNK_ROW, WordEmbeddings
 from engine.models.base import load_model, register_model
 from engine.models.sequence_tagger import SequenceTagger
 from engine.plotting import Plotter
@@ -898,11 +898,11 @@ def test_an_interrupted_run_leaves_no_stored_embeddings_behind(tmp_path: Path, v
     everything = corpus.train + corpus.dev + corpus.test
     assert [s for s in everything if s.embeddings] == []
     assert {e.storage_mode for e in tagger.modules() if hasattr(e, "storage_mode")} == {"none"}
-    # and a run that starts on sentences holding someone else's vectors does not use them
-    name = tagger.embeddings.embeddings[0].name
-    for sentence in everything:
-        sentence.embeddings[name] = torch.full((len(sentence), 50), 1e6)
+    # and a run that starts on sentences holding vectors under its own key does not use them
     second = make_tagger(corpus, vectors)
+    key = second.embeddings.embeddings[0].storage_key
+    for sentence in everything:  # every word <unk>
+        sentence.embeddings[f"{key}:idx"] = torch.full((len(sentence),), UNK_ROW)
     ModelTrainer(second, corpus).train(tmp_path / "b", max_epochs=1, embeddings_storage_mode="cpu", **FAST)
     fresh = make_tagger(corpus, vectors)
     ModelTrainer(fresh, corpus).train(tmp_path / "c", max_epochs=1, embeddings_storage_mode="cpu", **FAST)
