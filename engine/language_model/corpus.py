@@ -14,11 +14,13 @@ kept it, otherwise the tokens joined with spaces).
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.data import Corpus, Sentence
 from engine.readers.errors import CorpusFormatError
@@ -27,6 +29,8 @@ from engine.readers.files import read_text
 TRAIN_FOLDER = "train"
 VALID_FILE = "valid.txt"
 TEST_FILE = "test.txt"
+# bytes read from each end of a file for its fingerprint: corpora run to gigabytes
+FINGERPRINT_SAMPLE = 8192
 
 
 class LanguageModelCorpusError(ValueError):
@@ -95,12 +99,52 @@ class TextCorpus:
     def read_test(self) -> str | None:
         return _read(self.test_file) if self.test_file is not None else None
 
+    def fingerprint(self) -> list[dict[str, Any]]:
+        """Each file's name, size and a digest of its first and last ``FINGERPRINT_SAMPLE``
+        bytes: cheap on a corpus of gigabytes, and the same for a copy of the folder elsewhere (a
+        requeued job's), which modification times are not. An edit that keeps the size and both
+        ends goes unseen."""
+        files = [(path, f"{TRAIN_FOLDER}/{path.name}") for path in self.train_files]
+        files.append((self.valid_file, VALID_FILE))
+        if self.test_file is not None:
+            files.append((self.test_file, TEST_FILE))
+        return [_file_fingerprint(path, name) for path, name in files]
+
     def characters(self, min_count: int = 1) -> list[str]:
         """Characters of the training files seen at least ``min_count`` times, most frequent first."""
         counts: Counter[str] = Counter()
         for index in range(len(self.train_files)):
             counts.update(self.read_train(index))
         return [c for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_count]
+
+
+def _file_fingerprint(path: Path, name: str) -> dict[str, Any]:
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(FINGERPRINT_SAMPLE))
+        if size > FINGERPRINT_SAMPLE:
+            handle.seek(max(FINGERPRINT_SAMPLE, size - FINGERPRINT_SAMPLE))
+            digest.update(handle.read(FINGERPRINT_SAMPLE))
+    # 128 bits tell edits apart; the state file, rewritten after every split, lists every file
+    return {"file": name, "size": size, "sample": digest.hexdigest()[:32]}
+
+
+def fingerprint_differences(saved: list[dict[str, Any]], current: list[dict[str, Any]]) -> list[str]:
+    """What differs between two ``TextCorpus.fingerprint()`` results, one phrase per file."""
+    before = {entry["file"]: entry for entry in saved}
+    now = {entry["file"]: entry for entry in current}
+    differences = []
+    for name, entry in before.items():
+        other = now.get(name)
+        if other is None:
+            differences.append(f"{name} is missing")
+        elif other["size"] != entry["size"]:
+            differences.append(f"{name} has {other['size']} bytes, not {entry['size']}")
+        elif other["sample"] != entry["sample"]:
+            differences.append(f"{name} has other content ({entry['size']} bytes as before)")
+    differences += [f"{name} is new" for name in now if name not in before]
+    return differences
 
 
 def sentence_text(sentence: Sentence) -> str:

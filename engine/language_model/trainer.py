@@ -18,8 +18,9 @@ One pass ("max_epochs" counts passes) visits every split once, in an order seede
 number. ``checkpoint/`` (written atomically after every split) holds the model, the schedule,
 the count of completed splits, the RNG state and, when it is not the current model, the best
 model (``checkpoint/best-lm/``), so ``load_checkpoint`` + ``train`` continues exactly as if never
-interrupted, also in another ``base_path``. ``best-lm/`` is the model with the lowest validation
-loss.
+interrupted, also in another ``base_path``. It also holds the corpus's fingerprint (each file's
+name, size and a digest of its ends): ``load_checkpoint`` refuses a corpus whose files differ,
+naming them. ``best-lm/`` is the model with the lowest validation loss.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engine.language_model.corpus import TextCorpus
+from engine.language_model.corpus import TextCorpus, fingerprint_differences
 from engine.language_model.model import LanguageModel, LanguageModelError
 from engine.serialization import atomic_directory, load_tensors, read_json, save_tensors, write_json
 from engine.training.callbacks import (
@@ -119,6 +120,7 @@ class LanguageModelTrainer:
         self._cuda_rng_states: list[torch.Tensor] = []
         # the checkpoint's copy of best-lm/ (only there when the best model was not its model)
         self._resumed_best: Path | None = None
+        self._fingerprint: list[dict[str, Any]] | None = None
 
     # resume ---------------------------------------------------------------------------------------
     @classmethod
@@ -133,7 +135,15 @@ class LanguageModelTrainer:
             )
         state = read_json(state_path)
         trainer = cls(LanguageModel.load(checkpoint_dir / MODEL_FOLDER), corpus)
-        if len(trainer.corpus.train_files) != state["train_files"]:
+        if "corpus" in state:
+            differences = fingerprint_differences(state["corpus"], trainer._corpus_fingerprint())
+            if differences:
+                more = f"; and {len(differences) - 5} more" if len(differences) > 5 else ""
+                raise LanguageModelError(
+                    f"{checkpoint_dir}: trained on other files than the corpus {trainer.corpus.folder}: "
+                    f"{'; '.join(differences[:5])}{more}: resume with the same corpus"
+                )
+        elif len(trainer.corpus.train_files) != state["train_files"]:  # a checkpoint older than "corpus"
             raise LanguageModelError(
                 f"{checkpoint_dir}: trained on {state['train_files']} training files, "
                 f"the corpus has {len(trainer.corpus.train_files)}"
@@ -158,6 +168,13 @@ class LanguageModelTrainer:
     @property
     def splits_done(self) -> int:
         return self._progress.splits_done
+
+    def _corpus_fingerprint(self) -> list[dict[str, Any]]:
+        """The corpus's ``TextCorpus.fingerprint()``, taken once: every checkpoint of the run
+        records the files as the run first saw them."""
+        if self._fingerprint is None:
+            self._fingerprint = self.corpus.fingerprint()
+        return self._fingerprint
 
     # training -------------------------------------------------------------------------------------
     def split_order(self, pass_index: int, seed: int) -> list[int]:
@@ -199,6 +216,8 @@ class LanguageModelTrainer:
             raise ValueError("resuming with different training arguments: " + ", ".join(changed))
         base_path = Path(base_path)
         base_path.mkdir(parents=True, exist_ok=True)
+        if checkpoint:
+            self._corpus_fingerprint()  # before training reads the files, not after the first split
         run_log = RunLog(base_path / "training.log", log)
         self._restore_best_model(base_path)
         device = torch.device(device) if device is not None else torch.device("cpu")
@@ -461,6 +480,7 @@ class LanguageModelTrainer:
                 "args": asdict(args),
                 "splits_done": progress.splits_done,
                 "train_files": len(self.corpus.train_files),
+                "corpus": self._corpus_fingerprint(),
                 "best_valid_loss": progress.best_valid_loss,
                 "best_split": progress.best_split,
                 "scheduler": progress.scheduler,

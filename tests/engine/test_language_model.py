@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -252,6 +254,76 @@ def test_resume_equals_uninterrupted(tmp_path: Path, is_forward: bool) -> None:
     with pytest.raises(ValueError, match="sequence_length"):
         LanguageModelTrainer.load_checkpoint(tmp_path / "cut" / "checkpoint", corpus).train(
             tmp_path / "cut", max_epochs=3, **{**TRAIN_ARGS, "sequence_length": 8}
+        )
+
+
+def test_a_resume_on_other_files_of_the_same_count_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the number of training files was compared: a corpus folder whose files were replaced
+    # by as many others, or edited, resumed silently and trained on other text, so the resumed
+    # run was no longer the uninterrupted one.
+    corpus = small_corpus(tmp_path / "c")
+    first = LanguageModelTrainer(small_lm(corpus), corpus)
+    first.train(tmp_path / "run", max_epochs=1, callbacks=[Recorder(stop_before_epoch=2)], **TRAIN_ARGS)
+    checkpoint = tmp_path / "run" / "checkpoint"
+
+    def variant(name: str, change: Callable[[Path], object]) -> TextCorpus:
+        # shutil.copy, not copy2: other modification times, as in a requeued job's copy
+        folder = shutil.copytree(tmp_path / "c", tmp_path / name, copy_function=shutil.copy)
+        change(folder)
+        return TextCorpus.open(folder)
+
+    def reverse(path: Path, start: int, end: int | None) -> None:  # the same size, other text
+        data = path.read_bytes()
+        path.write_bytes(data[:start] + data[start:end][::-1] + (data[end:] if end is not None else b""))
+
+    copy = variant("copy", lambda folder: None)
+    assert LanguageModelTrainer.load_checkpoint(checkpoint, copy).splits_done == 1
+
+    other = variant(
+        "other", lambda f: (f / "train" / "train_00001.txt").write_text("the owl sat on the mat .\n")
+    )
+    with pytest.raises(
+        LanguageModelError, match=r"train/train_00001\.txt has 25 bytes, not \d+: resume with the same"
+    ):
+        LanguageModelTrainer.load_checkpoint(checkpoint, other)
+    edited = variant("edited", lambda f: reverse(f / "train" / "train_00002.txt", 0, 20))
+    with pytest.raises(
+        LanguageModelError, match=r"train/train_00002\.txt has other content \(\d+ bytes as before\)"
+    ):
+        LanguageModelTrainer.load_checkpoint(checkpoint, edited)
+    renamed = variant("renamed", lambda f: (f / "train" / "train_00000.txt").rename(f / "train" / "a.txt"))
+    with pytest.raises(LanguageModelError, match=r"train/train_00000\.txt is missing; train/a\.txt is new"):
+        LanguageModelTrainer.load_checkpoint(checkpoint, renamed)
+    for name in ("valid.txt", "test.txt"):  # validation steers the schedule, test the result
+        changed = variant(f"new-{name}", lambda f, name=name: reverse(f / name, 0, 20))
+        with pytest.raises(LanguageModelError, match=rf"{name} has other content"):
+            LanguageModelTrainer.load_checkpoint(checkpoint, changed)
+    no_test = variant("no-test", lambda f: (f / "test.txt").unlink())
+    with pytest.raises(LanguageModelError, match=r"test\.txt is missing"):
+        LanguageModelTrainer.load_checkpoint(checkpoint, no_test)
+
+    # a file larger than both samples: an edit in its last bytes is seen, one in its middle not
+    monkeypatch.setattr("engine.language_model.corpus.FINGERPRINT_SAMPLE", 16)
+    small = LanguageModelTrainer(small_lm(corpus), corpus)
+    small.train(tmp_path / "small", max_epochs=1, callbacks=[Recorder(stop_before_epoch=2)], **TRAIN_ARGS)
+
+    tail = variant("tail", lambda f: reverse(f / "valid.txt", -3, None))
+    with pytest.raises(LanguageModelError, match=r"valid\.txt has other content"):
+        LanguageModelTrainer.load_checkpoint(tmp_path / "small" / "checkpoint", tail)
+    middle = variant("middle", lambda f: reverse(f / "valid.txt", 40, 80))
+    assert LanguageModelTrainer.load_checkpoint(tmp_path / "small" / "checkpoint", middle).splits_done == 1
+
+    # a checkpoint written before the fingerprint still resumes, on the count of training files
+    state_path = checkpoint / "trainer_state.json"
+    state = json.loads(state_path.read_text())
+    del state["corpus"]
+    state_path.write_text(json.dumps(state))
+    assert LanguageModelTrainer.load_checkpoint(checkpoint, edited).splits_done == 1
+    with pytest.raises(LanguageModelError, match="trained on 4 training files, the corpus has 3"):
+        LanguageModelTrainer.load_checkpoint(
+            checkpoint, variant("fewer", lambda f: (f / "train" / "train_00003.txt").unlink())
         )
 
 
