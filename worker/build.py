@@ -18,6 +18,7 @@ import torch
 
 from engine.data import Corpus, Dictionary, MultiCorpus, Sentence
 from engine.embeddings import DocumentEmbeddings, TokenEmbeddings
+from engine.embeddings.base import resource_folder_name
 from engine.limits import label_count_error
 from engine.models.base import Model
 from engine.training.callbacks import TrainingEnded
@@ -134,16 +135,18 @@ def token_embeddings(specs: list[Any], folder: Path, train: Sequence[Sentence]) 
     keeps on sentences and its files in a saved model, so the engine refuses a stack with two of
     one name and asks for a ``name=``, which a spec has no field for: two forward language models,
     or two character embeddings of different sizes, failed every such job in the worker. A later
-    one of the same name is called ``<name>:2``, ``<name>:3`` ...; the first keeps its name."""
+    one of a taken name is called ``<name>:2``, ``<name>:3`` ...; the first keeps its name. Taken
+    are the names' resource folders, which distinct names can share (``<name>:2`` and
+    ``<name>_2``), and the engine refuses two embeddings whose files would share one."""
     built = [token_embedding(e, folder, train) for e in specs]
     taken: set[str] = set()
     for embedding in built:
         name, n = embedding.name, 1
-        while name in taken:
+        while resource_folder_name(name) in taken:
             n += 1
             name = f"{embedding.name}:{n}"
         embedding.name = name
-        taken.add(name)
+        taken.add(resource_folder_name(name))
     return built
 
 

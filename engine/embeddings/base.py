@@ -90,8 +90,9 @@ class Embeddings(nn.Module, abc.ABC):
         """Write files (beyond tensors) that ``from_config`` needs. Default: none."""
 
     def resource_subdir(self, directory: Path) -> Path:
-        """This embedding's own folder inside a model's resource directory (names are unique
-        within a model, so stacked embeddings never overwrite each other's files)."""
+        """This embedding's own folder inside a model's resource directory (``StackedEmbeddings``
+        refuses two names of one folder, so stacked embeddings never overwrite each other's
+        files)."""
         return resource_folder(directory, self.name)
 
     @abc.abstractmethod
@@ -184,8 +185,14 @@ def register_embedding(type_name: str, *aliases: str) -> Callable[[E], E]:
 
 
 def resource_folder(directory: Path, name: str) -> Path:
-    """The folder for the resources of the embedding called ``name`` (a file-system-safe name)."""
-    return Path(directory) / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    """The folder for the resources of the embedding called ``name``."""
+    return Path(directory) / resource_folder_name(name)
+
+
+def resource_folder_name(name: str) -> str:
+    """A file-system-safe folder name for ``name``. Distinct names can share one (``word:a b``,
+    ``word:a_b``); saved models keep the folders this names, so it cannot change."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def sanitize_name(text: str) -> str:

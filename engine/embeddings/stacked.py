@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -10,7 +10,13 @@ import torch
 from torch import nn
 
 from engine.data import Sentence
-from engine.embeddings.base import EmbeddingConfigError, TokenEmbeddings, register_embedding
+from engine.embeddings.base import (
+    EmbeddingConfigError,
+    Embeddings,
+    TokenEmbeddings,
+    register_embedding,
+    resource_folder_name,
+)
 
 
 @register_embedding("stacked")
@@ -33,6 +39,7 @@ class StackedEmbeddings(TokenEmbeddings):
                     f"two stacked embeddings are both named {child.name!r}; pass a distinct name= to one"
                 )
             seen.add(child.name)
+        _check_resource_folders(embeddings)
         self.embeddings = nn.ModuleList(embeddings)
         self.name = name
 
@@ -77,3 +84,29 @@ class StackedEmbeddings(TokenEmbeddings):
             )
         built = [embeddings_from_config(child, resource_dir) for child in children]
         return cls(built, name=config.get("name", "stacked"))  # type: ignore[arg-type]
+
+
+def _check_resource_folders(embeddings: Sequence[TokenEmbeddings]) -> None:
+    """Two embeddings that write files into one folder of a saved model (their names differ only
+    in characters a folder name cannot hold, or a nested stack repeats a name) would load with one
+    vocabulary or tokenizer for both. Only those that write files are compared: models saved with
+    embeddings without files (character, flair) whose names share a folder still load."""
+    owners: dict[str, TokenEmbeddings] = {}
+    for embedding in (e for child in embeddings for e in _resource_writers(child)):
+        folder = resource_folder_name(embedding.name)
+        other = owners.setdefault(folder, embedding)
+        if other is not embedding:
+            raise EmbeddingConfigError(
+                f"stacked embeddings {other.name!r} and {embedding.name!r} would save their files into "
+                f"one folder ({folder!r}) of a model; pass a distinct name= to one"
+            )
+
+
+def _resource_writers(embedding: TokenEmbeddings) -> Iterator[TokenEmbeddings]:
+    """``embedding`` or, for a stack, its embeddings at any depth (a nested stack hands its children
+    the folder it was given) that save files of their own."""
+    if isinstance(embedding, StackedEmbeddings):
+        for child in embedding.stack:
+            yield from _resource_writers(child)
+    elif type(embedding).save_resources is not Embeddings.save_resources:
+        yield embedding

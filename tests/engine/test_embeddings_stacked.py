@@ -18,6 +18,7 @@ from engine.embeddings import (
     register_embedding,
 )
 from engine.embeddings.character import CharacterEmbeddings
+from engine.embeddings.document import DocumentPoolEmbeddings
 from engine.embeddings.stacked import StackedEmbeddings
 from engine.embeddings.word import WordEmbeddings
 from tests.engine.test_embeddings_word import write_glove_text
@@ -41,6 +42,34 @@ def test_names_must_be_unique_and_children_token_level(tmp_path: Path) -> None:
     StackedEmbeddings([WordEmbeddings(path), WordEmbeddings(path, name="word:second")])
     with pytest.raises(EmbeddingConfigError, match="at least one"):
         StackedEmbeddings([])
+
+
+def test_names_of_one_resource_folder_are_refused(tmp_path: Path) -> None:
+    # A model's resource folder is named after the embedding with the characters a folder name
+    # cannot hold replaced by '_': 'word:a b' and 'word:a_b' (distinct names, accepted) saved
+    # their vocabularies into one folder, the second overwrote the first, and the loaded model
+    # looked up both with one vocabulary.
+    path = str(write_glove_text(tmp_path / "v.txt"))
+    first, second = WordEmbeddings(path, max_vocab=2, name="word:a b"), WordEmbeddings(path, name="word:a_b")
+    shared = r"'word:a b' and 'word:a_b' would save their files into one folder \('word_a_b'\)"
+    with pytest.raises(EmbeddingConfigError, match=shared):
+        StackedEmbeddings([first, second])
+    with pytest.raises(EmbeddingConfigError, match=shared):
+        DocumentPoolEmbeddings([first, second])
+    # a nested stack saves its embeddings into the folder its parent saves into
+    with pytest.raises(EmbeddingConfigError, match="'word:a b' and 'word:a b' would save"):
+        StackedEmbeddings([StackedEmbeddings([first], name="inner"), WordEmbeddings(path, name="word:a b")])
+    with pytest.raises(EmbeddingConfigError, match=shared):
+        StackedEmbeddings([StackedEmbeddings([first], name="inner"), second])
+    # embeddings that save no files may share a folder name (models saved so still load)
+    StackedEmbeddings([CharacterEmbeddings(name="char:a b"), CharacterEmbeddings(name="char:a_b"), second])
+
+    stack = StackedEmbeddings([first, WordEmbeddings(path, name="word:a-b")])
+    stack.save_resources(tmp_path / "model")
+    rebuilt = embeddings_from_config(json.loads(json.dumps(stack.to_config())), tmp_path / "model")
+    assert isinstance(rebuilt, StackedEmbeddings)
+    assert [e.vocabulary for e in rebuilt.stack] == [first.vocabulary, second.vocabulary]  # type: ignore[attr-defined]
+    assert len(first.vocabulary) < len(second.vocabulary)
 
 
 def test_nested_config_round_trip(tmp_path: Path) -> None:

@@ -295,3 +295,37 @@ def test_a_downsample_that_keeps_no_label_or_one_class_fails_naming_the_downsamp
     whole = Corpus(texts, texts[:2], sample_missing_splits=False)
     spec = s.TrainingSpec.model_validate({**classifier, "corpus": {"ids": ["c"]}})
     assert sorted(build_model(spec, whole, tmp_path).label_names()) == ["NEGATIVE", "POSITIVE"]
+
+
+def test_a_renamed_embedding_avoids_the_resource_folder_of_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A later embedding of a taken name became <name>:2, whose resource folder (<name>_2: ':' is
+    # no folder character) an earlier embedding's name could hold, and distinct names can share a
+    # folder from the start (transformer folders 'm' with layers '-1,-2' and 'm_-1' with layers
+    # '-2': both 'transformer_m_-1_-2_first'). The engine refuses such a stack, so the job failed;
+    # taken folders are now avoided too. Word embeddings of distinct vocabularies stand in for
+    # transformers (a spec's word embedding is always GloVe).
+    from engine.embeddings import embeddings_from_config
+    from engine.embeddings.stacked import StackedEmbeddings
+    from engine.embeddings.word import WordEmbeddings
+    from tests.engine.test_embeddings_word import write_glove_text
+    from worker import build
+
+    vectors = str(write_glove_text(tmp_path / "v.txt"))
+    made = iter([("word:a_2", 1), ("word:a", 2), ("word:a", 3)])
+
+    def token_embedding(spec: object, folder: Path, train: object) -> WordEmbeddings:
+        name, size = next(made)
+        return WordEmbeddings(vectors, max_vocab=size, name=name)
+
+    monkeypatch.setattr(build, "token_embedding", token_embedding)
+    stack = build.stacked_token_embeddings([None, None, None], tmp_path, [])
+    assert isinstance(stack, StackedEmbeddings)
+    assert [e.name for e in stack.stack] == ["word:a_2", "word:a", "word:a:3"]
+    stack.save_resources(tmp_path / "model")
+    rebuilt = embeddings_from_config(stack.to_config(), tmp_path / "model")
+    assert isinstance(rebuilt, StackedEmbeddings)
+    vocabularies = [e.vocabulary for e in stack.stack]  # type: ignore[attr-defined]
+    assert [e.vocabulary for e in rebuilt.stack] == vocabularies  # type: ignore[attr-defined]
+    assert len({len(v) for v in vocabularies}) == 3
