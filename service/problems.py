@@ -103,6 +103,10 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
             loc = _input_path(loc, getattr(exc, "body", None))
         message = str(err.get("msg", "invalid value"))
         message = message.removeprefix("Value error, ")
+        if message.startswith("Expected UploadFile") and loc:
+            # FastAPI's words ("received: <class 'str'>") for a text form field where a file
+            # belongs: what curl sends for -F train=PATH, the @ forgotten.
+            message = f"must be a file, not text (curl: -F {loc[-1]}=@PATH, with the @)"
         out.append(FieldError(loc=loc, message=message, type=str(err.get("type", "invalid"))).to_dict())
     return out
 

@@ -307,6 +307,26 @@ def test_missing_train_file_is_422(api: ApiSession) -> None:
     assert any(e["field"] == "body.train" for e in r.json()["errors"])
 
 
+@pytest.mark.parametrize("split", ["train", "dev"])
+def test_a_file_sent_as_a_text_field_is_422_saying_so(api: ApiSession, split: str) -> None:
+    # curl -F train=path/to/file (no @) sends the path as text: the answer was FastAPI's
+    # "Expected UploadFile, received: <class 'str'>".
+    owner = api.new_owner()
+    data = {"format": "column", "options": json.dumps(CONLL_OPTIONS), split: "samples/ner-dev.conll"}
+    files = {} if split == "train" else {"train": ("train.conll", CONLL_TRAIN.encode())}
+    r = api.client.post("/corpora", data=data, files=files, headers=owner.headers)
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"] == [
+        {
+            "loc": ["body", split],
+            "field": f"body.{split}",
+            "message": f"must be a file, not text (curl: -F {split}=@PATH, with the @)",
+            "type": "value_error",
+        }
+    ]
+    assert _corpus_rows() == 0
+
+
 def test_not_utf8_and_empty_files(api: ApiSession) -> None:
     owner = api.new_owner()
     r = api.client.post(
