@@ -18,6 +18,7 @@ from pydantic import (
     AfterValidator,
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
@@ -152,6 +153,23 @@ def _transformer_name(value: str) -> str:
 
 TransformerName = Annotated[str, AfterValidator(_transformer_name)]
 
+LAYERS_PATTERN = r"^(all|-?\d+(,-?\d+)*)$"
+
+
+def _layers(value: object) -> object:
+    # Before pydantic's own checks, whose words for a number ("Input should be a valid string") or
+    # a space after a comma (the pattern itself, as a regular expression) do not say what to write.
+    if isinstance(value, str) and re.fullmatch(LAYERS_PATTERN, value):
+        return value
+    raise ValueError(
+        "must be a string: 'all', or layer indices joined by commas without spaces, such as '-1' or "
+        f"'-1,-2,-3,-4'; got {repr(value)[:80]}"
+    )
+
+
+# The pattern stays in the schema (openapi/) for clients, as long as it comes before the validator.
+Layers = Annotated[str, Field(pattern=LAYERS_PATTERN), BeforeValidator(_layers)]
+
 
 # Context tokens a side: a transformer's window is 512 subtokens, and every token is at least one.
 MAX_CONTEXT_TOKENS = 512
@@ -162,7 +180,7 @@ class TransformerWordEmbeddingSpec(_Strict):
 
     type: Literal["transformer"] = "transformer"
     model: TransformerName = Field("all-MiniLM-L6-v2", description=TRANSFORMER_MODEL_HELP)
-    layers: str = Field("-1", pattern=r"^(all|-?\d+(,-?\d+)*)$", description="`-1`, `-1,-2,-3,-4` or `all`.")
+    layers: Layers = Field("-1", description="`-1`, `-1,-2,-3,-4` or `all`.")
     subtoken_pooling: Literal["first", "last", "first_last", "mean"] = "first"
     layer_mean: bool = True
     fine_tune: bool = True
@@ -201,7 +219,7 @@ class TransformerDocumentEmbeddingSpec(_Strict):
 
     type: Literal["transformer_document"] = "transformer_document"
     model: TransformerName = Field("all-MiniLM-L6-v2", description=TRANSFORMER_MODEL_HELP)
-    layers: str = Field("-1", pattern=r"^(all|-?\d+(,-?\d+)*)$")
+    layers: Layers = "-1"
     cls_pooling: Literal["cls", "mean", "max"] = "cls"
     fine_tune: bool = True
 

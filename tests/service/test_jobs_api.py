@@ -322,6 +322,31 @@ def test_a_use_context_count_out_of_range_is_422(api: ApiSession, count: int) ->
     assert _job_rows() == 0
 
 
+@pytest.mark.parametrize(
+    ("embedding", "layers", "shown"),
+    [
+        ("transformer", -1, "-1"),
+        ("transformer", "-1, -2", "'-1, -2'"),
+        ("transformer_document", [-1, -2], "[-1, -2]"),
+    ],
+)
+def test_layers_not_written_as_a_string_of_indices_are_422_saying_how_to_write_them(
+    api: ApiSession, embedding: str, layers: object, shown: str
+) -> None:
+    # The answers were "Input should be a valid string" for a number and the pattern itself,
+    # '^(all|-?\d+(,-?\d+)*)$', for a space after a comma.
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    spec = {"corpus": {"ids": [corpus_id]}, "embeddings": [{"type": embedding, "layers": layers}]}
+    r = _submit(api, owner, spec)
+    assert _fields(r) == ["body.embeddings.0.layers"]
+    assert r.json()["errors"][0]["message"] == (
+        "must be a string: 'all', or layer indices joined by commas without spaces, such as '-1' or "
+        f"'-1,-2,-3,-4'; got {shown}"
+    )
+    assert _job_rows() == 0
+
+
 def test_use_context_on_a_corpus_read_as_one_document_per_file(api: ApiSession) -> None:
     # A column file without -DOCSTART- lines (the shared CoNLL-03 copy) can still give FLERT context.
     owner = api.new_owner()
