@@ -15,7 +15,7 @@ import re
 from http import HTTPStatus
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
@@ -130,7 +130,20 @@ async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
         # FastAPI's own error puts the character offset where a field name goes ("body.12").
         return await _service_error(request, invalid_json_body(json_refusal(exc.__cause__)))
     errors = _validation_errors(exc)
-    if not _is_json(request):
+    form_fields = _form_fields(request)
+    if form_fields and not _is_form(request):
+        # A form endpoint read a JSON body (curl -d, or --json) as no fields at all: "format:
+        # Field required" and "train: Field required" hide that the fields were sent another way.
+        sent = request.headers.get("content-type", "").split(";", 1)[0].strip() or "no Content-Type"
+        errors.insert(
+            0,
+            FieldError(
+                loc=["body"],
+                message=f"send the fields as a multipart form (curl {form_fields}), not as {sent}",
+                type="multipart_expected",
+            ).to_dict(),
+        )
+    elif not _is_json(request):
         # FastAPI reads a body of another media type as no JSON at all: "Input should be a valid
         # dictionary" hides that the body was fine and its Content-Type was not (curl -d sends a form).
         sent = request.headers.get("content-type", "").split(";", 1)[0].strip()
@@ -186,6 +199,23 @@ def _allowed_methods(request: Request) -> list[str]:
             if re.fullmatch("[^/]+".join(map(re.escape, re.split(r"\{[^/}]+\}", template))), path)
         ]
     return sorted({method.upper() for template in templates for method in paths[template]})
+
+
+def _form_fields(request: Request) -> str:
+    """The required form fields of the matched route as curl writes them (``-F format=... -F
+    train=@PATH``); empty for a route whose body is not a form."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    fields = [
+        f"-F {param.alias}=@PATH" if isinstance(param.field_info, params.File) else f"-F {param.alias}=..."
+        for param in (dependant.body_params if dependant is not None else [])
+        if isinstance(param.field_info, params.Form) and param.field_info.is_required()
+    ]
+    return " ".join(fields)
+
+
+def _is_form(request: Request) -> bool:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return media_type in ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
 def _is_json(request: Request) -> bool:

@@ -520,3 +520,23 @@ def test_column_shortcut_fields(api: ApiSession) -> None:
         headers=owner.headers,
     )
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.column_map"
+
+
+@pytest.mark.parametrize("path", ["/corpora", "/models"])
+@pytest.mark.parametrize("content_type", ["application/json", None])
+def test_json_sent_to_a_form_endpoint_is_422_saying_to_send_a_form(
+    api: ApiSession, path: str, content_type: str | None
+) -> None:
+    # curl --json '{"format": "conll", ...}' answered only "body.format: Field required" and
+    # "body.train: Field required", as if the fields had not been sent at all.
+    owner = api.new_owner()
+    headers = {**owner.headers, **({"Content-Type": content_type} if content_type else {})}
+    r = api.client.post(path, content=json.dumps({"format": "column", "name": "x"}), headers=headers)
+    assert r.status_code == 422, r.text
+    first = r.json()["errors"][0]
+    expected = "-F format=... -F train=@PATH" if path == "/corpora" else "-F file=@PATH"
+    sent = content_type or "no Content-Type"
+    assert first["field"] == "body" and first["type"] == "multipart_expected"
+    assert first["message"] == f"send the fields as a multipart form (curl {expected}), not as {sent}"
+    assert "; first: body: send the fields as a multipart form" in r.json()["detail"]
+    assert _corpus_rows() == 0
