@@ -1,14 +1,29 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from service import metrics, readiness
 from service.deps import require_operator
 from service.routers.common import TextJSONRoute, problems
-from service.schemas.api import Health, Readiness
+from service.schemas.api import Health, Index, Readiness
 
 router = APIRouter(tags=["operations"], route_class=TextJSONRoute)
+
+
+@router.get("/", response_model=Index)
+async def index(request: Request) -> Index:
+    """The service's name and version, and where its docs and checks are: the address that
+    `tagsmith up` prints answered a bare 404."""
+    app = request.app
+    return Index(
+        service=app.title,
+        version=app.version,
+        docs=app.docs_url or "",
+        openapi=app.openapi_url or "",
+        health="/health",
+        ready="/ready",
+    )
 
 
 @router.get("/health", response_model=Health)

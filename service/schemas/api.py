@@ -398,6 +398,17 @@ class Health(BaseModel):
     status: str
 
 
+class Index(BaseModel):
+    """What ``GET /`` answers: where to go next (the URL ``tagsmith up`` prints)."""
+
+    service: str
+    version: str
+    docs: str
+    openapi: str
+    health: str
+    ready: str
+
+
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     checks: dict[str, str]

@@ -36,6 +36,7 @@ def test_document_lists_every_endpoint() -> None:
         "/models/{model_id}/evaluate": {"post"},
         "/keys": {"get", "post"},
         "/keys/{key_id}": {"delete"},
+        "/": {"get"},
         "/health": {"get"},
         "/ready": {"get"},
         "/metrics": {"get"},
@@ -56,7 +57,7 @@ def test_every_operation_that_needs_a_key_documents_401(api: ApiSession) -> None
             if status == 401:
                 assert "401" in documented, f"{method.upper()} {path} answers 401 but documents {documented}"
             else:
-                assert path in ("/health", "/ready"), (
+                assert path in ("/", "/health", "/ready"), (
                     f"{method.upper()} {path} answered {status} without a key"
                 )
 
@@ -74,3 +75,14 @@ def test_a_wrong_method_is_405_naming_every_documented_method(api: ApiSession) -
         assert r.status_code == 405, (method, path, r.text)
         assert r.headers["allow"] == allowed, (method, path)
         assert r.json()["detail"] == f"{method} is not allowed on {path}; allowed: {allowed}"
+
+
+def test_the_root_says_where_the_docs_and_checks_are(api: ApiSession) -> None:
+    # `tagsmith up` prints the root address; it answered a bare 404.
+    r = api.client.get("/")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["service"] == "Tagsmith" and body["version"] == openapi_document()["info"]["version"]
+    for key in ("docs", "openapi", "health"):
+        assert api.client.get(body[key]).status_code == 200, key
+    assert api.client.get(body["ready"]).status_code in (200, 503)  # no broker in this test
