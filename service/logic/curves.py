@@ -46,19 +46,23 @@ def render_curves(title: str, epochs: Sequence[JobEpochMetric], batches: Sequenc
                         markersize=12,
                         label="best",
                     )
+            handles, labels = ax_score.get_legend_handles_labels()
             lrs = [e for e in epochs if e.learning_rate is not None]
             if lrs:
                 ax_lr = ax_score.twinx()
                 rates = [e.learning_rate for e in epochs if e.learning_rate is not None]
-                ax_lr.plot([e.epoch for e in lrs], rates, ":", color="tab:gray")
+                (line,) = ax_lr.plot([e.epoch for e in lrs], rates, ":", color="tab:gray")
                 learning_rate_axis_from_zero(ax_lr, rates)
                 ax_lr.set_ylabel("learning rate")
+                # the twin axis's line would have no legend entry of its own
+                handles, labels = [*handles, line], [*labels, "learning rate (right axis)"]
             ax_score.set_xlabel("epoch")
             ax_score.set_ylabel("dev main score")
             ax_score.set_title("dev score")
-            for ax in (ax_loss, ax_score):
-                if ax.get_legend_handles_labels()[0]:
-                    ax.legend(loc="best", fontsize=8)
+            legends = ((ax_loss, *ax_loss.get_legend_handles_labels()), (ax_score, handles, labels))
+            for ax, entries, names in legends:
+                if entries:
+                    ax.legend(entries, names, loc="best", fontsize=8)
                 else:
                     ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes)
             fig.suptitle(title)
