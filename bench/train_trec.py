@@ -5,6 +5,7 @@ TREC-6 train only is here, so a seeded 10% is held out for evaluation (the corpu
     .venv/bin/python bench/train_trec.py                 # 5 epochs of fine-tuning
     .venv/bin/python bench/train_trec.py --quick         # 96 questions, 1 epoch
     .venv/bin/python bench/train_trec.py --device cuda --use-amp --pooling mean
+    .venv/bin/python bench/train_trec.py --write-split /tmp/trec-split   # for bench/baselines/flair_trec.py
 
 Trainer: ``fine_tune`` (AdamW, lr 5e-5, 10% linear warm-up then decay, mini-batch 16, storage mode
 none, final model evaluated). One JSON line per epoch (``epoch``, ``tokens_per_s``, ``train_loss``,
@@ -14,6 +15,7 @@ none, final model evaluated). One JSON line per epoch (``epoch``, ``tokens_per_s
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from _common import (
     EpochPrinter,
@@ -58,7 +60,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="mixed precision: float16 on CUDA, bfloat16 on a CPU with native bfloat16 (else ignored)",
     )
+    parser.add_argument(
+        "--write-split",
+        type=Path,
+        metavar="DIR",
+        help="write the train and held-out questions as FastText files (DIR/train.txt, DIR/dev.txt) "
+        "for another tool to train on the same split, and stop",
+    )
     args = parser.parse_args(argv)
+    if args.write_split is not None:
+        return write_split(args.write_split)
 
     started = time.perf_counter()
     set_threads(args.threads)
@@ -113,6 +124,20 @@ def main(argv: list[str] | None = None) -> int:
             "peak_rss_mb": peak_rss_mb(),
         }
     )
+    return 0
+
+
+def write_split(folder: Path) -> int:
+    """The corpus's train and held-out questions, one ``__label__CLASS question`` a line, each
+    question as the TREC file writes it."""
+    corpus = trec_corpus()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, sentences in (("train.txt", corpus.train), ("dev.txt", corpus.dev)):
+        lines = [
+            f"__label__{s.labels['question_class'][0].value} {s.to_original_text()}\n" for s in sentences
+        ]
+        (folder / name).write_text("".join(lines), encoding="utf-8")
+        emit({"file": str(folder / name), "questions": len(lines)})
     return 0
 
 

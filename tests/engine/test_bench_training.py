@@ -79,3 +79,17 @@ def test_fine_tune_step_benchmark_compares_the_optimizer_implementations(shared_
         assert record["total_ms"] == pytest.approx(parts, abs=0.5) and record["sentences_per_s"] > 0
     foreach, fused = variants[:2]
     assert summary["speedup"] == pytest.approx(foreach["total_ms"] / fused["total_ms"], abs=0.01)
+
+
+def test_trec_split_written_for_another_tool_is_the_benchmarks_split(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    # bench/baselines/flair_trec.py trains Flair on these files: they must hold the questions the
+    # benchmark trains and evaluates on, each as the TREC file writes it, with its coarse class.
+    records = run_bench("train_trec.py", "--write-split", str(tmp_path))
+    assert [r["questions"] for r in records] == [4907, 545]
+    source = (shared_data / "trec6" / "train.txt").read_text(encoding="utf-8").splitlines()
+    expected = sorted(f"__label__{line.split(':', 1)[0]} {line.split(' ', 1)[1]}" for line in source)
+    train = (tmp_path / "train.txt").read_text(encoding="utf-8").splitlines()
+    held_out = (tmp_path / "dev.txt").read_text(encoding="utf-8").splitlines()
+    assert sorted(train + held_out) == expected
