@@ -166,7 +166,8 @@ FORMATS: dict[str, ReaderFormat] = {
         "trec",
         "text_classification",
         "one example a line, the label is the first field and only its part before ':' is kept "
-        "(TREC 'COARSE:fine question'); fasttext with label_prefix=null, label_separator=':'",
+        "(TREC 'COARSE:fine question'; a first field without ':' is an error); fasttext with "
+        "label_prefix=null, label_separator=':'",
         (".txt",),
         _fasttext_options(None, ":"),
     ),
@@ -257,6 +258,4 @@ def read_corpus_files(
         return ColumnCorpus(None, column_map, **common, **resolved)
     if format == "conllu":
         return ConlluCorpus(None, **common, **resolved)
-    if format == "trec":
-        return ClassificationCorpus(None, format="fasttext", **common, **resolved)
     return ClassificationCorpus(None, format=format, **common, **resolved)

@@ -65,7 +65,12 @@ class _Builder:
     """Turns (text, labels) into sentences, with the checks shared by every format."""
 
     def __init__(
-        self, path: str | Path, label_type: str, label_separator: str | None, tokenizer: str
+        self,
+        path: str | Path,
+        label_type: str,
+        label_separator: str | None,
+        tokenizer: str,
+        separator_required: bool = False,
     ) -> None:
         if not label_type.strip():
             # The labels would go under a nameless type no spec can ask for.
@@ -73,6 +78,7 @@ class _Builder:
         self.path = path
         self.label_type = label_type
         self.label_separator = label_separator or None
+        self.separator_required = separator_required and self.label_separator is not None
         self.use_tokenizer = _check_tokenizer(tokenizer)
         self.sentences: list[Sentence] = []
         self.skipped = 0
@@ -82,6 +88,16 @@ class _Builder:
         values: list[str] = []
         for label in labels:
             label = clean_label(label)
+            if self.separator_required and self.label_separator not in label:
+                # TREC's first field is always COARSE:fine; a file of another format read as
+                # TREC (a column file: "EU B-ORG") otherwise made every first word a class.
+                raise CorpusFormatError(
+                    self.path,
+                    lineno,
+                    f"label {label[:40]!r} has no {self.label_separator!r}: a TREC line starts with "
+                    "COARSE:fine (DESC:manner How did serfdom develop ?); for one plain label a line, "
+                    "use the format fasttext with label_prefix null",
+                )
             if self.label_separator is not None:
                 label = clean_label(label.split(self.label_separator, 1)[0])
             if not label:
@@ -125,18 +141,20 @@ def read_fasttext_file(
     label_separator: str | None = None,
     label_type: str = "class",
     tokenizer: Tokenizer = "segtok",
+    separator_required: bool = False,
 ) -> tuple[list[Sentence], int]:
     """Read FastText-style lines (see the module docstring); returns ``(sentences, skipped)``.
 
     ``label_prefix``: labels are the leading fields with this prefix (several = multi-label);
     None: the label is the first field. ``label_separator``: keep each label's part before it.
     ``label_type``: the name the labels go under. ``tokenizer``: ``"segtok"`` or ``"whitespace"``.
+    ``separator_required``: a label without ``label_separator`` is an error (TREC's).
     """
     if label_prefix == "":
         # Every field starts with "", so literally all would be labels; None is the documented
         # way to say "the first field is the label".
         raise ReaderOptionError("label_prefix must not be empty; null means the first field is the label")
-    builder = _Builder(path, label_type, label_separator, tokenizer)
+    builder = _Builder(path, label_type, label_separator, tokenizer, separator_required)
     text = read_text(path)
     with gc_paused():
         for lineno, line in enumerate(text.split("\n"), 1):
@@ -407,7 +425,7 @@ def _json_type(value: Any) -> str:
     )
 
 
-CLASSIFICATION_FORMATS: tuple[str, ...] = ("fasttext", *TABLE_FORMATS)
+CLASSIFICATION_FORMATS: tuple[str, ...] = ("fasttext", "trec", *TABLE_FORMATS)
 
 
 def read_classification_file(
@@ -416,6 +434,9 @@ def read_classification_file(
     """Dispatch to :func:`read_fasttext_file` or :func:`read_table_file` by ``format``."""
     if format == "fasttext":
         return read_fasttext_file(path, **options)
+    if format == "trec":  # fasttext whose first field is the label, COARSE:fine
+        trec = {"label_prefix": None, "label_separator": ":", **options}
+        return read_fasttext_file(path, **trec, separator_required=True)
     if format in TABLE_FORMATS:
         return read_table_file(path, format, **options)  # type: ignore[arg-type]
     raise ReaderOptionError(
@@ -425,7 +446,7 @@ def read_classification_file(
 
 class ClassificationCorpus(Corpus):
     """A classification corpus: a ``data_folder`` with train/dev/test files found by name, or
-    explicit files, in one ``format`` (``"fasttext"``, ``"csv"``, ``"tsv"``, ``"jsonl"``).
+    explicit files, in one ``format`` (``"fasttext"``, ``"trec"``, ``"csv"``, ``"tsv"``, ``"jsonl"``).
     Other keyword options go to the reader (``label_type``, ``label_prefix``,
     ``label_separator``, ``text_column``, ``label_column``, ``tokenizer`` ...).
     """

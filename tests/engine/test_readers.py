@@ -295,6 +295,18 @@ def test_classification_corpus_counts_skipped_rows(tmp_path: Path) -> None:
     assert corpus.statistics()["skipped_sentences"] == 1
 
 
+def test_trec_refuses_a_line_whose_label_has_no_coarse_class(tmp_path: Path) -> None:
+    # A column file read as TREC ("EU B-ORG") made every first word a class: 207 of them.
+    mixed = write(tmp_path / "train.txt", "DESC:manner How ?\nEU B-ORG\n")
+    with pytest.raises(CorpusFormatError) as caught:
+        read_corpus_files("trec", {"train": mixed})
+    assert caught.value.line == 2 and "label 'EU' has no ':'" in str(caught.value)
+    assert "format fasttext with label_prefix null" in str(caught.value)
+    # the option that made it TREC is the user's to turn off, and then plain labels read
+    corpus = read_corpus_files("trec", {"train": mixed}, {"label_separator": None}, sample_missing_splits=False)
+    assert corpus.make_label_dictionary("class").get_items() == ["DESC:manner", "EU"]
+
+
 # the dispatch function ------------------------------------------------------------------------
 
 

@@ -117,6 +117,8 @@ CONLLU_ROW = "\t".join(["{}", "w", "w", "X", "_", "_", "0", "root", "_", "_"]) +
         ("jsonl", '{"text": "a", "label": ' + "[" * 100_000 + "]" * 100_000 + "}\n", 1, "nested too deeply"),
         ("conllu", CONLLU_ROW.format(1) + CONLLU_ROW.format("\u00b2"), 2, "invalid word id"),
         ("conllu", CONLLU_ROW.format("1-\u00b2") + CONLLU_ROW.format(1), 1, "multi-word token range"),
+        # a column file sent as trec made every first word a class
+        ("trec", "EU B-ORG\nrejects O\n", 1, "label 'EU' has no ':'"),
     ],
 )
 def test_files_the_parser_refuses_are_422_with_the_line(
