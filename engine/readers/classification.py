@@ -78,7 +78,8 @@ class _Builder:
         self.path = path
         self.label_type = label_type
         self.label_separator = label_separator or None
-        self.separator_required = separator_required and self.label_separator is not None
+        # the separator a label must hold (TREC's ':'), or None
+        self.required_separator = self.label_separator if separator_required else None
         self.use_tokenizer = _check_tokenizer(tokenizer)
         self.sentences: list[Sentence] = []
         self.skipped = 0
@@ -88,13 +89,13 @@ class _Builder:
         values: list[str] = []
         for label in labels:
             label = clean_label(label)
-            if self.separator_required and self.label_separator not in label:
+            if self.required_separator is not None and self.required_separator not in label:
                 # TREC's first field is always COARSE:fine; a file of another format read as
                 # TREC (a column file: "EU B-ORG") otherwise made every first word a class.
                 raise CorpusFormatError(
                     self.path,
                     lineno,
-                    f"label {label[:40]!r} has no {self.label_separator!r}: a TREC line starts with "
+                    f"label {label[:40]!r} has no {self.required_separator!r}: a TREC line starts with "
                     "COARSE:fine (DESC:manner How did serfdom develop ?); for one plain label a line, "
                     "use the format fasttext with label_prefix null",
                 )

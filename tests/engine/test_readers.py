@@ -303,7 +303,9 @@ def test_trec_refuses_a_line_whose_label_has_no_coarse_class(tmp_path: Path) -> 
     assert caught.value.line == 2 and "label 'EU' has no ':'" in str(caught.value)
     assert "format fasttext with label_prefix null" in str(caught.value)
     # the option that made it TREC is the user's to turn off, and then plain labels read
-    corpus = read_corpus_files("trec", {"train": mixed}, {"label_separator": None}, sample_missing_splits=False)
+    corpus = read_corpus_files(
+        "trec", {"train": mixed}, {"label_separator": None}, sample_missing_splits=False
+    )
     assert corpus.make_label_dictionary("class").get_items() == ["DESC:manner", "EU"]
 
 
