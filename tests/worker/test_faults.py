@@ -46,8 +46,12 @@ def test_a_worker_killed_in_epoch_two_is_resumed_by_another(stack: Stack) -> Non
     stack.start_worker("rescuer", **SLOW_BATCHES)
     job = stack.wait_finished(job_id)
     assert job.status == "completed", (job.error, stack.worker_logs())
-    # the killed run's working folder (its corpus copy and checkpoints) went with the next run
-    assert not left[0].exists() and list(scratch.glob(f"*/job-{job_id[:8]}-*")) == []
+    # the killed run's working folder (its corpus copy and checkpoints) went with the next run,
+    # and the next run's own goes as it ends (just after the job's row says completed)
+    assert not left[0].exists()
+    stack.wait_for(
+        "the run's working folder to go", lambda: not list(scratch.glob(f"*/job-{job_id[:8]}-*")), 10
+    )
     assert stack.epochs(job_id) == [1, 2, 3, 4]
     assert job.epoch == job.max_epochs == 4
     assert job.attempts == 2
