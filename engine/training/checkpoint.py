@@ -51,6 +51,7 @@ class TrainerState:
     train_args: dict[str, Any] = field(default_factory=dict)
     train_sentences: int = 0
     train_fingerprint: str = ""  # of the training sentences and labels ("" in older checkpoints)
+    eval_fingerprint: str = ""  # of the dev and test sentences and labels ("" in older checkpoints)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +66,7 @@ class TrainerState:
             "train_args": self.train_args,
             "train_sentences": self.train_sentences,
             "train_fingerprint": self.train_fingerprint,
+            "eval_fingerprint": self.eval_fingerprint,
         }
 
     @classmethod
@@ -80,6 +82,7 @@ class TrainerState:
             train_args=dict(data.get("train_args", {})),
             train_sentences=int(data.get("train_sentences", 0)),
             train_fingerprint=str(data.get("train_fingerprint", "")),
+            eval_fingerprint=str(data.get("eval_fingerprint", "")),
         )
 
 

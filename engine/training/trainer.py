@@ -354,18 +354,24 @@ class _Run:
                 f"embeddings_storage_mode gpu needs a CUDA device; this run on {self.device} keeps them on the cpu"
             )
 
-    def _fingerprint(self) -> str:
-        """A digest of the training sentences and their gold labels, so that a resume on another
-        corpus (of the same size) is refused rather than trained on silently."""
+    def _fingerprint(self, sentences: list[Sentence]) -> str:
+        """A digest of ``sentences`` and their gold labels, so that a resume on another corpus (of
+        the same size) is refused rather than trained on silently."""
         label_type = self._label_type()
         digest = hashlib.sha256()
-        for sentence in self.train_data:
+        for sentence in sentences:
             digest.update("\x1f".join(token.text for token in sentence.tokens).encode())
             labels = [label.value for label in sentence.labels.get(label_type, [])]
             labels += [f"{s.start}:{s.end}:{s.label.value}" for s in sentence.spans.get(label_type, [])]
             labels += [t.labels[label_type].value for t in sentence.tokens if label_type in t.labels]
             digest.update(("\x1e" + "\x1f".join(labels) + "\x1d").encode())
         return digest.hexdigest()
+
+    def _eval_fingerprint(self) -> str:
+        """The dev and test splits' digest: dev chooses the best model and the annealing, test
+        the final scores (and loss.tsv's test columns with monitor_test)."""
+        both = self._fingerprint(self.dev_data) + self._fingerprint(self.test_data)
+        return hashlib.sha256(both.encode()).hexdigest()
 
     def _label_type(self) -> str:
         return str(getattr(self.model, "label_type", "gold"))
@@ -494,6 +500,7 @@ class _Run:
         if a["use_amp"] and not self.use_amp:
             self.log("use_amp ignored: mixed precision needs a CUDA device or a CPU with native bfloat16")
 
+        fingerprinted = a["checkpoint"] or self.trainer._resume is not None  # only they compare them
         state = TrainerState(
             epoch=0,
             best_score=None,
@@ -503,8 +510,8 @@ class _Run:
             shuffle_seed=shuffle_seed,
             train_args=self._json_args(),
             train_sentences=len(self.train_data),
-            # only checkpoints and resumes compare it
-            train_fingerprint=self._fingerprint() if a["checkpoint"] or self.trainer._resume else "",
+            train_fingerprint=self._fingerprint(self.train_data) if fingerprinted else "",
+            eval_fingerprint=self._eval_fingerprint() if fingerprinted else "",
         )
         resume = self.trainer._resume
         if resume is not None:
@@ -623,6 +630,11 @@ class _Run:
             raise CheckpointError(
                 "the checkpoint was trained on other sentences or labels than this corpus's "
                 f"{len(self.train_data)}: resume with the same corpus"
+            )
+        if state.eval_fingerprint and state.eval_fingerprint != fresh.eval_fingerprint:
+            raise CheckpointError(
+                "the checkpoint's run was scored on other dev or test sentences or labels than this "
+                f"corpus's {len(self.dev_data)} dev and {len(self.test_data)} test: resume with the same corpus"
             )
         saved_groups = len(resume.optimizer_state.get("param_groups", []))
         if saved_groups != len(optimizer.param_groups):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
@@ -834,6 +835,32 @@ def test_resuming_on_another_corpus_of_the_same_size_is_a_clear_error(tmp_path: 
     # the same corpus read again resumes
     again = ModelTrainer.load_checkpoint(tmp_path / "checkpoint", make_corpus())
     assert again.train(tmp_path, max_epochs=2, **FAST)["epochs_done"] == 2
+
+
+@pytest.mark.parametrize("split", ["dev", "test"])
+def test_resuming_with_another_dev_or_test_split_is_a_clear_error(
+    tmp_path: Path, vectors: Path, split: str
+) -> None:
+    # Dev chooses the best model and the annealing, test the final scores: a resume scored on
+    # another split went on silently, and its loss.tsv mixed two dev sets.
+    corpus = make_corpus()
+    ModelTrainer(make_tagger(corpus, vectors), corpus).train(tmp_path, max_epochs=1, checkpoint=True, **FAST)
+    relabelled = make_corpus()
+    sentence = next(s for s in getattr(relabelled, split) if s.spans.get("ner"))
+    first = sentence.spans["ner"][0]
+    sentence.spans["ner"][0] = Span(
+        sentence, first.start, first.end, Label("ORG" if first.label.value != "ORG" else "PER")
+    )
+    resumed = ModelTrainer.load_checkpoint(tmp_path / "checkpoint", relabelled)
+    with pytest.raises(CheckpointError, match="other dev or test sentences or labels"):
+        resumed.train(tmp_path, max_epochs=2, **FAST)
+    # a checkpoint written before dev and test were fingerprinted resumes as it did
+    state_file = tmp_path / "checkpoint" / "state.json"
+    state = json.loads(state_file.read_text())
+    state.pop("eval_fingerprint")
+    state_file.write_text(json.dumps(state))
+    older = ModelTrainer.load_checkpoint(tmp_path / "checkpoint", relabelled)
+    assert older.train(tmp_path, max_epochs=2, **FAST)["epochs_done"] == 2
 
 
 def test_a_dev_split_without_gold_labels_does_not_select_or_anneal(tmp_path: Path, vectors: Path) -> None:
