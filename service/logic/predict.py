@@ -48,6 +48,12 @@ from service.settings import Settings
 from service.storage import StorageUnavailable, get_storage
 
 PREDICTABLE_TASKS = ("sequence_tagging", "text_classification")
+# A task in words: "model X is a language_model model" read as code, not as English.
+TASK_NOUNS = {
+    "sequence_tagging": "sequence tagger",
+    "text_classification": "text classifier",
+    "language_model": "language model",
+}
 ROW_CACHE_SECONDS = 5.0
 
 
@@ -436,9 +442,11 @@ class Prepared:
 def prepare(request: PredictRequest, info: ModelInfo, settings: Settings) -> list[Prepared]:
     """Validate limits and the task, then split and tokenize (see ``needs_thread``)."""
     if info.task not in PREDICTABLE_TASKS:
+        noun = TASK_NOUNS.get(info.task, f"{info.task} model")
         raise Invalid(
-            f"model {info.id} is a {info.task} model; only sequence taggers and text classifiers predict",
-            [FieldError(["path", "model_id"], f"a {info.task} model cannot predict")],
+            f"model {info.id} is a {noun}, which has no labels to predict; only sequence taggers and "
+            "text classifiers predict (GET /models lists them)",
+            [FieldError(["path", "model_id"], f"a {noun} cannot predict")],
         )
     if request.task is not None and request.task != info.task:
         raise Invalid(

@@ -172,7 +172,11 @@ def test_unknown_model_and_a_model_that_cannot_predict(api: ApiSession, tmp_path
         owner.id, folder, name="lm", task="language_model", label_type="text", labels=[]
     ).id
     r = _predict(api, owner, lm_id, {"texts": ["a"]})
-    assert r.status_code == 422 and "language_model" in r.json()["detail"]
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith(
+        f"model {lm_id} is a language model, which has no labels to predict;"
+    )
+    assert r.json()["errors"][0]["message"] == "a language model cannot predict"
 
 
 def test_a_missing_or_damaged_artifact_is_said_as_download_says_it(api: ApiSession, tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ def test_train_two_language_models_then_a_tagger_on_them(stack: Stack) -> None:
         refused = stack.client.post(
             f"/models/{model['id']}/predict", json={"texts": ["a"]}, headers=stack.headers
         )
-        assert refused.status_code == 422 and "language_model" in refused.json()["detail"]
+        assert refused.status_code == 422 and "is a language model" in refused.json()["detail"]
         language_models.append(model["id"])
 
     spec = tagger_spec(tagger_corpus, max_epochs=2)
