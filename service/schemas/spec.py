@@ -21,6 +21,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
@@ -28,6 +29,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from engine.readers.files import clean_label
 
@@ -470,6 +472,22 @@ class TrainingSpec(_Strict):
             )
         return value
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _language_model_spec_goes_elsewhere(
+        cls, data: Any, handler: ModelWrapValidatorHandler[TrainingSpec]
+    ) -> TrainingSpec:
+        # The README's language-model body posted here read "corpus: Field required" and
+        # "corpus_id: Extra inputs are not permitted": nothing said where such a spec goes.
+        try:
+            return handler(data)
+        except ValidationError as error:
+            if not _looks_like_a_language_model_spec(data):
+                raise
+            raise ValidationError.from_exception_data(
+                error.title, [_pointed_to_language_model_jobs(e) for e in error.errors()]
+            ) from None
+
     @field_validator("model")
     @classmethod
     def _options_fit_task(cls, value: ModelOptions, info: ValidationInfo) -> ModelOptions:
@@ -576,6 +594,35 @@ class LanguageModelSpec(_Strict):
 
     def queue(self, default_queue: str) -> str:
         return "gpu" if self.device == "gpu" else default_queue
+
+
+# Fields only a language-model spec has, not even nested in a training spec's model or trainer
+# options: a body with one of them is a language-model spec, whatever else it holds.
+_LANGUAGE_MODEL_ONLY = frozenset(LanguageModelSpec.model_fields) - (
+    frozenset(TrainingSpec.model_fields)
+    | frozenset(ModelOptions.model_fields)
+    | frozenset(TrainerOptions.model_fields)
+)
+_TO_LANGUAGE_MODEL_JOBS = "language models are trained with POST /jobs/language-model, not POST /jobs"
+
+
+def _looks_like_a_language_model_spec(data: Any) -> bool:
+    return isinstance(data, dict) and (
+        data.get("task") == "language_model" or not _LANGUAGE_MODEL_ONLY.isdisjoint(data)
+    )
+
+
+def _pointed_to_language_model_jobs(error: Any) -> InitErrorDetails:
+    """A training spec's error for a language-model spec's body, reworded to say where that body
+    goes; its location and type stay (clients may read them)."""
+    loc, kind = tuple(error["loc"]), str(error["type"])
+    if kind == "extra_forbidden" and len(loc) == 1 and loc[0] in LanguageModelSpec.model_fields:
+        message = f"a language-model spec field; {_TO_LANGUAGE_MODEL_JOBS}"
+    elif kind == "missing" and loc == ("corpus",):
+        message = f"Field required; this body is a language-model spec: {_TO_LANGUAGE_MODEL_JOBS}"
+    else:
+        return {"type": PydanticCustomError(kind, str(error["msg"])), "loc": loc, "input": error["input"]}
+    return {"type": PydanticCustomError(kind, message), "loc": loc, "input": error.get("input")}
 
 
 # -- specs stored with jobs ---------------------------------------------------------------------

@@ -217,6 +217,28 @@ def test_a_language_model_spec_posted_to_jobs_points_to_its_endpoint(api: ApiSes
     assert "/jobs/language-model" in r.json()["errors"][0]["message"]
 
 
+def test_the_readmes_language_model_body_posted_to_jobs_points_to_its_endpoint(api: ApiSession) -> None:
+    # Without "task" it read "corpus: Field required" and "Extra inputs are not permitted" only.
+    owner = api.new_owner()
+    body = {"corpus_id": "c1", "direction": "forward", "hidden_size": 256, "max_epochs": 10}
+    r = api.client.post("/jobs", json=body, headers=owner.headers)
+    assert _fields(r) == [
+        "body.corpus",
+        "body.corpus_id",
+        "body.direction",
+        "body.hidden_size",
+        "body.max_epochs",
+    ]
+    assert all("POST /jobs/language-model" in e["message"] for e in r.json()["errors"])
+    assert "POST /jobs/language-model" in r.json()["detail"]
+    assert [e["type"] for e in r.json()["errors"]] == ["missing", *["extra_forbidden"] * 4]
+    # a training spec's own mistakes keep their words
+    tagger = {"corpus": {"ids": ["c1"]}, "max_epochs": 10}
+    r = api.client.post("/jobs", json=tagger, headers=owner.headers)
+    assert _fields(r) == ["body.max_epochs"]
+    assert r.json()["errors"][0]["message"] == "Extra inputs are not permitted"
+
+
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 def test_other_methods_on_the_language_model_endpoint_are_405(api: ApiSession, method: str) -> None:
     # GET was routed to GET /jobs/{job_id} and answered 404 "job language-model not found".
