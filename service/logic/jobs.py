@@ -172,15 +172,27 @@ def _check_against_corpora(session: Any, owner_id: str, spec: TrainingSpec) -> T
                 )
         if isinstance(emb, FlairEmbeddingSpec):
             model = owned(session, Model, emb.model, owner_id)
+            # Flair's own examples name hub models ("news-forward"), which this server does not have.
             if model is None:
-                errors.append(FieldError([*loc, "model"], f"model {emb.model} not found"))
+                errors.append(
+                    FieldError(
+                        [*loc, "model"],
+                        f"model {emb.model} not found: a flair embedding's model is the id of a language "
+                        f"model of yours (not a Flair name such as 'news-forward'); {_TRAIN_ONE}",
+                    )
+                )
             elif model.task != "language_model":
-                errors.append(FieldError([*loc, "model"], f"model {emb.model} is not a language model"))
+                errors.append(
+                    FieldError([*loc, "model"], f"model {emb.model} is not a language model; {_TRAIN_ONE}")
+                )
     errors.extend(_check_transformers(spec))
     if errors:
         raise Invalid(errors[0].message, errors)
     name = spec.name or f"{spec.task}-{label_type}"
     return spec.model_copy(update={"label_type": label_type, "name": name})
+
+
+_TRAIN_ONE = "train one with POST /jobs/language-model, then give its model_id (GET /models lists yours)"
 
 
 def _check_transformers(spec: TrainingSpec) -> list[FieldError]:

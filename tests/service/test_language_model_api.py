@@ -239,6 +239,20 @@ def test_the_readmes_language_model_body_posted_to_jobs_points_to_its_endpoint(a
     assert r.json()["errors"][0]["message"] == "Extra inputs are not permitted"
 
 
+def test_a_flair_hub_name_as_model_points_to_language_model_jobs(api: ApiSession) -> None:
+    owner = api.new_owner()
+    corpus_id = api.corpus(owner)
+    spec = {
+        "corpus": {"ids": [corpus_id]},
+        "label_type": "ner",
+        "embeddings": [{"type": "flair", "model": "news-forward"}],
+    }
+    r = api.client.post("/jobs", json=spec, headers=owner.headers)
+    assert _fields(r) == ["body.embeddings.0.model"]
+    message = r.json()["errors"][0]["message"]
+    assert message.startswith("model news-forward not found: ") and "POST /jobs/language-model" in message
+
+
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 def test_other_methods_on_the_language_model_endpoint_are_405(api: ApiSession, method: str) -> None:
     # GET was routed to GET /jobs/{job_id} and answered 404 "job language-model not found".
