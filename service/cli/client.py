@@ -4,11 +4,12 @@ the text rendering of predictions. It speaks only the public REST API (openapi/o
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,9 +52,10 @@ class Api:
     timeout: float = 120.0
     transport: httpx.BaseTransport | None = None  # tests plug in an httpx.MockTransport
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """The JSON answer (None when empty); raises CliError with the problem's message."""
-        response = self.request(method, path, **kwargs)
+    def call(self, method: str, path: str, *, options: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
+        """The JSON answer (None when empty); raises CliError with the problem's message, in
+        which ``options`` name request fields as the command line does (see ``problem_message``)."""
+        response = self.request(method, path, options=options, **kwargs)
         if not response.content:
             return None
         try:
@@ -65,7 +67,9 @@ class Api:
                 "is TAGSMITH_URL the Tagsmith API?"
             ) from None
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def request(
+        self, method: str, path: str, *, options: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
         self._check_url()
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         try:
@@ -79,7 +83,7 @@ class Api:
                 "start it with ./scripts/run, or point --url / TAGSMITH_URL at it"
             ) from exc
         if response.status_code >= 400:
-            raise CliError(problem_message(response))
+            raise CliError(problem_message(response, options))
         return response
 
     def _check_url(self) -> None:
@@ -95,8 +99,15 @@ class Api:
             )
 
 
-def problem_message(response: httpx.Response) -> str:
-    """One readable message from an ``application/problem+json`` answer (or any error body)."""
+def problem_message(response: httpx.Response, options: Mapping[str, str] | None = None) -> str:
+    """One readable message from an ``application/problem+json`` answer (or any error body).
+
+    ``options`` maps a body field the command filled from its command line to what the user
+    typed for it (``{"split": "--split"}``): the API's words name its fields (``body.split``,
+    ``choose one with "split"``), which a CLI user does not write. Fields of a spec file keep
+    their names."""
+    if options:
+        return _named_as_options(problem_message(response), options)
     head = f"{response.request.method} {response.request.url.path} -> {response.status_code}"
     try:
         problem = response.json()
@@ -123,6 +134,14 @@ def problem_message(response: httpx.Response) -> str:
     lines = [f"{head}: {summary}"]
     lines += [f"  {where}: {message}" if message else f"  {where}" for where, message in fields]
     return "\n".join(lines)
+
+
+def _named_as_options(message: str, options: Mapping[str, str]) -> str:
+    for name, option in options.items():
+        # the location of a field error ("  body.split: ...") and a field the text quotes ("split")
+        message = re.sub(rf"(?m)^  body\.{re.escape(name)}(?=[.:]|$)", f"  {option}", message)
+        message = message.replace(f'"{name}"', option)
+    return message
 
 
 def parse_columns(columns: str) -> dict[str, str]:
@@ -480,7 +499,11 @@ def evaluate(
     body: dict[str, Any] = {"corpus_id": corpus_id, "split": split}
     if label_type:
         body["label_type"] = label_type
-    return dict(api.call("POST", path("models", model_id, "evaluate"), json=body))
+    return dict(api.call("POST", path("models", model_id, "evaluate"), options=EVALUATE_OPTIONS, json=body))
+
+
+# tagsmith evaluate's command line for each field of its request body
+EVALUATE_OPTIONS = {"corpus_id": "CORPUS_ID", "split": "--split", "label_type": "--label-type"}
 
 
 def _number(value: Any, spec: str) -> str:

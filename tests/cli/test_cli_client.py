@@ -130,6 +130,25 @@ def test_evaluate_sends_the_split_and_prints_the_classes_most_frequent_first() -
     assert "; loss -" in no_loss.splitlines()[1]
 
 
+def test_evaluate_errors_name_the_command_line_options_not_body_fields() -> None:
+    # The API's 'choose one with "split"' and "body.split" told a CLI user to write what no option is.
+    message = 'corpus c1 has no test split; it has train (choose one with "split")'
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        error = {"loc": ["body", "split"], "field": "body.split", "message": message, "type": "invalid"}
+        problem = {"title": "Invalid input", "status": 422, "detail": message, "errors": [error]}
+        return httpx.Response(422, json=problem, headers={"Content-Type": "application/problem+json"})
+
+    api = client.Api("http://api", transport=httpx.MockTransport(refuse))
+    with pytest.raises(CliError) as error:
+        client.evaluate(api, "m1", "c1")
+    assert str(error.value).splitlines() == [
+        "POST /models/m1/evaluate -> 422: Invalid input - "
+        "corpus c1 has no test split; it has train (choose one with --split)",
+        "  --split: corpus c1 has no test split; it has train (choose one with --split)",
+    ]
+
+
 def test_follow_job_reports_every_epoch_once_and_returns_the_final_job() -> None:
     scripted = ScriptedApi(
         [
