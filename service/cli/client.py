@@ -345,6 +345,12 @@ def load_spec(path: Path, corpus_ids: Sequence[str]) -> dict[str, Any]:
         if not isinstance(corpus, dict):
             raise CliError(f"{path}: 'corpus' must be an object")
         corpus["ids"] = list(corpus_ids)
+    elif spec.get("corpus") is None or (isinstance(spec["corpus"], dict) and not spec["corpus"].get("ids")):
+        # The API's "body.corpus: Field required" names no --corpus, the usual way to give one.
+        raise CliError(
+            f"{path}: the spec names no corpus to train on: give one with --corpus ID "
+            "(tagsmith corpora lists yours), or set corpus.ids in the spec"
+        )
     return spec
 
 

@@ -347,6 +347,18 @@ def test_load_spec_replaces_the_corpus_and_names_bad_json(tmp_path: Path) -> Non
         client.load_spec(tmp_path / "missing.json", [])
 
 
+@pytest.mark.parametrize("spec", ['{"task": "sequence_tagging"}', '{"corpus": {"ids": []}}'])
+def test_a_spec_without_a_corpus_asks_for_corpus_on_the_command_line(tmp_path: Path, spec: str) -> None:
+    # The API's "body.corpus: Field required" said nothing of --corpus.
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(spec, encoding="utf-8")
+    with pytest.raises(
+        CliError, match=r"spec.json: the spec names no corpus to train on: give one with --corpus ID"
+    ):
+        client.load_spec(spec_file, [])
+    assert client.load_spec(spec_file, ["c1"])["corpus"]["ids"] == ["c1"]
+
+
 def test_demo_spec_is_a_valid_training_spec_and_the_sample_corpus_ships() -> None:
     TrainingSpec.model_validate(demo_spec("c1", 10))
     for split, path in SAMPLE_NER.items():
