@@ -168,3 +168,13 @@ def test_the_command_line_section_lists_every_command_and_the_global_options() -
     assert not missing, f"commands missing from the README's table: {missing}"
     for option in ("`--url`", "`--api-key`", "`TAGSMITH_URL`", "`TAGSMITH_API_KEY`", "before the command"):
         assert option in section, option
+
+
+def test_the_first_tagsmith_command_to_type_says_where_the_command_is() -> None:
+    # `tagsmith watch` came up in the curl walkthrough, long before the section that says the
+    # command is in .venv/bin: a new user's shell answered "command not found".
+    text = readme_text()
+    first = re.search(r"`tagsmith (?!up`)[a-z]", text)  # `tagsmith up` is what ./scripts/run runs
+    assert first is not None
+    paragraph = text[text.rfind("\n\n", 0, first.start()) : text.find("\n\n", first.start())]
+    assert ".venv/bin" in paragraph, paragraph
