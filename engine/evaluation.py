@@ -88,6 +88,12 @@ def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     return precision, recall, f1
 
 
+def main_score_name(kind: str, multi_label: bool) -> str:
+    """The score that picks the best epoch and ``main_score`` is: ``micro_f1`` for spans and
+    multi-label classes, ``accuracy`` for token labels and single-label classes."""
+    return "micro_f1" if kind == "span" or (kind == "sentence" and multi_label) else "accuracy"
+
+
 def compute_scores(
     gold: Sequence[Sequence[Item]],
     predicted: Sequence[Sequence[Item]],
@@ -132,13 +138,12 @@ def compute_scores(
 
     if kind == "span":
         accuracy = total_tp / (total_tp + total_fp + total_fn) if total_tp + total_fp + total_fn else 0.0
-        main, name = micro_f1, "micro_f1"
     elif kind == "sentence" and multi_label:
         accuracy = exact_sets / len(gold) if gold else 0.0
-        main, name = micro_f1, "micro_f1"
     else:
         accuracy = total_tp / gold_items if gold_items else 0.0
-        main, name = accuracy, "accuracy"
+    name = main_score_name(kind, multi_label)
+    main = micro_f1 if name == "micro_f1" else accuracy
     return EvaluationResult(
         main_score=main,
         main_score_name=name,

@@ -505,6 +505,7 @@ def _run(job_id: str, owner: str, granted: Claim, heartbeat: Heartbeat, workdir:
         ended,
         progress,
         model_dir,
+        plan.main_score_name(trainer),
         plan.lower_is_better,
     )
     return "completed"
@@ -519,11 +520,13 @@ class _Plan:
     resume: Callable[[Path], Any]
     train: Callable[[Any, Any], Any]
     registration: Callable[[Any], tuple[str, str, list[str]]]
+    main_score_name: Callable[[Any], str]  # of the trained model (its test scores name it too)
     lower_is_better: bool = False  # of the dev main score (a language model's perplexity)
     gpu_asked: bool = False  # the spec's device is `gpu`
 
 
 def _tagger_plan(raw_spec: dict[str, Any], workdir: Path, run_dir: Path) -> _Plan:
+    from engine.evaluation import main_score_name
     from service.schemas.spec import TrainingSpec, stored_spec
     from worker import build
 
@@ -536,6 +539,7 @@ def _tagger_plan(raw_spec: dict[str, Any], workdir: Path, run_dir: Path) -> _Pla
         resume=lambda checkpoint: build.resume_trainer(checkpoint, corpus),
         train=lambda trainer, progress: build.train(trainer, spec, run_dir, device, progress),
         registration=lambda trainer: (spec.task, trainer.model.label_type, trainer.model.label_names()),
+        main_score_name=lambda trainer: main_score_name(trainer.model.label_kind, trainer.model.multi_label),
         gpu_asked=spec.trainer.device == "gpu",
     )
 
@@ -554,6 +558,7 @@ def _language_model_plan(raw_spec: dict[str, Any], workdir: Path, run_dir: Path)
         train=lambda trainer, progress: lm.train(trainer, spec, run_dir, device, progress),
         # The label type of a language model is its direction; it has no labels.
         registration=lambda trainer: ("language_model", spec.direction, []),
+        main_score_name=lambda trainer: "perplexity",
         lower_is_better=True,
         gpu_asked=spec.device == "gpu",
     )
@@ -592,6 +597,7 @@ def _complete(
     ended: Any,
     progress: Any,
     model_dir: Path,
+    main_score_name: str,
     lower_is_better: bool = False,
 ) -> None:
     from service.db.models import ModelRow, new_id
@@ -612,6 +618,10 @@ def _complete(
             progress.lease_lost,
             f"job {job_id}: dev metrics",
         )
+        # The dev scores are numbers only (the trainer's per-epoch rows): without the name a
+        # client could not tell which of them main_score is, as test_metrics tells.
+        if dev_metrics is not None:
+            dev_metrics = {**dev_metrics, "main_score_name": main_score_name}
         old_checkpoint, old_files = while_leased(
             lambda: _register_model(
                 job_id,

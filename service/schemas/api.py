@@ -217,7 +217,11 @@ class ModelOut(_Out):
     labels: list[str]
     job_id: str | None
     spec: dict[str, Any] | None
-    dev_metrics: dict[str, Any] | None = Field(description="The best epoch's dev scores.")
+    dev_metrics: dict[str, Any] | None = Field(
+        description="The best epoch's dev scores: `main_score` and `main_score_name` (as in `test_metrics`; "
+        "`perplexity` for a language model), micro precision/recall/F1, `accuracy`, `loss` (a model trained "
+        "by an older Tagsmith has no `main_score_name` here)."
+    )
     test_metrics: dict[str, Any] | None = Field(
         description="The final test evaluation: `main_score`, `main_score_name`, micro precision/recall/F1, "
         "`macro_f1`, `accuracy`, `loss`, and `per_class` ({label: {precision, recall, f1, support}}); "

@@ -96,6 +96,9 @@ def test_train_a_tagger_and_a_classifier_then_predict(stack: Stack) -> None:
     # the test set's scores per entity type ("Tom works for Apple in Paris .")
     test_metrics = tagger_model["test_metrics"]
     assert test_metrics["main_score_name"] == "micro_f1" and 0.0 <= test_metrics["micro_f1"] <= 1.0
+    # the dev scores name their main score as the test scores do (they did not)
+    assert tagger_model["dev_metrics"]["main_score_name"] == "micro_f1"
+    assert tagger_model["dev_metrics"]["main_score"] == pytest.approx(final["best_dev_score"])
     supports = {name: row["support"] for name, row in test_metrics["per_class"].items() if row["support"]}
     assert supports == {"PER": 1, "ORG": 1, "LOC": 1}
     assert tagger_model["job_id"] == tagger_job

@@ -73,6 +73,7 @@ def test_train_two_language_models_then_a_tagger_on_them(stack: Stack) -> None:
         model = get(stack, f"/models/{api_job['model_id']}").json()
         assert model["task"] == "language_model" and model["label_type"] == direction
         assert model["dev_metrics"]["perplexity"] == pytest.approx(api_job["best_dev_score"])
+        assert model["dev_metrics"]["main_score_name"] == "perplexity"
         assert get(stack, f"/models/{model['id']}/download").content
         refused = stack.client.post(
             f"/models/{model['id']}/predict", json={"texts": ["a"]}, headers=stack.headers
