@@ -166,7 +166,7 @@ def test_a_422_names_its_detail_once_and_each_field_once(
     assert rc == 1
     lines = err.splitlines()
     assert lines[0] == "error: POST /models/m1/evaluate -> 422: Invalid input - 1 invalid field(s)", err
-    assert len(lines) == 2 and lines[1].startswith("  body.split: "), err
+    assert len(lines) == 2 and lines[1].startswith("  --split: "), err  # the option, not the body field
 
 
 def test_watch_into_a_log_file_writes_lines_not_a_redrawn_bar(live_api: LiveApi, tmp_path: Path) -> None:
