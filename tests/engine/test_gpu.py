@@ -282,3 +282,32 @@ def test_transformer_fine_tuning_with_amp_on_cuda_lowers_the_training_loss(tmp_p
     )
     assert moved > 1e-4
     assert all(p.dtype == torch.float32 for p in classifier.parameters())
+
+
+# (f) character language model: resume on CUDA -----------------------------------------------------
+def test_language_model_resumed_on_cuda_equals_the_uninterrupted_run(tmp_path: Path) -> None:
+    """Dropout on a GPU draws from the CUDA generator: a resume that did not restore it (the
+    checkpoint's ``cuda:0`` state) draws other masks and ends with other losses and weights."""
+    from engine.language_model import LanguageModelTrainer
+    from tests.engine.test_language_model import TRAIN_ARGS, Recorder, small_corpus, small_lm
+
+    corpus = small_corpus(tmp_path / "c")
+    args = {**TRAIN_ARGS, "device": "cuda"}
+    full = LanguageModelTrainer(small_lm(corpus), corpus)
+    reference = full.train(tmp_path / "full", max_epochs=2, **args)
+
+    stopper = Recorder(stop_before_epoch=len(corpus.train_files) + 2)
+    cut = LanguageModelTrainer(small_lm(corpus), corpus)
+    assert cut.train(tmp_path / "cut", max_epochs=2, callbacks=[stopper], **args)["status"] == "cancelled"
+    torch.manual_seed(99)
+    torch.cuda.manual_seed_all(99)  # what the process did meanwhile must not matter
+    resumed_trainer = LanguageModelTrainer.load_checkpoint(tmp_path / "cut" / "checkpoint", corpus)
+    resumed = resumed_trainer.train(tmp_path / "cut", max_epochs=2, **args)
+
+    want = [r["train_loss"] for r in reference["history"]]
+    got = [r["train_loss"] for r in resumed["history"]]
+    assert abs(want[-1] - want[0]) > 100 * REL * abs(want[0]), want  # the tolerance means something
+    assert got == pytest.approx(want, rel=REL)
+    resumed_state = resumed_trainer.model.state_dict()
+    for name, tensor in full.model.state_dict().items():
+        torch.testing.assert_close(resumed_state[name], tensor, rtol=1e-3, atol=1e-5, msg=name)

@@ -324,7 +324,7 @@ def test_the_final_test_uses_the_best_models_weights(tmp_path: Path, vectors: Pa
     # The final test evaluated the last epoch's weights while reporting the best model's path.
     corpus = make_corpus()
     model = flat_tagger(corpus, vectors)
-    result = ModelTrainer(model, corpus).train(tmp_path, max_epochs=3, **FAST)
+    result = ModelTrainer(model, corpus).train(tmp_path, max_epochs=3, device="cpu", **FAST)
     assert (result["best_epoch"], result["model_path"]) == (1, tmp_path / "best-model")
     best = load_file(tmp_path / "best-model" / "model.safetensors")
     final = load_file(tmp_path / "final-model" / "model.safetensors")
@@ -666,7 +666,14 @@ def test_the_decoder_learning_rate_updates_the_layers_above_the_embeddings_at_th
     """One plain SGD step (one batch, no clipping, no schedule): every parameter moves by rate x
     gradient, so with a decoder rate 3x the base rate the layers above the embeddings move exactly
     3x as far as in the run without it, and the embeddings move the same."""
-    args = {**FAST, "max_epochs": 1, "scheduler": "none", "max_grad_norm": None, "shuffle": False}
+    args = {
+        **FAST,
+        "max_epochs": 1,
+        "scheduler": "none",
+        "max_grad_norm": None,
+        "shuffle": False,
+        "device": "cpu",
+    }
     models = {}
     for name, decoder_rate in (("same", None), ("decoder", 0.3)):
         corpus = one_batch_corpus()
@@ -940,7 +947,7 @@ def test_max_grad_norm_clips_the_update(tmp_path: Path, vectors: Path) -> None:
     # Without clipping, one plain SGD step at rate 1 moves the weights by the whole gradient.
     corpus = one_batch_corpus()
     model = make_tagger(corpus, vectors, dropout=False)
-    args = {**FAST, "learning_rate": 1.0, "scheduler": "none", "shuffle": False}
+    args = {**FAST, "learning_rate": 1.0, "scheduler": "none", "shuffle": False, "device": "cpu"}
     ModelTrainer(model, corpus).train(tmp_path, max_epochs=1, max_grad_norm=1e-3, **args)
     deltas = weight_deltas(model, make_tagger(one_batch_corpus(), vectors, dropout=False))
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(d) for d in deltas.values()]))
