@@ -93,3 +93,23 @@ def test_trec_split_written_for_another_tool_is_the_benchmarks_split(
     train = (tmp_path / "train.txt").read_text(encoding="utf-8").splitlines()
     held_out = (tmp_path / "dev.txt").read_text(encoding="utf-8").splitlines()
     assert sorted(train + held_out) == expected
+
+
+def test_trec_tuning_split_never_holds_a_held_out_question(
+    shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --tune scores settings on part of train so that the held-out questions stay unseen until
+    # the chosen settings are measured once on them.
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "bench"))
+    from _common import trec_corpus
+    from train_trec import tuning_split
+
+    corpus = trec_corpus()
+    train, tuning = tuning_split(corpus.train)
+    assert (len(train), len(tuning)) == (4907 - 490, 490)
+    assert {id(s) for s in train} | {id(s) for s in tuning} == {id(s) for s in corpus.train}
+    assert not {id(s) for s in train} & {id(s) for s in tuning}
+    assert not {id(s) for s in train + tuning} & {id(s) for s in corpus.dev}
+    assert [s.to_original_text() for s in tuning] == [
+        s.to_original_text() for s in tuning_split(trec_corpus().train)[1]
+    ]
