@@ -411,8 +411,6 @@ def follow_job(
             job = dict(api.call("GET", path("jobs", job_id)))
             status = job.get("status")
             bar.set_description(progress_text(job))
-            if plain is not None:
-                plain.show(job)
             if show and not sizes_shown and job.get("train_sentences") is not None:
                 sizes_shown = True
                 bar.write(split_sizes_line(job))
@@ -435,6 +433,11 @@ def follow_job(
                     if row.get("epoch") not in printed:
                         printed.add(row.get("epoch"))
                         bar.write(epoch_line(row))
+            # Lines above go to stdout, a plain progress line to stderr: in one piped log the
+            # finished epoch's line must come before "running epoch N+1".
+            sys.stdout.flush()
+            if plain is not None:
+                plain.show(job)
             if status in TERMINAL:
                 break
             time.sleep(poll_seconds)

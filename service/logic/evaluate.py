@@ -18,9 +18,16 @@ from service.db.models import Corpus
 from service.db.session import session_scope
 from service.errors import FieldError, Invalid
 from service.logic.owned import owned_or_404
-from service.logic.predict import ModelCache, ModelInfo, model_info
+from service.logic.predict import TASK_NOUNS, ModelCache, ModelInfo, model_info
 from service.logic.stored_reads import read_stored
 from service.schemas.api import EvaluateRequest
+
+# A corpus's task in words, as TASK_NOUNS says a model's
+CORPUS_NOUNS = {
+    "sequence_tagging": "a sequence tagging corpus",
+    "text_classification": "a text classification corpus",
+    "language_model": "a text corpus for language models",
+}
 
 
 def _refuse(field: str, message: str) -> Invalid:
@@ -60,7 +67,8 @@ def gold_split(owner_id: str, info: ModelInfo, request: EvaluateRequest) -> Gold
     if task != info.task:
         raise _refuse(
             "corpus_id",
-            f"corpus {request.corpus_id} is a {task} corpus; model {info.id} is a {info.task} model",
+            f"corpus {request.corpus_id} is {CORPUS_NOUNS.get(task, task)}; model {info.id} is a "
+            f"{TASK_NOUNS.get(info.task, info.task)}: score it on {CORPUS_NOUNS.get(info.task, info.task)}",
         )
     gold_type = request.label_type or info.label_type
     if gold_type not in label_types:

@@ -468,3 +468,53 @@ def test_list_items_refuses_a_server_without_next_links() -> None:
     with pytest.raises(CliError, match="answers no `next` page link"):
         client.list_items(api, "models", page_size=2)
     assert [item["id"] for item in client.list_items(api, "models", page_size=3)] == ["m2", "m1"]
+
+
+class PipedLog:
+    """stdout and stderr sent to one pipe: stdout reaches it only when flushed (block-buffered),
+    stderr at once, as with ``tagsmith watch JOB 2>&1 | tee log``."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.pending: list[str] = []
+        log = self
+
+        class Out:
+            def write(self, text: str) -> int:
+                log.pending.append(text)
+                return len(text)
+
+            def flush(self) -> None:
+                log.log.append("".join(log.pending))
+                log.pending.clear()
+
+            def isatty(self) -> bool:
+                return False
+
+        class Err(Out):
+            def write(self, text: str) -> int:
+                log.log.append(text)
+                return len(text)
+
+        self.out, self.err = Out(), Err()
+
+    def text(self) -> str:
+        return "".join(self.log) + "".join(self.pending)
+
+
+def test_piped_watch_prints_an_epochs_line_before_the_next_epochs_progress(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A piped `tagsmith watch` showed "running epoch 2/2" before epoch 1's losses.
+    scripted = ScriptedApi([_job("running", 0, 10.0), _job("running", 1, 50.0), _job("completed", 2, 100.0)])
+    api = client.Api("http://api", transport=httpx.MockTransport(scripted))
+    piped = PipedLog()
+    monkeypatch.setattr("sys.stdout", piped.out)
+    monkeypatch.setattr("sys.stderr", piped.err)
+    client.follow_job(api, "j1", poll_seconds=0.0, write=print)
+    text = piped.text()
+    assert (
+        text.index("running epoch 1/2")
+        < text.index("epoch 1  train_loss 0.9")
+        < text.index("running epoch 2/2")
+    )

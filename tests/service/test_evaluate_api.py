@@ -103,8 +103,9 @@ def test_what_cannot_be_scored_is_named(api: ApiSession, tmp_path: Path) -> None
 
     r = evaluate(classifier, {"corpus_id": conll})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.corpus_id"
-    assert (
-        "sequence_tagging corpus" in r.json()["detail"] and "text_classification model" in r.json()["detail"]
+    assert r.json()["detail"] == (
+        f"corpus {conll} is a sequence tagging corpus; model {classifier} is a text classifier: "
+        "score it on a text classification corpus"
     )
 
     r = evaluate(classifier, {"corpus_id": reviews})
