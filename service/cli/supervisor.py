@@ -354,12 +354,21 @@ def _run_locked(
     echo(f"database     {redact(settings.resolved_database_url)} (migrated)")
     from service.storage import get_storage
 
+    created = ""
+    if not settings.storage_url.startswith("s3://") and not settings.storage_root.exists():
+        # said in this summary's column; made here, the storage's own warning (for a shared folder
+        # that is not mounted) would break it with a line of its own
+        created = " (created)" if not settings.storage_url else " (did not exist: created it)"
+        try:
+            settings.storage_root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CliError(f"storage {settings.storage_root} cannot be created: {error}") from error
     storage = get_storage()
     try:
         storage.check()
     except Exception as error:
         raise CliError(f"storage {storage.describe()} cannot be written: {error}") from error
-    echo(f"storage      {storage.describe()}")
+    echo(f"storage      {storage.describe()}{created}")
 
     redis = None
     broker_url = settings.broker_url

@@ -194,6 +194,15 @@ def test_readme_first_command_runs_the_curl_session_and_stops_clean(stack: Stack
     assert any("celery" in cmd for cmd in processes.values())
     assert any("uvicorn" in cmd for cmd in processes.values())
     _wait_for_banner(stack)
+    # the start-up summary: one aligned line each, the new storage folder said in its own line
+    start = stack.log.read_text(encoding="utf-8").splitlines()[:4]
+    assert [line[:13] for line in start] == [
+        "data folder  ",
+        "database     ",
+        "storage      ",
+        "broker       ",
+    ]
+    assert start[2] == f"storage      {stack.data_dir / 'storage'} (created)", start
 
     output = _run_curl_session(stack.url)
 
