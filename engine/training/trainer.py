@@ -328,6 +328,11 @@ class _Run:
             self.train_data += self.dev_data
         if not self.train_data:
             raise TrainerConfigError("the corpus has no training sentences")
+        if not any(self._gold(s) for s in self.train_data):
+            # Without one gold label the loss is all "O" (or nothing for a classifier): the run
+            # completed with a model that never predicts anything, e.g. after tag_type="NER" with
+            # a dictionary made from "ner".
+            raise TrainerConfigError(self._no_gold_message())
         dictionary = getattr(self.model, "label_dictionary", None)
         classifier = getattr(self.model, "label_kind", None) == "sentence"
         if classifier and dictionary is not None and not self.model.multi_label and len(dictionary) == 1:
@@ -380,6 +385,14 @@ class _Run:
         """Whether ``sentence`` has a gold label of the model's type (a span, a tag, a class)."""
         label_type = self._label_type()
         return bool(sentence.get_labels(label_type))
+
+    def _no_gold_message(self) -> str:
+        found = sorted({name for s in self.train_data for name in s.label_types()})
+        return (
+            f"no training sentence has a {self._label_type()!r} label, so there is nothing to learn "
+            f"(the training split's label types: {', '.join(found) or 'none'}); build the model "
+            "with a label type of the corpus"
+        )
 
     def _validate(self) -> None:
         a = self.a

@@ -1028,3 +1028,14 @@ def test_an_epoch_with_a_nan_loss_is_never_the_best_model(tmp_path: Path, vector
     model = reporting_nan_loss(make_tagger(corpus, vectors, dropout=False), batches=1000)
     result = ModelTrainer(model, corpus).train(tmp_path, max_epochs=2, **args)
     assert result["best_epoch"] is None and result["model_path"] == tmp_path / "final-model"
+
+
+def test_training_data_without_labels_of_the_model_type_is_refused(tmp_path: Path, vectors: Path) -> None:
+    # A tagger built with tag_type "NER" over a dictionary made from "ner" saw only "O" and the
+    # run "completed" with a model that never predicts an entity.
+    corpus = make_corpus()
+    embeddings = WordEmbeddings(str(vectors), dtype="float32")
+    tagger = SequenceTagger(embeddings, corpus.make_label_dictionary("ner"), "NER", hidden_size=8)
+    with pytest.raises(TrainerConfigError, match=r"no training sentence has a 'NER' label, .*types: ner\)"):
+        ModelTrainer(tagger, corpus).train(tmp_path, max_epochs=1, **FAST)
+    assert not (tmp_path / "final-model").exists()
