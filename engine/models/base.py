@@ -16,6 +16,8 @@ loads them. Nothing is unpickled.
 from __future__ import annotations
 
 import abc
+import reprlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -124,11 +126,10 @@ class Model(nn.Module, abc.ABC):
         """Write predicted labels with scores onto ``sentences`` under ``label_name`` (default: the
         model's ``label_type``), replacing earlier predictions of that name. ``precision``:
         ``float32``, ``bfloat16`` (autocast) or ``auto`` (see ``engine.precision``)."""
-        if isinstance(sentences, Sentence):
-            sentences = [sentences]
+        sentences = sentence_list(sentences, "predict")
         with inference_autocast(precision, self.device):
             self._run(
-                list(sentences),
+                sentences,
                 mini_batch_size,
                 label_name or self.label_type,
                 return_probabilities_for_all_classes,
@@ -190,7 +191,7 @@ class Model(nn.Module, abc.ABC):
         ``gold_label_type`` (default: the model's), optionally write ``out_path`` (test.tsv)."""
         gold_type = gold_label_type or self.label_type
         predicted_type = f"{gold_type}__predicted"
-        sentences = list(sentences)
+        sentences = sentence_list(sentences, "evaluate")
         if gold_type != self.label_type:
             # the loss is computed against self.label_type; score another type without it
             loss_sum, count = self._run(
@@ -265,6 +266,27 @@ class Model(nn.Module, abc.ABC):
                 Path(directory) / CONFIG_FILE, f"holds a {type(model).__name__}, not a {cls.__name__}"
             )
         return model
+
+
+def sentence_list(sentences: Iterable[Sentence] | Sentence, method: str) -> list[Sentence]:
+    """``sentences`` as a list, a single Sentence as a list of one. Text or token lists are a
+    TypeError saying how to make a Sentence: they failed deep inside the embeddings with
+    "'str' object has no attribute 'tokens'"."""
+    if isinstance(sentences, Sentence):
+        return [sentences]
+    if isinstance(sentences, str):
+        raise TypeError(
+            f"{method} takes a Sentence or a list of them, not text: "
+            f"{method}(Sentence({reprlib.repr(sentences)}))"
+        )
+    items = list(sentences)
+    for index, item in enumerate(items):
+        if not isinstance(item, Sentence):
+            raise TypeError(
+                f"{method} takes a Sentence or a list of them; item {index} is a {type(item).__name__}: "
+                f"wrap it as Sentence({reprlib.repr(item)})"
+            )
+    return items
 
 
 def distribution_key(label_name: str) -> str:

@@ -240,6 +240,20 @@ def test_predict_writes_spans_with_confidences_in_caller_order() -> None:
     assert empty.get_spans("ner") == []
 
 
+def test_predict_and_evaluate_say_how_to_pass_text() -> None:
+    # Text or a token list failed deep inside the embeddings ("'str' object has no attribute
+    # 'tokens'"); a single Sentence made evaluate iterate over its tokens the same way.
+    sentences = ner_sentences()
+    tagger = make_tagger(sentences, "ner")
+    with pytest.raises(TypeError, match=r"not text: predict\(Sentence\('Obama visited Paris'\)\)"):
+        tagger.predict("Obama visited Paris")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"item 1 is a list: wrap it as Sentence\(\['Obama'"):
+        tagger.predict([sentences[0], ["Obama", "visited"]])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"evaluate takes a Sentence .* item 0 is a str"):
+        tagger.evaluate(["Obama visited Paris"])  # type: ignore[list-item]
+    assert tagger.evaluate(sentences[0]).main_score == tagger.evaluate([sentences[0]]).main_score
+
+
 def test_span_confidence_is_the_mean_of_token_marginals() -> None:
     sentences = ner_sentences()
     tagger = make_tagger(sentences, "ner")
