@@ -181,7 +181,7 @@ class Model(nn.Module, abc.ABC):
     # evaluation -------------------------------------------------------------------------------
     def evaluate(
         self,
-        sentences: list[Sentence],
+        sentences: list[Sentence] | Sentence,
         gold_label_type: str | None = None,
         mini_batch_size: int = 64,
         out_path: str | Path | None = None,
@@ -268,10 +268,10 @@ class Model(nn.Module, abc.ABC):
         return model
 
 
-def sentence_list(sentences: Iterable[Sentence] | Sentence, method: str) -> list[Sentence]:
+def sentence_list(sentences: object, method: str) -> list[Sentence]:
     """``sentences`` as a list, a single Sentence as a list of one. Text or token lists are a
     TypeError saying how to make a Sentence: they failed deep inside the embeddings with
-    "'str' object has no attribute 'tokens'"."""
+    "'str' object has no attribute 'tokens'". (``object``: this checks what untyped callers pass.)"""
     if isinstance(sentences, Sentence):
         return [sentences]
     if isinstance(sentences, str):
@@ -279,6 +279,8 @@ def sentence_list(sentences: Iterable[Sentence] | Sentence, method: str) -> list
             f"{method} takes a Sentence or a list of them, not text: "
             f"{method}(Sentence({reprlib.repr(sentences)}))"
         )
+    if not isinstance(sentences, Iterable):
+        raise TypeError(f"{method} takes a Sentence or a list of them, not a {type(sentences).__name__}")
     items = list(sentences)
     for index, item in enumerate(items):
         if not isinstance(item, Sentence):
