@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -97,8 +98,11 @@ def test_heartbeat_renews_and_notices_a_lost_lease(environment: dict[str, str]) 
     before = job_row(job_id).lease_expires_at
     beat = lease.Heartbeat(job_id, "w", lease_seconds=5, interval=0.1).start()
     try:
-        threading.Event().wait(0.35)
-        assert job_row(job_id).lease_expires_at > before
+        # renewed (every 0.1 s) well before the 5 s lease runs out, however late the thread runs
+        deadline = time.monotonic() + 4
+        while job_row(job_id).lease_expires_at <= before:
+            assert time.monotonic() < deadline, "the heartbeat did not renew the lease"
+            time.sleep(0.05)
         assert lease.claim(job_id, "thief", lease_seconds=5, now=utcnow() + timedelta(seconds=10)).claimed
         assert beat.lost.wait(2.0)
     finally:
