@@ -13,6 +13,7 @@ storage modes of the trainer keep or clear between epochs.
 from __future__ import annotations
 
 import random
+import reprlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -568,3 +569,26 @@ class MultiCorpus(Corpus):
             sample_missing_splits=False,
             skipped=sum(c.skipped for c in corpora),
         )
+
+
+def sentence_list(sentences: object, method: str) -> list[Sentence]:
+    """``sentences`` as a list, a single Sentence as a list of one. Text or token lists are a
+    TypeError saying how to make a Sentence: they failed deep inside the embeddings with
+    "'str' object has no attribute 'tokens'". (``object``: this checks what untyped callers pass.)"""
+    if isinstance(sentences, Sentence):
+        return [sentences]
+    if isinstance(sentences, str):
+        raise TypeError(
+            f"{method} takes a Sentence or a list of them, not text: "
+            f"{method}(Sentence({reprlib.repr(sentences)}))"
+        )
+    if not isinstance(sentences, Iterable):
+        raise TypeError(f"{method} takes a Sentence or a list of them, not a {type(sentences).__name__}")
+    items = list(sentences)
+    for index, item in enumerate(items):
+        if not isinstance(item, Sentence):
+            raise TypeError(
+                f"{method} takes a Sentence or a list of them; item {index} is a {type(item).__name__}: "
+                f"wrap it as Sentence({reprlib.repr(item)})"
+            )
+    return items

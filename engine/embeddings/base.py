@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from engine.data import Sentence
+from engine.data import Sentence, sentence_list
 
 StorageMode = Literal["none", "cpu", "gpu"]
 STORAGE_MODES: tuple[str, ...] = ("none", "cpu", "gpu")
@@ -96,9 +96,10 @@ class Embeddings(nn.Module, abc.ABC):
         return resource_folder(directory, self.name)
 
     @abc.abstractmethod
-    def embed(self, sentences: list[Sentence]) -> torch.Tensor:
-        """One padded tensor for the batch: ``[B, T, D]`` (token embeddings) or ``[B, D]``
-        (document embeddings), stored embeddings served from the sentences."""
+    def embed(self, sentences: list[Sentence] | Sentence) -> torch.Tensor:
+        """One padded tensor for the batch (a single Sentence: a batch of one): ``[B, T, D]``
+        (token embeddings) or ``[B, D]`` (document embeddings), stored embeddings served from the
+        sentences. Nothing is written onto the tokens."""
 
     @abc.abstractmethod
     def _embed(self, sentences: list[Sentence]) -> list[torch.Tensor] | torch.Tensor:
@@ -110,16 +111,16 @@ class Embeddings(nn.Module, abc.ABC):
 
 
 class TokenEmbeddings(Embeddings):
-    def embed(self, sentences: list[Sentence]) -> torch.Tensor:
-        per_sentence = _with_storage(self, sentences)
+    def embed(self, sentences: list[Sentence] | Sentence) -> torch.Tensor:
+        per_sentence = _with_storage(self, sentence_list(sentences, "embed"))
         if isinstance(per_sentence, torch.Tensor):
             return per_sentence
         return pad_sequence(per_sentence, batch_first=True)
 
 
 class DocumentEmbeddings(Embeddings):
-    def embed(self, sentences: list[Sentence]) -> torch.Tensor:
-        per_sentence = _with_storage(self, sentences)
+    def embed(self, sentences: list[Sentence] | Sentence) -> torch.Tensor:
+        per_sentence = _with_storage(self, sentence_list(sentences, "embed"))
         if isinstance(per_sentence, torch.Tensor):
             return per_sentence
         return torch.stack(per_sentence)

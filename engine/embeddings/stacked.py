@@ -9,7 +9,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from engine.data import Sentence
+from engine.data import Sentence, sentence_list
 from engine.embeddings.base import (
     EmbeddingConfigError,
     Embeddings,
@@ -56,7 +56,8 @@ class StackedEmbeddings(TokenEmbeddings):
     def is_static(self) -> bool:
         return all(child.is_static for child in self.stack)
 
-    def embed(self, sentences: list[Sentence]) -> torch.Tensor:
+    def embed(self, sentences: list[Sentence] | Sentence) -> torch.Tensor:
+        sentences = sentence_list(sentences, "embed")
         return torch.cat([child.embed(sentences) for child in self.stack], dim=-1)
 
     def _embed(self, sentences: list[Sentence]) -> torch.Tensor:

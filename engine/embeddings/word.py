@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from engine.data import Sentence
+from engine.data import Sentence, sentence_list
 from engine.embeddings.base import (
     EmbeddingConfigError,
     TokenEmbeddings,
@@ -269,7 +269,8 @@ class WordEmbeddings(TokenEmbeddings):
                 sentence.embeddings[key] = rows
         return rows
 
-    def embed(self, sentences: list[Sentence]) -> torch.Tensor:
+    def embed(self, sentences: list[Sentence] | Sentence) -> torch.Tensor:
+        sentences = sentence_list(sentences, "embed")
         rows = pad_sequence([self.row_indices(s) for s in sentences], batch_first=True, padding_value=PAD_ROW)
         rows = rows.to(self.vectors.device)
         out = F.embedding(rows, self.vectors, padding_idx=PAD_ROW).float()

@@ -16,15 +16,13 @@ loads them. Nothing is unpickled.
 from __future__ import annotations
 
 import abc
-import reprlib
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-from engine.data import Dictionary, Sentence
+from engine.data import Dictionary, Sentence, sentence_list
 from engine.embeddings.base import STORAGE_MODES, Embeddings, StorageMode, clear_stored_embeddings
 from engine.evaluation import EvaluationResult, Item, compute_scores
 from engine.limits import MAX_CRF_TAGS, MAX_LABELS, check_built_on_meta, max_crf_labels
@@ -266,29 +264,6 @@ class Model(nn.Module, abc.ABC):
                 Path(directory) / CONFIG_FILE, f"holds a {type(model).__name__}, not a {cls.__name__}"
             )
         return model
-
-
-def sentence_list(sentences: object, method: str) -> list[Sentence]:
-    """``sentences`` as a list, a single Sentence as a list of one. Text or token lists are a
-    TypeError saying how to make a Sentence: they failed deep inside the embeddings with
-    "'str' object has no attribute 'tokens'". (``object``: this checks what untyped callers pass.)"""
-    if isinstance(sentences, Sentence):
-        return [sentences]
-    if isinstance(sentences, str):
-        raise TypeError(
-            f"{method} takes a Sentence or a list of them, not text: "
-            f"{method}(Sentence({reprlib.repr(sentences)}))"
-        )
-    if not isinstance(sentences, Iterable):
-        raise TypeError(f"{method} takes a Sentence or a list of them, not a {type(sentences).__name__}")
-    items = list(sentences)
-    for index, item in enumerate(items):
-        if not isinstance(item, Sentence):
-            raise TypeError(
-                f"{method} takes a Sentence or a list of them; item {index} is a {type(item).__name__}: "
-                f"wrap it as Sentence({reprlib.repr(item)})"
-            )
-    return items
 
 
 def distribution_key(label_name: str) -> str:

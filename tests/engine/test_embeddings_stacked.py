@@ -151,3 +151,21 @@ def test_unknown_config_keys_are_refused_at_any_depth(tmp_path: Path) -> None:
         embeddings_from_config(nested, None)
     nested["embeddings"][1].pop("size")
     assert isinstance(embeddings_from_config(nested, None), StackedEmbeddings)
+
+
+def test_embed_takes_one_sentence_and_says_how_to_pass_text(tmp_path: Path) -> None:
+    # The embeddings tutorial's `embedding.embed(sentence)` failed deep inside with "'Token' object
+    # has no attribute 'tokens'"; text failed with "'str' object has no attribute 'tokens'".
+    word = WordEmbeddings(str(write_glove_text(tmp_path / "g.txt")), dtype="float32")
+    for embeddings in (
+        word,
+        StackedEmbeddings([word, CharacterEmbeddings()]),
+        DocumentPoolEmbeddings([word]),
+    ):
+        sentence = Sentence(["the", "cat"])
+        one = embeddings.embed(sentence)
+        assert torch.equal(one, embeddings.embed([sentence]))
+        with pytest.raises(TypeError, match=r"not text: embed\(Sentence\('the cat'\)\)"):
+            embeddings.embed("the cat")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="item 0 is a list"):
+            embeddings.embed([["the", "cat"]])  # type: ignore[list-item]
